@@ -1,0 +1,182 @@
+"""Command line: each command parses its arguments and calls the library. Nothing else lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from lookout.rules import RuleSet, RulesError, load_rules, parse_duration
+
+EXIT_USAGE = 2
+
+
+def _load(rules_path: str | None, lateness: str | None) -> RuleSet:
+    try:
+        rs = load_rules(rules_path)
+        if lateness is not None:
+            rs = rs.with_lateness(parse_duration(lateness))
+        return rs
+    except (RulesError, ValueError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+rules_option = click.option("--rules", "rules_path", type=click.Path(dir_okay=False), envvar="LOOKOUT_RULES",
+                            help="Rules file (YAML). Default: the built-in rules (the seed's four goals).")
+lateness_option = click.option("--lateness", default=None, metavar="DURATION",
+                               help="Allowed lateness, e.g. 10s (overrides the rules file).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="lookout")
+def main() -> None:
+    """lookout: anomaly alerts and per-minute analytics from NGINX access-log streams."""
+
+
+@main.command()
+@rules_option
+@click.option("--check", is_flag=True, help="Only validate; print nothing on success.")
+def rules(rules_path: str | None, check: bool) -> None:
+    """Print the effective rules (validated)."""
+    rs = _load(rules_path, None)
+    if not check:
+        click.echo(rs.to_yaml(), nl=False)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@rules_option
+@lateness_option
+@click.option("--out", "out_dir", default="lookout-out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for <rule>.jsonl and rejected.jsonl.")
+@click.option("--store", "store_dir", default=None, type=click.Path(file_okay=False),
+              help="Also keep the raw records in an embedded store (Parquet) here, for `lookout count/search`.")
+@click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
+              help="Also index every valid record into Elasticsearch/OpenSearch at this URL.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None, out_dir: str,
+           store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool) -> None:
+    """Run the rules over NDJSON files (`-` for stdin, .gz too), as fast as the machine allows."""
+    from lookout.replay import replay as run_replay
+
+    rs = _load(rules_path, lateness)
+    for p in inputs:
+        if p != "-" and not Path(p).is_file():
+            click.echo(f"error: {p}: no such file", err=True)
+            sys.exit(EXIT_USAGE)
+    show = sys.stderr.isatty() if progress is None else progress
+    stats = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show)
+    from lookout.live import print_summary
+
+    print_summary(stats, out_dir, as_json=as_json)
+
+
+@main.command()
+@rules_option
+@lateness_option
+@click.option("--out", "out_dir", default="lookout-out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory results are appended to.")
+@click.option("--state-dir", default=".lookout-state", show_default=True, type=click.Path(file_okay=False),
+              help="Where checkpoints, positions and the embedded store live.")
+@click.option("--rate", default=100.0, show_default=True, help="Generator: records per second.")
+@click.option("--seed", type=int, default=None, help="Generator: random seed.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--tail", "tail_path", default=None, type=click.Path(dir_okay=False),
+              help="Follow an nginx access log instead of generating records.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "combined"]), default="auto", show_default=True)
+@click.option("--host", "log_host", default=None, help="Host name for combined-format lines (they carry none).")
+@click.option("--geoip", default=None, type=click.Path(dir_okay=False), help="MaxMind-format country database.")
+@click.option("--kafka", "kafka", envvar="LOOKOUT_KAFKA", default=None, help="Kafka bootstrap servers.")
+@click.option("--topic", default="test-inter", show_default=True, help="Kafka input topic.")
+@click.option("--kafka-config", "kafka_config", multiple=True, metavar="KEY=VALUE",
+              help="librdkafka property passed through (repeatable), e.g. security.protocol=SASL_SSL.")
+@click.option("--partitions", default=3, show_default=True, help="Partitions for topics lookout creates.")
+@click.option("--idle-timeout", default="30s", show_default=True, help="Close open windows after input is quiet this long.")
+@click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
+              help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
+@click.option("--view/--no-view", default=None, help="Live terminal view (default: when stdout is a terminal).")
+def run(**opts: object) -> None:
+    """Run the pipeline: generated records by default, or --tail a log, or --kafka."""
+    from lookout.runner import RunOptions, run_pipeline
+
+    rs = _load(opts.pop("rules_path"), opts.pop("lateness"))  # type: ignore[arg-type]
+    view = opts.pop("view")
+    if view is None:
+        view = sys.stdout.isatty()
+    try:
+        ro = RunOptions(**opts, view=bool(view))  # type: ignore[arg-type]
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(run_pipeline(rs, ro))
+
+
+@main.command()
+@click.option("--state-dir", default=".lookout-state", show_default=True, type=click.Path(file_okay=False))
+@click.option("--store", "store_dir", default=None, type=click.Path(file_okay=False), help="Store directory (default: STATE_DIR/store).")
+@click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None, help="Ask Elasticsearch instead.")
+@click.option("--index", default="test-inter", show_default=True)
+def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str) -> None:
+    """Count the raw records stored (the embedded answer to `curl …/test-inter/_count`)."""
+    from lookout import store
+
+    if es_url:
+        from lookout.sinks.elasticsearch import es_count
+
+        n = es_count(es_url, index)
+    else:
+        n = store.count(Path(store_dir) if store_dir else Path(state_dir) / "store")
+    click.echo(orjson.dumps({"count": n}).decode())
+
+
+@main.command()
+@click.option("--state-dir", default=".lookout-state", show_default=True, type=click.Path(file_okay=False))
+@click.option("--store", "store_dir", default=None, type=click.Path(file_okay=False))
+@click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None, help="Ask Elasticsearch instead.")
+@click.option("--index", default="test-inter", show_default=True)
+@click.option("--client-ip", default=None)
+@click.option("--host", default=None)
+@click.option("--country", default=None)
+@click.option("--method", default=None)
+@click.option("--status", default=None, help="A status, a range (400-499) or a class (4xx).")
+@click.option("--since", default=None, help="ISO-8601 time or epoch seconds.")
+@click.option("--until", default=None, help="ISO-8601 time or epoch seconds.")
+@click.option("--limit", default=20, show_default=True)
+def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str, limit: int, **filters: str | None) -> None:
+    """Find stored raw records (newest first), one JSON object per line."""
+    from lookout import store
+
+    try:
+        query = store.Query.from_options(**filters)
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if es_url:
+        from lookout.sinks.elasticsearch import es_search
+
+        rows = es_search(es_url, index, query, limit)
+    else:
+        rows = store.search(Path(store_dir) if store_dir else Path(state_dir) / "store", query, limit)
+    for r in rows:
+        click.echo(orjson.dumps(r).decode())
+
+
+@main.command()
+@click.argument("count", type=int)
+@click.option("--out", "out_path", default="-", show_default=True, help="File to write (default stdout).")
+@click.option("--rate", default=100.0, show_default=True, help="Records per second of event time.")
+@click.option("--start", default=1_659_509_400.0, show_default=True, help="Event time of the first record (epoch s).")
+@click.option("--seed", default=7, show_default=True)
+def generate(count: int, out_path: str, rate: float, start: float, seed: int) -> None:
+    """Write COUNT seed-format records as NDJSON (test and benchmark input)."""
+    from lookout.sources.generator import generate_file
+
+    generate_file("/dev/stdout" if out_path == "-" else out_path, count, rate=rate, start=start, seed=seed)
+
+
+# Commands of the integrations live beside their own code's owners; each adds itself to `main`.
+from lookout import cli_kafka, cli_nginx, cli_spark  # noqa: E402,F401

@@ -1,0 +1,376 @@
+"""The event-time window engine: pure, batch-at-a-time, Spark's window semantics.
+
+Vocabulary (Apache Beam's):
+- *window*: [k*hop, k*hop + size), aligned to the epoch (see windows.py);
+- *watermark*: highest event time seen minus the allowed lateness, advanced per record;
+  a window *closes* when the watermark reaches its end, and its state is freed;
+- *late*: a record one of whose windows had already closed when it arrived. It is left out of
+  that rule (counted nowhere in it) and reported, so totals never depend on batch boundaries;
+- *trigger*: `alert` emits a (window, key) once, as soon as its condition first holds, with the
+  value at that moment; `final` emits once when the window closes; `update` re-emits every
+  (window, key) whose value changed in a batch.
+
+State is per-key *panes* of width gcd(size, hop) holding partial aggregates, so a record costs
+the same for a 20 s/1 s hopping window as for a tumbling one. Work is done with polars on
+whole batches; Python touches only aggregated rows (and, for sum/min/max alerts, the records
+of the few windows that cross their threshold in a batch).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from lookout.engine.windows import WindowMath
+from lookout.rules import Rule, RuleSet, Threshold
+
+NEVER = -(1 << 62)  # a watermark / window index below any real one
+
+_PARTIAL_COLS = ("cnt", "n", "s", "mn", "mx")
+
+
+def _filter_expr(rule: Rule) -> pl.Expr:
+    expr = pl.lit(True)
+    for fld, values in rule.filter.conditions:
+        col = pl.col(fld)
+        if fld in ("status", "request_time"):
+            part = pl.lit(False)
+            for lo, hi in values:
+                part = part | col.is_between(lo, hi)
+            expr = expr & part.fill_null(False)
+        else:
+            expr = expr & col.is_in(list(values)).fill_null(False)
+    for k in rule.group_by:
+        expr = expr & pl.col(k).is_not_null()
+    return expr
+
+
+@dataclass
+class RuleOutput:
+    results: pl.DataFrame | None  # columns: _start, _end, <group_by...>, value
+    late_lines: pl.Series | None  # `line` of records late for this rule
+
+
+class RuleRunner:
+    """One rule's panes, watermark bookkeeping and emission."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.w = WindowMath(rule.window.size, rule.window.hop)
+        self.keys = list(rule.group_by)
+        self.agg = rule.agg
+        self.mode = rule.effective_emit
+        self.threshold: Threshold | None = rule.threshold_spec
+        self.panes: pl.DataFrame | None = None  # keys..., q, partial columns
+        self.closed_k = NEVER  # every window k <= closed_k has closed
+        self._filter = _filter_expr(rule)
+        self._has_value = self.agg.field is not None
+        self._pcols = ["cnt", "n", "s", "mn", "mx"] if self._has_value else ["cnt"]
+        self._scale = 1_000_000 if self.agg.field == "request_time" else 1
+
+    # ---- partial aggregates -----------------------------------------------------------------
+    def _partial_exprs(self) -> list[pl.Expr]:
+        exprs = [pl.len().cast(pl.Int64).alias("cnt")]
+        if self._has_value:
+            v = pl.col("_v")
+            exprs += [v.count().cast(pl.Int64).alias("n"), v.sum().alias("s"), v.min().alias("mn"), v.max().alias("mx")]
+        return exprs
+
+    def _merge_exprs(self) -> list[pl.Expr]:
+        exprs = [pl.col("cnt").sum()]
+        if self._has_value:
+            exprs += [pl.col("n").sum(), pl.col("s").sum(), pl.col("mn").min(), pl.col("mx").max()]
+        return exprs
+
+    def _value_expr(self, suffix: str = "") -> pl.Expr:
+        f = self.agg.func
+        if f == "count":
+            return pl.col("cnt" + suffix)
+        n = pl.col("n" + suffix)
+        col = {"sum": "s", "min": "mn", "max": "mx", "avg": "s"}[f]
+        v = pl.col(col + suffix)
+        if f == "avg":
+            v = v / (n * self._scale)
+        elif self._scale != 1:
+            v = v / self._scale
+        return pl.when(n > 0).then(v)
+
+    def _cond_expr(self, value: pl.Expr) -> pl.Expr:
+        t = self.threshold
+        assert t is not None
+        op = {">": value > t.value, ">=": value >= t.value, "<": value < t.value, "<=": value <= t.value}[t.op]
+        return op.fill_null(False)
+
+    def _value_column(self) -> pl.Expr:
+        fld = self.agg.field
+        if fld is None:
+            return pl.lit(None)
+        if fld == "request_time":
+            # Summed as integer microseconds: exact, so results do not depend on summation order
+            # (threads, batch boundaries). nginx's $request_time has millisecond resolution.
+            return (pl.col(fld) * self._scale).round(0).cast(pl.Int64)
+        return pl.col(fld).cast(pl.Int64)
+
+    # ---- exploding panes into the windows that contain them ---------------------------------
+    def _explode(self, panes: pl.DataFrame, k_lo: int | None = None, k_hi: int | None = None) -> pl.DataFrame:
+        first, last = self.w.pane_windows_expr(pl.col("q"))
+        if k_lo is not None:
+            first = pl.max_horizontal(first, pl.lit(k_lo))
+        if k_hi is not None:
+            last = pl.min_horizontal(last, pl.lit(k_hi))
+        out = panes.with_columns(k=pl.int_ranges(first, last + 1)).explode("k").drop_nulls("k")
+        return out.group_by(self.keys + ["k"]).agg(self._merge_exprs())
+
+    def _windows_frame(self, df: pl.DataFrame, value: pl.Expr) -> pl.DataFrame:
+        return df.select(
+            (pl.col("k") * self.w.hop).alias("_start"),
+            (pl.col("k") * self.w.hop + self.w.size).alias("_end"),
+            *[pl.col(k) for k in self.keys],
+            value.alias("value"),
+        )
+
+    # ---- one batch --------------------------------------------------------------------------
+    def process(self, df: pl.DataFrame, wm_end: int) -> RuleOutput:
+        sel = df.filter(self._filter)
+        late_lines = None
+        results: list[pl.DataFrame] = []
+        if sel.height:
+            first_end = self.w.first_end_expr(pl.col("ts"))
+            on_time = first_end > pl.col("_wm")
+            if not sel.select(on_time.all()).item():
+                late_lines = sel.filter(~on_time).get_column("line")
+                sel = sel.filter(on_time)
+            if sel.height:
+                delta = (
+                    sel.lazy()
+                    .select(*self.keys, q=pl.col("ts") // self.w.pane, _v=self._value_column())
+                    .group_by(self.keys + ["q"])
+                    .agg(self._partial_exprs())
+                    .collect()
+                )
+                old = self.panes
+                if self.mode == "alert":
+                    alerts = self._alerts(old, delta, sel)
+                    if alerts is not None:
+                        results.append(alerts)
+                self.panes = delta if old is None else pl.concat([old, delta]).group_by(self.keys + ["q"]).agg(self._merge_exprs())
+                if self.mode == "update":
+                    touched = delta.select(self.keys).unique()
+                    after = self._explode(self.panes.join(touched, on=self.keys, how="semi"), k_lo=self.closed_k + 1)
+                    changed = self._explode(delta, k_lo=self.closed_k + 1).select(self.keys + ["k"])
+                    after = after.join(changed, on=self.keys + ["k"], how="semi").with_columns(value=self._value_expr())
+                    if self.threshold is not None:
+                        after = after.filter(self._cond_expr(pl.col("value")))
+                    results.append(self._windows_frame(after, pl.col("value")).sort("_start", *self.keys))
+        closed = self._close(self.w.last_closed(wm_end))
+        if closed is not None:
+            results.append(closed)
+        out = pl.concat(results) if results else None
+        return RuleOutput(out if out is not None and out.height else None, late_lines)
+
+    def _alerts(self, old: pl.DataFrame | None, delta: pl.DataFrame, sel: pl.DataFrame) -> pl.DataFrame | None:
+        # Prune before exploding panes into windows. Cut time into buckets of one window size:
+        # any window lies within two neighbouring buckets b, b+1 (b = its start's bucket). count,
+        # sum and max only grow with more records and min only shrinks, so a window can meet the
+        # condition only if the two buckets together do. Only such (key, b) are looked at closely.
+        size = self.w.size
+        bucket = (pl.col("q") * self.w.pane) // size
+        live = (delta if old is None else pl.concat([old, delta])).with_columns(_b=bucket)
+        per_bucket = live.group_by(self.keys + ["_b"]).agg(self._merge_exprs())
+        nxt = per_bucket.with_columns(_b=pl.col("_b") - 1)
+        pairs = pl.concat([per_bucket, nxt]).group_by(self.keys + ["_b"]).agg(self._merge_exprs())
+        cand = pairs.filter(self._cond_expr(self._value_expr())).select(self.keys + ["_b"])
+        if cand.height == 0:
+            return None
+        # panes that can sit in a candidate window: buckets b and b+1 of each candidate (key, b)
+        pane_buckets = pl.concat([cand, cand.with_columns(_b=pl.col("_b") + 1)]).unique()
+
+        def windows(panes: pl.DataFrame) -> pl.DataFrame:
+            p = panes.with_columns(_b=bucket).join(pane_buckets, on=self.keys + ["_b"], how="semi").drop("_b")
+            w = self._explode(p, k_lo=self.closed_k + 1)
+            return w.with_columns(_b=(pl.col("k") * self.w.hop) // size).join(cand, on=self.keys + ["_b"], how="semi").drop("_b")
+
+        d = windows(delta)
+        if d.height == 0:
+            return None
+        if old is not None:
+            o = windows(old)
+            j = d.join(o, on=self.keys + ["k"], how="left", suffix="_o")
+        else:
+            j = d.with_columns(*[pl.lit(None, dtype=d.schema[c]).alias(c + "_o") for c in self._pcols])
+        merged = [
+            (pl.col("cnt") + pl.col("cnt_o").fill_null(0)).alias("cnt_a"),
+        ]
+        if self._has_value:
+            merged += [
+                (pl.col("n") + pl.col("n_o").fill_null(0)).alias("n_a"),
+                (pl.col("s") + pl.col("s_o").fill_null(0)).alias("s_a"),
+                pl.min_horizontal("mn", "mn_o").alias("mn_a"),
+                pl.max_horizontal("mx", "mx_o").alias("mx_a"),
+            ]
+        j = j.with_columns(merged)
+        crossing = j.filter(self._cond_expr(self._value_expr("_a")) & ~self._cond_expr(self._value_expr("_o")))
+        if crossing.height == 0:
+            return None
+        if self.agg.func == "count":
+            t = self.threshold
+            assert t is not None
+            first_true = math.floor(t.value) + 1 if t.op == ">" else math.ceil(t.value)
+            # Each record adds exactly 1, so the count at the crossing is the first count that holds.
+            value = pl.max_horizontal(pl.lit(first_true), pl.col("cnt_o").fill_null(0) + 1)
+            out = self._windows_frame(crossing, value)
+        else:
+            out = self._replay_crossings(crossing, sel)
+        return out.sort("_start", *self.keys)
+
+    def _replay_crossings(self, crossing: pl.DataFrame, sel: pl.DataFrame) -> pl.DataFrame:
+        """The value at the moment of crossing for sum/min/max: replay the window's records in order."""
+        t = self.threshold
+        assert t is not None
+        f = self.agg.func
+        rows = []
+        for row in crossing.iter_rows(named=True):
+            start, end = row["k"] * self.w.hop, row["k"] * self.w.hop + self.w.size
+            key_match = pl.lit(True)
+            for k in self.keys:
+                key_match = key_match & (pl.col(k) == row[k])
+            recs = sel.filter(key_match & (pl.col("ts") >= start) & (pl.col("ts") < end)).select(self._value_column())
+            acc = {"sum": row["s_o"], "min": row["mn_o"], "max": row["mx_o"]}[f] if row["n_o"] else None
+            value = None
+            for x in recs.to_series().to_list():
+                if x is None:
+                    continue
+                acc = x if acc is None else (acc + x if f == "sum" else min(acc, x) if f == "min" else max(acc, x))
+                if t.holds(acc / self._scale):
+                    value = acc / self._scale if self._scale != 1 else acc
+                    break
+            rows.append({"_start": start, "_end": end, **{k: row[k] for k in self.keys}, "value": value})
+        schema = {"_start": pl.Int64, "_end": pl.Int64, **{k: crossing.schema[k] for k in self.keys}}
+        return pl.DataFrame(rows, schema_overrides=schema)
+
+    def _close(self, k_close: int) -> pl.DataFrame | None:
+        """Close windows up to k_close: emit them (final mode) and free panes no open window needs."""
+        if k_close <= self.closed_k:
+            return None
+        out = None
+        panes = self.panes
+        if panes is not None and panes.height:
+            if self.mode == "final":
+                if self.w.size == self.w.hop:  # tumbling: a pane is a window
+                    done = panes.filter(pl.col("q") <= k_close).rename({"q": "k"})
+                else:
+                    done = self._explode(panes, k_lo=self.closed_k + 1, k_hi=k_close)
+                value = self._value_expr()
+                if self.threshold is not None:
+                    done = done.filter(self._cond_expr(value))
+                if done.height:
+                    out = self._windows_frame(done, value).sort("_start", *self.keys)
+            keep = self.w.pane_last_k_expr(pl.col("q")) > k_close
+            self.panes = panes.filter(keep)
+        self.closed_k = k_close
+        return out
+
+    def close_all(self) -> pl.DataFrame | None:
+        if self.panes is None or self.panes.height == 0:
+            return None
+        last = self.panes.select(self.w.pane_last_k_expr(pl.col("q")).max()).item()
+        return self._close(last)
+
+    def open_window_end(self) -> int | None:
+        """End of the newest window that still holds state (None when none does)."""
+        if self.panes is None or self.panes.height == 0:
+            return None
+        return self.w.end(self.panes.select(self.w.pane_last_k_expr(pl.col("q")).max()).item())
+
+
+@dataclass
+class EngineOutput:
+    results: dict[str, pl.DataFrame] = field(default_factory=dict)  # rule name -> emitted rows
+    late: pl.DataFrame | None = None  # columns: line, rules (list of rule names)
+
+    @property
+    def late_count(self) -> int:
+        return 0 if self.late is None else self.late.height
+
+
+class Engine:
+    """Feeds batches of parsed records (records.SCHEMA) through every rule."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self.lateness = ruleset.lateness
+        self.max_ts: int | None = None
+        self.watermark = NEVER  # only moves forward; close_all() raises it past closed windows
+        self.runners = [RuleRunner(r) for r in ruleset.rules]
+
+    def process(self, batch: pl.DataFrame, watermarks: pl.Series | None = None) -> EngineOutput:
+        """Run one batch in arrival order. `watermarks` (per record) overrides the default
+        max-event-time watermark, e.g. the minimum over Kafka partitions."""
+        if batch.height == 0:
+            return EngineOutput()
+        ts = batch.get_column("ts")
+        if watermarks is None:
+            running = ts.cum_max()
+            if self.max_ts is not None:
+                running = running.clip(lower_bound=self.max_ts)
+            wm = running - self.lateness
+        else:
+            wm = watermarks.cast(pl.Int64).cum_max()
+        wm = wm.clip(lower_bound=self.watermark)
+        batch_max = ts.max()
+        self.max_ts = batch_max if self.max_ts is None else max(self.max_ts, batch_max)
+        wm_end = int(wm[-1])
+        self.watermark = wm_end
+        df = batch.with_columns(_wm=wm)
+        out = EngineOutput()
+        late_parts = []
+        for r in self.runners:
+            ro = r.process(df, wm_end)
+            if ro.results is not None:
+                out.results[r.rule.name] = ro.results
+            if ro.late_lines is not None and len(ro.late_lines):
+                late_parts.append(pl.DataFrame({"line": ro.late_lines, "rule": r.rule.name}))
+        if late_parts:
+            out.late = pl.concat(late_parts).group_by("line", maintain_order=True).agg(rules=pl.col("rule")).sort("line")
+        return out
+
+    def close_all(self) -> EngineOutput:
+        """Close every open window (end of input, or input idle): emit finals and free state.
+        Records for windows closed here are late from now on."""
+        out = EngineOutput()
+        newest = [e for r in self.runners if (e := r.open_window_end()) is not None]
+        for r in self.runners:
+            res = r.close_all()
+            if res is not None:
+                out.results[r.rule.name] = res
+        if newest:
+            self.watermark = max(self.watermark, max(newest))
+        return out
+
+    def open_state_rows(self) -> int:
+        return sum(r.panes.height for r in self.runners if r.panes is not None)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        state: dict[str, Any] = {
+            "version": 1,
+            "rules": self.ruleset.to_dict(),
+            "max_ts": self.max_ts,
+            "watermark": self.watermark,
+            "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k} for r in self.runners},
+        }
+        return pickle.dumps(state, protocol=5)
+
+    def restore(self, blob: bytes) -> None:
+        state = pickle.loads(blob)  # noqa: S301 - our own checkpoint file in the user's state dir
+        if state.get("rules") != self.ruleset.to_dict():
+            raise ValueError("checkpoint was written with different rules; remove the state dir to start over")
+        self.max_ts = state["max_ts"]
+        self.watermark = state["watermark"]
+        for r in self.runners:
+            s = state["runners"][r.rule.name]
+            r.panes, r.closed_k = s["panes"], s["closed_k"]

@@ -1,0 +1,374 @@
+"""The record contract: what an input line must look like, and why it is rejected when it does not.
+
+One place decides validity. `parse_line` is the reference (one line, plain Python, exact
+reasons); `parse_chunk` is the fast path used by every source: it decodes a whole chunk of
+NDJSON at once with polars and sends only the rows it cannot vouch for to `parse_line`.
+The two are held equal by property tests (tests/test_records.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+import polars as pl
+
+# Input field names (the seed's schema) in a fixed order.
+INPUT_FIELDS: tuple[str, ...] = (
+    "server", "client_ip", "method", "status", "request_time", "host", "country", "@timestamp",
+)
+STRING_FIELDS: tuple[str, ...] = ("client_ip", "host", "country", "method", "server")
+NUMERIC_FIELDS: tuple[str, ...] = ("status", "request_time")
+
+# Columns of a parsed batch. `ts` is event time in integer microseconds since the epoch (UTC).
+SCHEMA: dict[str, pl.DataType] = {
+    "ts": pl.Int64(),
+    "status": pl.Int16(),
+    "request_time": pl.Float64(),
+    "client_ip": pl.String(),
+    "host": pl.String(),
+    "country": pl.String(),
+    "method": pl.String(),
+    "server": pl.String(),
+    "line": pl.Int64(),  # index of the line within its chunk (source positions derive from it)
+}
+UNKNOWN_MARKERS = ("", "-")
+MAX_TS_US = 253_402_300_800 * 1_000_000  # year 10000: beyond this no calendar can show it
+
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER_PATTERN = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4_PATTERN = rf"^{_IPV4_OCTET}\.{_IPV4_OCTET}\.{_IPV4_OCTET}\.{_IPV4_OCTET}$"
+
+
+class Rejected(Exception):
+    """A line that breaks the contract; `reason` is a stable code, `detail` says why for a human."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Rejection:
+    index: int  # line index within the chunk
+    reason: str
+    detail: str
+    raw: bytes
+
+
+@dataclass
+class ParsedChunk:
+    """Valid rows (columns of SCHEMA, in input order) and the rejected lines of one chunk."""
+
+    records: pl.DataFrame
+    rejected: list[Rejection] = field(default_factory=list)
+    lines: int = 0  # lines seen (blank lines excluded)
+
+
+# ---------------------------------------------------------------- reference (one line)
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def parse_timestamp(v: Any) -> int:
+    """Epoch seconds (number or numeric string, fraction allowed) or ISO-8601 → epoch microseconds."""
+    if v is None:
+        raise Rejected("missing-timestamp", "@timestamp is missing")
+    if _is_number(v):
+        secs = float(v)
+    elif isinstance(v, str):
+        s = v
+        if _NUMBER_RE.fullmatch(s):
+            secs = float(s)
+        else:
+            try:
+                dt = datetime.fromisoformat(s)
+            except ValueError:
+                raise Rejected("invalid-timestamp", f"@timestamp {v!r} is neither epoch seconds nor ISO-8601") from None
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+            us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            if not 0 <= us < MAX_TS_US:
+                raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
+            return us
+    else:
+        raise Rejected("invalid-timestamp", f"@timestamp must be a number or a string, not {type(v).__name__}")
+    if not math.isfinite(secs):
+        raise Rejected("invalid-timestamp", f"@timestamp {v!r} is not finite")
+    us = round(secs * 1_000_000)
+    if not 0 <= us < MAX_TS_US:
+        raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
+    return us
+
+
+def parse_status(v: Any) -> int:
+    if v is None:
+        raise Rejected("missing-status", "status is missing")
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = v
+    elif isinstance(v, float) and v.is_integer():  # JSON has one number type: 201.0 is 201
+        n = int(v)
+    elif isinstance(v, str) and v.isascii() and v.isdigit():
+        n = int(v)
+    else:
+        raise Rejected("invalid-status", f"status {v!r} is not an integer")
+    if not 100 <= n <= 599:
+        raise Rejected("invalid-status", f"status {n} is outside 100-599")
+    return n
+
+
+def parse_request_time(v: Any) -> float | None:
+    if v is None or (isinstance(v, str) and v in UNKNOWN_MARKERS):
+        return None
+    if _is_number(v):
+        x = float(v)
+    elif isinstance(v, str) and _NUMBER_RE.fullmatch(v):
+        x = float(v)
+    else:
+        raise Rejected("invalid-request_time", f"request_time {v!r} is not a number")
+    if not math.isfinite(x) or x < 0:
+        raise Rejected("invalid-request_time", f"request_time {v!r} must be a finite number >= 0")
+    return x
+
+
+def parse_client_ip(v: Any) -> str:
+    if v is None:
+        raise Rejected("missing-client_ip", "client_ip is missing")
+    if not isinstance(v, str):
+        raise Rejected("invalid-client_ip", f"client_ip must be a string, not {type(v).__name__}")
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise Rejected("invalid-client_ip", f"client_ip {v!r} is not an IPv4 or IPv6 address") from None
+    return v
+
+
+def parse_host(v: Any) -> str:
+    if v is None:
+        raise Rejected("missing-host", "host is missing")
+    if not isinstance(v, str):
+        raise Rejected("invalid-host", f"host must be a string, not {type(v).__name__}")
+    if not v:
+        raise Rejected("invalid-host", "host is empty")
+    return v
+
+
+def parse_optional_string(name: str, v: Any) -> str | None:
+    if v is None or (isinstance(v, str) and v in UNKNOWN_MARKERS):
+        return None
+    if not isinstance(v, str):
+        raise Rejected(f"invalid-{name}", f"{name} must be a string, not {type(v).__name__}")
+    return v
+
+
+def parse_object(obj: Any) -> dict[str, Any]:
+    """Validate one decoded JSON value; returns the typed record (keys of SCHEMA minus `line`)."""
+    if not isinstance(obj, dict):
+        raise Rejected("not-an-object", f"line is JSON {type(obj).__name__}, not an object")
+    return {
+        "ts": parse_timestamp(obj.get("@timestamp")),
+        "status": parse_status(obj.get("status")),
+        "request_time": parse_request_time(obj.get("request_time")),
+        "client_ip": parse_client_ip(obj.get("client_ip")),
+        "host": parse_host(obj.get("host")),
+        "country": parse_optional_string("country", obj.get("country")),
+        "method": parse_optional_string("method", obj.get("method")),
+        "server": parse_optional_string("server", obj.get("server")),
+    }
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """The reference parser: one raw line → typed record, or `Rejected` with the reason."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Rejected("invalid-utf8", f"not valid UTF-8 at byte {e.start}") from None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        raise Rejected("invalid-json", str(e)) from None
+    return parse_object(obj)
+
+
+# ---------------------------------------------------------------- fast path (one chunk)
+
+_DECODE_SCHEMA = {f: pl.String for f in INPUT_FIELDS}
+# polars hands over a JSON number/bool/object/array in a string field as its text. Values that
+# could be such text are checked against the raw line; client_ip needs no check (no such text
+# is an IP address).
+_MAYBE_NOT_STRING = r"^(?:[-0-9]|true$|false$|\[|\{)"
+_GUARDED = ("host", "country", "method", "server")
+_NON_STRING_VALUE = re.compile(rb'"(?:host|country|method|server)"\s*:\s*[-0-9tf\[{]')
+
+
+def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
+    """Typed columns plus `ok`: the rows this path can vouch for. Others go to `parse_line`."""
+    ts_s = pl.col("@timestamp")
+    ts_num = pl.when(ts_s.str.contains(_NUMBER_PATTERN)).then(ts_s.cast(pl.Float64, strict=False))
+    ts_us = (ts_num * 1_000_000).round(0, mode="half_to_even")
+    status_s = pl.col("status")
+    status = pl.when(status_s.str.contains(r"^\d{1,3}$")).then(status_s.cast(pl.Int32, strict=False))
+    rt_s = pl.col("request_time")
+    rt_unknown = rt_s.is_null() | rt_s.is_in(list(UNKNOWN_MARKERS))
+    rt = pl.when(rt_s.str.contains(_NUMBER_PATTERN)).then(rt_s.cast(pl.Float64, strict=False))
+    out = df.select(
+        ts=ts_us,
+        status=status,
+        request_time=pl.when(rt_unknown).then(None).otherwise(rt),
+        client_ip=pl.col("client_ip"),
+        host=pl.col("host"),
+        country=pl.when(pl.col("country").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("country")),
+        method=pl.when(pl.col("method").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("method")),
+        server=pl.when(pl.col("server").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("server")),
+        rt_ok=rt_unknown | (rt.is_not_null() & rt.is_finite() & (rt >= 0)),
+    )
+    maybe_not_string = pl.any_horizontal(pl.col(f).str.contains(_MAYBE_NOT_STRING) for f in _GUARDED).fill_null(False)
+    ok = (
+        pl.col("ts").is_not_null() & pl.col("ts").is_finite()
+        & (pl.col("ts") >= 0) & (pl.col("ts") < MAX_TS_US)
+        & pl.col("status").is_between(100, 599)
+        & pl.col("client_ip").str.contains(_IPV4_PATTERN).fill_null(False)
+        & (pl.col("host").str.len_bytes() > 0).fill_null(False)
+        & pl.col("rt_ok")
+    )
+    return out.with_columns(ok=ok.fill_null(False), check=maybe_not_string).drop("rt_ok")
+
+
+def _typed_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=SCHEMA, orient="row") if rows else pl.DataFrame(schema=SCHEMA)
+
+
+def _finish(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(
+        pl.col("ts").cast(pl.Int64), pl.col("status").cast(pl.Int16), pl.col("request_time"),
+        "client_ip", "host", "country", "method", "server", pl.col("line").cast(pl.Int64),
+    )
+
+
+def _slow(lines: list[bytes], indices: list[int]) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    good: list[dict[str, Any]] = []
+    bad: list[Rejection] = []
+    for i in indices:
+        raw = lines[i]
+        try:
+            rec = parse_line(raw)
+        except Rejected as r:
+            bad.append(Rejection(i, r.reason, r.detail, raw))
+        else:
+            rec["line"] = i
+            good.append(rec)
+    return good, bad
+
+
+def split_lines(chunk: bytes) -> list[bytes]:
+    """Lines of a chunk without their terminators (a final newline does not make an empty line)."""
+    lines = chunk.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+
+
+def parse_lines(lines: list[bytes]) -> ParsedChunk:
+    """Parse a list of raw lines (one record each; blank lines are skipped, not records)."""
+    keep = [i for i, ln in enumerate(lines) if ln.strip()]
+    if any(b"\n" in ln for ln in lines):  # a message with an embedded newline: one by one
+        return _parse_indexed_slow(lines, keep)
+    if len(keep) != len(lines):
+        return _parse_indexed(lines, keep)
+    return _parse_indexed(lines, None)
+
+
+def parse_chunk(chunk: bytes) -> ParsedChunk:
+    """Parse NDJSON bytes made of whole lines. Row `line` = index among the chunk's lines."""
+    if not chunk:
+        return ParsedChunk(pl.DataFrame(schema=SCHEMA))
+    lines: list[bytes] | None = None
+    # polars skips blank lines and treats \r as whitespace; keep line numbers exact by
+    # taking the list path when the chunk has blank lines.
+    if b"\n\n" in chunk or chunk.startswith(b"\n") or b"\n\r\n" in chunk or chunk.startswith(b"\r\n"):
+        return parse_lines(split_lines(chunk))
+    try:
+        df = pl.read_ndjson(chunk, schema=_DECODE_SCHEMA)
+    except Exception:  # noqa: BLE001 - polars raises several types for one bad line; find it below
+        return parse_lines(split_lines(chunk))
+    expected = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+    if df.height != expected:  # a whitespace-only line was skipped: keep numbering exact
+        return parse_lines(split_lines(chunk))
+    return _from_decoded(df, chunk, None, None)
+
+
+def _parse_indexed(lines: list[bytes], keep: list[int] | None) -> ParsedChunk:
+    """Decode the chunk's lines; lines that do not decode on their own go to the reference path."""
+    idx = keep if keep is not None else list(range(len(lines)))
+    sub = [lines[i] for i in idx]
+    try:
+        df = pl.read_ndjson(b"\n".join(sub) + b"\n", schema=_DECODE_SCHEMA) if sub else None
+        if df is not None and df.height != len(sub):
+            raise ValueError("row count mismatch")
+    except Exception:  # noqa: BLE001
+        good, bad = [], []
+        undecodable: list[int] = []
+        for i in idx:
+            try:
+                ln = lines[i]
+                ln.decode("utf-8")
+                if not isinstance(orjson.loads(ln), dict):
+                    raise ValueError
+            except Exception:  # noqa: BLE001
+                undecodable.append(i)
+        g, b = _slow(lines, undecodable)
+        bad.extend(b)
+        good.extend(g)
+        rest = [i for i in idx if i not in set(undecodable)]
+        if rest:
+            inner = _parse_indexed(lines, rest)
+            frames = [inner.records]
+            if good:
+                frames.append(_typed_frame(good))
+            recs = pl.concat(frames).sort("line")
+            return ParsedChunk(recs, sorted(inner.rejected + bad, key=lambda r: r.index), len(idx))
+        return ParsedChunk(_typed_frame(good), bad, len(idx))
+    if df is None:
+        return ParsedChunk(pl.DataFrame(schema=SCHEMA), [], 0)
+    return _from_decoded(df, b"\n".join(sub), lines, idx)
+
+
+def _parse_indexed_slow(lines: list[bytes], idx: list[int]) -> ParsedChunk:
+    good, bad = _slow(lines, idx)
+    return ParsedChunk(_typed_frame(good), bad, len(idx))
+
+
+def _from_decoded(df: pl.DataFrame, text: bytes, lines: list[bytes] | None, idx: list[int] | None) -> ParsedChunk:
+    n = df.height
+    typed = _vectorised(df)
+    line_no = pl.Series("line", idx, dtype=pl.Int64) if idx is not None else pl.int_range(0, n, eager=True).alias("line")
+    typed = typed.with_columns(line_no)
+    if typed.get_column("check").any():
+        if lines is None:
+            lines = split_lines(text)
+        # A string field whose text could have come from a non-string JSON value: ask the raw line.
+        rows = typed.filter(pl.col("check") & pl.col("ok")).get_column("line").to_list()
+        bad = [i for i in rows if _NON_STRING_VALUE.search(lines[i])]
+        if bad:
+            typed = typed.with_columns(ok=pl.col("ok") & ~pl.col("line").is_in(bad))
+    ok = typed.get_column("ok")
+    if ok.all():
+        return ParsedChunk(_finish(typed), [], n)
+    if lines is None:
+        lines = split_lines(text)
+    pos = typed.filter(~pl.col("ok")).get_column("line").to_list()
+    good, bad = _slow(lines, pos)
+    frames = [_finish(typed.filter(pl.col("ok")))]
+    if good:
+        frames.append(_typed_frame(good))
+    recs = pl.concat(frames, how="vertical").sort("line") if len(frames) > 1 else frames[0]
+    return ParsedChunk(recs, bad, n)

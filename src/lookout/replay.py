@@ -1,0 +1,52 @@
+"""`lookout replay`: files in, results and dead letters out, as fast as the machine allows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lookout.pipeline import Pipeline, Stats
+from lookout.rules import RuleSet
+from lookout.sinks.base import Sink, SinkSet
+from lookout.sinks.files import FileSink
+from lookout.sources.files import file_chunks, input_size
+
+
+def build_sinks(rs: RuleSet, out_dir: Path, store_dir: str | None, es_url: str | None, append: bool = False) -> SinkSet:
+    sinks: list[Sink] = [FileSink(out_dir, [r.name for r in rs.rules], append=append)]
+    if store_dir:
+        from lookout.sinks.store import StoreSink
+
+        sinks.append(StoreSink(Path(store_dir)))
+    if es_url:
+        from lookout.sinks.elasticsearch import ElasticsearchSink
+
+        sinks.append(ElasticsearchSink.from_url(es_url, rules=rs))
+    return SinkSet(sinks)
+
+
+def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None = None,
+           es_url: str | None = None, progress: bool = False, sink: Sink | None = None) -> Stats:
+    sinks = sink or build_sinks(rs, out_dir, store_dir, es_url)
+    pipe = Pipeline(rs, sinks)
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        bar = Progress(TextColumn("[bold]replay"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                       TextColumn("{task.fields[lines]:,} lines"), transient=True)
+        task = bar.add_task("replay", total=input_size(inputs), lines=0)
+        bar.start()
+    try:
+        for path in inputs:
+            done_before = 0
+            for chunk in file_chunks(path):
+                pipe.step(chunk)
+                if bar is not None:
+                    bar.update(task, advance=chunk.position - done_before, lines=pipe.stats.lines)
+                    done_before = chunk.position
+        pipe.close_windows()
+        sinks.close()
+    finally:
+        if bar is not None:
+            bar.stop()
+    return pipe.stats

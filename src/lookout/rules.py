@@ -1,0 +1,430 @@
+"""The declarative rule model: what to count, over which windows, and when to say so.
+
+A rules file is YAML:
+
+    lateness: 10s            # allowed lateness (watermark = max event time - lateness)
+    rules:
+      - name: goal1-topic    # also the output topic / file name
+        window: {size: 20s, hop: 1s}   # or `window: 1 minute` for tumbling
+        filter: {status: 400-499}      # optional
+        group_by: client_ip            # one field or a list
+        aggregate: count               # or avg(request_time), sum(..), min(..), max(..)
+        threshold: count > 10          # optional
+        emit: alert                    # alert | final | update
+
+Validation errors name the rule and the field (`lookout rules` exits 2 on them).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+GROUPABLE_FIELDS = ("client_ip", "host", "country", "method", "server", "status")
+NUMERIC_FIELDS = ("request_time", "status")
+FILTERABLE_FIELDS = GROUPABLE_FIELDS + ("request_time",)
+AGG_FUNCS = ("count", "sum", "avg", "min", "max")
+
+_UNITS_US = {
+    "us": 1, "microsecond": 1, "microseconds": 1,
+    "ms": 1_000, "millisecond": 1_000, "milliseconds": 1_000,
+    "s": 1_000_000, "sec": 1_000_000, "secs": 1_000_000, "second": 1_000_000, "seconds": 1_000_000,
+    "m": 60_000_000, "min": 60_000_000, "mins": 60_000_000, "minute": 60_000_000, "minutes": 60_000_000,
+    "h": 3_600_000_000, "hour": 3_600_000_000, "hours": 3_600_000_000,
+    "d": 86_400_000_000, "day": 86_400_000_000, "days": 86_400_000_000,
+}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used; the message names the rule and field."""
+
+
+def parse_duration(value: Any) -> int:
+    """`20s`, `1 minute`, `500ms`, `2h` (or a number of seconds) → microseconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        us = round(value * 1_000_000)
+    elif isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if not m or m.group(2).lower() not in _UNITS_US:
+            raise ValueError(f"{value!r} is not a duration (try '20s', '1 minute', '500ms')")
+        us = round(float(m.group(1)) * _UNITS_US[m.group(2).lower()])
+    else:
+        raise ValueError(f"{value!r} is not a duration")
+    return us
+
+
+def format_duration(us: int) -> str:
+    for unit, size in (("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1_000)):
+        if us % size == 0:
+            return f"{us // size}{unit}"
+    return f"{us}us"
+
+
+class Window(BaseModel):
+    """Spark's window(ts, size, hop): windows [k*hop, k*hop + size), aligned to the epoch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    size: int  # microseconds
+    hop: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, v: Any) -> Any:
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            size = parse_duration(v)
+            return {"size": size, "hop": size}
+        if isinstance(v, dict):
+            v = dict(v)
+            if "size" not in v:
+                raise ValueError("a window needs a size")
+            v["size"] = parse_duration(v["size"])
+            v["hop"] = parse_duration(v["hop"]) if v.get("hop") is not None else v["size"]
+            if "slide" in v:  # Spark's word for hop
+                v["hop"] = parse_duration(v.pop("slide"))
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "Window":
+        if self.size <= 0 or self.hop <= 0:
+            raise ValueError("window size and hop must be positive")
+        if self.hop > self.size:
+            raise ValueError("hop must not exceed size (windows would leave gaps)")
+        if self.size % 1000 or self.hop % 1000:
+            raise ValueError("window size and hop must be whole milliseconds")
+        return self
+
+    @property
+    def tumbling(self) -> bool:
+        return self.size == self.hop
+
+    @property
+    def pane(self) -> int:
+        """Width of the panes that windows are built from: gcd(size, hop)."""
+        return math.gcd(self.size, self.hop)
+
+    def describe(self) -> str:
+        if self.tumbling:
+            return f"tumbling {format_duration(self.size)}"
+        return f"{format_duration(self.size)} hopping {format_duration(self.hop)}"
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    func: str  # count | sum | avg | min | max
+    field: str | None  # None for count
+
+    @property
+    def output_name(self) -> str:
+        """Spark's column name for the aggregate: count, avg(request_time), ..."""
+        return "count" if self.func == "count" else f"{self.func}({self.field})"
+
+
+_AGG_RE = re.compile(r"^\s*(count|sum|avg|min|max)\s*(?:\(\s*([A-Za-z_@][\w@]*)?\s*\))?\s*$")
+_THRESHOLD_RE = re.compile(r"^\s*(?:(.+?)\s*)?(>=|<=|>|<)\s*([-+]?\d+(?:\.\d+)?)\s*$")
+
+
+def parse_aggregate(v: Any) -> Aggregate:
+    if isinstance(v, dict) and len(v) == 1:
+        (func, fld), = v.items()
+        v = f"{func}({fld})" if fld else str(func)
+    if not isinstance(v, str):
+        raise ValueError(f"{v!r} is not an aggregate (count, avg(request_time), sum(..), min(..), max(..))")
+    m = _AGG_RE.match(v)
+    if not m:
+        raise ValueError(f"{v!r} is not an aggregate (count, avg(request_time), sum(..), min(..), max(..))")
+    func, fld = m.group(1), m.group(2)
+    if func == "count":
+        return Aggregate("count", None)
+    if fld is None:
+        raise ValueError(f"{func} needs a numeric field, e.g. {func}(request_time)")
+    if fld not in NUMERIC_FIELDS:
+        raise ValueError(f"{func}({fld}): {fld!r} is not numeric (numeric fields: {', '.join(NUMERIC_FIELDS)})")
+    return Aggregate(func, fld)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    op: str  # > >= < <=
+    value: float
+
+    def holds(self, x: float | None) -> bool:
+        if x is None:
+            return False
+        return {">": x > self.value, ">=": x >= self.value, "<": x < self.value, "<=": x <= self.value}[self.op]
+
+    def __str__(self) -> str:
+        v = int(self.value) if float(self.value).is_integer() else self.value
+        return f"{self.op} {v}"
+
+
+class Filter(BaseModel):
+    """Keep a record when every listed field matches one of its values.
+
+    `status` also takes ranges (`400-499`) and classes (`4xx`); others compare by equality.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    conditions: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, v: Any) -> Any:
+        if v is None:
+            return {"conditions": ()}
+        if isinstance(v, dict) and "conditions" in v:
+            return v
+        if not isinstance(v, dict):
+            raise ValueError("filter must be a mapping of field: value(s)")
+        conds = []
+        for fld, vals in v.items():
+            if fld not in FILTERABLE_FIELDS:
+                raise ValueError(f"unknown field {fld!r} (filterable: {', '.join(FILTERABLE_FIELDS)})")
+            vals = vals if isinstance(vals, list) else [vals]
+            if not vals:
+                raise ValueError(f"{fld}: needs at least one value")
+            if fld == "status":
+                vals = [_status_range(x) for x in vals]
+            elif fld == "request_time":
+                vals = [_number_range(x) for x in vals]
+            else:
+                vals = [str(x) for x in vals]
+            conds.append((fld, tuple(vals)))
+        return {"conditions": tuple(conds)}
+
+
+def _status_range(x: Any) -> tuple[int, int]:
+    if isinstance(x, int) and not isinstance(x, bool):
+        return (x, x)
+    s = str(x).strip().lower()
+    if re.fullmatch(r"[1-5]xx", s):
+        base = int(s[0]) * 100
+        return (base, base + 99)
+    m = re.fullmatch(r"(\d{3})\s*(?:-|\.\.|to)\s*(\d{3})", s)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if lo > hi:
+            raise ValueError(f"status range {x!r} is empty")
+        return (lo, hi)
+    if re.fullmatch(r"\d{3}", s):
+        return (int(s), int(s))
+    raise ValueError(f"status {x!r} is not a status, range (400-499) or class (4xx)")
+
+
+def _number_range(x: Any) -> tuple[float, float]:
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return (float(x), float(x))
+    m = re.fullmatch(r"\s*([\d.]+)\s*-\s*([\d.]+)\s*", str(x))
+    if not m:
+        raise ValueError(f"request_time {x!r} is not a number or range (0.5-2)")
+    return (float(m.group(1)), float(m.group(2)))
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    window: Window
+    filter: Filter = Filter()
+    group_by: tuple[str, ...]
+    aggregate: str = "count"
+    threshold: str | None = None
+    emit: Literal["alert", "final", "update"] | None = None
+    description: str | None = None
+
+    @field_validator("group_by", mode="before")
+    @classmethod
+    def _group_by(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else v
+        if not isinstance(v, (list, tuple)) or not v:
+            raise ValueError("group_by needs one field or a list of fields")
+        for f in v:
+            if f not in GROUPABLE_FIELDS:
+                raise ValueError(f"cannot group by {f!r} (groupable: {', '.join(GROUPABLE_FIELDS)})")
+        if len(set(v)) != len(v):
+            raise ValueError("group_by lists a field twice")
+        return tuple(v)
+
+    @field_validator("aggregate", mode="before")
+    @classmethod
+    def _aggregate(cls, v: Any) -> str:
+        return parse_aggregate(v).output_name
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return f"> {v}"
+        return str(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Rule":
+        agg = self.agg
+        if self.threshold is not None:
+            m = _THRESHOLD_RE.match(self.threshold)
+            if not m:
+                raise ValueError(f"threshold {self.threshold!r}: write it like 'count > 10'")
+            subject = m.group(1)
+            if subject is not None and subject.replace(" ", "") not in (agg.output_name, "value"):
+                raise ValueError(f"threshold {self.threshold!r} must test the rule's aggregate {agg.output_name!r}")
+        if self.effective_emit == "alert":
+            if self.threshold_spec is None:
+                raise ValueError("emit: alert needs a threshold (e.g. 'count > 10')")
+            if not self.monotone_alert:
+                raise ValueError(
+                    f"emit: alert needs a condition that stays true once true (count/sum/max with > or >=, "
+                    f"min with < or <=); {agg.output_name} {self.threshold_spec} can flip back - use emit: final"
+                )
+        return self
+
+    @property
+    def agg(self) -> Aggregate:
+        return parse_aggregate(self.aggregate)
+
+    @property
+    def threshold_spec(self) -> Threshold | None:
+        if self.threshold is None:
+            return None
+        m = _THRESHOLD_RE.match(self.threshold)
+        assert m
+        return Threshold(m.group(2), float(m.group(3)))
+
+    @property
+    def effective_emit(self) -> str:
+        if self.emit is not None:
+            return self.emit
+        return "alert" if self.threshold is not None else "final"
+
+    @property
+    def monotone_alert(self) -> bool:
+        """True when the condition can only switch from false to true as records arrive.
+
+        Values are never negative (status >= 100, request_time >= 0), so count, sum and max only grow
+        and min only shrinks.
+        """
+        t = self.threshold_spec
+        if t is None:
+            return False
+        if self.agg.func in ("count", "sum", "max"):
+            return t.op in (">", ">=")
+        if self.agg.func == "min":
+            return t.op in ("<", "<=")
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        w = self.window
+        d["window"] = format_duration(w.size) if w.tumbling else {"size": format_duration(w.size), "hop": format_duration(w.hop)}
+        if self.filter.conditions:
+            d["filter"] = {f: [_fmt_cond(f, v) for v in vals] for f, vals in self.filter.conditions}
+        d["group_by"] = list(self.group_by) if len(self.group_by) > 1 else self.group_by[0]
+        d["aggregate"] = self.aggregate
+        if self.threshold_spec is not None:
+            d["threshold"] = f"{self.aggregate} {self.threshold_spec}"
+        d["emit"] = self.effective_emit
+        if self.description:
+            d["description"] = self.description
+        return d
+
+
+def _fmt_cond(fld: str, v: Any) -> Any:
+    if fld in ("status", "request_time"):
+        lo, hi = v
+        if fld == "status":
+            lo, hi = int(lo), int(hi)
+        return lo if lo == hi else f"{lo}-{hi}"
+    return v
+
+
+class RuleSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lateness: int = 10_000_000  # microseconds
+    rules: tuple[Rule, ...]
+
+    @field_validator("lateness", mode="before")
+    @classmethod
+    def _lateness(cls, v: Any) -> int:
+        us = parse_duration(v)
+        if us < 0:
+            raise ValueError("lateness must not be negative")
+        return us
+
+    @model_validator(mode="after")
+    def _check(self) -> "RuleSet":
+        if not self.rules:
+            raise ValueError("a rules file needs at least one rule")
+        names = [r.name for r in self.rules]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"rule names must be unique: {', '.join(sorted(dup))}")
+        if any(n in ("rejected", "records") for n in names):
+            raise ValueError("'rejected' and 'records' are reserved names")
+        return self
+
+    @cached_property
+    def by_name(self) -> dict[str, Rule]:
+        return {r.name: r for r in self.rules}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lateness": format_duration(self.lateness), "rules": [r.to_dict() for r in self.rules]}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_lateness(self, lateness_us: int) -> "RuleSet":
+        return RuleSet.model_validate({"lateness": f"{lateness_us}us", "rules": self.rules})
+
+
+def _format_error(e: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid rules"]
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_rules_text(text: str, source: str = "<rules>") -> RuleSet:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RulesError(f"{source}: not valid YAML: {e}") from None
+    if isinstance(data, list):
+        data = {"rules": data}
+    if not isinstance(data, dict):
+        raise RulesError(f"{source}: expected a mapping with a 'rules' list")
+    rules = data.get("rules")
+    try:
+        return RuleSet.model_validate(data)
+    except ValidationError as e:
+        msg = _format_error(e, source)
+        if isinstance(rules, list):
+            for i, r in enumerate(rules):
+                if isinstance(r, dict) and "name" in r:
+                    msg = msg.replace(f"rules.{i}.", f"rules.{i}({r['name']}).")
+        raise RulesError(msg) from None
+
+
+def load_rules(path: str | Path | None = None) -> RuleSet:
+    """The rules in `path`, or the built-in defaults (the seed's four goals)."""
+    if path is None:
+        text = resources.files("lookout").joinpath("defaults/rules.yaml").read_text()
+        return load_rules_text(text, "built-in rules")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise RulesError(f"{path}: {e.strerror}") from None
+    return load_rules_text(text, str(path))

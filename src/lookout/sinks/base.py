@@ -1,0 +1,66 @@
+"""The sink interface. The pipeline calls the write_* methods per step, then `flush()`, and only
+then acknowledges the input (commits offsets, saves positions): a sink's flush must return only
+once what it was given is durable (fsynced, acknowledged by a broker or a server)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from lookout.output import ResultBatch
+
+
+class Sink:
+    """Base class with no-op defaults: a sink overrides what it takes."""
+
+    name = "sink"
+
+    def write_results(self, batch: "ResultBatch") -> None:  # one rule's results
+        pass
+
+    def write_rejected(self, entries: list[bytes]) -> None:  # dead-letter JSON lines
+        pass
+
+    def write_records(self, records: pl.DataFrame, ids: list[str]) -> None:  # valid raw records
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.flush()
+
+
+class SinkSet(Sink):
+    """Fans each call out to several sinks, in order."""
+
+    name = "sinks"
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+
+    def write_results(self, batch: "ResultBatch") -> None:
+        for s in self.sinks:
+            s.write_results(batch)
+
+    def write_rejected(self, entries: list[bytes]) -> None:
+        for s in self.sinks:
+            s.write_rejected(entries)
+
+    def write_records(self, records: pl.DataFrame, ids: list[str]) -> None:
+        for s in self.sinks:
+            s.write_records(records, ids)
+
+    def flush(self) -> None:
+        for s in self.sinks:
+            s.flush()
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()
+
+    @property
+    def wants_records(self) -> bool:
+        return any(type(s).write_records is not Sink.write_records for s in self.sinks)

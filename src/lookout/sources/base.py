@@ -1,0 +1,44 @@
+"""The unit a source hands to the pipeline: whole lines, plus what is needed to acknowledge them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import polars as pl
+
+
+@dataclass
+class Chunk:
+    """Whole input lines from one source.
+
+    Either `data` (NDJSON bytes, the fast path) or `lines` (one message each) is set. `line`
+    numbers in parsed records index these lines from 0; `first_line` maps them back to the
+    source (1-based line number for files, sequence number for the generator).
+    """
+
+    source: str
+    data: bytes | None = None
+    lines: list[bytes] | None = None
+    first_line: int = 1
+    position: Any = None  # handed back to the source's commit() once the chunk is delivered
+    # Per-record watermark override (Kafka: minimum over partitions); gets the `line` column.
+    watermarks: Callable[[pl.Series], pl.Series] | None = None
+    # Stable id per record (Kafka: topic-partition-offset); gets the `line` column.
+    record_ids: Callable[[pl.Series], list[str]] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def ids(self, line: pl.Series) -> list[str]:
+        if self.record_ids is not None:
+            return self.record_ids(line)
+        prefix = f"{self.source}:"
+        return [prefix + str(i) for i in (line + self.first_line).to_list()]
+
+    def raw_line(self, index: int) -> bytes:
+        if self.lines is not None:
+            return self.lines[index]
+        if "_split" not in self.meta:
+            from lookout.records import split_lines
+
+            self.meta["_split"] = split_lines(self.data or b"")
+        return self.meta["_split"][index]
