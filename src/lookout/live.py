@@ -30,3 +30,109 @@ def print_summary(stats: Stats, out_dir: str, as_json: bool = False) -> None:
         t.add_row("throughput", f"{d['events_per_second']:,} events/s")
     t.add_row("output", f"{out_dir}/")
     con.print(t)
+
+
+def print_run_summary(stats: Stats, out_dir: str) -> None:
+    d = stats.as_dict()
+    res = ", ".join(f"{k}: {v}" for k, v in d["results"].items()) or "none yet"
+    sys.stderr.write(
+        f"lookout run stopped: {d['lines']:,} lines, {d['records']:,} valid, {d['rejected']:,} rejected, "
+        f"{d['late']:,} late; results ({res}) in {out_dir}/\n"
+    )
+
+
+class LiveView:
+    """A live terminal view: throughput, recent alerts, the latest per-minute figures."""
+
+    def __init__(self, rs, pipeline, source_name: str) -> None:  # noqa: ANN001
+        from collections import deque
+
+        from rich.console import Console
+        from rich.live import Live
+
+        self.rs = rs
+        self.pipeline = pipeline
+        self.source_name = source_name
+        self.alerts: deque = deque(maxlen=12)
+        self.latest: dict[str, dict[str, list]] = {}  # rule -> window start -> rows
+        self.rates: deque = deque(maxlen=50)
+        self.console = Console()
+        self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+        self._last_refresh = 0.0
+
+    def start(self) -> None:
+        self.live.start()
+
+    def stop(self) -> None:
+        self.live.update(self._render())
+        self.live.stop()
+
+    def update(self, batches) -> None:  # noqa: ANN001
+        import orjson as _orjson
+
+        for rb in batches:
+            mode = rb.rule.effective_emit
+            for line in rb.lines:
+                obj = _orjson.loads(line)
+                if mode == "alert":
+                    self.alerts.appendleft((rb.rule.name, obj))
+                else:
+                    per = self.latest.setdefault(rb.rule.name, {})
+                    per.setdefault(obj["window"]["start"], []).append(obj)
+                    for old in sorted(per)[:-1]:
+                        del per[old]
+
+    def refresh(self) -> None:
+        import time as _time
+
+        now = _time.monotonic()
+        self.rates.append((now, self.pipeline.stats.lines))
+        if now - self._last_refresh >= 0.25:
+            self._last_refresh = now
+            self.live.update(self._render())
+
+    def _rate(self) -> float:
+        if len(self.rates) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.rates[0], self.rates[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def _render(self):  # noqa: ANN202
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.table import Table
+
+        from lookout.output import iso_ms
+
+        st = self.pipeline.stats
+        eng = self.pipeline.engine
+        head = Table.grid(padding=(0, 3))
+        wm = iso_ms(eng.watermark)[11:19] if eng.watermark > 0 else "-"
+        head.add_row(
+            f"[bold]source[/] {self.source_name}", f"[bold]{self._rate():,.0f}[/] events/s",
+            f"records {st.records:,}", f"rejected {st.rejected:,}", f"late {st.late:,}", f"watermark {wm}",
+        )
+        alerts = Table(title="recent alerts", title_justify="left", expand=True)
+        for c in ("rule", "window", "key", "value"):
+            alerts.add_column(c)
+        for name, obj in self.alerts:
+            rule = self.rs.by_name[name]
+            key = ", ".join(str(obj.get(k, "")) for k in rule.group_by)
+            alerts.add_row(name, f"{obj['window']['start'][11:19]}–{obj['window']['end'][11:19]}", key,
+                           str(obj.get(rule.agg.output_name)))
+        parts = [head, alerts]
+        for name, per in self.latest.items():
+            if not per:
+                continue
+            rule = self.rs.by_name[name]
+            start = max(per)
+            rows = sorted(per[start], key=lambda o: -(o.get(rule.agg.output_name) or 0))[:8]
+            t = Table(title=f"{name}: {rule.agg.output_name} per {', '.join(rule.group_by)}, window from {start[11:19]}",
+                      title_justify="left", expand=True)
+            t.add_column(", ".join(rule.group_by))
+            t.add_column(rule.agg.output_name, justify="right")
+            for o in rows:
+                v = o.get(rule.agg.output_name)
+                t.add_row(", ".join(str(o.get(k, "")) for k in rule.group_by), f"{v:.3f}" if isinstance(v, float) else str(v))
+            parts.append(t)
+        return Panel(Group(*parts), title="lookout", border_style="cyan")

@@ -12,7 +12,8 @@ from lookout.sources.files import file_chunks, input_size
 
 
 def build_sinks(rs: RuleSet, out_dir: Path, store_dir: str | None, es_url: str | None, append: bool = False) -> SinkSet:
-    sinks: list[Sink] = [FileSink(out_dir, [r.name for r in rs.rules], append=append)]
+    files = FileSink(out_dir, [r.name for r in rs.rules], append=append)
+    sinks: list[Sink] = [files]
     if store_dir:
         from lookout.sinks.store import StoreSink
 
@@ -20,7 +21,7 @@ def build_sinks(rs: RuleSet, out_dir: Path, store_dir: str | None, es_url: str |
     if es_url:
         from lookout.sinks.elasticsearch import ElasticsearchSink
 
-        sinks.append(ElasticsearchSink.from_url(es_url, rules=rs))
+        sinks.append(ElasticsearchSink.from_url(es_url, rules=rs, on_rejected=files.write_rejected))
     return SinkSet(sinks)
 
 

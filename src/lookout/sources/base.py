@@ -42,3 +42,24 @@ class Chunk:
 
             self.meta["_split"] = split_lines(self.data or b"")
         return self.meta["_split"][index]
+
+
+class Source:
+    """What `lookout run` reads from. The run loop calls `poll` repeatedly; after everything from
+    the chunks up to `position` is durable downstream (sinks flushed, engine state checkpointed)
+    it calls `commit(position)`. On start, `restore(position)` gets the last checkpointed position
+    (None on a first start), so nothing is skipped and nothing counted twice."""
+
+    name = "source"
+
+    def restore(self, position: Any) -> None:
+        pass
+
+    def poll(self, timeout: float) -> Chunk | None:  # None: nothing arrived within timeout
+        raise NotImplementedError
+
+    def commit(self, position: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

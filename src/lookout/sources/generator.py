@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import polars as pl
 
-from lookout.sources.base import Chunk
 
 SERVERS = [f"s_v{i}" for i in range(1, 6)]
 METHODS = ["GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE", "PATCH"]
@@ -120,20 +118,4 @@ def generate_file(path: str, count: int, rate: float = 100.0, start: float = 1_6
             f.write(df.write_ndjson().encode())
             written += df.height
 
-
-def live_chunks(gen: Generator, interval: float = 0.25, stop: Callable[[], bool] | None = None) -> Iterator[Chunk]:
-    """Records at `rate` per second of wall-clock time, event time = now, in small chunks."""
-    carry = 0.0
-    last = time.time()
-    gen.clock = last
-    while stop is None or not stop():
-        time.sleep(max(0.0, last + interval - time.time()))
-        now = time.time()
-        carry += (now - last) * gen.cfg.rate
-        n = int(carry)
-        carry -= n
-        first = gen.seq
-        data = gen.ndjson(n, until=now)
-        last = now
-        yield Chunk(source="generator", data=data, first_line=first, position=gen.seq)
 

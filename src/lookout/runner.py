@@ -1,0 +1,238 @@
+"""`lookout run`: the long-running loop that owns delivery.
+
+poll source → pipeline step → (every commit interval) flush sinks → checkpoint engine state and
+source position atomically → commit the source. After a crash the next start restores the
+checkpoint, cuts result files back to their checkpointed sizes and drops store files written
+after it, then reads on from the checkpointed position: nothing lost, nothing counted twice.
+SIGINT/SIGTERM end the loop at the next step with a final flush and checkpoint (exit 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from lookout.pipeline import Pipeline
+from lookout.rules import RuleSet, parse_duration
+from lookout.sinks.base import Sink, SinkSet
+from lookout.sinks.files import FileSink
+from lookout.sinks.store import StoreSink
+from lookout.sources.base import Source
+
+log = logging.getLogger("lookout.run")
+CHECKPOINT = "checkpoint.pkl"
+
+
+class RunOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    out_dir: Path = Path("lookout-out")
+    state_dir: Path = Path(".lookout-state")
+    rate: float = 100.0
+    seed: int | None = None
+    duration: float | None = None
+    tail_path: Path | None = None
+    log_format: str = "auto"
+    log_host: str | None = None
+    geoip: Path | None = None
+    kafka: str | None = None
+    topic: str = "test-inter"
+    kafka_config: tuple[str, ...] = ()
+    partitions: int = 3
+    idle_timeout: float = 30.0  # seconds
+    es_url: str | None = None
+    view: bool = False
+    commit_interval: float = 1.0
+
+    @field_validator("idle_timeout", mode="before")
+    @classmethod
+    def _idle(cls, v: Any) -> float:
+        return parse_duration(v) / 1e6 if isinstance(v, str) else float(v)
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("--rate must be positive")
+        return v
+
+    def kafka_properties(self) -> dict[str, str]:
+        props = {}
+        for kv in self.kafka_config:
+            if "=" not in kv:
+                raise ValueError(f"--kafka-config {kv!r}: expected KEY=VALUE")
+            k, v = kv.split("=", 1)
+            props[k.strip()] = v.strip()
+        return props
+
+
+def make_source(opts: RunOptions) -> Source:
+    if opts.tail_path is not None:
+        from lookout.sources.tail import TailSource
+
+        return TailSource(opts.tail_path, state_dir=opts.state_dir, log_format=opts.log_format,
+                          host=opts.log_host, geoip=opts.geoip)
+    if opts.kafka:
+        from lookout.sources.kafka import KafkaSource
+
+        return KafkaSource(opts.kafka, opts.topic, config=opts.kafka_properties(), partitions=opts.partitions)
+    from lookout.sources.generator_source import GeneratorSource
+
+    return GeneratorSource(opts.rate, opts.seed)
+
+
+def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
+    sinks: list[Sink] = [files, StoreSink(opts.state_dir / "store")]
+    if opts.kafka:
+        from lookout.sinks.kafka import KafkaSink
+
+        sinks.append(KafkaSink(opts.kafka, dlq_topic=f"{opts.topic}-dlq", rules=rs,
+                               config=opts.kafka_properties(), partitions=opts.partitions))
+    if opts.es_url:
+        from lookout.sinks.elasticsearch import ElasticsearchSink
+
+        sinks.append(ElasticsearchSink.from_url(opts.es_url, rules=rs, on_rejected=files.write_rejected))
+    return SinkSet(sinks)
+
+
+class Checkpointer:
+    """One file, replaced atomically: engine state + source position + output sizes."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / CHECKPOINT
+        state_dir.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            return pickle.loads(self.path.read_bytes())  # noqa: S301 - our own file
+        except FileNotFoundError:
+            return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(pickle.dumps(state, protocol=5))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+class Runner:
+    def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None) -> None:
+        self.rs = rs
+        self.opts = opts
+        self.stop_requested = False
+        opts.state_dir.mkdir(parents=True, exist_ok=True)
+        self.files = FileSink(opts.out_dir, [r.name for r in rs.rules], append=True, fsync=True)
+        self.sinks = make_sinks(rs, opts, self.files)
+        self.pipeline = Pipeline(rs, self.sinks)
+        self.source = source or make_source(opts)
+        self.ckpt = Checkpointer(opts.state_dir)
+        self.position: Any = None
+        self.store = next(s for s in self.sinks.sinks if isinstance(s, StoreSink))
+        self.view = None
+
+    def _restore(self) -> None:
+        state = self.ckpt.load()
+        if state is None:
+            self.source.restore(None)
+            return
+        try:
+            self.pipeline.engine.restore(state["engine"])
+        except ValueError as e:
+            raise SystemExit(f"error: {e} ({self.ckpt.path})") from None
+        self.files.truncate_to(state["files"])
+        self.store.writer.drop_except(set(state["store"]))
+        st = self.pipeline.stats
+        for k, v in state.get("stats", {}).items():
+            setattr(st, k, v)
+        self.position = state["position"]
+        self.source.restore(self.position)
+        log.info("resumed from checkpoint at %s", self.position)
+
+    def _commit(self) -> None:
+        self.sinks.flush()
+        st = self.pipeline.stats
+        self.ckpt.save({
+            "engine": self.pipeline.engine.snapshot(),
+            "position": self.position,
+            "files": self.files.sizes(),
+            "store": self.store.writer.files(),
+            "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
+                      "reasons": st.reasons, "results": st.results},
+        })
+        self.source.commit(self.position)
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_requested = True
+
+    def run(self) -> int:
+        self._restore()
+        if self.opts.view:
+            from lookout.live import LiveView
+
+            self.view = LiveView(self.rs, self.pipeline, self.source.name)
+        started = time.monotonic()
+        last_commit = time.monotonic()
+        last_data = time.monotonic()
+        idle_closed = True
+        dirty = False
+        try:
+            if self.view:
+                self.view.start()
+            while not self.stop_requested:
+                if self.opts.duration is not None and time.monotonic() - started >= self.opts.duration:
+                    break
+                chunk = self.source.poll(0.2)
+                now = time.monotonic()
+                if chunk is not None:
+                    report = self.pipeline.step(chunk)
+                    self.position = chunk.position
+                    dirty = True
+                    if report.records is not None and report.records.height:
+                        last_data = now
+                        idle_closed = False
+                    if self.view:
+                        self.view.update(report.results)
+                elif not idle_closed and now - last_data >= self.opts.idle_timeout:
+                    # Input has been quiet: close every open window so the last minute is not
+                    # stuck waiting for a record that may never come.
+                    results = self.pipeline.close_windows()
+                    idle_closed = True
+                    dirty = True
+                    log.info("input idle for %.0fs: closed open windows", self.opts.idle_timeout)
+                    if self.view:
+                        self.view.update(results)
+                if self.view:
+                    self.view.refresh()
+                if dirty and now - last_commit >= self.opts.commit_interval:
+                    self._commit()
+                    last_commit = now
+                    dirty = False
+        finally:
+            if self.view:
+                self.view.stop()
+        self._commit()
+        self.source.close()
+        self.sinks.close()
+        if not self.opts.view:
+            from lookout.live import print_run_summary
+
+            print_run_summary(self.pipeline.stats, str(self.opts.out_dir))
+        return 0
+
+
+def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    runner = Runner(rs, opts)
+    signal.signal(signal.SIGINT, runner.request_stop)
+    signal.signal(signal.SIGTERM, runner.request_stop)
+    return runner.run()
