@@ -96,7 +96,9 @@ class RuleRunner:
         if f == "avg":
             v = v / (n * self._scale)
         elif self._scale != 1:
-            v = v / self._scale
+            # polars rewrites division by a literal as multiplication by its reciprocal, which is
+            # not exact (50000 * 1e-6 != 0.05); dividing by a column keeps IEEE division.
+            v = v / (n * 0 + self._scale)
         return pl.when(n > 0).then(v)
 
     def _cond_expr(self, value: pl.Expr) -> pl.Expr:

@@ -1,0 +1,376 @@
+"""Raw records (goal 5) and, optionally, rule results into Elasticsearch / OpenSearch.
+
+Guarantees, and how:
+- typed fields: an index template (sinks/es_mapping.py) is put before the first document;
+- no duplicates: every document's `_id` is the record id the source gives (file + line, Kafka
+  topic-partition-offset, generator sequence), so a replay, a retry or a restart overwrites;
+- no loss: `flush()` returns only once every bulk item given so far is acknowledged; 429, 5xx,
+  timeouts and connection errors are retried with exponential backoff and jitter, for as long as
+  it takes (or up to LOOKOUT_ES_MAX_RETRY_TIME, then the process stops without committing);
+  items refused inside a 200 bulk with 429/5xx are retried alone;
+- every drop explained: an item refused for good (a mapping error, 400) becomes a dead letter
+  with the server's reason (`elasticsearch-rejected`), counted in `stats`;
+- bounded memory: at most 2 x concurrency bulks wait or fly; writers block beyond that, so
+  `lookout run` stops reading while the server is down or frozen.
+HTTP: see sinks/es_http.py for why this is not the official client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable
+
+import orjson
+import polars as pl
+
+from lookout.output import dead_letter, iso_ms
+from lookout.sinks.base import Sink
+from lookout.sinks.es_http import Backoff, EsClient, EsConfig, ElasticsearchError, Outage, call, error_reason
+from lookout.sinks.es_mapping import RECORD_TYPES, index_name, mapping_conflicts, records_template, results_template
+
+if TYPE_CHECKING:
+    from lookout.output import ResultBatch
+    from lookout.rules import RuleSet
+    from lookout.store import Query
+
+log = logging.getLogger("lookout.elasticsearch")
+
+REJECT_REASON = "elasticsearch-rejected"
+MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
+NDJSON = "application/x-ndjson"
+_ID_RE = re.compile(r"^(?P<source>.+):(?P<line>\d+)$")
+# Values set by command-line options (lookout.sinks.es_options); they win over the environment.
+CLI_OVERRIDES: dict[str, Any] = {}
+
+
+def doc_id(record_id: str) -> str:
+    """The document _id: the record id itself, or a hash of it when longer than ES allows."""
+    if len(record_id.encode()) <= MAX_ID_BYTES:
+        return record_id
+    return "h-" + hashlib.blake2b(record_id.encode(), digest_size=20).hexdigest()
+
+
+def _action(index: str, _id: str) -> str:
+    return '{"index":{"_index":' + orjson.dumps(index).decode() + ',"_id":' + orjson.dumps(_id).decode() + "}}\n"
+
+
+class ElasticsearchSink(Sink):
+    name = "elasticsearch"
+
+    def __init__(self, cfg: EsConfig, rules: "RuleSet | None" = None,
+                 on_rejected: Callable[[list[bytes]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.client = EsClient(cfg)
+        self.outage = Outage(cfg.url)
+        self.backoff = Backoff()
+        self.on_rejected = on_rejected
+        self.index = index_name(cfg.index)
+        self.stats = {"indexed": 0, "rejected": 0, "retried_items": 0, "bulks": 0}
+        self._lock = threading.Lock()
+        self._dead: list[bytes] = []
+        self._buf: list[str] = []
+        self._buf_bytes = 0
+        self._futures: set[Future] = set()
+        self._slots = threading.BoundedSemaphore(2 * cfg.concurrency)
+        self._pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="lookout-es")
+        self._written: set[str] = set()  # index names (for the refresh at close)
+        self._results: dict[str, str] = {}  # rule -> index
+        self._closed = False
+        self._setup(rules)
+
+    @classmethod
+    def from_url(cls, url: str, rules: "RuleSet | None" = None,
+                 on_rejected: Callable[[list[bytes]], None] | None = None, **options: Any) -> "ElasticsearchSink":
+        """URL (user:password@ allowed) + LOOKOUT_ES_* environment + command-line options."""
+        return cls(EsConfig.from_url(url, **{**CLI_OVERRIDES, **options}), rules=rules, on_rejected=on_rejected)
+
+    # ------------------------------------------------------------------ start-up
+
+    def _call(self, method: str, path: str, body: Any = None, what: str = "", **kw: Any) -> Any:
+        return call(self.client, method, path, body, what=what or f"{method} {path}", outage=self.outage,
+                    max_retry_time=self.cfg.max_retry_time, backoff=self.backoff, **kw)
+
+    def _setup(self, rules: "RuleSet | None") -> None:
+        """Say what we talk to, and put the templates in place (retrying while the server is away)."""
+        r = self._call("GET", "/", what="connect")
+        if r.status in (401, 403):
+            raise ElasticsearchError(f"{self.cfg.url}: {r.status} {r.error_reason()} (check credentials)")
+        ver = (r.data or {}).get("version", {}) if isinstance(r.data, dict) else {}
+        log.info("elasticsearch: %s %s at %s, raw records into %s%s", ver.get("distribution", "elasticsearch"),
+                 ver.get("number", "?"), self.cfg.url, self.index, " (daily indices)" if self.cfg.daily else "")
+        self._put_template(f"lookout-{self.index}", records_template(self.index, self.cfg.daily))
+        if not self.cfg.daily:
+            self._check_existing(self.index, RECORD_TYPES)
+        if self.cfg.results and rules is not None:
+            for rule in rules.rules:
+                idx = index_name(self.cfg.results_prefix + rule.name)
+                agg = rule.agg
+                is_count = agg.func == "count"
+                self._put_template(f"lookout-results-{idx}",
+                                   results_template(idx, list(rule.group_by), agg.output_name, is_count))
+                self._results[rule.name] = idx
+
+    def _put_template(self, name: str, body: dict[str, Any]) -> None:
+        r = self._call("PUT", f"/_index_template/{name}", body, what=f"put index template {name}")
+        if r.status >= 300:
+            raise ElasticsearchError(f"index template {name}: HTTP {r.status} {r.error_reason()}")
+
+    def _check_existing(self, index: str, types: dict[str, str]) -> None:
+        """An index made before the template keeps its own types: say so loudly."""
+        r = self._call("GET", f"/{index}/_mapping", what=f"read mapping of {index}")
+        if r.status != 200 or not isinstance(r.data, dict):
+            return
+        for name, m in r.data.items():
+            bad = mapping_conflicts(m.get("mappings", {}), types)
+            if bad:
+                log.warning("elasticsearch: index %s already exists with other types (%s); documents that do not "
+                            "fit will be dead-lettered - delete or reindex it to get lookout's mapping",
+                            name, "; ".join(bad))
+
+    # ------------------------------------------------------------------ writing
+
+    def _record_items(self, records: pl.DataFrame, ids: list[str]) -> list[str]:
+        """One `action\\ndocument\\n` string per record, built column-wise by polars."""
+        ts = pl.from_epoch("ts", time_unit="us")
+        doc = pl.struct(ts.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("@timestamp"), "status", "request_time",
+                        "client_ip", "host", "country", "method", "server").struct.json_encode()
+        if self.cfg.daily:
+            idx = pl.lit(self.index + "-") + ts.dt.strftime("%Y.%m.%d")
+        else:
+            idx = pl.lit(self.index)
+        _ids = [doc_id(i) for i in ids] if any(len(i) > MAX_ID_BYTES // 4 for i in ids) else ids
+        frame = records.select(doc=doc, idx=idx).with_columns(id=pl.Series(_ids, dtype=pl.String))
+        action = pl.struct(pl.struct(_index="idx", _id="id").alias("index")).struct.json_encode()
+        items = frame.select(pl.concat_str([action, pl.lit("\n"), pl.col("doc"), pl.lit("\n")])).to_series()
+        if self.cfg.daily:
+            self._written.update(frame.get_column("idx").unique().to_list())
+        else:
+            self._written.add(self.index)
+        return items.to_list()
+
+    def write_records(self, records: pl.DataFrame, ids: list[str]) -> None:
+        if records.height:
+            self._add(self._record_items(records, ids))
+
+    def write_results(self, batch: "ResultBatch") -> None:
+        idx = self._results.get(batch.rule.name)
+        if idx is None or not batch.lines:
+            return
+        items = []
+        for line, rid in zip(batch.lines, batch.ids):
+            obj = orjson.loads(line)
+            obj = {"@timestamp": obj["window"]["start"], **obj}
+            items.append(_action(idx, doc_id(rid)) + orjson.dumps(obj).decode() + "\n")
+        self._written.add(idx)
+        self._add(items)
+
+    def _add(self, items: list[str]) -> None:
+        for s in items:
+            n = len(s)
+            if self._buf and (self._buf_bytes + n > self.cfg.bulk_bytes or len(self._buf) >= self.cfg.bulk_docs):
+                self._submit()
+            self._buf.append(s)
+            self._buf_bytes += n
+        self._deliver_dead()
+
+    def _submit(self) -> None:
+        """Hand the buffer to a worker; blocks while 2 x concurrency bulks are pending (backpressure)."""
+        if not self._buf:
+            return
+        items, self._buf, self._buf_bytes = self._buf, [], 0
+        while not self._slots.acquire(timeout=1.0):
+            self._raise_failed()
+        fut = self._pool.submit(self._send, items)
+        fut.add_done_callback(lambda _f: self._slots.release())
+        self._futures.add(fut)
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        for f in [f for f in self._futures if f.done()]:
+            self._futures.discard(f)
+            exc = f.exception()
+            if exc is not None:
+                raise exc
+
+    def flush(self) -> None:
+        """Block until everything given so far is acknowledged (or dead-lettered)."""
+        self._submit()
+        while self._futures:
+            done, _ = wait(self._futures, return_when=FIRST_EXCEPTION)
+            for f in done:
+                self._futures.discard(f)
+                exc = f.exception()
+                if exc is not None:
+                    self._deliver_dead()
+                    raise exc
+        self._deliver_dead()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+            if self.cfg.refresh_on_close and self._written:
+                # make the last documents searchable now (a replay is done; `_count` should say so)
+                r = self._call("POST", "/" + ",".join(sorted(self._written)) + "/_refresh", what="refresh")
+                if r.status >= 300:
+                    log.warning("elasticsearch: refresh failed: HTTP %s %s", r.status, r.error_reason())
+        finally:
+            self._closed = True
+            self._pool.shutdown(wait=True)
+        st = self.stats
+        msg = (f"elasticsearch: {st['indexed']:,} documents acknowledged by {self.cfg.url} in {st['bulks']:,} bulk "
+               f"requests, {st['rejected']:,} rejected (dead-lettered, reason {REJECT_REASON}), "
+               f"{st['retried_items']:,} item retries")
+        (log.warning if st["rejected"] else log.info)(msg)
+
+    def _deliver_dead(self) -> None:
+        """Dead letters go out on the caller's thread (the dead-letter file is not thread-safe)."""
+        with self._lock:
+            dead, self._dead = self._dead, []
+        if dead and self.on_rejected is not None:
+            self.on_rejected(dead)
+        elif dead:
+            for d in dead:
+                log.error("elasticsearch: rejected document (no dead-letter output): %s", d.decode())
+
+    # ------------------------------------------------------------------ the worker
+
+    def _send(self, items: list[str]) -> None:
+        """POST items to /_bulk until each is acknowledged or rejected for good."""
+        pending = items
+        attempt = 0
+        while pending:
+            body = "".join(pending).encode()
+            r = self._call("POST", "/_bulk", body, what=f"bulk of {len(pending)} documents", content_type=NDJSON)
+            with self._lock:
+                self.stats["bulks"] += 1
+            if r.status == 413 and len(pending) > 1:  # larger than http.max_content_length: halve
+                half = len(pending) // 2
+                self._send(pending[:half])
+                self._send(pending[half:])
+                return
+            if r.status == 413:
+                self._reject(pending[0], 413, f"document larger than the server accepts: {r.error_reason()}")
+                return
+            if r.status >= 300 or not isinstance(r.data, dict) or "items" not in r.data:
+                raise ElasticsearchError(f"bulk request refused: HTTP {r.status} {r.error_reason()}")
+            answers = r.data["items"]
+            if len(answers) != len(pending):
+                raise ElasticsearchError(f"bulk answered {len(answers)} items for {len(pending)} sent")
+            retry: list[str] = []
+            ok = 0
+            for item, ans in zip(pending, answers):
+                op = next(iter(ans.values())) if isinstance(ans, dict) and ans else {}
+                st = int(op.get("status", 0))
+                if 200 <= st < 300:
+                    ok += 1
+                elif st == 429 or st >= 500 or st == 0:
+                    retry.append(item)
+                else:
+                    self._reject(item, st, error_reason(op.get("error")), op.get("_index"))
+            with self._lock:
+                self.stats["indexed"] += ok
+                self.stats["retried_items"] += len(retry)
+            pending = retry
+            if retry:
+                d = self.backoff.delay(attempt)
+                self.outage.failed("bulk", f"{len(retry)} of {len(answers)} items refused with 429/5xx", d)
+                time.sleep(d)
+                attempt += 1
+
+    def _reject(self, item: str, status: int, reason: str, index: str | None = None) -> None:
+        action, _, rest = item.partition("\n")
+        doc = rest.rstrip("\n").encode()
+        try:
+            meta = orjson.loads(action)["index"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            meta = {}
+        _id = str(meta.get("_id", ""))
+        m = _ID_RE.match(_id)
+        entry = dead_letter(REJECT_REASON, reason, doc, m.group("source") if m else None,
+                            int(m.group("line")) if m else None, id=_id, index=index or meta.get("_index"),
+                            status=status)
+        with self._lock:
+            self._dead.append(entry)
+            self.stats["rejected"] += 1
+
+
+# ---------------------------------------------------------------------- queries (count / search)
+
+def _query_client(url: str) -> tuple[EsClient, EsConfig, Outage]:
+    cfg = EsConfig.from_url(url, **CLI_OVERRIDES)
+    if cfg.max_retry_time is None:
+        cfg.max_retry_time = 60.0  # an interactive question should not wait forever
+    return EsClient(cfg), cfg, Outage(cfg.url)
+
+
+def es_count(url: str, index: str) -> int:
+    """Documents in `index` (an index, an alias or a pattern): the seed's `_count` check."""
+    client, cfg, outage = _query_client(url)
+    r = call(client, "GET", f"/{index}/_count", what="count", outage=outage, max_retry_time=cfg.max_retry_time)
+    if r.status == 404:
+        return 0  # no such index yet: nothing published
+    if r.status != 200 or not isinstance(r.data, dict):
+        raise ElasticsearchError(f"count {index}: HTTP {r.status} {r.error_reason()}")
+    return int(r.data["count"])
+
+
+def _query_body(q: "Query", limit: int) -> dict[str, Any]:
+    flt: list[dict[str, Any]] = []
+    for f in ("client_ip", "host", "country", "method"):
+        v = getattr(q, f)
+        if v is not None:
+            flt.append({"term": {f: v}})
+    if q.status:
+        flt.append({"range": {"status": {"gte": q.status[0], "lte": q.status[1]}}})
+    rng: dict[str, Any] = {}
+    if q.since_us is not None:
+        rng["gte"] = q.since_us // 1000  # documents keep milliseconds
+    if q.until_us is not None:
+        rng["lt"] = -(-q.until_us // 1000)
+    if rng:
+        flt.append({"range": {"@timestamp": {**rng, "format": "epoch_millis"}}})
+    return {"size": limit, "sort": [{"@timestamp": {"order": "desc"}}],
+            "query": {"bool": {"filter": flt}} if flt else {"match_all": {}}}
+
+
+def _iso(v: Any) -> Any:
+    """@timestamp as the embedded store prints it: ISO-8601 UTC with milliseconds."""
+    if isinstance(v, (int, float)):
+        return iso_ms(int(v) * 1000)
+    if isinstance(v, str) and not v.endswith("Z"):
+        try:
+            dt = datetime.fromisoformat(v)
+        except ValueError:
+            return v
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return v
+
+
+def es_search(url: str, index: str, query: "Query", limit: int = 20) -> list[dict[str, Any]]:
+    """Raw records matching `query`, newest first, shaped like lookout.store.search's rows."""
+    client, cfg, outage = _query_client(url)
+    r = call(client, "POST", f"/{index}/_search", _query_body(query, limit), what="search", outage=outage,
+             max_retry_time=cfg.max_retry_time)
+    if r.status == 404:
+        return []
+    if r.status != 200 or not isinstance(r.data, dict):
+        raise ElasticsearchError(f"search {index}: HTTP {r.status} {r.error_reason()}")
+    out = []
+    for hit in r.data.get("hits", {}).get("hits", []):
+        src = hit.get("_source") or {}
+        row = {"@timestamp": _iso(src.get("@timestamp"))}
+        for f in ("status", "request_time", "client_ip", "host", "country", "method", "server"):
+            row[f] = src.get(f)
+        row["id"] = hit.get("_id")
+        out.append({k: v for k, v in row.items() if v is not None})
+    return out

@@ -1,0 +1,342 @@
+"""Follow an access log like `tail -F`, and remember exactly where reading stopped.
+
+A file is known by its *identity*: device + inode + a fingerprint of its first line (so a new
+file that happens to get an old inode is not mistaken for the old one). The position handed to
+the runner (and written by `commit` to STATE_DIR/tail-position.json) is that identity plus the
+byte offset and line number after the last whole line emitted.
+
+- First run (no position): read the file from its start; wait for it to appear if missing.
+- Rotation by rename (logrotate + nginx USR1 / `nginx -s reopen`): nginx writes the old file
+  until it reopens, so the old file is read to its end and left only once it has been quiet
+  for `rotate_wait` seconds while a new file stands at the path; then the new one from 0.
+- copytruncate: the file shrinks below our offset (or its first line changes) → start again
+  at 0. Lines written between our last read and the copy are taken from the copy when it is
+  found beside the log (same first line, longer than our offset).
+- Restart: the checkpointed file is looked for at the path, then beside it (renamed by a
+  rotation while lookout was down: `access.log.1`, `access.log-20240101`, …); the rest of it is
+  read before the new file. If it is gone, that is logged (its unread tail cannot be had).
+- Only whole lines are emitted: a partial last line waits for its newline (a rotated file's
+  unterminated last line is emitted once the file is left, since nothing can complete it).
+
+Record ids (for Elasticsearch) are `<fingerprint>-<byte offset of the line>`: the same line of
+the same file always gets the same id, so a replay after a crash overwrites instead of adding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import polars as pl
+
+from lookout.sources.base import Chunk, Source
+from lookout.sources.nginx import LineConverter, converter_for
+
+log = logging.getLogger("lookout.tail")
+
+POSITION_FILE = "tail-position.json"
+FP_BYTES = 256  # fingerprint: the first line, at most this many bytes
+READ_BYTES = 4 << 20  # per poll: bounded steps on a first run over a big log
+SKIP_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+
+
+def fingerprint(head: bytes) -> str | None:
+    """Hash of a file's first line (or first FP_BYTES bytes); None while that is not written yet."""
+    nl = head.find(b"\n")
+    if nl >= 0:
+        head = head[: nl + 1]
+    elif len(head) < FP_BYTES:
+        return None
+    return hashlib.blake2b(head[:FP_BYTES], digest_size=8).hexdigest()
+
+
+def _head(fd: int) -> bytes:
+    return os.pread(fd, FP_BYTES, 0)
+
+
+@dataclass
+class OpenFile:
+    """The file being read and how far: offset/line are after the last line emitted."""
+
+    fd: int
+    dev: int
+    ino: int
+    name: str
+    offset: int = 0
+    line: int = 1
+    fp: str | None = None
+    last_growth: float = 0.0
+
+    def position(self) -> dict[str, Any]:
+        return {"dev": self.dev, "ino": self.ino, "fp": self.fp, "offset": self.offset, "line": self.line,
+                "name": self.name}
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+def _open(path: Path) -> OpenFile | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        if isinstance(e, PermissionError):
+            log.warning("%s: %s", path, e)
+        return None
+    st = os.fstat(fd)
+    f = OpenFile(fd, st.st_dev, st.st_ino, str(path), last_growth=time.monotonic())
+    f.fp = fingerprint(_head(fd))
+    return f
+
+
+class TailSource(Source):
+    """`lookout run --tail PATH` and `lookout ship PATH`: whole new lines of one log, converted
+    to seed-schema JSON (see lookout.sources.nginx)."""
+
+    def __init__(self, path: Path | str, state_dir: Path | str | None = None, log_format: str = "auto",
+                 host: str | None = None, geoip: Path | str | None = None, rotate_wait: float = 1.0,
+                 read_bytes: int = READ_BYTES, converter: LineConverter | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.path = Path(path)
+        self.name = f"tail {self.path}"
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        try:
+            self.conv = converter or converter_for(log_format, host, geoip)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        self.rotate_wait = rotate_wait
+        self.read_bytes = read_bytes
+        self.sleep = sleep
+        self.cur: OpenFile | None = None
+        self.restored = False
+        self.rotated_at: float | None = None  # when a new file was first seen at the path
+        self.announced_wait = False
+
+    # ---------------------------------------------------------------- position
+
+    def restore(self, position: Any) -> None:
+        """Open the file the position refers to (or the log from its start when None)."""
+        self.restored = True
+        if self.cur is not None:
+            self.cur.close()
+            self.cur = None
+        if position is None:
+            self.cur = _open(self.path)
+            return
+        pos = dict(position)
+        found = self._find(pos)
+        if found is None:
+            log.warning("%s: the checkpointed file (%s, fingerprint %s) is not found as it was (deleted, "
+                        "compressed or truncated while lookout was stopped); whatever it held after byte %d "
+                        "was not read. Reading the current log from its start.",
+                        self.path, pos.get("name"), pos.get("fp"), pos["offset"])
+            self.cur = _open(self.path)
+            return
+        found.offset, found.line = pos["offset"], pos["line"]
+        self.cur = found
+        if found.name != str(self.path):
+            log.info("%s: finishing %s (rotated while stopped) from byte %d", self.path, found.name, found.offset)
+
+    def _find(self, pos: dict[str, Any]) -> OpenFile | None:
+        """The file a position refers to: at the path, renamed beside it, or a copy beside it."""
+        cands = [self.path] + self._siblings()
+        copy: OpenFile | None = None
+        for p in cands:
+            f = _open(p)
+            if f is None:
+                continue
+            size = os.fstat(f.fd).st_size
+            same_fp = pos["fp"] is None or f.fp == pos["fp"]
+            if same_fp and size >= pos["offset"] and (f.dev, f.ino) == (pos["dev"], pos["ino"]):
+                if copy is not None:
+                    copy.close()
+                return f
+            if pos["fp"] is not None and f.fp == pos["fp"] and size >= pos["offset"] and copy is None:
+                copy = f  # copytruncate's copy: same content, another inode
+                continue
+            f.close()
+        return copy
+
+    def _siblings(self) -> list[Path]:
+        """Rotated versions of the log beside it, newest first (compressed ones cannot be read)."""
+        d, base = self.path.parent, self.path.name
+        try:
+            names = [n for n in os.listdir(d) if n.startswith(base) and n != base and not n.endswith(SKIP_SUFFIXES)]
+        except OSError:
+            return []
+        paths = [d / n for n in names]
+        return sorted(paths, key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
+
+    def position(self) -> dict[str, Any] | None:
+        return self.cur.position() if self.cur is not None else None
+
+    def commit(self, position: Any) -> None:
+        """Record the delivered position in STATE_DIR/tail-position.json (atomic replace)."""
+        if self.state_dir is None or position is None:
+            return
+        save_position(self.state_dir, position)
+
+    def close(self) -> None:
+        if self.cur is not None:
+            self.cur.close()
+            self.cur = None
+        self.conv.close()
+
+    # ---------------------------------------------------------------- reading
+
+    def poll(self, timeout: float) -> Chunk | None:
+        if not self.restored:
+            self.restore(None)
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = self._step()
+            if chunk is not None:
+                return chunk
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sleep(min(0.05, left))
+
+    def _step(self) -> Chunk | None:
+        """One look at the file: new whole lines, or a rotation/truncation handled, or nothing."""
+        if self.cur is None:
+            self.cur = _open(self.path)
+            if self.cur is None:
+                if not self.announced_wait:
+                    log.info("%s: waiting for the file to appear", self.path)
+                    self.announced_wait = True
+                return None
+        f = self.cur
+        if f.fp is None:
+            f.fp = fingerprint(_head(f.fd))
+        elif f.offset > 0 and fingerprint(_head(f.fd)) != f.fp:
+            self._truncated(f, "its first line changed")
+            return None
+        size = os.fstat(f.fd).st_size
+        if size < f.offset:
+            self._truncated(f, f"it shrank to {size} bytes from {f.offset}")
+            return None
+        if size > f.offset:
+            chunk = self._read(f, size)
+            if chunk is not None:
+                return chunk
+        return self._maybe_switch(f, size)
+
+    def _read(self, f: OpenFile, size: int, final: bool = False) -> Chunk | None:
+        data = os.pread(f.fd, min(self.read_bytes, size - f.offset), f.offset)
+        if not data:
+            return None
+        f.last_growth = time.monotonic()
+        self.rotated_at = None
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) < self.read_bytes and not final:
+                return None  # a partial line: wait for its newline
+            data += b"\n"  # a line longer than a read, or the unterminated end of a rotated file
+            consumed = len(data) - 1
+        else:
+            data = data[: cut + 1]
+            consumed = len(data)
+        if f.fp is None:
+            f.fp = fingerprint(_head(f.fd)) or fingerprint(data)
+        return self._chunk(f, data, consumed)
+
+    def _chunk(self, f: OpenFile, raw: bytes, consumed: int) -> Chunk:
+        lines = raw.split(b"\n")
+        lines.pop()  # raw ends with a newline
+        starts = list(accumulate((len(ln) + 1 for ln in lines[:-1]), initial=f.offset))  # byte offset of each line
+        data, reasons = self.conv.convert(raw)
+        first_line = f.line
+        f.offset += consumed
+        f.line += len(lines)
+        prefix = f"{f.fp}-"
+
+        def record_ids(line: pl.Series) -> list[str]:
+            return [prefix + str(starts[i]) for i in line.to_list()]
+
+        meta: dict[str, Any] = {"reasons": reasons} if reasons else {}
+        meta["file"] = f.name
+        return Chunk(source=str(self.path), data=data, first_line=first_line, position=f.position(),
+                     record_ids=record_ids, meta=meta)
+
+    def _truncated(self, f: OpenFile, why: str) -> None:
+        """copytruncate: read what the copy holds beyond our offset, then the log from 0."""
+        pos = f.position()
+        copy = None
+        for p in self._siblings():
+            c = _open(p)
+            if c is None:
+                continue
+            if c.fp == pos["fp"] and os.fstat(c.fd).st_size > pos["offset"] and (c.dev, c.ino) != (f.dev, f.ino):
+                copy = c
+                break
+            c.close()
+        if copy is not None:
+            log.info("%s was truncated (%s): finishing its copy %s from byte %d first", self.path, why, copy.name,
+                     pos["offset"])
+            copy.offset, copy.line = pos["offset"], pos["line"]
+            f.close()
+            self.cur = copy
+            return
+        log.info("%s was truncated (%s): reading it again from the start", self.path, why)
+        f.offset, f.line = 0, 1
+        f.fp = fingerprint(_head(f.fd))
+        f.last_growth = time.monotonic()
+
+    def _maybe_switch(self, f: OpenFile, size: int) -> Chunk | None:
+        """At the end of the file: move to a new file at the path once the old one is quiet."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None  # renamed, new one not created yet (nginx reopens on USR1): keep reading the old
+        if (st.st_dev, st.st_ino) == (f.dev, f.ino):
+            return None
+        now = time.monotonic()
+        if self.rotated_at is None:
+            self.rotated_at = now
+            return None
+        if now - max(f.last_growth, self.rotated_at) < self.rotate_wait:
+            return None
+        tail = None
+        if size > f.offset:  # an unterminated last line: nothing will complete it now
+            tail = self._read(f, size, final=True)
+        if tail is not None:
+            return tail
+        nxt = _open(self.path)
+        if nxt is None:
+            return None
+        log.info("%s: rotated; finished %s at byte %d (line %d), now reading the new file", self.path, f.name,
+                 f.offset, f.line - 1)
+        f.close()
+        self.cur = nxt
+        self.rotated_at = None
+        return None
+
+
+# ---------------------------------------------------------------- position file (`ship`)
+
+def load_position(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        return orjson.loads((state_dir / POSITION_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def save_position(state_dir: Path, position: dict[str, Any]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / POSITION_FILE
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(orjson.dumps(position))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

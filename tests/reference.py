@@ -1,0 +1,117 @@
+"""A brute-force reference of the engine's semantics: one record at a time, every window explicit.
+
+Written for clarity, not speed, and independent of the engine's panes and batches:
+- windows [k*hop, k*hop+size) containing t, straight from the definition;
+- watermark after each record = max event time so far - lateness;
+- a record whose oldest window has closed (end <= watermark before it) is late for the rule;
+- alert: emit once, the first time the condition holds; final: at close; update: on change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lookout.records import Rejected, parse_line
+from lookout.rules import Rule, RuleSet
+
+
+def _matches(rule: Rule, rec: dict[str, Any]) -> bool:
+    for fld, values in rule.filter.conditions:
+        v = rec.get(fld)
+        if v is None:
+            return False
+        if fld in ("status", "request_time"):
+            if not any(lo <= v <= hi for lo, hi in values):
+                return False
+        elif v not in values:
+            return False
+    return all(rec.get(k) is not None for k in rule.group_by)
+
+
+def _value(rule: Rule, acc: dict[str, Any]) -> Any:
+    f = rule.agg.func
+    if f == "count":
+        return acc["cnt"]
+    if acc["n"] == 0:
+        return None
+    scale = 1_000_000 if rule.agg.field == "request_time" else 1
+    if f == "avg":
+        return acc["s"] / (acc["n"] * scale)
+    v = {"sum": acc["s"], "min": acc["mn"], "max": acc["mx"]}[f]
+    return v / scale if scale != 1 else v
+
+
+def _add(rule: Rule, acc: dict[str, Any], rec: dict[str, Any]) -> None:
+    acc["cnt"] += 1
+    fld = rule.agg.field
+    if fld is None or rec.get(fld) is None:
+        return
+    x = round(rec[fld] * 1_000_000) if fld == "request_time" else rec[fld]
+    acc["n"] += 1
+    acc["s"] += x
+    acc["mn"] = x if acc["mn"] is None else min(acc["mn"], x)
+    acc["mx"] = x if acc["mx"] is None else max(acc["mx"], x)
+
+
+Result = tuple[int, int, tuple[Any, ...], Any]  # start, end, key, value
+
+
+def reference(lines: list[bytes], rs: RuleSet) -> tuple[dict[str, list[Result]], int, int]:
+    """Results per rule, number of rejected lines, number of late records."""
+    out: dict[str, list[Result]] = {r.name: [] for r in rs.rules}
+    state: dict[str, dict[tuple[int, tuple[Any, ...]], dict[str, Any]]] = {r.name: {} for r in rs.rules}
+    alerted: dict[str, set] = {r.name: set() for r in rs.rules}
+    max_ts: int | None = None
+    rejected = late = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = parse_line(line)
+        except Rejected:
+            rejected += 1
+            continue
+        t = rec["ts"]
+        max_ts = t if max_ts is None else max(max_ts, t)
+        is_late = False
+        for rule in rs.rules:
+            if not _matches(rule, rec):
+                continue
+            size, hop = rule.window.size, rule.window.hop
+            ks = [k for k in range((t - size) // hop, t // hop + 2) if k * hop <= t < k * hop + size]
+            wm = max_ts - rs.lateness
+            if min(k * hop + size for k in ks) <= wm:
+                is_late = True
+                continue
+            key = tuple(rec[f] for f in rule.group_by)
+            mode = rule.effective_emit
+            thr = rule.threshold_spec
+            for k in ks:
+                acc = state[rule.name].setdefault((k, key), {"cnt": 0, "n": 0, "s": 0, "mn": None, "mx": None})
+                before = _value(rule, acc)
+                _add(rule, acc, rec)
+                v = _value(rule, acc)
+                if mode == "alert" and (k, key) not in alerted[rule.name] and thr.holds(v):
+                    alerted[rule.name].add((k, key))
+                    out[rule.name].append((k * hop, k * hop + size, key, v))
+                elif mode == "update" and v != before and (thr is None or thr.holds(v)):
+                    out[rule.name].append((k * hop, k * hop + size, key, v))
+        if is_late:
+            late += 1
+        _close(rs, state, out, max_ts - rs.lateness)
+    _close(rs, state, out, None)
+    return out, rejected, late
+
+
+def _close(rs: RuleSet, state: dict, out: dict, wm: int | None) -> None:
+    for rule in rs.rules:
+        st = state[rule.name]
+        size, hop = rule.window.size, rule.window.hop
+        done = [wk for wk in st if wm is None or wk[0] * hop + size <= wm]
+        for k, key in sorted(done, key=lambda x: (x[0], str(x[1]))):
+            acc = st.pop((k, key))
+            if rule.effective_emit == "final":
+                v = _value(rule, acc)
+                thr = rule.threshold_spec
+                if thr is None or thr.holds(v):
+                    out[rule.name].append((k * hop, k * hop + size, key, v))
