@@ -30,6 +30,34 @@ lateness_option = click.option("--lateness", default=None, metavar="DURATION",
                                help="Allowed lateness, e.g. 10s (overrides the rules file).")
 
 
+def _es_env(ctx: click.Context, param: click.Parameter, value: object) -> None:
+    """An --es-* option sets the LOOKOUT_ES_* variable the Elasticsearch sink reads (replay and
+    run hand the sink only the URL; see docs/elasticsearch.md)."""
+    if value is not None and value is not False:
+        import os
+
+        os.environ[str(param.envvar)] = "true" if value is True else str(value)
+
+
+def es_options(f):  # noqa: ANN001, ANN201 - a click decorator
+    """Elasticsearch index, results, auth and TLS options (each also an environment variable)."""
+    for name, env, kw in reversed([
+        ("--es-index", "LOOKOUT_ES_INDEX", {"metavar": "NAME", "help": "Index for raw records [default: test-inter]."}),
+        ("--es-daily", "LOOKOUT_ES_DAILY", {"is_flag": True, "default": None,
+                                             "help": "Daily indices NAME-YYYY.MM.DD (by event time) behind the alias NAME."}),
+        ("--es-results", "LOOKOUT_ES_RESULTS", {"is_flag": True, "default": None,
+                                                 "help": "Also index each rule's results into lookout-<rule>."}),
+        ("--es-user", "LOOKOUT_ES_USER", {"help": "Basic-auth user (or user:password@ in the URL)."}),
+        ("--es-password", "LOOKOUT_ES_PASSWORD", {"help": "Basic-auth password."}),
+        ("--es-api-key", "LOOKOUT_ES_API_KEY", {"help": "API key (base64 token, or id:key)."}),
+        ("--es-ca-certs", "LOOKOUT_ES_CA_CERTS", {"type": click.Path(dir_okay=False), "help": "CA bundle for https."}),
+        ("--es-insecure", "LOOKOUT_ES_INSECURE", {"is_flag": True, "default": None,
+                                                  "help": "Do not verify the server's TLS certificate."}),
+    ]):
+        f = click.option(name, envvar=env, expose_value=False, callback=_es_env, **kw)(f)
+    return f
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="lookout")
 def main() -> None:
@@ -56,6 +84,7 @@ def rules(rules_path: str | None, check: bool) -> None:
               help="Also keep the raw records in an embedded store (Parquet) here, for `lookout count/search`.")
 @click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
               help="Also index every valid record into Elasticsearch/OpenSearch at this URL.")
+@es_options
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None, out_dir: str,
@@ -98,6 +127,7 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 @click.option("--idle-timeout", default="30s", show_default=True, help="Close open windows after input is quiet this long.")
 @click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
+@es_options
 @click.option("--view/--no-view", default=None, help="Live terminal view (default: when stdout is a terminal).")
 def run(**opts: object) -> None:
     """Run the pipeline: generated records by default, or --tail a log, or --kafka."""

@@ -1,5 +1,216 @@
-"""Commands for the Kafka integration: `lookout produce`, `lookout consume`."""
+"""Commands for the Kafka integration: `lookout produce`, `lookout consume`.
+
+`produce` is the seed's data producer (random seed-format records, or a file's lines as they
+are); `consume` is the seed's `test/kafka-consumer.py` (every message of a topic, pretty on a
+terminal, raw JSON lines when piped).
+"""
 
 from __future__ import annotations
 
-from lookout.cli import main  # noqa: F401  (commands register on the main group)
+import sys
+import time
+from typing import Any
+
+import click
+
+from lookout.cli import EXIT_USAGE, main
+
+kafka_option = click.option("--kafka", "bootstrap", envvar="LOOKOUT_KAFKA", required=True,
+                            help="Kafka bootstrap servers (env LOOKOUT_KAFKA).")
+config_option = click.option("--kafka-config", "kafka_config", multiple=True, metavar="KEY=VALUE",
+                             help="librdkafka property passed through (repeatable), e.g. security.protocol=SASL_SSL.")
+
+
+def _props(kvs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for kv in kvs:
+        if "=" not in kv:
+            click.echo(f"error: --kafka-config {kv!r}: expected KEY=VALUE", err=True)
+            sys.exit(EXIT_USAGE)
+        k, v = kv.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _lines(path: str, count: int | None) -> Any:
+    """The file's lines as they are (without the newline), `-` for stdin."""
+    f = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    n = 0
+    try:
+        for raw in f:
+            if count is not None and n >= count:
+                return
+            line = raw.rstrip(b"\n")
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                continue
+            n += 1
+            yield line
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def _generated(rate: float, count: int | None, seed: int | None) -> Any:
+    """Seed-format records with event time = now (or at 100 records per event-second when unthrottled)."""
+    from lookout.sources.generator import Generator, GeneratorConfig
+
+    gen = Generator(GeneratorConfig(rate=rate if rate > 0 else 100.0, seed=seed))
+    left = count
+    while left is None or left > 0:
+        n = 2000 if left is None else min(2000, left)
+        df = gen.records(n, until=time.time() if rate > 0 else None)
+        for line in df.write_ndjson().encode().splitlines():
+            if left is not None:
+                if left <= 0:
+                    return
+                left -= 1
+            yield line
+
+
+@main.command()
+@kafka_option
+@click.option("--topic", default="test-inter", show_default=True)
+@click.option("--rate", type=float, default=None,
+              help="Messages per second (default: 100 for generated records, as fast as possible for --input; 0 = no limit).")
+@click.option("--count", type=int, default=None, help="Stop after this many messages (default: forever / the whole file).")
+@click.option("--input", "input_path", default=None, help="Send this file's lines as they are (`-` for stdin).")
+@click.option("--seed", type=int, default=None, help="Random seed for generated records.")
+@click.option("--partitions", default=3, show_default=True, help="Partitions if the topic has to be created.")
+@config_option
+def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, input_path: str | None,
+            seed: int | None, partitions: int, kafka_config: tuple[str, ...]) -> None:
+    """Feed a topic: random seed-format records (the seed's data producer) or a file's lines."""
+    import signal
+
+    from confluent_kafka import Producer
+
+    from lookout.sources.kafka import HEALTH, client_config, ensure_topics
+
+    props = _props(kafka_config)
+    if rate is None:
+        rate = 0.0 if input_path else 100.0
+    if rate < 0:
+        click.echo("error: --rate must not be negative", err=True)
+        sys.exit(EXIT_USAGE)
+    ensure_topics(bootstrap, props, {topic: partitions})
+    failed: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            failed.append(err.str())
+        else:
+            HEALTH.ok()
+
+    producer = Producer(client_config(bootstrap, props, **{
+        "enable.idempotence": True, "acks": "all", "linger.ms": 20, "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 1_000_000, "message.timeout.ms": 0,
+    }))
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    source = _lines(input_path, count) if input_path else _generated(rate, count, seed)
+    t0 = time.monotonic()
+    last_report = t0
+    sent = 0
+    for line in source:
+        if stop["now"]:
+            break
+        while True:
+            try:
+                producer.produce(topic, value=line, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+        if sent % 10_000 == 0:
+            producer.poll(0)
+        if rate > 0:
+            while (ahead := t0 + sent / rate - time.monotonic()) > 0:
+                producer.poll(min(ahead, 0.1))
+        now = time.monotonic()
+        if now - last_report >= 5:
+            last_report = now
+            click.echo(f"produced {sent:,} messages ({sent / (now - t0):,.0f} msg/s)", err=True)
+    left = producer.flush(60)
+    while left:
+        click.echo(f"waiting for the broker to acknowledge {left:,} messages", err=True)
+        left = producer.flush(10)
+    elapsed = max(time.monotonic() - t0, 1e-9)
+    ok = sent - len(failed)
+    click.echo(f"produced {ok:,} messages to {topic} in {elapsed:.2f} s ({ok / elapsed:,.0f} msg/s)"
+               + (f"; {len(failed):,} failed (first: {failed[0]})" if failed else ""), err=True)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("topic")
+@kafka_option
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest message (default: only new ones).")
+@click.option("--max-messages", type=int, default=None, help="Exit after this many messages.")
+@click.option("--timeout", type=float, default=None, help="Exit after this many seconds without a message.")
+@click.option("--pretty/--raw", default=None, help="Pretty output (default: when stdout is a terminal).")
+@config_option
+def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int | None, timeout: float | None,
+            pretty: bool | None, kafka_config: tuple[str, ...]) -> None:
+    """Print a topic's messages (the seed's test/kafka-consumer.py): pretty on a terminal, JSON lines when piped."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+
+    from lookout.sources.kafka import client_config, with_retry
+
+    props = _props(kafka_config)
+    show_pretty = sys.stdout.isatty() if pretty is None else pretty
+    conf = client_config(bootstrap, props, **{"group.id": "lookout-consume", "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    md = with_retry("reading topic metadata", lambda: consumer.list_topics(topic, timeout=5))
+    t = md.topics.get(topic)
+    if t is None or t.error is not None or not t.partitions:
+        click.echo(f"error: topic {topic} does not exist", err=True)
+        sys.exit(1)
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    consumer.assign([TopicPartition(topic, p, start) for p in sorted(t.partitions)])
+    console = None
+    if show_pretty:
+        from rich.console import Console
+
+        console = Console()
+    n = 0
+    last = time.monotonic()
+    out = sys.stdout.buffer
+    try:
+        while max_messages is None or n < max_messages:
+            if timeout is not None and time.monotonic() - last >= timeout:
+                break
+            for m in consumer.consume(min(1000, (max_messages - n) if max_messages else 1000), 0.2):
+                if m.error() is not None:
+                    if m.error().code() != KafkaError._PARTITION_EOF:
+                        click.echo(f"kafka: {m.error().str()}", err=True)
+                    continue
+                last = time.monotonic()
+                n += 1
+                value = m.value() or b""
+                if console is None:
+                    out.write(value + b"\n")
+                else:
+                    _pretty(console, m, value)
+            if console is None:
+                out.flush()
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+    finally:
+        consumer.close()
+
+
+def _pretty(console: Any, m: Any, value: bytes) -> None:
+    from rich.json import JSON
+
+    key = m.key().decode("utf-8", "replace") if m.key() else "-"
+    rid = dict(m.headers() or []).get("lookout-id")
+    console.print(f"[dim]{m.topic()}[{m.partition()}]@{m.offset()}[/dim] key=[bold]{key}[/bold]"
+                  + (f" [dim]id={rid.decode()}[/dim]" if rid else ""))
+    try:
+        console.print(JSON(value.decode("utf-8")))
+    except Exception:  # noqa: BLE001 - not JSON: show it as it is
+        console.print(repr(value))

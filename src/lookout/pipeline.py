@@ -16,7 +16,7 @@ import polars as pl
 
 from lookout.engine import Engine, EngineOutput
 from lookout.output import ResultBatch, dead_letter, format_results, iso_ms
-from lookout.records import parse_chunk, parse_lines
+from lookout.records import ParsedChunk, parse_chunk, parse_lines
 from lookout.rules import RuleSet
 from lookout.sinks.base import Sink, SinkSet
 from lookout.sources.base import Chunk
@@ -64,8 +64,14 @@ class Pipeline:
         self.stats = Stats()
         self._wants_records = sink.wants_records if isinstance(sink, SinkSet) else type(sink).write_records is not Sink.write_records
 
-    def step(self, chunk: Chunk) -> StepReport:
-        parsed = parse_chunk(chunk.data) if chunk.data is not None else parse_lines(chunk.lines or [])
+    @staticmethod
+    def parse(chunk: Chunk) -> ParsedChunk:
+        """Parsing needs no pipeline state, so callers may run it ahead in another thread."""
+        return parse_chunk(chunk.data) if chunk.data is not None else parse_lines(chunk.lines or [])
+
+    def step(self, chunk: Chunk, parsed: ParsedChunk | None = None) -> StepReport:
+        if parsed is None:
+            parsed = self.parse(chunk)
         st = self.stats
         st.lines += parsed.lines
         recs = parsed.records

@@ -291,17 +291,12 @@ def parse_chunk(chunk: bytes) -> ParsedChunk:
     """Parse NDJSON bytes made of whole lines. Row `line` = index among the chunk's lines."""
     if not chunk:
         return ParsedChunk(pl.DataFrame(schema=SCHEMA))
-    lines: list[bytes] | None = None
-    # polars skips blank lines and treats \r as whitespace; keep line numbers exact by
-    # taking the list path when the chunk has blank lines.
-    if b"\n\n" in chunk or chunk.startswith(b"\n") or b"\n\r\n" in chunk or chunk.startswith(b"\r\n"):
-        return parse_lines(split_lines(chunk))
     try:
         df = pl.read_ndjson(chunk, schema=_DECODE_SCHEMA)
     except Exception:  # noqa: BLE001 - polars raises several types for one bad line; find it below
         return parse_lines(split_lines(chunk))
     expected = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-    if df.height != expected:  # a whitespace-only line was skipped: keep numbering exact
+    if df.height != expected:  # polars skipped a blank line: take the list path to keep numbering exact
         return parse_lines(split_lines(chunk))
     return _from_decoded(df, chunk, None, None)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 from lookout.pipeline import Pipeline, Stats
+from lookout.records import ParsedChunk
 from lookout.rules import RuleSet
 from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
+from lookout.sources.base import Chunk
 from lookout.sources.files import file_chunks, input_size
 
 
@@ -25,6 +30,27 @@ def build_sinks(rs: RuleSet, out_dir: Path, store_dir: str | None, es_url: str |
     return SinkSet(sinks)
 
 
+def _parsed_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chunk, ParsedChunk]]:
+    """Read and parse the next chunks in a worker thread while the engine works on this one.
+    polars releases the GIL, so the two overlap on two cores; order is kept."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as pool:
+        pending: deque = deque()
+        it = iter(chunks)
+
+        def next_parsed() -> tuple[Chunk, ParsedChunk] | None:
+            chunk = next(it, None)
+            return None if chunk is None else (chunk, Pipeline.parse(chunk))
+
+        for _ in range(depth):
+            pending.append(pool.submit(next_parsed))
+        while pending:
+            item = pending.popleft().result()
+            if item is None:
+                break
+            pending.append(pool.submit(next_parsed))
+            yield item
+
+
 def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None = None,
            es_url: str | None = None, progress: bool = False, sink: Sink | None = None) -> Stats:
     sinks = sink or build_sinks(rs, out_dir, store_dir, es_url)
@@ -40,8 +66,8 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
     try:
         for path in inputs:
             done_before = 0
-            for chunk in file_chunks(path):
-                pipe.step(chunk)
+            for chunk, parsed in _parsed_ahead(file_chunks(path)):
+                pipe.step(chunk, parsed)
                 if bar is not None:
                     bar.update(task, advance=chunk.position - done_before, lines=pipe.stats.lines)
                     done_before = chunk.position

@@ -74,7 +74,7 @@ class RunOptions(BaseModel):
         return props
 
 
-def make_source(opts: RunOptions) -> Source:
+def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
     if opts.tail_path is not None:
         from lookout.sources.tail import TailSource
 
@@ -83,7 +83,8 @@ def make_source(opts: RunOptions) -> Source:
     if opts.kafka:
         from lookout.sources.kafka import KafkaSource
 
-        return KafkaSource(opts.kafka, opts.topic, config=opts.kafka_properties(), partitions=opts.partitions)
+        return KafkaSource(opts.kafka, opts.topic, config=opts.kafka_properties(), partitions=opts.partitions,
+                           lateness=rs.lateness if rs is not None else 10_000_000)
     from lookout.sources.generator_source import GeneratorSource
 
     return GeneratorSource(opts.rate, opts.seed)
@@ -134,7 +135,7 @@ class Runner:
         self.files = FileSink(opts.out_dir, [r.name for r in rs.rules], append=True, fsync=True)
         self.sinks = make_sinks(rs, opts, self.files)
         self.pipeline = Pipeline(rs, self.sinks)
-        self.source = source or make_source(opts)
+        self.source = source or make_source(opts, rs)
         self.ckpt = Checkpointer(opts.state_dir)
         self.position: Any = None
         self.store = next(s for s in self.sinks.sinks if isinstance(s, StoreSink))
@@ -171,10 +172,22 @@ class Runner:
         })
         self.source.commit(self.position)
 
+    def _caught_up(self) -> bool:
+        """Quiet input, not an unreachable broker: sources that can tell (Kafka) say so."""
+        check = getattr(self.source, "caught_up", None)
+        return True if check is None else bool(check())
+
     def request_stop(self, *_: Any) -> None:
         self.stop_requested = True
 
     def run(self) -> int:
+        # A source with exclusive input (Kafka) may have to stand by until another instance stops;
+        # the checkpoint is read only once this instance may write it.
+        acquire = getattr(self.source, "acquire", None)
+        if acquire is not None and not acquire(lambda: self.stop_requested):
+            self.source.close()
+            self.sinks.close()
+            return 0
         self._restore()
         if self.opts.view:
             from lookout.live import LiveView
@@ -202,7 +215,7 @@ class Runner:
                         idle_closed = False
                     if self.view:
                         self.view.update(report.results)
-                elif not idle_closed and now - last_data >= self.opts.idle_timeout:
+                elif not idle_closed and now - last_data >= self.opts.idle_timeout and self._caught_up():
                     # Input has been quiet: close every open window so the last minute is not
                     # stuck waiting for a record that may never come.
                     results = self.pipeline.close_windows()

@@ -23,6 +23,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from lookout.engine.windows import WindowMath
@@ -71,6 +72,11 @@ class RuleRunner:
         self._has_value = self.agg.field is not None
         self._pcols = ["cnt", "n", "s", "mn", "mx"] if self._has_value else ["cnt"]
         self._scale = 1_000_000 if self.agg.field == "request_time" else 1
+        # only the columns this rule reads travel through its filter
+        needed = {"ts", "_wm", "line", *self.keys, *(f for f, _ in rule.filter.conditions)}
+        if self.agg.field:
+            needed.add(self.agg.field)
+        self._columns = sorted(needed)
 
     # ---- partial aggregates -----------------------------------------------------------------
     def _partial_exprs(self) -> list[pl.Expr]:
@@ -86,26 +92,44 @@ class RuleRunner:
             exprs += [pl.col("n").sum(), pl.col("s").sum(), pl.col("mn").min(), pl.col("mx").max()]
         return exprs
 
-    def _value_expr(self, suffix: str = "") -> pl.Expr:
-        f = self.agg.func
-        if f == "count":
-            return pl.col("cnt" + suffix)
-        n = pl.col("n" + suffix)
-        col = {"sum": "s", "min": "mn", "max": "mx", "avg": "s"}[f]
-        v = pl.col(col + suffix)
-        if f == "avg":
-            v = v / (n * self._scale)
-        elif self._scale != 1:
-            # polars rewrites division by a literal as multiplication by its reciprocal, which is
-            # not exact (50000 * 1e-6 != 0.05); dividing by a column keeps IEEE division.
-            v = v / (n * 0 + self._scale)
-        return pl.when(n > 0).then(v)
-
-    def _cond_expr(self, value: pl.Expr) -> pl.Expr:
+    def _cond_expr(self, suffix: str = "", halve: bool = False) -> pl.Expr:
+        """The threshold tested on partial columns, in integer units (request_time in µs), so the
+        test is exact: polars rewrites division by a constant as an inexact multiplication."""
         t = self.threshold
         assert t is not None
-        op = {">": value > t.value, ">=": value >= t.value, "<": value < t.value, "<=": value <= t.value}[t.op]
+        f = self.agg.func
+        col = {"count": "cnt", "sum": "s", "avg": "s", "min": "mn", "max": "mx"}[f]
+        lhs = pl.col(col + suffix)
+        if f == "count":
+            rhs: Any = t.value
+        else:
+            rhs = round(t.value * self._scale)
+            if f == "avg":  # s / n  op  x   <=>  s  op  x * n   (n > 0)
+                rhs = pl.col("n" + suffix) * rhs
+        if halve:
+            lhs = lhs * 2
+        op = {">": lhs > rhs, ">=": lhs >= rhs, "<": lhs < rhs, "<=": lhs <= rhs}[t.op]
+        if f != "count":
+            op = op & (pl.col("n" + suffix) > 0)
         return op.fill_null(False)
+
+    def _values(self, df: pl.DataFrame) -> pl.Series:
+        """Final aggregate values from partial columns. Divisions run in numpy (exact IEEE
+        division: 50000 / 1e6 == 0.05), not in polars."""
+        f = self.agg.func
+        if f == "count":
+            return df.get_column("cnt").alias("value")
+        n = df.get_column("n").to_numpy()
+        col = {"sum": "s", "avg": "s", "min": "mn", "max": "mx"}[f]
+        raw = df.get_column(col).fill_null(0).to_numpy().astype(np.float64 if self._scale != 1 or f == "avg" else np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if f == "avg":
+                vals = raw / (n * self._scale)
+            elif self._scale != 1:
+                vals = raw / self._scale
+            else:
+                vals = raw
+        return pl.Series("value", vals).set(pl.Series(n == 0), None)
 
     def _value_column(self) -> pl.Expr:
         fld = self.agg.field
@@ -127,17 +151,17 @@ class RuleRunner:
         out = panes.with_columns(k=pl.int_ranges(first, last + 1)).explode("k").drop_nulls("k")
         return out.group_by(self.keys + ["k"]).agg(self._merge_exprs())
 
-    def _windows_frame(self, df: pl.DataFrame, value: pl.Expr) -> pl.DataFrame:
-        return df.select(
+    def _windows_frame(self, df: pl.DataFrame, value: pl.Series | None = None) -> pl.DataFrame:
+        out = df.select(
             (pl.col("k") * self.w.hop).alias("_start"),
             (pl.col("k") * self.w.hop + self.w.size).alias("_end"),
             *[pl.col(k) for k in self.keys],
-            value.alias("value"),
         )
+        return out.with_columns(self._values(df) if value is None else value.alias("value"))
 
     # ---- one batch --------------------------------------------------------------------------
     def process(self, df: pl.DataFrame, wm_end: int) -> RuleOutput:
-        sel = df.filter(self._filter)
+        sel = df.select(self._columns).filter(self._filter)
         late_lines = None
         results: list[pl.DataFrame] = []
         if sel.height:
@@ -159,20 +183,32 @@ class RuleRunner:
                     alerts = self._alerts(old, delta, sel)
                     if alerts is not None:
                         results.append(alerts)
-                self.panes = delta if old is None else pl.concat([old, delta]).group_by(self.keys + ["q"]).agg(self._merge_exprs())
+                self.panes = delta if old is None else self._merge(old, delta)
                 if self.mode == "update":
                     touched = delta.select(self.keys).unique()
                     after = self._explode(self.panes.join(touched, on=self.keys, how="semi"), k_lo=self.closed_k + 1)
                     changed = self._explode(delta, k_lo=self.closed_k + 1).select(self.keys + ["k"])
-                    after = after.join(changed, on=self.keys + ["k"], how="semi").with_columns(value=self._value_expr())
+                    after = after.join(changed, on=self.keys + ["k"], how="semi")
                     if self.threshold is not None:
-                        after = after.filter(self._cond_expr(pl.col("value")))
-                    results.append(self._windows_frame(after, pl.col("value")).sort("_start", *self.keys))
+                        after = after.filter(self._cond_expr())
+                    results.append(self._windows_frame(after).sort("_start", *self.keys))
         closed = self._close(self.w.last_closed(wm_end))
         if closed is not None:
             results.append(closed)
         out = pl.concat(results) if results else None
         return RuleOutput(out if out is not None and out.height else None, late_lines)
+
+    def _merge(self, old: pl.DataFrame, delta: pl.DataFrame) -> pl.DataFrame:
+        """Fold a batch's panes into the state. Only panes up to the newest old one can exist in
+        both; the rest (most of an in-order batch) are appended without regrouping."""
+        if old.height == 0:
+            return delta
+        newest = old.get_column("q").max()
+        overlap = delta.filter(pl.col("q") <= newest)
+        if overlap.height == 0:
+            return pl.concat([old, delta])
+        merged = pl.concat([old, overlap]).group_by(self.keys + ["q"]).agg(self._merge_exprs())
+        return pl.concat([merged, delta.filter(pl.col("q") > newest)])
 
     def _alerts(self, old: pl.DataFrame | None, delta: pl.DataFrame, sel: pl.DataFrame) -> pl.DataFrame | None:
         # Prune before exploding panes into windows. Cut time into buckets of one window size:
@@ -183,9 +219,17 @@ class RuleRunner:
         bucket = (pl.col("q") * self.w.pane) // size
         live = (delta if old is None else pl.concat([old, delta])).with_columns(_b=bucket)
         per_bucket = live.group_by(self.keys + ["_b"]).agg(self._merge_exprs())
+        # Cheap first cut: if two buckets together meet `> X` (values >= 0), one of them alone
+        # meets `> X/2` (for count and sum; for max and min one bucket meets the condition itself).
+        strong = per_bucket.filter(self._cond_expr(halve=self.agg.func in ("count", "sum")))
+        if strong.height == 0:
+            return None
+        near = pl.concat([strong.select(self.keys + ["_b"]), strong.select(*self.keys, _b=pl.col("_b") - 1)]).unique()
+        per_bucket = per_bucket.join(pl.concat([near, near.with_columns(_b=pl.col("_b") + 1)]).unique(),
+                                     on=self.keys + ["_b"], how="semi")
         nxt = per_bucket.with_columns(_b=pl.col("_b") - 1)
         pairs = pl.concat([per_bucket, nxt]).group_by(self.keys + ["_b"]).agg(self._merge_exprs())
-        cand = pairs.filter(self._cond_expr(self._value_expr())).select(self.keys + ["_b"])
+        cand = pairs.filter(self._cond_expr()).select(self.keys + ["_b"])
         if cand.height == 0:
             return None
         # panes that can sit in a candidate window: buckets b and b+1 of each candidate (key, b)
@@ -215,7 +259,7 @@ class RuleRunner:
                 pl.max_horizontal("mx", "mx_o").alias("mx_a"),
             ]
         j = j.with_columns(merged)
-        crossing = j.filter(self._cond_expr(self._value_expr("_a")) & ~self._cond_expr(self._value_expr("_o")))
+        crossing = j.filter(self._cond_expr("_a") & ~self._cond_expr("_o"))
         if crossing.height == 0:
             return None
         if self.agg.func == "count":
@@ -224,7 +268,7 @@ class RuleRunner:
             first_true = math.floor(t.value) + 1 if t.op == ">" else math.ceil(t.value)
             # Each record adds exactly 1, so the count at the crossing is the first count that holds.
             value = pl.max_horizontal(pl.lit(first_true), pl.col("cnt_o").fill_null(0) + 1)
-            out = self._windows_frame(crossing, value)
+            out = self._windows_frame(crossing, crossing.select(value).to_series())
         else:
             out = self._replay_crossings(crossing, sel)
         return out.sort("_start", *self.keys)
@@ -266,11 +310,10 @@ class RuleRunner:
                     done = panes.filter(pl.col("q") <= k_close).rename({"q": "k"})
                 else:
                     done = self._explode(panes, k_lo=self.closed_k + 1, k_hi=k_close)
-                value = self._value_expr()
                 if self.threshold is not None:
-                    done = done.filter(self._cond_expr(value))
+                    done = done.filter(self._cond_expr())
                 if done.height:
-                    out = self._windows_frame(done, value).sort("_start", *self.keys)
+                    out = self._windows_frame(done).sort("_start", *self.keys)
             keep = self.w.pane_last_k_expr(pl.col("q")) > k_close
             self.panes = panes.filter(keep)
         self.closed_k = k_close

@@ -58,6 +58,9 @@ class SinkSet(Sink):
             s.flush()
 
     def close(self) -> None:
+        # Flush all before closing any: a later sink's flush may still hand dead letters to an
+        # earlier one (Elasticsearch item rejections go to the files sink's rejected.jsonl).
+        self.flush()
         for s in self.sinks:
             s.close()
 

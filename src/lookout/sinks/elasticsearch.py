@@ -45,8 +45,6 @@ REJECT_REASON = "elasticsearch-rejected"
 MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
 NDJSON = "application/x-ndjson"
 _ID_RE = re.compile(r"^(?P<source>.+):(?P<line>\d+)$")
-# Values set by command-line options (lookout.sinks.es_options); they win over the environment.
-CLI_OVERRIDES: dict[str, Any] = {}
 
 
 def doc_id(record_id: str) -> str:
@@ -87,8 +85,9 @@ class ElasticsearchSink(Sink):
     @classmethod
     def from_url(cls, url: str, rules: "RuleSet | None" = None,
                  on_rejected: Callable[[list[bytes]], None] | None = None, **options: Any) -> "ElasticsearchSink":
-        """URL (user:password@ allowed) + LOOKOUT_ES_* environment + command-line options."""
-        return cls(EsConfig.from_url(url, **{**CLI_OVERRIDES, **options}), rules=rules, on_rejected=on_rejected)
+        """URL (user:password@ allowed) + the LOOKOUT_ES_* environment (the --es-* options of
+        replay and run set it) + keyword overrides of EsConfig fields."""
+        return cls(EsConfig.from_url(url, **options), rules=rules, on_rejected=on_rejected)
 
     # ------------------------------------------------------------------ start-up
 
@@ -246,6 +245,7 @@ class ElasticsearchSink(Sink):
         """POST items to /_bulk until each is acknowledged or rejected for good."""
         pending = items
         attempt = 0
+        started = time.monotonic()
         while pending:
             body = "".join(pending).encode()
             r = self._call("POST", "/_bulk", body, what=f"bulk of {len(pending)} documents", content_type=NDJSON)
@@ -280,6 +280,9 @@ class ElasticsearchSink(Sink):
                 self.stats["retried_items"] += len(retry)
             pending = retry
             if retry:
+                waited = time.monotonic() - started
+                if self.cfg.max_retry_time is not None and waited >= self.cfg.max_retry_time:
+                    raise ElasticsearchError(f"{len(retry)} bulk items still refused with 429/5xx after {waited:.0f}s")
                 d = self.backoff.delay(attempt)
                 self.outage.failed("bulk", f"{len(retry)} of {len(answers)} items refused with 429/5xx", d)
                 time.sleep(d)
@@ -305,7 +308,7 @@ class ElasticsearchSink(Sink):
 # ---------------------------------------------------------------------- queries (count / search)
 
 def _query_client(url: str) -> tuple[EsClient, EsConfig, Outage]:
-    cfg = EsConfig.from_url(url, **CLI_OVERRIDES)
+    cfg = EsConfig.from_url(url)
     if cfg.max_retry_time is None:
         cfg.max_retry_time = 60.0  # an interactive question should not wait forever
     return EsClient(cfg), cfg, Outage(cfg.url)

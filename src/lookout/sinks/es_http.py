@@ -93,7 +93,7 @@ class EsConfig:
             password=pw if user is not None else os.environ.get("LOOKOUT_ES_PASSWORD") or None,
             api_key=os.environ.get("LOOKOUT_ES_API_KEY") or None,
             ca_certs=os.environ.get("LOOKOUT_ES_CA_CERTS") or None,
-            verify=_env_bool("LOOKOUT_ES_VERIFY", True),
+            verify=_env_bool("LOOKOUT_ES_VERIFY", True) and not _env_bool("LOOKOUT_ES_INSECURE", False),
             timeout=_env_num("LOOKOUT_ES_TIMEOUT", 30.0),
             index=os.environ.get("LOOKOUT_ES_INDEX") or "test-inter",
             daily=_env_bool("LOOKOUT_ES_DAILY", False),

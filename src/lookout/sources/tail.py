@@ -73,10 +73,11 @@ class OpenFile:
     line: int = 1
     fp: str | None = None
     last_growth: float = 0.0
+    mtime_ns: int = 0  # last modification seen: orders the files of a rotation chain
 
     def position(self) -> dict[str, Any]:
         return {"dev": self.dev, "ino": self.ino, "fp": self.fp, "offset": self.offset, "line": self.line,
-                "name": self.name}
+                "name": self.name, "mtime_ns": self.mtime_ns}
 
     def close(self) -> None:
         try:
@@ -93,7 +94,7 @@ def _open(path: Path) -> OpenFile | None:
             log.warning("%s: %s", path, e)
         return None
     st = os.fstat(fd)
-    f = OpenFile(fd, st.st_dev, st.st_ino, str(path), last_growth=time.monotonic())
+    f = OpenFile(fd, st.st_dev, st.st_ino, str(path), last_growth=time.monotonic(), mtime_ns=st.st_mtime_ns)
     f.fp = fingerprint(_head(fd))
     return f
 
@@ -120,6 +121,7 @@ class TailSource(Source):
         self.restored = False
         self.rotated_at: float | None = None  # when a new file was first seen at the path
         self.announced_wait = False
+        self.seen: dict[tuple[int, int, str | None], None] = {}  # files left this session, oldest first
 
     # ---------------------------------------------------------------- position
 
@@ -139,7 +141,7 @@ class TailSource(Source):
                         "compressed or truncated while lookout was stopped); whatever it held after byte %d "
                         "was not read. Reading the current log from its start.",
                         self.path, pos.get("name"), pos.get("fp"), pos["offset"])
-            self.cur = _open(self.path)
+            self.cur = self._next_file(pos.get("mtime_ns", 0), pos.get("fp"))
             return
         found.offset, found.line = pos["offset"], pos["line"]
         self.cur = found
@@ -175,6 +177,28 @@ class TailSource(Source):
             return []
         paths = [d / n for n in names]
         return sorted(paths, key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
+
+    def _next_file(self, after_ns: int, fp: str | None) -> OpenFile | None:
+        """The file that follows one left at modification time `after_ns`: a rotated file beside
+        the log written since (two rotations before we got to the middle one, or while stopped),
+        oldest first; else the file at the path. Copies of the file left (same first line) and
+        files already read are not candidates."""
+        best: OpenFile | None = None
+        for p in self._siblings():
+            f = _open(p)
+            if f is None:
+                continue
+            if (f.mtime_ns < after_ns or (f.dev, f.ino, f.fp) in self.seen or (fp is not None and f.fp == fp)
+                    or (best is not None and f.mtime_ns >= best.mtime_ns)):
+                f.close()
+                continue
+            if best is not None:
+                best.close()
+            best = f
+        if best is not None:
+            log.info("%s: reading %s first (rotated before it was read)", self.path, best.name)
+            return best
+        return _open(self.path)
 
     def position(self) -> dict[str, Any] | None:
         return self.cur.position() if self.cur is not None else None
@@ -221,7 +245,8 @@ class TailSource(Source):
         elif f.offset > 0 and fingerprint(_head(f.fd)) != f.fp:
             self._truncated(f, "its first line changed")
             return None
-        size = os.fstat(f.fd).st_size
+        st = os.fstat(f.fd)
+        size, f.mtime_ns = st.st_size, st.st_mtime_ns
         if size < f.offset:
             self._truncated(f, f"it shrank to {size} bytes from {f.offset}")
             return None
@@ -311,11 +336,16 @@ class TailSource(Source):
             tail = self._read(f, size, final=True)
         if tail is not None:
             return tail
-        nxt = _open(self.path)
-        if nxt is None:
+        nxt = self._next_file(f.mtime_ns, f.fp)
+        if nxt is None or (nxt.dev, nxt.ino) == (f.dev, f.ino):
+            if nxt is not None:
+                nxt.close()
             return None
-        log.info("%s: rotated; finished %s at byte %d (line %d), now reading the new file", self.path, f.name,
-                 f.offset, f.line - 1)
+        self.seen[(f.dev, f.ino, f.fp)] = None
+        while len(self.seen) > 64:
+            self.seen.pop(next(iter(self.seen)))
+        log.info("%s: rotated; finished %s at byte %d (line %d), now reading %s", self.path, f.name,
+                 f.offset, f.line - 1, nxt.name)
         f.close()
         self.cur = nxt
         self.rotated_at = None

@@ -183,8 +183,9 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
         raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
                .option("subscribe", topic).option("startingOffsets", starting_offsets).load())
     else:
-        from lookout.spark.kafka import register
+        from lookout.spark.kafka import ensure_topics, register
 
+        ensure_topics(bootstrap, [topic, topic + DLQ_SUFFIX, *[r.name for r in rs.rules]])
         register(spark)
         raw = (spark.readStream.format("lookout-kafka").option("bootstrap.servers", bootstrap)
                .option("topic", topic).option("startingOffsets", starting_offsets).load())

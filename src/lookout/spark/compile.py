@@ -133,9 +133,9 @@ def compile_rules(records: DataFrame, rs: RuleSet) -> DataFrame:
     check_rules(rs)
     delay_ms = rs.lateness // 1000
     ev = records.withColumn("_ev", F.timestamp_micros("ts")).withWatermark("_ev", f"{delay_ms} milliseconds")
-    # The end-of-input line moves the watermark (above) but is no record of any rule.
-    ev = ev.filter(~F.col("flush"))
-    arrays = [F.coalesce(_windows(r, i), F.array()) for i, r in enumerate(rs.rules)]
+    # The end-of-input line moves the watermark (above) but is no record of any rule. (Not a
+    # Filter: the optimizer would push it below the watermark, which would then never see it.)
+    arrays = [F.coalesce(F.when(~F.col("flush"), _windows(r, i)), F.array()) for i, r in enumerate(rs.rules)]
     rows = ev.select(F.explode(F.concat(*arrays) if len(arrays) > 1 else arrays[0]).alias("w")).select("w.*")
     rows = rows.select(
         "r", "start",

@@ -1,0 +1,174 @@
+"""`lookout ship`: tail an nginx log into a Kafka topic, at-least-once.
+
+The seed's data producer, for real logs: many nginx servers each run a shipper, one pipeline
+(`lookout run --kafka`) reads the topic. Every line read is produced (converted to the seed
+schema when it is combined; passed on as written when it cannot be read, so the consumer's
+record contract dead-letters it with a reason instead of it vanishing here). The read position
+is saved only after the broker has acknowledged every message up to it (acks=all, idempotent
+producer): a crash re-sends at most the last interval, never skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from lookout.sources.tail import TailSource, load_position, save_position
+
+log = logging.getLogger("lookout.ship")
+REASON_HEADER = "lookout-reason"
+
+
+@dataclass
+class ShipOptions:
+    path: Path
+    bootstrap: str
+    topic: str = "test-inter"
+    state_dir: Path = Path(".lookout-ship")
+    log_format: str = "auto"
+    host: str | None = None
+    geoip: Path | None = None
+    kafka_config: dict[str, str] = field(default_factory=dict)
+    partitions: int = 3
+    duration: float | None = None
+    commit_interval: float = 1.0
+
+
+def producer_config(opts: ShipOptions) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": opts.bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 20,
+        "client.id": "lookout-ship",
+    }
+    conf.update(opts.kafka_config)
+    return conf
+
+
+def ensure_topic(conf: dict[str, Any], topic: str, partitions: int) -> None:
+    """Create the topic when the cluster lacks it (brokers may also auto-create; both are fine)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin_conf = {k: v for k, v in conf.items() if k not in ("acks", "enable.idempotence", "linger.ms")}
+    admin = AdminClient(admin_conf)
+    try:
+        md = admin.list_topics(timeout=10)
+        if topic in md.topics and md.topics[topic].error is None:
+            return
+        fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
+        fut.result(timeout=15)
+        log.info("created topic %s (%d partitions)", topic, partitions)
+    except KafkaException as e:
+        if "TOPIC_ALREADY_EXISTS" not in str(e):
+            log.warning("could not make sure topic %s exists (%s); producing anyway", topic, e)
+
+
+class Shipper:
+    """Poll the tail, produce each line, and save the position once it is acknowledged."""
+
+    def __init__(self, opts: ShipOptions) -> None:
+        from confluent_kafka import Producer
+
+        self.opts = opts
+        self.source = TailSource(opts.path, state_dir=opts.state_dir, log_format=opts.log_format,
+                                 host=opts.host, geoip=opts.geoip)
+        conf = producer_config(opts)
+        ensure_topic(conf, opts.topic, opts.partitions)
+        self.producer = Producer(conf)
+        self.errors: list[str] = []
+        self.stop_requested = False
+        self.pending: Any = None  # position of the last chunk produced, not yet acknowledged
+        self.lines = 0
+        self.unreadable = 0
+        self.acked = 0
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+        else:
+            self.acked += 1
+
+    def _produce(self, value: bytes, key: str, headers: list[tuple[str, bytes]] | None) -> None:
+        while True:
+            try:
+                self.producer.produce(self.opts.topic, value=value, key=key, headers=headers,
+                                      on_delivery=self._delivered)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.1)
+
+    def ship_chunk(self, chunk: Any) -> None:
+        data: bytes = chunk.data or b""
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        ids = chunk.record_ids(pl.Series("line", range(len(lines)), dtype=pl.Int64)) if chunk.record_ids else None
+        reasons: dict[int, tuple[str, str]] = chunk.meta.get("reasons", {})
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue  # blank lines are not records (the pipeline skips them too)
+            headers = None
+            if i in reasons:
+                self.unreadable += 1
+                headers = [(REASON_HEADER, reasons[i][0].encode())]
+            self._produce(line, ids[i] if ids else f"{chunk.first_line + i}", headers)
+            self.lines += 1
+        self.pending = chunk.position
+        self.producer.poll(0)
+
+    def commit(self) -> None:
+        """Wait until every produced message is acknowledged, then save the position."""
+        while True:
+            left = self.producer.flush(5.0)
+            if self.errors:
+                raise SystemExit(f"error: Kafka did not take {len(self.errors)} record(s): {self.errors[0]}; "
+                                 "position not saved, a restart re-sends from the last saved one")
+            if left == 0:
+                break
+            log.warning("waiting for Kafka to acknowledge %d record(s)", left)
+        if self.pending is not None:
+            save_position(self.opts.state_dir, self.pending)
+            self.pending = None
+
+    def run(self) -> int:
+        self.source.restore(load_position(self.opts.state_dir))
+        started = last = time.monotonic()
+        while not self.stop_requested:
+            if self.opts.duration is not None and time.monotonic() - started >= self.opts.duration:
+                break
+            chunk = self.source.poll(0.2)
+            if chunk is not None:
+                self.ship_chunk(chunk)
+            else:
+                self.producer.poll(0)
+            if time.monotonic() - last >= self.opts.commit_interval:
+                self.commit()
+                last = time.monotonic()
+        self.commit()
+        self.source.close()
+        conv = self.source.conv
+        sys.stderr.write(
+            f"lookout ship stopped: {self.lines:,} records to {self.opts.topic} ({conv.json_lines:,} JSON, "
+            f"{conv.combined_lines:,} combined, {self.unreadable:,} unreadable sent as written with header "
+            f"{REASON_HEADER}); position in {self.opts.state_dir}/\n")
+        return 0
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_requested = True
+
+
+def run_ship(opts: ShipOptions) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    shipper = Shipper(opts)
+    signal.signal(signal.SIGINT, shipper.request_stop)
+    signal.signal(signal.SIGTERM, shipper.request_stop)
+    return shipper.run()
