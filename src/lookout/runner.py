@@ -151,7 +151,7 @@ class Runner:
         except ValueError as e:
             raise SystemExit(f"error: {e} ({self.ckpt.path})") from None
         self.files.truncate_to(state["files"])
-        self.store.writer.drop_except(set(state["store"]))
+        self.store.writer.drop_after(state["store_seq"])
         st = self.pipeline.stats
         for k, v in state.get("stats", {}).items():
             setattr(st, k, v)
@@ -166,7 +166,7 @@ class Runner:
             "engine": self.pipeline.engine.snapshot(),
             "position": self.position,
             "files": self.files.sizes(),
-            "store": self.store.writer.files(),
+            "store_seq": self.store.writer.seq,
             "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
                       "reasons": st.reasons, "results": st.results},
         })

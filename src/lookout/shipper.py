@@ -42,34 +42,12 @@ class ShipOptions:
 
 
 def producer_config(opts: ShipOptions) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "bootstrap.servers": opts.bootstrap,
-        "acks": "all",
-        "enable.idempotence": True,
-        "linger.ms": 20,
-        "client.id": "lookout-ship",
-    }
-    conf.update(opts.kafka_config)
-    return conf
+    """acks=all + idempotence: a message counts as shipped only once every in-sync replica has it,
+    and librdkafka's retries cannot write it twice. The user's --kafka-config wins."""
+    from lookout.sources.kafka import client_config
 
-
-def ensure_topic(conf: dict[str, Any], topic: str, partitions: int) -> None:
-    """Create the topic when the cluster lacks it (brokers may also auto-create; both are fine)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin_conf = {k: v for k, v in conf.items() if k not in ("acks", "enable.idempotence", "linger.ms")}
-    admin = AdminClient(admin_conf)
-    try:
-        md = admin.list_topics(timeout=10)
-        if topic in md.topics and md.topics[topic].error is None:
-            return
-        fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
-        fut.result(timeout=15)
-        log.info("created topic %s (%d partitions)", topic, partitions)
-    except KafkaException as e:
-        if "TOPIC_ALREADY_EXISTS" not in str(e):
-            log.warning("could not make sure topic %s exists (%s); producing anyway", topic, e)
+    return client_config(opts.bootstrap, opts.kafka_config, **{
+        "acks": "all", "enable.idempotence": True, "linger.ms": 20, "client.id": "lookout-ship"})
 
 
 class Shipper:
@@ -79,13 +57,15 @@ class Shipper:
         from confluent_kafka import Producer
 
         self.opts = opts
+        self.stop_requested = False
+        self.final = False  # the last commit: a stop request may then give up waiting
         self.source = TailSource(opts.path, state_dir=opts.state_dir, log_format=opts.log_format,
                                  host=opts.host, geoip=opts.geoip)
-        conf = producer_config(opts)
-        ensure_topic(conf, opts.topic, opts.partitions)
-        self.producer = Producer(conf)
+        from lookout.sources.kafka import ensure_topics
+
+        ensure_topics(opts.bootstrap, opts.kafka_config, {opts.topic: opts.partitions}, stop=lambda: self.stop_requested)
+        self.producer = Producer(producer_config(opts))
         self.errors: list[str] = []
-        self.stop_requested = False
         self.pending: Any = None  # position of the last chunk produced, not yet acknowledged
         self.lines = 0
         self.unreadable = 0
@@ -134,6 +114,9 @@ class Shipper:
                                  "position not saved, a restart re-sends from the last saved one")
             if left == 0:
                 break
+            if self.stop_requested and self.final:
+                raise SystemExit(f"error: stopped with {left} record(s) not acknowledged by Kafka; the position was "
+                                 "not saved past them, so the next start sends them again")
             log.warning("waiting for Kafka to acknowledge %d record(s)", left)
         if self.pending is not None:
             save_position(self.opts.state_dir, self.pending)
@@ -153,6 +136,7 @@ class Shipper:
             if time.monotonic() - last >= self.opts.commit_interval:
                 self.commit()
                 last = time.monotonic()
+        self.final = True
         self.commit()
         self.source.close()
         conv = self.source.conv

@@ -18,7 +18,7 @@ import polars as pl
 
 from lookout.records import parse_timestamp
 
-FILE_GLOB = "records-*.parquet"
+FILE_GLOB = "part-*.parquet"  # part-<first seq>-<last seq>.parquet (a merge covers a range)
 
 
 @dataclass
@@ -110,33 +110,56 @@ def search(store_dir: Path, q: Query, limit: int = 20) -> list[dict[str, Any]]:
     return out
 
 
+def _range(path: str | Path) -> tuple[int, int]:
+    _, a, b = Path(path).stem.split("-")
+    return int(a), int(b)
+
+
 class StoreWriter:
-    """Appends record batches as Parquet files; small files are merged now and then."""
+    """Appends record batches as Parquet files `part-<seq>-<seq>`; merges committed ones now and then.
+
+    Crash safety: a merge writes `part-<a>-<b>` (fsynced, renamed into place) before deleting the
+    parts it covers; on start, parts covered by a larger range are deleted (a merge that did not
+    finish deleting), and so are parts newer than the last checkpoint (`drop_after`).
+    """
 
     def __init__(self, store_dir: Path, compact_above: int = 64) -> None:
         self.dir = store_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pending: list[pl.DataFrame] = []
         self.compact_above = compact_above
-        self.seq = 0
         for tmp in self.dir.glob("*.tmp"):  # half-written by a crash
             tmp.unlink()
+        self._drop_covered()
+        files = _files(self.dir)
+        self.seq = max((_range(f)[1] for f in files), default=0)
+        self.committed = self.seq
+
+    def _drop_covered(self) -> None:
+        ranges = sorted((_range(f), f) for f in _files(self.dir))
+        for (a, b), f in ranges:
+            if any(a2 <= a and b <= b2 and (a2, b2) != (a, b) for (a2, b2), _ in ranges):
+                os.unlink(f)
 
     def add(self, records: pl.DataFrame, ids: list[str]) -> None:
         self.pending.append(records.drop("line").with_columns(id=pl.Series(ids, dtype=pl.String)))
 
-    def flush(self) -> list[str]:
+    def flush(self) -> None:
         """Write what is pending as one file (fsynced, then renamed into place)."""
         if not self.pending:
-            return []
+            return
         df = pl.concat(self.pending)
         self.pending = []
         self.seq += 1
-        name = f"records-{time.time_ns():020d}-{self.seq:06d}.parquet"
-        self._write(df, name)
-        if len(_files(self.dir)) > self.compact_above:
-            self.compact()
-        return [name]
+        self._write(df, f"part-{self.seq:012d}-{self.seq:012d}.parquet")
+
+    def mark_committed(self) -> int:
+        """Called once a checkpoint covers everything written; returns the sequence to record."""
+        self.committed = self.seq
+        committed = [f for f in _files(self.dir) if _range(f)[1] <= self.committed]
+        if len(committed) > self.compact_above:
+            self._merge(committed)
+        return self.committed
 
     def _write(self, df: pl.DataFrame, name: str) -> None:
         tmp = self.dir / (name + ".tmp")
@@ -145,26 +168,16 @@ class StoreWriter:
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / name)
 
-    def compact(self) -> None:
-        """Merge all files into one: readers see either the old set or the new file plus the old
-        ones (duplicates for an instant are avoided by renaming the merged file last and
-        deleting the parts right after)."""
-        files = _files(self.dir)
-        if len(files) < 2:
-            return
-        df = pl.read_parquet(files)
-        name = Path(files[-1]).name.replace(".parquet", "-c.parquet")
-        tmp = self.dir / (name + ".tmp")
-        df.write_parquet(tmp, compression="zstd")
+    def _merge(self, files: list[str]) -> None:
+        a = min(_range(f)[0] for f in files)
+        b = max(_range(f)[1] for f in files)
+        self._write(pl.read_parquet(files), f"part-{a:012d}-{b:012d}.parquet")
         for f in files:
             os.unlink(f)
-        os.replace(tmp, self.dir / name)
 
-    def files(self) -> list[str]:
-        return [Path(f).name for f in _files(self.dir)]
-
-    def drop_except(self, keep: set[str]) -> None:
+    def drop_after(self, seq: int) -> None:
         """After a crash: remove files written after the checkpoint (they will be written again)."""
         for f in _files(self.dir):
-            if Path(f).name not in keep:
+            if _range(f)[1] > seq:
                 os.unlink(f)
+        self.seq = self.committed = seq

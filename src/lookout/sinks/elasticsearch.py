@@ -80,6 +80,7 @@ class ElasticsearchSink(Sink):
         self._written: set[str] = set()  # index names (for the refresh at close)
         self._results: dict[str, str] = {}  # rule -> index
         self._closed = False
+        self._stop = threading.Event()  # set: workers stop retrying (fatal error elsewhere, or abort())
         self._setup(rules)
 
     @classmethod
@@ -93,7 +94,7 @@ class ElasticsearchSink(Sink):
 
     def _call(self, method: str, path: str, body: Any = None, what: str = "", **kw: Any) -> Any:
         return call(self.client, method, path, body, what=what or f"{method} {path}", outage=self.outage,
-                    max_retry_time=self.cfg.max_retry_time, backoff=self.backoff, **kw)
+                    max_retry_time=self.cfg.max_retry_time, backoff=self.backoff, stop=self._stop, **kw)
 
     def _setup(self, rules: "RuleSet | None") -> None:
         """Say what we talk to, and put the templates in place (retrying while the server is away)."""
@@ -195,7 +196,13 @@ class ElasticsearchSink(Sink):
             self._futures.discard(f)
             exc = f.exception()
             if exc is not None:
+                self._stop.set()  # the other workers give up too, so the process can exit
                 raise exc
+
+    def abort(self) -> None:
+        """Stop waiting for the server (shutdown requested during an outage): pending and
+        future flushes raise ElasticsearchError, so nothing unacknowledged gets committed."""
+        self._stop.set()
 
     def flush(self) -> None:
         """Block until everything given so far is acknowledged (or dead-lettered)."""
@@ -206,8 +213,11 @@ class ElasticsearchSink(Sink):
                 self._futures.discard(f)
                 exc = f.exception()
                 if exc is not None:
+                    self._stop.set()
                     self._deliver_dead()
                     raise exc
+        if self._stop.is_set():
+            raise ElasticsearchError("aborted: documents may not all be acknowledged; nothing was committed")
         self._deliver_dead()
 
     def close(self) -> None:
@@ -285,7 +295,8 @@ class ElasticsearchSink(Sink):
                     raise ElasticsearchError(f"{len(retry)} bulk items still refused with 429/5xx after {waited:.0f}s")
                 d = self.backoff.delay(attempt)
                 self.outage.failed("bulk", f"{len(retry)} of {len(answers)} items refused with 429/5xx", d)
-                time.sleep(d)
+                if self._stop.wait(d):
+                    raise ElasticsearchError(f"stopped with {len(retry)} bulk items not acknowledged")
                 attempt += 1
 
     def _reject(self, item: str, status: int, reason: str, index: str | None = None) -> None:

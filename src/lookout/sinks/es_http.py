@@ -233,9 +233,11 @@ class Backoff:
 
 def call(client: EsClient, method: str, path: str, body: Any = None, *, what: str, outage: Outage,
          max_retry_time: float | None, content_type: str = "application/json",
-         params: dict[str, str] | None = None, backoff: Backoff | None = None) -> Response:
+         params: dict[str, str] | None = None, backoff: Backoff | None = None,
+         stop: threading.Event | None = None) -> Response:
     """One request, retried on transport errors and transient statuses (429, 5xx, 408) with
-    backoff; any other answer (2xx or a permanent 4xx) is returned to the caller."""
+    backoff; any other answer (2xx or a permanent 4xx) is returned to the caller. `stop` set
+    ends the retrying with ElasticsearchError (the process is shutting down)."""
     backoff = backoff or Backoff()
     started = time.monotonic()
     attempt = 0
@@ -254,5 +256,8 @@ def call(client: EsClient, method: str, path: str, body: Any = None, *, what: st
             raise ElasticsearchError(f"{what}: gave up after {waited:.0f}s ({reason})")
         d = backoff.delay(attempt)
         outage.failed(what, reason, d)
-        time.sleep(d)
+        if stop is not None and stop.wait(d):
+            raise ElasticsearchError(f"{what}: stopped while retrying ({reason}); nothing was committed")
+        if stop is None:
+            time.sleep(d)
         attempt += 1
