@@ -170,3 +170,8 @@ def test_printed_config_is_accepted_by_nginx(tmp_path: Path, lookout_cmd: list[s
     n.conf.write_text(n.config())
     check = subprocess.run(n._cmd("-t"), capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
+
+
+def test_the_docs_show_the_printed_config() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "nginx.md").read_text()
+    assert nginx_config() in doc

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 import orjson
-import pytest
 
 from lookout.sources.tail import POSITION_FILE
 from tests.fixtures.nginx import GOOD_HOST, Nginx

@@ -8,7 +8,9 @@ byte offset and line number after the last whole line emitted.
 - First run (no position): read the file from its start; wait for it to appear if missing.
 - Rotation by rename (logrotate + nginx USR1 / `nginx -s reopen`): nginx writes the old file
   until it reopens, so the old file is read to its end and left only once it has been quiet
-  for `rotate_wait` seconds while a new file stands at the path; then the new one from 0.
+  for `rotate_wait` seconds while a new file stands at the path; then the next one from 0 —
+  a rotated file beside the log written since (when two rotations came before we got to the
+  middle file), else the file at the path. Modification times order the chain.
 - copytruncate: the file shrinks below our offset (or its first line changes) → start again
   at 0. Lines written between our last read and the copy are taken from the copy when it is
   found beside the log (same first line, longer than our offset).
@@ -86,6 +88,13 @@ class OpenFile:
             pass
 
 
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # gone since it was listed
+        return 0
+
+
 def _open(path: Path) -> OpenFile | None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -139,7 +148,7 @@ class TailSource(Source):
         if found is None:
             log.warning("%s: the checkpointed file (%s, fingerprint %s) is not found as it was (deleted, "
                         "compressed or truncated while lookout was stopped); whatever it held after byte %d "
-                        "was not read. Reading the current log from its start.",
+                        "was not read. Going on with the next file.",
                         self.path, pos.get("name"), pos.get("fp"), pos["offset"])
             self.cur = self._next_file(pos.get("mtime_ns", 0), pos.get("fp"))
             return
@@ -175,8 +184,7 @@ class TailSource(Source):
             names = [n for n in os.listdir(d) if n.startswith(base) and n != base and not n.endswith(SKIP_SUFFIXES)]
         except OSError:
             return []
-        paths = [d / n for n in names]
-        return sorted(paths, key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
+        return sorted((d / n for n in names), key=_mtime, reverse=True)
 
     def _next_file(self, after_ns: int, fp: str | None) -> OpenFile | None:
         """The file that follows one left at modification time `after_ns`: a rotated file beside
