@@ -72,3 +72,43 @@ def test_frozen_server_mid_run_loses_and_duplicates_nothing(tmp_path: Path, es_p
     assert status == 200 and doc["found"]
     status, doc = http_json("GET", f"{srv.url}/t-freeze/_doc/generator:{valid}")
     assert status == 404 or not doc.get("found")
+
+
+def test_abort_ends_a_flush_blocked_by_a_frozen_server(es_private_server: EsServer) -> None:
+    """flush() blocks while the server is away; abort() (for a shutdown request) makes it raise
+    instead, so the caller exits without committing anything unacknowledged."""
+    import threading
+
+    import polars as pl
+    import pytest
+
+    from lookout.records import SCHEMA
+    from lookout.sinks.elasticsearch import ElasticsearchError, ElasticsearchSink
+
+    srv = es_private_server
+    sink = ElasticsearchSink.from_url(srv.url, index="t-abort", timeout=1.0)
+    recs = pl.DataFrame({"ts": [1_659_509_511_865_323], "status": [200], "request_time": [0.2],
+                         "client_ip": ["1.2.3.4"], "host": ["h"], "country": ["US"], "method": ["GET"],
+                         "server": ["s"], "line": [0]}, schema=SCHEMA)
+    sink.write_records(recs, ["t:1"])
+    sink.flush()
+    sink.write_records(recs, ["t:2"])
+    errors: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            sink.flush()
+        except BaseException as e:  # noqa: BLE001 - ElasticsearchError is a SystemExit
+            errors.append(e)
+
+    with srv.frozen():
+        t = threading.Thread(target=flush)
+        t.start()
+        t.join(3)
+        assert t.is_alive(), "flush returned while the server was frozen"
+        sink.abort()
+        t.join(10)
+        assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ElasticsearchError), errors
+    with pytest.raises(ElasticsearchError):
+        sink.close()

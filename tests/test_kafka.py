@@ -183,7 +183,7 @@ def test_seed_flow_produce_run_consume_and_kafka_python(kafka_broker: ProxiedBro
                        capture_output=True, text=True, **env_cmd)
     assert p.returncode == 0, p.stderr
     assert "produced 5,000 messages to test-inter" in p.stderr and "msg/s" in p.stderr
-    raw = subprocess.run([*lookout_cmd, "consume", "test-inter", "--from-beginning", "--timeout", "3"],
+    raw = subprocess.run([*lookout_cmd, "consume", "test-inter", "--from-beginning", "--timeout", "1.5"],
                          capture_output=True, check=True, **env_cmd).stdout
     assert raw.count(b"\n") == 5000
     # consume prints partition by partition; the producer sent them in event-time order
@@ -195,7 +195,7 @@ def test_seed_flow_produce_run_consume_and_kafka_python(kafka_broker: ProxiedBro
     run.wait_results(counts(expected))
     assert run.stop() == 0
     for g in GOALS:
-        got = subprocess.run([*lookout_cmd, "consume", g, "--from-beginning", "--timeout", "3"],
+        got = subprocess.run([*lookout_cmd, "consume", g, "--from-beginning", "--timeout", "1.5"],
                              capture_output=True, check=True, **env_cmd).stdout.splitlines()
         assert sorted(got) == sorted(expected[g]), g
     # pretty output on request (a terminal gets it by default)
@@ -206,7 +206,7 @@ def test_seed_flow_produce_run_consume_and_kafka_python(kafka_broker: ProxiedBro
     from kafka import KafkaConsumer  # the seed's test/kafka-consumer.py client
 
     for g in GOALS:
-        kc = KafkaConsumer(g, bootstrap_servers=bs, auto_offset_reset="earliest", consumer_timeout_ms=5000,
+        kc = KafkaConsumer(g, bootstrap_servers=bs, auto_offset_reset="earliest", consumer_timeout_ms=2500,
                            group_id=None)
         got = [m.value for m in kc]
         kc.close()
@@ -270,6 +270,7 @@ def test_broker_outage_while_running(kafka_broker: ProxiedBroker, lookout_cmd: l
     assert run.stop() == 0
     text = run.text()
     assert "unreachable" in text and "reachable again" in text, text
+    assert "lost the input lock" in text and "nobody else made progress; resuming" in text, text
     assert "0 late" in text, text
     assert assert_topics_match(bs, expected) >= 0
 

@@ -117,7 +117,7 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 @click.option("--tail", "tail_path", default=None, type=click.Path(dir_okay=False),
               help="Follow an nginx access log instead of generating records.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "combined"]), default="auto", show_default=True)
-@click.option("--host", "log_host", default=None, help="Host name for combined-format lines (they carry none).")
+@click.option("--host", "log_host", default=None, help="Host for combined-format lines (they carry none). Default: this machine's name.")
 @click.option("--geoip", default=None, type=click.Path(dir_okay=False), help="MaxMind-format country database.")
 @click.option("--kafka", "kafka", envvar="LOOKOUT_KAFKA", default=None, help="Kafka bootstrap servers.")
 @click.option("--topic", default="test-inter", show_default=True, help="Kafka input topic.")

@@ -79,9 +79,12 @@ class Pipeline:
         if parsed.rejected:
             st.rejected += len(parsed.rejected)
             entries = []
+            # a source may know better why a line is unreadable (e.g. not a combined-format line)
+            known = chunk.meta.get("reasons") or {}
             for r in parsed.rejected:
-                st.reasons[r.reason] += 1
-                entries.append(dead_letter(r.reason, r.detail, r.raw, chunk.source, chunk.first_line + r.index))
+                reason, detail = known.get(r.index, (r.reason, r.detail))
+                st.reasons[reason] += 1
+                entries.append(dead_letter(reason, detail, r.raw, chunk.source, chunk.first_line + r.index))
             self.sink.write_rejected(entries)
         wms = chunk.watermarks(recs.get_column("line")) if chunk.watermarks is not None and recs.height else None
         out = self.engine.process(recs, wms)

@@ -293,7 +293,9 @@ class KafkaSource(Source):
                     self.lock_lost_at = time.monotonic()
                 self.lock.poll(timeout)
                 if not self.lock_held:
-                    self.consumer.poll(0)  # serve commit callbacks
+                    msg = self.consumer.poll(0)  # serves commit callbacks; may also return a message:
+                    if msg is not None:  # keep it for when the lock is back, never drop it
+                        self._split([msg])
                     return None
                 self._check_fence()
         if not self.pending:

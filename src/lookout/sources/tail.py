@@ -298,7 +298,7 @@ class TailSource(Source):
 
         meta: dict[str, Any] = {"reasons": reasons} if reasons else {}
         meta["file"] = f.name
-        return Chunk(source=str(self.path), data=data, first_line=first_line, position=f.position(),
+        return Chunk(source=f.name, data=data, first_line=first_line, position=f.position(),
                      record_ids=record_ids, meta=meta)
 
     def _truncated(self, f: OpenFile, why: str) -> None:
