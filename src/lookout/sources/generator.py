@@ -40,15 +40,21 @@ class Generator:
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
         self.clock = time.time() if start is None else start
+        # Keep per-client and per-host rates what they are at 100 records/s, whatever the rate,
+        # so thresholds are crossed by the injected bursts, not by ordinary traffic.
+        clients = max(cfg.clients, int(cfg.rate * 20))
+        self.hosts = np.array(HOSTS if cfg.rate <= 100 else [f"api_{i}.example.com" for i in range(1, int(cfg.rate * 0.4) + 1)], dtype=object)
         self.ips = np.array(
-            [f"{a}.{b}.{c}.{d}" for a, b, c, d in self.rng.integers(1, 255, size=(cfg.clients, 4))], dtype=object
+            [f"{a}.{b}.{c}.{d}" for a, b, c, d in self.rng.integers(1, 255, size=(clients, 4))], dtype=object
         )
         self.next_burst = self.clock + (cfg.burst_every / 3 if cfg.burst_every else float("inf"))
+        self.bursts: list[dict] = []  # active bursts: their records are made as event time reaches them
         self.burst_kind = 0
         self.seq = 0
 
     def records(self, n: int, until: float | None = None) -> pl.DataFrame:
-        """n records spread evenly up to `until` (default: n / rate seconds on)."""
+        """n records spread evenly up to `until` (default: n / rate seconds on), plus burst records
+        falling in the same span (never ahead of it: event time only moves with the clock)."""
         rng = self.rng
         start = self.clock
         end = until if until is not None else start + n / self.cfg.rate
@@ -59,17 +65,19 @@ class Generator:
             "method": np.array(METHODS, dtype=object)[rng.integers(0, len(METHODS), n)],
             "status": np.array(STATUSES, dtype=object)[rng.choice(len(STATUSES), n, p=STATUS_WEIGHTS / STATUS_WEIGHTS.sum())],
             "request_time": np.round(rng.gamma(2.0, 0.12, n), 2),
-            "host": np.array(HOSTS, dtype=object)[rng.integers(0, len(HOSTS), n)],
+            "host": self.hosts[rng.integers(0, len(self.hosts), n)],
             "country": np.array(COUNTRIES, dtype=object)[rng.choice(len(COUNTRIES), n, p=COUNTRY_WEIGHTS / COUNTRY_WEIGHTS.sum())],
             "ts": ts,
         }
         df = pl.DataFrame(cols)
-        bursts = []
         while self.next_burst < end:
-            bursts.append(self._burst(self.next_burst))
+            self.bursts.append(self._new_burst(self.next_burst))
             self.next_burst += self.cfg.burst_every
-        if bursts:
-            df = pl.concat([df, *bursts]).sort("ts")
+        parts = [self._burst_records(b, start, end) for b in self.bursts]
+        self.bursts = [b for b in self.bursts if b["end"] > end]
+        parts = [p for p in parts if p.height]
+        if parts:
+            df = pl.concat([df, *parts]).sort("ts")
         self.clock = end
         self.seq += df.height
         return df.select(
@@ -79,26 +87,32 @@ class Generator:
             **{"@timestamp": pl.col("ts").round(6).cast(pl.String)},
         )
 
-    def _burst(self, at: float) -> pl.DataFrame:
+    def _new_burst(self, at: float) -> dict:
         """One client hammering (goal 1) or one host answering 4xx (goal 2)."""
         rng = self.rng
         kind = self.burst_kind
         self.burst_kind ^= 1
-        n = int(rng.integers(30, 60))
         span = 5.0 if kind == 0 else 12.0
-        ts = at + np.sort(rng.uniform(0, span, n))
-        client = self.ips[rng.integers(0, len(self.ips))]
-        host = HOSTS[int(rng.integers(0, len(HOSTS)))]
+        times = at + np.sort(rng.uniform(0, span, int(rng.integers(30, 60))))
+        return {"kind": kind, "times": times, "end": at + span,
+                "client": self.ips[rng.integers(0, len(self.ips))],
+                "host": self.hosts[int(rng.integers(0, len(self.hosts)))]}
+
+    def _burst_records(self, b: dict, start: float, end: float) -> pl.DataFrame:
+        rng = self.rng
+        ts = b["times"][(b["times"] >= start) & (b["times"] < end)]
+        n = len(ts)
+        kind = b["kind"]
         return pl.DataFrame({
             "server": np.array(SERVERS, dtype=object)[rng.integers(0, len(SERVERS), n)],
-            "client_ip": np.full(n, client, dtype=object) if kind == 0 else self.ips[rng.integers(0, len(self.ips), n)],
+            "client_ip": np.full(n, b["client"], dtype=object) if kind == 0 else self.ips[rng.integers(0, len(self.ips), n)],
             "method": np.full(n, "GET" if kind == 0 else "POST", dtype=object),
             "status": np.full(n, "200", dtype=object) if kind == 0 else np.array(["404", "403", "401"], dtype=object)[rng.integers(0, 3, n)],
             "request_time": np.round(rng.gamma(2.0, 0.05, n), 2),
-            "host": np.array(HOSTS, dtype=object)[rng.integers(0, len(HOSTS), n)] if kind == 0 else np.full(n, host, dtype=object),
+            "host": self.hosts[rng.integers(0, len(self.hosts), n)] if kind == 0 else np.full(n, b["host"], dtype=object),
             "country": np.array(COUNTRIES, dtype=object)[rng.integers(0, len(COUNTRIES), n)],
             "ts": ts,
-        })
+        }, schema_overrides={"ts": pl.Float64, "request_time": pl.Float64})
 
     def ndjson(self, n: int, until: float | None = None) -> bytes:
         df = self.records(n, until)

@@ -96,16 +96,31 @@ class _FileWriter:
                 self.counts[topic] = self.counts.get(topic, 0) + len(lines)
 
 
-def _stage_inputs(inputs: list[str], stage: Path) -> dict[str, str]:
-    """Symlink the inputs into one directory (Spark's file source reads a directory) and add the
-    end-of-input line. Returns staged name → the path as given (the dead letters' `source`)."""
+STAGE_CHUNK_BYTES = 32 << 20  # one micro-batch each: the watermark moves and state is freed between them
+
+
+def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK_BYTES) -> dict[str, str]:
+    """Copy the inputs (plain, .gz or `-`) into numbered chunk files of whole lines, one
+    micro-batch each (maxFilesPerTrigger=1, in modification-time order), then the end-of-input
+    line. One huge batch would hold every window of the input in the state store at once.
+    Returns chunk file name → the input path as given (the dead letters' `source`)."""
+    from lookout.sources.files import file_chunks
+
     stage.mkdir(parents=True)
     names: dict[str, str] = {}
-    for i, p in enumerate(inputs):
-        name = f"{i:05d}-{Path(p).name}"
-        os.symlink(Path(p).resolve(), stage / name)
-        names[name] = str(Path(p))
-    (stage / "99999-lookout-flush.ndjson").write_text(FLUSH_LINE + "\n")
+    base = time.time() - 86_400
+    seq = 0
+    for p in inputs:
+        for chunk in file_chunks(p, chunk_bytes):
+            name = f"{seq:06d}.ndjson"
+            data = chunk.data or b""
+            (stage / name).write_bytes(data if data.endswith(b"\n") else data + b"\n")
+            os.utime(stage / name, (base + seq, base + seq))
+            names[name] = chunk.source
+            seq += 1
+    flush = stage / f"{seq:06d}.ndjson"
+    flush.write_text(FLUSH_LINE + "\n")
+    os.utime(flush, (base + seq, base + seq))
     return names
 
 
@@ -126,7 +141,7 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
     try:
         sources = _stage_inputs(inputs, work / "input")
         spark = spark or build_session(master, conf)
-        lines = (spark.readStream.text(str(work / "input"))
+        lines = (spark.readStream.option("maxFilesPerTrigger", 1).text(str(work / "input"))
                  .withColumn("source", F.input_file_name())
                  .withColumn("partition", F.lit(None).cast("int"))
                  .withColumn("offset", F.lit(None).cast("long")))
