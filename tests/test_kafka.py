@@ -99,12 +99,12 @@ class Run:
     """`lookout run --kafka` as a subprocess, its stderr in a file."""
 
     def __init__(self, lookout_cmd: list[str], bootstrap: str, tmp: Path, name: str, topic: str = "test-inter",
-                 state: str = "state", out: str = "out", extra: tuple[str, ...] = ()) -> None:
+                 state: str = "state", out: str = "out", idle: str = "2s") -> None:
         self.log = tmp / f"{name}.log"
         self.out = tmp / out
         self.proc = subprocess.Popen(
-            [*lookout_cmd, "run", "--kafka", bootstrap, "--topic", topic, "--idle-timeout", "2s", "--no-view",
-             "--state-dir", str(tmp / state), "--out", str(self.out), *extra],
+            [*lookout_cmd, "run", "--kafka", bootstrap, "--topic", topic, "--idle-timeout", idle, "--no-view",
+             "--state-dir", str(tmp / state), "--out", str(self.out)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))  # noqa: SIM115
 
     def text(self) -> str:
@@ -322,7 +322,7 @@ def test_second_instance_stands_by_and_takes_over(kafka_broker: ProxiedBroker, l
     expected = replay(lookout_cmd, tmp_path / "in.ndjson", tmp_path / "replay")
     create_topic(bs, "test-inter", 3)
     produce(bs, "test-inter", lines[:30_000])
-    a = Run(lookout_cmd, bs, tmp_path, "a")
+    a = Run(lookout_cmd, bs, tmp_path, "a", idle="60s")  # no idle close before the rest arrives
     a.wait_log("holding the input lock")
     b = Run(lookout_cmd, bs, tmp_path, "b")
     b.wait_log("standing by", timeout=40)

@@ -45,7 +45,7 @@ def test_timestamps(ts, us):
     ({"host": ...}, "missing-host"), ({"host": ""}, "invalid-host"), ({"host": 5}, "invalid-host"),
     ({"host": {"a": 1}}, "invalid-host"),
     ({"request_time": "fast"}, "invalid-request_time"), ({"request_time": -0.1}, "invalid-request_time"),
-    ({"request_time": "inf"}, "invalid-request_time"), ({"request_time": [1]}, "invalid-request_time"),
+    ({"request_time": "inf"}, "invalid-request_time"), ({"request_time": 9.3e12}, "invalid-request_time"), ({"request_time": [1]}, "invalid-request_time"),
     ({"country": 1}, "invalid-country"), ({"method": False}, "invalid-method"), ({"server": ["x"]}, "invalid-server"),
 ])
 def test_invalid_fields(kw, reason):

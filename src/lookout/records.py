@@ -39,6 +39,7 @@ SCHEMA: dict[str, pl.DataType] = {
 }
 UNKNOWN_MARKERS = ("", "-")
 MAX_TS_US = 253_402_300_800 * 1_000_000  # year 10000: beyond this no calendar can show it
+MAX_REQUEST_TIME = 1e6  # seconds (11.6 days): anything longer is a broken clock, and sums stay exact in int64 µs
 
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _IPV4_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -134,8 +135,8 @@ def parse_request_time(v: Any) -> float | None:
         x = float(v)
     else:
         raise Rejected("invalid-request_time", f"request_time {v!r} is not a number")
-    if not math.isfinite(x) or x < 0:
-        raise Rejected("invalid-request_time", f"request_time {v!r} must be a finite number >= 0")
+    if not math.isfinite(x) or x < 0 or x > MAX_REQUEST_TIME:
+        raise Rejected("invalid-request_time", f"request_time {v!r} must be a number from 0 to {MAX_REQUEST_TIME:g} seconds")
     return x
 
 
@@ -230,7 +231,7 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
         country=pl.when(pl.col("country").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("country")),
         method=pl.when(pl.col("method").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("method")),
         server=pl.when(pl.col("server").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("server")),
-        rt_ok=rt_unknown | (rt.is_not_null() & rt.is_finite() & (rt >= 0)),
+        rt_ok=rt_unknown | (rt.is_not_null() & rt.is_finite() & (rt >= 0) & (rt <= MAX_REQUEST_TIME)),
     )
     maybe_not_string = pl.any_horizontal(pl.col(f).str.contains(_MAYBE_NOT_STRING) for f in _GUARDED).fill_null(False)
     ok = (

@@ -131,6 +131,7 @@ class Runner:
         self.rs = rs
         self.opts = opts
         self.stop_requested = False
+        self.sinks_aborted = False
         opts.state_dir.mkdir(parents=True, exist_ok=True)
         self.files = FileSink(opts.out_dir, [r.name for r in rs.rules], append=True, fsync=True)
         self.sinks = make_sinks(rs, opts, self.files)
@@ -178,16 +179,18 @@ class Runner:
         return True if check is None else bool(check())
 
     def request_stop(self, *_: Any) -> None:
+        """First signal: stop after this step, flush, checkpoint, exit 0. A second one while a
+        flush waits on an unreachable server abandons it: nothing unacknowledged is committed,
+        and the next start reads those records again."""
+        if self.stop_requested:
+            log.warning("second stop signal: abandoning the pending flush (nothing uncommitted is lost; it is re-read on restart)")
+            self.sinks_aborted = True
+            self.sinks.abort()
+            return
         self.stop_requested = True
+        log.info("stopping: flushing and checkpointing (signal again to abandon a stuck flush)")
 
     def run(self) -> int:
-        # A source with exclusive input (Kafka) may have to stand by until another instance stops;
-        # the checkpoint is read only once this instance may write it.
-        acquire = getattr(self.source, "acquire", None)
-        if acquire is not None and not acquire(lambda: self.stop_requested):
-            self.source.close()
-            self.sinks.close()
-            return 0
         self._restore()
         if self.opts.view:
             from lookout.live import LiveView
@@ -245,7 +248,24 @@ class Runner:
 
 def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    runner = Runner(rs, opts)
+    stop = {"requested": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    source = make_source(opts, rs)
+    # A source with exclusive input (Kafka) may have to stand by until another instance stops.
+    # Nothing in the state dir is touched before that: a standby may share it with the active one.
+    acquire = getattr(source, "acquire", None)
+    if acquire is not None and not acquire(lambda: stop["requested"]):
+        source.close()
+        return 0
+    runner = Runner(rs, opts, source=source)
+    runner.stop_requested = stop["requested"]
     signal.signal(signal.SIGINT, runner.request_stop)
     signal.signal(signal.SIGTERM, runner.request_stop)
-    return runner.run()
+    try:
+        return runner.run()
+    except Exception as e:  # noqa: BLE001
+        if runner.sinks_aborted:
+            log.error("stopped without committing the last steps (%s); they are read again on restart", e)
+            return 1
+        raise

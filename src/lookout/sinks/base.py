@@ -54,8 +54,16 @@ class SinkSet(Sink):
             s.write_records(records, ids)
 
     def flush(self) -> None:
-        for s in self.sinks:
+        # Downstream sinks first: their flush may hand dead letters (refused documents) to the
+        # files sink, which must come after to make them durable in the same flush.
+        for s in reversed(self.sinks):
             s.flush()
+
+    def abort(self) -> None:
+        """Stop waiting on unreachable servers; their pending flushes fail (nothing is committed)."""
+        for s in self.sinks:
+            if hasattr(s, "abort"):
+                s.abort()
 
     def close(self) -> None:
         # Flush all before closing any: a later sink's flush may still hand dead letters to an

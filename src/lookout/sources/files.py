@@ -25,7 +25,8 @@ def _open(path: str) -> BinaryIO:
 
 def file_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
     """Chunks of whole lines; the last line may lack its newline."""
-    name = "stdin" if path == "-" else str(Path(path))
+    # the absolute path: record ids (Elasticsearch _id) must not depend on how the path was typed
+    name = "stdin" if path == "-" else str(Path(path).resolve())
     f = _open(path)
     line_no = 1
     offset = 0

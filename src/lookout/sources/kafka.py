@@ -204,6 +204,8 @@ class KafkaSource(Source):
             conf = client_config(self.bootstrap, self.user_config, **{
                 "group.id": f"{self.group}.lock", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
                 "enable.auto.commit": False, "auto.offset.reset": "latest",
+                # sticky: an instance joining the group must not move the lock off the active one
+                "partition.assignment.strategy": "cooperative-sticky",
             })
             self.lock = Consumer(conf)
             self.lock.subscribe([LOCK_TOPIC], on_assign=self._lock_assigned, on_revoke=self._lock_revoked,
@@ -230,7 +232,7 @@ class KafkaSource(Source):
             self.lock_held = True
 
     def _lock_revoked(self, consumer: Any, parts: list[Any]) -> None:
-        if self.lock_held:
+        if self.lock_held and parts:  # (cooperative rebalances may revoke nothing)
             self.lock_held = False
             self.lock_lost_at = time.monotonic()
             if self.consumer is not None:
