@@ -116,11 +116,11 @@ def _iso(secs: float, rnd: random.Random) -> str:
     return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def messy_records(n: int, seed: int) -> list[str]:
+def messy_records(n: int, seed: int, start: float = 1_659_509_400.0) -> list[str]:
     """n valid records in many shapes, shuffled within 6 s of event time (lateness is 10 s),
     with INVALID_LINES and blank lines mixed in."""
     rnd = random.Random(seed)
-    gen = Generator(GeneratorConfig(rate=120.0, clients=300, burst_every=40.0, seed=seed), start=1_659_509_400.0)
+    gen = Generator(GeneratorConfig(rate=120.0, clients=300, burst_every=40.0, seed=seed), start=start)
     df = gen.records(n)
     rows = df.to_dicts()
     out: list[tuple[float, str]] = []
@@ -161,8 +161,8 @@ def messy_records(n: int, seed: int) -> list[str]:
     return lines
 
 
-def write_messy(path: Path, n: int, seed: int) -> Path:
-    path.write_text("\n".join(messy_records(n, seed)) + "\n")
+def write_messy(path: Path, n: int, seed: int, start: float = 1_659_509_400.0) -> Path:
+    path.write_text("\n".join(messy_records(n, seed, start)) + "\n")
     return path
 
 

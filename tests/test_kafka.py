@@ -22,6 +22,18 @@ from tests.fixtures.kafka import ProxiedBroker
 
 GOALS = ["goal1-topic", "goal2-topic", "goal3-topic", "goal4-topic"]
 pytestmark = pytest.mark.timeout(240)
+_RUNS: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_runs() -> Any:
+    """A failed test must not leave `lookout run` processes behind."""
+    yield
+    while _RUNS:
+        proc = _RUNS.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 # ---------------------------------------------------------------- helpers
@@ -106,6 +118,7 @@ class Run:
             [*lookout_cmd, "run", "--kafka", bootstrap, "--topic", topic, "--idle-timeout", idle, "--no-view",
              "--state-dir", str(tmp / state), "--out", str(self.out)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))  # noqa: SIM115
+        _RUNS.append(self.proc)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -337,8 +350,22 @@ def test_second_instance_stands_by_and_takes_over(kafka_broker: ProxiedBroker, l
     assert_topics_match(bs, expected)
     # and a standby asked to stop while waiting exits cleanly
     c = Run(lookout_cmd, bs, tmp_path, "c", state="state-c", out="out-c")
-    d = Run(lookout_cmd, bs, tmp_path, "d", state="state-d", out="out-d")
     c.wait_log("holding the input lock")
+    d = Run(lookout_cmd, bs, tmp_path, "d", state="state-d", out="out-d")
     d.wait_log("standing by", timeout=40)
     assert d.stop(signal.SIGINT) == 0
     assert c.stop() == 0
+
+
+def test_produce_and_consume_on_the_shared_broker(kafka_bootstrap: str, kafka_topic: Any, lookout_cmd: list[str],
+                                                  tmp_path: Path) -> None:
+    """The session broker other suites use: `produce --input` sends lines as they are, `consume` returns them."""
+    topic = kafka_topic("io")
+    src = tmp_path / "lines.ndjson"
+    src.write_bytes(b'{"a": 1}\nnot json at all\n{"b": [1, 2]}\n')
+    p = subprocess.run([*lookout_cmd, "produce", "--kafka", kafka_bootstrap, "--topic", topic, "--input", str(src),
+                        "--partitions", "1"], capture_output=True, text=True)
+    assert p.returncode == 0 and f"produced 3 messages to {topic}" in p.stderr, p.stderr
+    out = subprocess.run([*lookout_cmd, "consume", topic, "--kafka", kafka_bootstrap, "--from-beginning",
+                          "--max-messages", "3", "--timeout", "10"], capture_output=True, check=True).stdout
+    assert out == src.read_bytes()

@@ -27,9 +27,10 @@ def differential(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("spark-diff")
     rules = d / "rules.yaml"
     rules.write_text(RULES_YAML)
-    # Two files, so the dead letters' `source` must map back to each.
+    # Two files, one after the other in event time (b goes on where a stops, 75 s on), so the
+    # dead letters' `source` must map back to each.
     a = write_messy(d / "a.ndjson", 9000, seed=11)
-    b = write_messy(d / "b.ndjson", 3000, seed=12)
+    b = write_messy(d / "b.ndjson", 3000, seed=12, start=1_659_509_400.0 + 9000 / 120 + 1)
     exe = Path(__import__("sys").executable).parent / "lookout"
     subprocess.run([str(exe), "replay", str(a), str(b), "--rules", str(rules), "--out", str(d / "replay"),
                     "--no-progress"], check=True, capture_output=True)

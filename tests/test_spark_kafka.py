@@ -18,6 +18,7 @@ from tests.spark_data import INVALID_LINES, RULES_YAML, messy_records
 
 pytest.importorskip("pyspark")
 confluent_kafka = pytest.importorskip("confluent_kafka")
+import confluent_kafka.admin  # noqa: E402
 
 LATENESS_US = 10_000_000
 

@@ -50,6 +50,7 @@ class KafkaSink(Sink):
         }))
         self.failed: list[str] = []
         self.sent = 0
+        self.aborted = False
 
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is None:
@@ -85,6 +86,8 @@ class KafkaSink(Sink):
         while True:
             left = self.producer.flush(1.0)
             self._raise_failed()
+            if left and self.aborted:
+                raise KafkaDeliveryError(f"kafka: flush abandoned with {left} messages unacknowledged")
             if left == 0:
                 if said:
                     log.warning("kafka: all %d outstanding messages acknowledged after %.1f s", most, time.monotonic() - t0)
@@ -102,6 +105,10 @@ class KafkaSink(Sink):
             first = self.failed[0]
             raise KafkaDeliveryError(f"kafka: {len(self.failed)} message(s) refused by the broker (first: {first}); "
                                      "stopping without committing, a restart re-sends them")
+
+    def abort(self) -> None:
+        """A second stop signal: stop waiting for the broker (nothing unacknowledged is committed)."""
+        self.aborted = True
 
     def close(self) -> None:
         self.flush()
