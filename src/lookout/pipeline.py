@@ -86,7 +86,7 @@ class Pipeline:
                 st.reasons[reason] += 1
                 entries.append(dead_letter(reason, detail, r.raw, chunk.source, chunk.first_line + r.index))
             self.sink.write_rejected(entries)
-        wms = chunk.watermarks(recs.get_column("line")) if chunk.watermarks is not None and recs.height else None
+        wms = chunk.watermarks(recs.get_column("ts")) if chunk.watermarks is not None and recs.height else None
         out = self.engine.process(recs, wms)
         if out.late is not None:
             self._late(chunk, out)

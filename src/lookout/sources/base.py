@@ -22,7 +22,8 @@ class Chunk:
     lines: list[bytes] | None = None
     first_line: int = 1
     position: Any = None  # handed back to the source's commit() once the chunk is delivered
-    # Per-record watermark override (Kafka: minimum over partitions); gets the `line` column.
+    # Per-record watermark override (Kafka: minimum over partitions); gets the valid records'
+    # event times (`ts`, in arrival order) and returns one watermark per record.
     watermarks: Callable[[pl.Series], pl.Series] | None = None
     # Stable id per record (Kafka: topic-partition-offset); gets the `line` column.
     record_ids: Callable[[pl.Series], list[str]] | None = None

@@ -36,7 +36,6 @@ log = logging.getLogger("lookout.kafka")
 LOCK_TOPIC = "lookout-lock"
 NEVER = -(1 << 62)  # same sentinel as the engine: "no watermark yet"
 _DOWN_CODES = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_TIMED_OUT", "_AUTHENTICATION", "_SSL"}
-_NUMBER_PATTERN = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 
 
 # ---------------------------------------------------------------- shared client plumbing
@@ -271,7 +270,10 @@ class KafkaSource(Source):
         conf = client_config(self.bootstrap, self.user_config, **{
             "group.id": self.group, "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest", "enable.partition.eof": True, "on_commit": self._committed,
+            # big fetches, a deep prefetch queue and a short broker wait: a backlog streams in
+            # instead of arriving one half-second fetch at a time (measured: 2x on Tansu)
             "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20,
+            "fetch.wait.max.ms": 10, "queued.min.messages": 1_000_000,
         })
         self.consumer = Consumer(conf)
         self.consumer.assign([TopicPartition(self.topic, p, self.offsets.get(p, OFFSET_BEGINNING)) for p in self.partitions])
@@ -314,27 +316,37 @@ class KafkaSource(Source):
 
         values: dict[int, list[bytes]] = {}
         offsets: dict[int, list[int]] = {}
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+        if any(m.error() is not None for m in msgs):
+            good = []
+            for m in msgs:
+                err = m.error()
+                if err is None:
+                    good.append(m)
+                elif err.code() == KafkaError._PARTITION_EOF:
                     self.eof[m.partition()] = True
                     HEALTH.ok()
                 elif err.fatal():
                     raise SystemExit(f"error: kafka consumer failed: {err.str()}")
                 else:
                     HEALTH.error(err, self.bootstrap)
-                continue
-            p = m.partition()
-            v = m.value()
-            if not v or v.isspace():
-                v = b"null"  # an empty message is dead-lettered (not-an-object), never skipped unseen
-            try:
-                values[p].append(v)
-                offsets[p].append(m.offset())
-            except KeyError:
-                values[p] = [v]
-                offsets[p] = [m.offset()]
+            msgs = good
+        # The per-message cost is the Kafka path's bottleneck: one pass per attribute, in C-level
+        # comprehensions, then slices per partition.
+        parts = [m.partition() for m in msgs]
+        # an empty message is dead-lettered (not-an-object), never skipped unseen; a whitespace-only
+        # one is a blank line to the parser, which would skip it, so it is marked the same way
+        vals = [m.value() or b"null" for m in msgs]
+        vals = [v if v[:1].strip() or v.strip() else b"null" for v in vals]
+        offs = [m.offset() for m in msgs]
+        if len(set(parts)) == 1:
+            values[parts[0]], offsets[parts[0]] = vals, offs
+        else:
+            for p, v, o in zip(parts, vals, offs):
+                if p in values:
+                    values[p].append(v)
+                    offsets[p].append(o)
+                else:
+                    values[p], offsets[p] = [v], [o]
         if values:
             HEALTH.ok()
         for p, offs in offsets.items():
@@ -362,8 +374,8 @@ class KafkaSource(Source):
         def record_ids(line: pl.Series) -> list[str]:
             return [f"{topic}-{p}-{first + i}" for i in line.to_list()]
 
-        def watermarks(line: pl.Series) -> pl.Series:
-            return self._watermarks(p, lines, data if flat else None, line, position)
+        def watermarks(ts: pl.Series) -> pl.Series:
+            return self._watermarks(p, ts, position)
 
         return Chunk(source=f"{topic}/{p}", data=data if flat else None, lines=None if flat else lines,
                      first_line=first, position=position, watermarks=watermarks, record_ids=record_ids)
@@ -373,10 +385,8 @@ class KafkaSource(Source):
             return False
         return all(pd.partition != q for pd in self.pending)
 
-    def _watermarks(self, p: int, lines: list[bytes], data: bytes | None, line: pl.Series,
-                    position: dict[str, Any]) -> pl.Series:
+    def _watermarks(self, p: int, ts: pl.Series, position: dict[str, Any]) -> pl.Series:
         """Per record: min(this partition's running max, other live partitions' max) - lateness."""
-        ts = event_times(lines, data, line)
         run = ts.cum_max()
         prev = self.maxts.get(p)
         if prev is not None:
@@ -457,27 +467,3 @@ class KafkaSource(Source):
             self.lock = None
 
 
-def event_times(lines: list[bytes], data: bytes | None, line: pl.Series) -> pl.Series:
-    """Event time (µs) of the valid lines `line`, exactly as records.py computes it.
-
-    `data` is the lines joined as NDJSON when no line holds a newline (then one polars pass)."""
-    from lookout.records import parse_line
-
-    every = len(line) == len(lines)  # valid lines are a subset in order: same length, same lines
-    sub = lines if every else [lines[i] for i in line.to_list()]
-    if data is not None:
-        try:
-            buf = data if every else b"\n".join(sub) + b"\n"
-            df = pl.read_ndjson(buf, schema={"@timestamp": pl.String})
-            col = pl.col("@timestamp")
-            num = pl.when(col.str.contains(_NUMBER_PATTERN)).then(col.cast(pl.Float64, strict=False))
-            s = df.select((num * 1_000_000).round(0, mode="half_to_even").cast(pl.Int64)).to_series()
-            if s.len() == len(sub):
-                if s.null_count() == 0:
-                    return s
-                ts = s.to_list()  # ISO-8601 or other forms: ask the reference parser
-                fixed = [v if v is not None else parse_line(sub[i])["ts"] for i, v in enumerate(ts)]
-                return pl.Series("ts", fixed, dtype=pl.Int64)
-        except Exception:  # noqa: BLE001 - fall back to the reference parser
-            pass
-    return pl.Series("ts", [parse_line(x)["ts"] for x in sub], dtype=pl.Int64)
