@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lookout.rules import load_rules_text
+from lookout.spark.kafka import ensure_topics
 from tests.spark_data import INVALID_LINES, RULES_YAML, messy_records
 
 pytest.importorskip("pyspark")
@@ -60,6 +61,7 @@ def test_kafka_mode_matches_replay(kafka_broker, tmp_path: Path) -> None:  # noq
         if x.strip():  # a Kafka message is one record; blank lines are not sent
             prod.produce("test-inter", x.encode(), partition=i % 3 if x != closing else 0)
     assert prod.flush(30) == 0
+    ensure_topics(bootstrap, names + ["test-inter-dlq"], partitions=3)  # so the test can assign them now
 
     log = open(tmp_path / "spark.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([str(exe), "spark", "--kafka", bootstrap, "--rules", str(rules_file), "--master", "local[2]",
@@ -67,8 +69,8 @@ def test_kafka_mode_matches_replay(kafka_broker, tmp_path: Path) -> None:  # noq
     got: dict[str, list[str]] = {n: [] for n in names}
     dlq: list[tuple] = []
     expected = sum(len(v) for v in want.values())
-    cons = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "spark-test", "auto.offset.reset": "earliest"})
-    cons.subscribe(names + ["test-inter-dlq"])
+    cons = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "spark-test", "enable.auto.commit": False})
+    cons.assign([confluent_kafka.TopicPartition(t, p, 0) for t in names + ["test-inter-dlq"] for p in range(3)])
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and (sum(map(len, got.values())) < expected or len(dlq) < len(want_dlq)):

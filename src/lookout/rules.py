@@ -381,7 +381,7 @@ class RuleSet(BaseModel):
         return {"lateness": format_duration(self.lateness), "rules": [r.to_dict() for r in self.rules]}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=1000)
 
     def with_lateness(self, lateness_us: int) -> "RuleSet":
         return RuleSet.model_validate({"lateness": f"{lateness_us}us", "rules": self.rules})

@@ -70,7 +70,8 @@ def _value_input(rule: Rule) -> Column:
     if fld is None:
         return F.lit(None).cast("long")
     if fld == "request_time":
-        return F.round(F.col(fld) * F.lit(1_000_000)).cast("long")  # exact integer microseconds
+        # exact integer microseconds, rounded half to even as polars does in the embedded engine
+        return F.bround(F.col(fld) * F.lit(1_000_000), 0).cast("long")
     return F.col(fld).cast("long")
 
 

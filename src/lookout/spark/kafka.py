@@ -64,25 +64,50 @@ class KafkaStreamReader(DataSourceStreamReader):
         if self._consumer is None:
             from confluent_kafka import Consumer
 
-            conf = _client_conf(self.options) | {"group.id": "lookout-spark-meta", "enable.auto.commit": False}
+            conf = _client_conf(self.options) | {"group.id": "lookout-spark-meta", "enable.auto.commit": False,
+                                                 "enable.partition.eof": True, "fetch.wait.max.ms": 10}
             self._consumer = Consumer(conf)
         return self._consumer
 
-    def _watermarks(self, which: int) -> dict[str, int]:
-        from confluent_kafka import TopicPartition
+    def _ends(self, known: dict[str, int] | None, which: int) -> dict[str, int]:
+        """Next offset per partition: the broker's watermark (low or high), then — for the end —
+        checked by reading on from it until the partition reports its end. The high watermark is
+        only a hint: some brokers (Tansu, the test broker) report the number of record batches."""
+        from confluent_kafka import KafkaError, TopicPartition
 
         c = self._meta()
         out = {}
         for p in _partitions(c, self.topic):
-            lo, hi = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=_TIMEOUT)
-            out[str(p)] = (lo, hi)[which]
+            lo, hi = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=_TIMEOUT, cached=False)
+            if which == 0:
+                out[str(p)] = lo
+                continue
+            pos = max(hi, (known or {}).get(str(p), lo))
+            c.assign([TopicPartition(self.topic, p, pos)])
+            done = False
+            while not done:
+                msgs = c.consume(10_000, timeout=1.0)
+                if not msgs:
+                    break
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                            done = True
+                            break
+                        raise RuntimeError(f"kafka: {err}")
+                    pos = m.offset() + 1
+            out[str(p)] = pos
+        c.unassign()
         return out
 
     def initialOffset(self) -> dict:  # noqa: N802 - Spark's API
-        return self._watermarks(1 if self.options.get("startingOffsets") == "latest" else 0)
+        if self.options.get("startingOffsets") == "latest":
+            return self._ends(None, 1)
+        return self._ends(None, 0)
 
     def latestOffset(self, start: dict | None = None, limit: Any = None) -> dict:  # noqa: N802
-        latest = self._watermarks(1)
+        latest = self._ends(start, 1)
         if start:  # never move a partition back (e.g. a metadata hiccup); keep vanished ones
             for p, off in start.items():
                 latest[p] = max(latest.get(p, off), off)
