@@ -16,7 +16,7 @@ import pytest
 from lookout.rules import load_rules_text
 from tests.spark_data import INVALID_LINES, RULES_YAML, dead_letters, read_lines, write_messy
 
-pytest.importorskip("pyspark")
+import pyspark  # noqa: E402,F401  (a hard requirement: an import error fails, never skips)
 
 RULES = load_rules_text(RULES_YAML)
 RULE_NAMES = [r.name for r in RULES.rules]

@@ -11,15 +11,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 
 from lookout.rules import load_rules_text
 from lookout.spark.kafka import ensure_topics
 from tests.spark_data import INVALID_LINES, RULES_YAML, messy_records
 
-pytest.importorskip("pyspark")
-confluent_kafka = pytest.importorskip("confluent_kafka")
+import confluent_kafka  # noqa: E402  (a hard requirement: an import error fails, never skips)
 import confluent_kafka.admin  # noqa: E402
+import pyspark  # noqa: E402,F401
 
 LATENESS_US = 10_000_000
 
