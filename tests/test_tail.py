@@ -186,7 +186,7 @@ def test_record_ids_are_deterministic_and_unique(tmp_path: Path) -> None:
         run = []
         for c in drain(src):
             n = len(parse_chunk(c.data).records)
-            run += c.ids(pl.Series("line", range(n), dtype=pl.Int64))
+            run += c.ids(pl.Series("line", range(n), dtype=pl.Int64)).to_list()
         src.close()
         ids.append(run)
     assert ids[0] == ids[1] and len(set(ids[0])) == 30

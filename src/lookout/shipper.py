@@ -91,7 +91,7 @@ class Shipper:
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-        ids = chunk.record_ids(pl.Series("line", range(len(lines)), dtype=pl.Int64)) if chunk.record_ids else None
+        ids = chunk.record_ids(pl.Series("line", range(len(lines)), dtype=pl.Int64)).to_list() if chunk.record_ids else None
         reasons: dict[int, tuple[str, str]] = chunk.meta.get("reasons", {})
         for i, line in enumerate(lines):
             if not line.strip():

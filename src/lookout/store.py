@@ -140,8 +140,8 @@ class StoreWriter:
             if any(a2 <= a and b <= b2 and (a2, b2) != (a, b) for (a2, b2), _ in ranges):
                 os.unlink(f)
 
-    def add(self, records: pl.DataFrame, ids: list[str]) -> None:
-        self.pending.append(records.drop("line").with_columns(id=pl.Series(ids, dtype=pl.String)))
+    def add(self, records: pl.DataFrame, ids: pl.Series) -> None:
+        self.pending.append(records.drop("line").with_columns(id=pl.Series("id", ids, dtype=pl.String)))
 
     def flush(self) -> None:
         """Write what is pending as one file (fsynced, then renamed into place)."""

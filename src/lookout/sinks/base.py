@@ -23,7 +23,7 @@ class Sink:
     def write_rejected(self, entries: list[bytes]) -> None:  # dead-letter JSON lines
         pass
 
-    def write_records(self, records: pl.DataFrame, ids: list[str]) -> None:  # valid raw records
+    def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:  # valid raw records
         pass
 
     def flush(self) -> None:
@@ -49,7 +49,7 @@ class SinkSet(Sink):
         for s in self.sinks:
             s.write_rejected(entries)
 
-    def write_records(self, records: pl.DataFrame, ids: list[str]) -> None:
+    def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:
         for s in self.sinks:
             s.write_records(records, ids)
 

@@ -135,7 +135,7 @@ class ElasticsearchSink(Sink):
 
     # ------------------------------------------------------------------ writing
 
-    def _record_items(self, records: pl.DataFrame, ids: list[str]) -> list[str]:
+    def _record_items(self, records: pl.DataFrame, ids: pl.Series) -> list[str]:
         """One `action\\ndocument\\n` string per record, built column-wise by polars."""
         ts = pl.from_epoch("ts", time_unit="us")
         doc = pl.struct(ts.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("@timestamp"), "status", "request_time",
@@ -144,8 +144,10 @@ class ElasticsearchSink(Sink):
             idx = pl.lit(self.index + "-") + ts.dt.strftime("%Y.%m.%d")
         else:
             idx = pl.lit(self.index)
-        _ids = [doc_id(i) for i in ids] if any(len(i) > MAX_ID_BYTES // 4 for i in ids) else ids
-        frame = records.select(doc=doc, idx=idx).with_columns(id=pl.Series(_ids, dtype=pl.String))
+        ids = pl.Series("id", ids, dtype=pl.String)
+        if (ids.str.len_bytes().max() or 0) > MAX_ID_BYTES // 4:
+            ids = pl.Series("id", [doc_id(i) for i in ids.to_list()], dtype=pl.String)
+        frame = records.select(doc=doc, idx=idx).with_columns(id=ids)
         action = pl.struct(pl.struct(_index="idx", _id="id").alias("index")).struct.json_encode()
         items = frame.select(pl.concat_str([action, pl.lit("\n"), pl.col("doc"), pl.lit("\n")])).to_series()
         if self.cfg.daily:
@@ -154,7 +156,7 @@ class ElasticsearchSink(Sink):
             self._written.add(self.index)
         return items.to_list()
 
-    def write_records(self, records: pl.DataFrame, ids: list[str]) -> None:
+    def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:
         if records.height:
             self._add(self._record_items(records, ids))
 

@@ -16,7 +16,7 @@ class StoreSink(Sink):
     def __init__(self, store_dir: Path) -> None:
         self.writer = StoreWriter(store_dir)
 
-    def write_records(self, records: pl.DataFrame, ids: list[str]) -> None:
+    def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:
         self.writer.add(records, ids)
 
     def flush(self) -> None:

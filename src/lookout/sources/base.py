@@ -26,14 +26,13 @@ class Chunk:
     # event times (`ts`, in arrival order) and returns one watermark per record.
     watermarks: Callable[[pl.Series], pl.Series] | None = None
     # Stable id per record (Kafka: topic-partition-offset); gets the `line` column.
-    record_ids: Callable[[pl.Series], list[str]] | None = None
+    record_ids: Callable[[pl.Series], pl.Series] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def ids(self, line: pl.Series) -> list[str]:
+    def ids(self, line: pl.Series) -> pl.Series:
         if self.record_ids is not None:
             return self.record_ids(line)
-        prefix = f"{self.source}:"
-        return [prefix + str(i) for i in (line + self.first_line).to_list()]
+        return numbered_ids(f"{self.source}:", line + self.first_line)
 
     def raw_line(self, index: int) -> bytes:
         if self.lines is not None:
@@ -43,6 +42,11 @@ class Chunk:
 
             self.meta["_split"] = split_lines(self.data or b"")
         return self.meta["_split"][index]
+
+
+def numbered_ids(prefix: str, numbers: pl.Series) -> pl.Series:
+    """`prefix + number` for each number, built column-wise (a Python loop here cost ~10% of a run)."""
+    return pl.select(pl.concat_str([pl.lit(prefix), numbers.cast(pl.String)]).alias("id")).to_series()
 
 
 class Source:

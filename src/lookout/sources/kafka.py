@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from lookout.sources.base import Chunk, Source
+from lookout.sources.base import Chunk, Source, numbered_ids
 
 log = logging.getLogger("lookout.kafka")
 
@@ -371,8 +371,8 @@ class KafkaSource(Source):
         data = b"\n".join(lines) + b"\n"
         flat = data.count(b"\n") == len(lines)
 
-        def record_ids(line: pl.Series) -> list[str]:
-            return [f"{topic}-{p}-{first + i}" for i in line.to_list()]
+        def record_ids(line: pl.Series) -> pl.Series:
+            return numbered_ids(f"{topic}-{p}-", line + first)
 
         def watermarks(ts: pl.Series) -> pl.Series:
             return self._watermarks(p, ts, position)

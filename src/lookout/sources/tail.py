@@ -38,7 +38,7 @@ from typing import Any, Callable
 import orjson
 import polars as pl
 
-from lookout.sources.base import Chunk, Source
+from lookout.sources.base import Chunk, Source, numbered_ids
 from lookout.sources.nginx import LineConverter, converter_for
 
 log = logging.getLogger("lookout.tail")
@@ -293,8 +293,8 @@ class TailSource(Source):
         f.line += len(lines)
         prefix = f"{f.fp}-"
 
-        def record_ids(line: pl.Series) -> list[str]:
-            return [prefix + str(starts[i]) for i in line.to_list()]
+        def record_ids(line: pl.Series) -> pl.Series:
+            return numbered_ids(prefix, pl.Series(starts, dtype=pl.Int64).gather(line))
 
         meta: dict[str, Any] = {"reasons": reasons} if reasons else {}
         meta["file"] = f.name
