@@ -133,3 +133,28 @@ def test_run_sigkill_then_restart_loses_nothing(lookout_cmd, tmp_path):
     for name, size in ck["files"].items():
         f = out / ("rejected.jsonl" if name == "rejected" else f"{name}.jsonl")
         assert f.stat().st_size == size
+
+
+def test_config_file_sets_defaults_below_flags_and_environment(lookout_cmd, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: [{name: per-host, window: 1 minute, group_by: host, aggregate: count}]")
+    cfg = tmp_path / "lookout.yaml"
+    cfg.write_text(f"common:\n  rules: {rules}\nreplay:\n  out: {tmp_path / 'from-config'}\n")
+    inp = tmp_path / "in.ndjson"
+    inp.write_bytes(orjson.dumps(GOOD) + b"\n")
+    p = run(lookout_cmd + ["--config", str(cfg), "replay", str(inp), "--json"])
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "from-config" / "per-host.jsonl").read_text().count("\n") == 1
+    p = run(lookout_cmd + ["--config", str(cfg), "replay", str(inp), "--out", str(tmp_path / "flag"), "--json"])
+    assert p.returncode == 0 and (tmp_path / "flag" / "per-host.jsonl").exists()  # the flag wins
+    import os
+
+    env = {**os.environ, "LOOKOUT_RULES": ""}
+    p = run(lookout_cmd + ["--config", str(cfg), "rules"], env={**env, "LOOKOUT_CONFIG": ""})
+    assert "per-host" in p.stdout
+    p = run(lookout_cmd + ["rules"], env={**env, "LOOKOUT_CONFIG": str(cfg)})
+    assert "per-host" in p.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: {no-such-option: 1}\n")
+    p = run(lookout_cmd + ["--config", str(bad), "rules"])
+    assert p.returncode == 2 and "no-such-option" in p.stderr
