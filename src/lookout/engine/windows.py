@@ -24,22 +24,9 @@ class WindowMath:
 
         return gcd(self.size, self.hop)
 
-    # --- scalar forms (used by the reference, the formatter and tests) ---------------------
-    def windows_of(self, t: int) -> list[int]:
-        """Indices k of the windows containing instant t, oldest first."""
-        first = (t - self.size) // self.hop + 1
-        last = t // self.hop
-        return list(range(first, last + 1))
-
-    def start(self, k: int) -> int:
-        return k * self.hop
-
+    # --- scalar forms ----------------------------------------------------------------------
     def end(self, k: int) -> int:
         return k * self.hop + self.size
-
-    def first_end(self, t: int) -> int:
-        """End of the oldest window containing t: the first of its windows to close."""
-        return ((t - self.size) // self.hop + 1) * self.hop + self.size
 
     def last_closed(self, watermark: int) -> int:
         """Highest k whose window has closed at this watermark (end <= watermark)."""
