@@ -22,14 +22,13 @@ config_option = click.option("--kafka-config", "kafka_config", multiple=True, me
 
 
 def _props(kvs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for kv in kvs:
-        if "=" not in kv:
-            click.echo(f"error: --kafka-config {kv!r}: expected KEY=VALUE", err=True)
-            sys.exit(EXIT_USAGE)
-        k, v = kv.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+    from lookout.runner import parse_properties
+
+    try:
+        return parse_properties(kvs)
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 def _lines(path: str, count: int | None) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lookout.cli import EXIT_USAGE, main  # commands register on the main group
+from lookout.cli import main  # commands register on the main group
 
 FORMAT_NAME = "lookout"
 COUNTRY_VAR = "$lookout_country"
@@ -88,13 +88,9 @@ def ship(path: str, bootstrap: str, topic: str, state_dir: str, log_format: str,
     """Tail an nginx access log and produce seed-format records to Kafka (at-least-once)."""
     from lookout.shipper import ShipOptions, run_ship
 
-    props: dict[str, str] = {}
-    for kv in kafka_config:
-        if "=" not in kv:
-            click.echo(f"error: --kafka-config {kv!r}: expected KEY=VALUE", err=True)
-            sys.exit(EXIT_USAGE)
-        k, v = kv.split("=", 1)
-        props[k.strip()] = v.strip()
+    from lookout.cli_kafka import _props
+
+    props = _props(kafka_config)
     opts = ShipOptions(path=Path(path), bootstrap=bootstrap, topic=topic, state_dir=Path(state_dir),
                        log_format=log_format, host=log_host, geoip=Path(geoip) if geoip else None,
                        kafka_config=props, partitions=partitions, duration=duration,

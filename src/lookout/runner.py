@@ -65,13 +65,18 @@ class RunOptions(BaseModel):
         return v
 
     def kafka_properties(self) -> dict[str, str]:
-        props = {}
-        for kv in self.kafka_config:
-            if "=" not in kv:
-                raise ValueError(f"--kafka-config {kv!r}: expected KEY=VALUE")
-            k, v = kv.split("=", 1)
-            props[k.strip()] = v.strip()
-        return props
+        return parse_properties(self.kafka_config)
+
+
+def parse_properties(kvs: tuple[str, ...]) -> dict[str, str]:
+    """`--kafka-config KEY=VALUE` pairs → librdkafka properties; ValueError names a bad one."""
+    props = {}
+    for kv in kvs:
+        if "=" not in kv:
+            raise ValueError(f"--kafka-config {kv!r}: expected KEY=VALUE")
+        k, v = kv.split("=", 1)
+        props[k.strip()] = v.strip()
+    return props
 
 
 def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
