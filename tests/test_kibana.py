@@ -111,7 +111,8 @@ class KibanaImportServer:
                 return 503, {"statusCode": 503, "error": "Service Unavailable", "message": "Kibana server is not ready yet"}
         h = {k.lower(): v for k, v in headers.items()}
         if h.get("authorization") != self.expected:
-            return 401, {"statusCode": 401, "error": "Unauthorized", "message": "[security_exception]: unable to authenticate user"}
+            return 401, {"statusCode": 401, "error": "Unauthorized",
+                         "message": "[security_exception]: unable to authenticate user"}
         url = urlsplit(path)
         if url.path != "/api/saved_objects/_import":
             return 404, {"statusCode": 404, "error": "Not Found", "message": f"no route {url.path}"}
@@ -133,7 +134,8 @@ class KibanaImportServer:
                 key = (o["type"], o["id"])
                 missing = [r for r in o.get("references", []) if (r["type"], r["id"]) not in incoming | set(self.store)]
                 if missing:
-                    errors.append({"type": o["type"], "id": o["id"], "error": {"type": "missing_references", "references": missing}})
+                    errors.append({"type": o["type"], "id": o["id"],
+                                   "error": {"type": "missing_references", "references": missing}})
                 elif key in self.store and not overwrite:
                     errors.append({"type": o["type"], "id": o["id"], "error": {"type": "conflict"}})
                 else:

@@ -46,8 +46,8 @@ def test_installed_lookout_runs_outside_the_checkout(installed: dict[str, Path])
                   "from importlib.resources import files; print(files('lookout').joinpath('" + PROBE + "').read_text())"],
                  cwd=work).stdout
     assert "packaging probe" in static
-    kibana = run([str(bin_ / "python"), "-c", "from lookout.kibana import saved_objects; print(len(saved_objects().splitlines()))"],
-                 cwd=work).stdout
+    kibana = run([str(bin_ / "python"), "-c",
+                  "from lookout.kibana import saved_objects; print(len(saved_objects().splitlines()))"], cwd=work).stdout
     assert int(kibana) >= 5
 
     version = run([str(bin_ / "lookout"), "--version"], cwd=work).stdout
