@@ -176,8 +176,9 @@ def test_ports_volumes_and_addresses_agree() -> None:
     assert option_value(SERVICES["kibana-setup"]["command"], "kibana-setup") == "http://kibana:5601"
     master = SERVICES["spark-master"]["entrypoint"]
     assert option_value(master, "--host") == "spark-master"
-    assert option_value(SERVICES["spark-driver"]["command"], "--master") == f"spark://spark-master:{option_value(master, '--port')}"
-    assert SERVICES["spark-worker"]["entrypoint"][-1] == f"spark://spark-master:{option_value(master, '--port')}"
+    master_url = f"spark://spark-master:{option_value(master, '--port')}"
+    assert option_value(SERVICES["spark-driver"]["command"], "--master") == master_url
+    assert SERVICES["spark-worker"]["entrypoint"][-1] == master_url
     # the Spark entry point comes with pyspark (the lookout-spark image installs lookout[spark])
     assert (Path(sys.executable).parent / "spark-class").exists()
     assert "spark-checkpoint:/var/lib/lookout" in SERVICES["spark-worker"]["volumes"]
