@@ -167,6 +167,54 @@ def test_closed_ports_and_a_hung_service_fail_clearly_in_bounded_time(lookout_cm
     assert took < 2 * 2 + 1 + 3
 
 
+@pytest.fixture
+def trickling_port() -> Iterator[int]:
+    """An HTTP server that answers one byte every 0.2 s and never finishes its headers: no single
+    read times out, so only the check's overall bound can end the wait."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while not stop.wait(0.2):
+                    conn.sendall(b"y")  # a header that never ends
+            except OSError:
+                return
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield srv.getsockname()[1]
+    stop.set()
+    srv.close()
+
+
+def test_a_service_that_never_finishes_answering_is_cut_off(lookout_cmd: list[str], tmp_path: Path,
+                                                            trickling_port: int) -> None:
+    rc, out, took = check(lookout_cmd, "--elasticsearch", f"http://127.0.0.1:{trickling_port}", "--timeout", "1",
+                          cwd=tmp_path)
+    assert rc == 1
+    assert "no answer within 3 s (the service hangs)" in line(out, "elasticsearch", "✘")
+    assert took < 3 + 3
+
+
+def test_a_configuration_librdkafka_refuses(lookout_cmd: list[str], tmp_path: Path) -> None:
+    rc, out, _ = check(lookout_cmd, "--kafka", f"127.0.0.1:{free_port()}", "--kafka-config", "no.such.property=1",
+                       cwd=tmp_path)
+    assert rc == 1 and "librdkafka refused the configuration" in line(out, "kafka", "✘")
+
+
 def test_wrong_credentials_are_named_and_never_printed(lookout_cmd: list[str], es_url: str, tmp_path: Path) -> None:
     proxy = AuthProxy(es_url, "lookout", "right-" + SECRET)
     try:

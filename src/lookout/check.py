@@ -18,9 +18,9 @@ import socket
 import ssl
 import struct
 import tempfile
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -103,18 +103,30 @@ def run_checks(opts: CheckOptions, dry_run: bool = False) -> list[CheckResult]:
     if opts.es_url:
         jobs.append(("elasticsearch", lambda: check_elasticsearch(opts.es_url or "", rs, opts.timeout)))
     if jobs:
-        pool = ThreadPoolExecutor(len(jobs), thread_name_prefix="lookout-check")
-        futures = [(name, pool.submit(fn)) for name, fn in jobs]
-        deadline = time.monotonic() + opts.timeout * 2 + 1
-        for name, fut in futures:
-            try:
-                results += fut.result(max(0.0, deadline - time.monotonic()))
-            except FutureTimeout:
-                results.append(CheckResult(name, False, f"no answer within {opts.timeout * 2 + 1:.0f} s (the service hangs)"))
-            except Exception as e:  # noqa: BLE001 - a check never ends in a traceback
-                results.append(CheckResult(name, False, f"check failed: {type(e).__name__}: {clean(e)}"))
-        pool.shutdown(wait=False, cancel_futures=True)
+        results += _run_bounded(jobs, opts.timeout * 2 + 1)
     return [CheckResult(r.name, r.ok, _redact(r.detail, secrets), r.warn) for r in results]
+
+
+def _run_bounded(jobs: list[tuple[str, Callable[[], list[CheckResult]]]], limit: float) -> list[CheckResult]:
+    """Run the service checks side by side in daemon threads: one that hangs past `limit` becomes
+    a ✘ result, and cannot keep the process from exiting (a thread pool's workers would)."""
+    answers: dict[str, list[CheckResult]] = {}
+
+    def work(name: str, fn: Callable[[], list[CheckResult]]) -> None:
+        try:
+            answers[name] = fn()
+        except Exception as e:  # noqa: BLE001 - a check never ends in a traceback
+            answers[name] = [CheckResult(name, False, f"check failed: {type(e).__name__}: {clean(e)}")]
+
+    threads = [threading.Thread(target=work, args=job, name=f"lookout-check-{job[0]}", daemon=True) for job in jobs]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + limit
+    out: list[CheckResult] = []
+    for (name, _), t in zip(jobs, threads):
+        t.join(max(0.0, deadline - time.monotonic()))
+        out += answers.get(name) or [CheckResult(name, False, f"no answer within {limit:.0f} s (the service hangs)")]
+    return out
 
 
 # ------------------------------------------------------------------------- rules, options
@@ -317,7 +329,10 @@ def check_kafka(bootstrap: str, props: dict[str, str], topic: str, partitions: i
     ms = str(int(timeout * 1000))
     conf = client_config(bootstrap, props, **{"socket.timeout.ms": ms, "socket.connection.setup.timeout.ms": ms})
     conf["error_cb"] = lambda err: errors.append(err.str())  # reported in the result, not logged
-    admin = AdminClient(conf)
+    try:
+        admin = AdminClient(conf)
+    except (KafkaException, ValueError, TypeError) as e:
+        return [CheckResult("kafka", False, f"librdkafka refused the configuration: {clean(e)}")]
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException as e:
