@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -67,6 +68,8 @@ def test_compose_topology() -> None:
     kafka_env = env_of(SERVICES["kafka"])
     assert "controller" in kafka_env["KAFKA_PROCESS_ROLES"] and not any("ZOOKEEPER" in k for k in kafka_env)
     assert not any("zookeeper" in name for name in SERVICES)
+    cluster_id = kafka_env["CLUSTER_ID"]  # kafka-storage format refuses anything but a Uuid
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16 and len(cluster_id) == 22
     es = SERVICES["elasticsearch"]
     assert es["image"].split(":")[1].startswith("8.")
     es_env = env_of(es)

@@ -187,7 +187,8 @@ def _locks_held(paths: list[Path]) -> dict[Path, str]:
         except ValueError:
             continue
         if key in by_inode:
-            held[by_inode[key]] = f"{f[1].lower()} lock held by PID {pid}{_process_name(pid)}"
+            who = f"PID {pid}{_process_name(pid)}" if pid > 0 else "a process /proc/locks does not name (OFD lock)"
+            held[by_inode[key]] = f"{f[1].lower()} lock held by {who}"
     return held
 
 
