@@ -15,11 +15,13 @@ import pickle
 import signal
 import sys
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from lookout.kafka.config import KafkaConnection, parse_properties
 from lookout.pipeline import Pipeline
 from lookout.rules import RuleSet, parse_duration
 from lookout.sinks.base import Sink, SinkSet
@@ -32,7 +34,7 @@ CHECKPOINT = "checkpoint.pkl"
 
 
 class RunOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs may hold secrets (--kafka-config)
 
     out_dir: Path = Path("lookout-out")
     state_dir: Path = Path(".lookout-state")
@@ -64,19 +66,18 @@ class RunOptions(BaseModel):
             raise ValueError("--rate must be positive")
         return v
 
-    def kafka_properties(self) -> dict[str, str]:
-        return parse_properties(self.kafka_config)
+    @field_validator("kafka_config")
+    @classmethod
+    def _kafka_config(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        parse_properties(v)  # a malformed --kafka-config is an option error, reported before anything starts
+        return v
 
-
-def parse_properties(kvs: tuple[str, ...]) -> dict[str, str]:
-    """`--kafka-config KEY=VALUE` pairs → librdkafka properties; ValueError names a bad one."""
-    props = {}
-    for kv in kvs:
-        if "=" not in kv:
-            raise ValueError(f"--kafka-config {kv!r}: expected KEY=VALUE")
-        k, v = kv.split("=", 1)
-        props[k.strip()] = v.strip()
-    return props
+    @cached_property
+    def kafka_connection(self) -> KafkaConnection:
+        """The one connection the Kafka source and sink share (and with it, one broker-health report)."""
+        if not self.kafka:
+            raise ValueError("no --kafka bootstrap servers given")
+        return KafkaConnection.from_options(self.kafka, self.kafka_config)
 
 
 def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
@@ -88,7 +89,7 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
     if opts.kafka:
         from lookout.sources.kafka import KafkaSource
 
-        return KafkaSource(opts.kafka, opts.topic, config=opts.kafka_properties(), partitions=opts.partitions,
+        return KafkaSource(opts.kafka_connection, opts.topic, partitions=opts.partitions,
                            lateness=rs.lateness if rs is not None else 10_000_000)
     from lookout.sources.generator_source import GeneratorSource
 
@@ -100,8 +101,8 @@ def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
     if opts.kafka:
         from lookout.sinks.kafka import KafkaSink
 
-        sinks.append(KafkaSink(opts.kafka, dlq_topic=f"{opts.topic}-dlq", rules=rs,
-                               config=opts.kafka_properties(), partitions=opts.partitions))
+        sinks.append(KafkaSink(opts.kafka_connection, dlq_topic=f"{opts.topic}-dlq", rules=rs,
+                               partitions=opts.partitions))
     if opts.es_url:
         from lookout.sinks.elasticsearch import ElasticsearchSink
 
