@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from lookout.errors import StateError
 from lookout.kafka.config import KafkaConnection, parse_properties
 from lookout.pipeline import Pipeline
 from lookout.rules import RuleSet, parse_duration
@@ -156,7 +157,7 @@ class Runner:
         try:
             self.pipeline.engine.restore(state["engine"])
         except ValueError as e:
-            raise SystemExit(f"error: {e} ({self.ckpt.path})") from None
+            raise StateError(f"{e} ({self.ckpt.path})") from None
         self.files.truncate_to(state["files"])
         self.store.writer.drop_after(state["store_seq"])
         st = self.pipeline.stats

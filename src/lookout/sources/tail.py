@@ -38,6 +38,7 @@ from typing import Any, Callable
 import orjson
 import polars as pl
 
+from lookout.errors import ConfigError
 from lookout.sources.base import Chunk, Source, numbered_ids
 from lookout.sources.nginx import LineConverter, converter_for
 
@@ -122,7 +123,7 @@ class TailSource(Source):
         try:
             self.conv = converter or converter_for(log_format, host, geoip)
         except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+            raise ConfigError(str(e)) from None
         self.rotate_wait = rotate_wait
         self.read_bytes = read_bytes
         self.sleep = sleep
