@@ -23,8 +23,11 @@ def test_no_system_exit_in_library_code() -> None:
             continue  # the command line may end the process
         for node in ast.walk(ast.parse(path.read_text())):
             name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
-            if name == "SystemExit" or (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                                        and (node.value.id, node.attr) in {("sys", "exit"), ("os", "_exit")}):
+            if name == "SystemExit" or (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and (node.value.id, node.attr) in {("sys", "exit"), ("os", "_exit")}
+            ):
                 offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not offenders, "library code must raise lookout.errors instead:\n" + "\n".join(offenders)
 
@@ -52,9 +55,26 @@ def test_cli_maps_a_config_error_to_exit_2(lookout_cmd: list[str], tmp_path: Pat
     bad.write_bytes(b"not a database")
     log = tmp_path / "access.log"
     log.write_text("")
-    p = subprocess.run([*lookout_cmd, "run", "--tail", str(log), "--geoip", str(bad), "--duration", "1",
-                        "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"), "--no-view"],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            *lookout_cmd,
+            "run",
+            "--tail",
+            str(log),
+            "--geoip",
+            str(bad),
+            "--duration",
+            "1",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-view",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr
     assert "error: --geoip" in p.stderr and "Traceback" not in p.stderr, p.stderr
 
@@ -68,8 +88,9 @@ def test_cli_maps_a_state_error_to_exit_1(lookout_cmd: list[str], tmp_path: Path
     shown = subprocess.run([*lookout_cmd, "rules"], capture_output=True, text=True, check=True).stdout
     rules.write_text(shown.replace("threshold: count > 10\n", "threshold: count > 11\n", 1))
     assert rules.read_text() != shown, "the test must change the rules"
-    p = subprocess.run([*lookout_cmd, "run", "--rules", str(rules), "--duration", "2", *common],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [*lookout_cmd, "run", "--rules", str(rules), "--duration", "2", *common], capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 1, p.stderr
     assert "error: checkpoint was written with different rules" in p.stderr and "Traceback" not in p.stderr, p.stderr
 

@@ -37,8 +37,18 @@ def test_malformed_property_is_a_config_error(bad: str) -> None:
     assert "argument 2" in str(e.value)
 
 
-@pytest.mark.parametrize("key", ["sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem",
-                                 "sasl.oauthbearer.client.secret", "sasl.oauthbearer.config", "SASL.PASSWORD"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "ssl.key.pem",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.config",
+        "SASL.PASSWORD",
+    ],
+)
 def test_secrets_never_appear_in_repr_str_or_redacted(key: str) -> None:
     conn = KafkaConnection.from_options("127.0.0.1:9092", [f"{key}={SECRET}", "sasl.username=lookout"])
     for text in (repr(conn), str(conn), f"{conn}", str(conn.redacted())):
@@ -53,10 +63,17 @@ def test_a_malformed_secret_argument_is_not_echoed() -> None:
 
 
 def test_cli_usage_error_hides_the_secret(lookout_cmd: list[str], tmp_path: Path) -> None:
-    for cmd in (["run", "--kafka", "127.0.0.1:1", "--duration", "1", "--state-dir", str(tmp_path / "s")],
-                ["produce", "--kafka", "127.0.0.1:1", "--count", "1"]):
-        p = subprocess.run([*lookout_cmd, *cmd, "--kafka-config", "sasl.username=u", "--kafka-config",
-                            f"sasl.password {SECRET}"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    for cmd in (
+        ["run", "--kafka", "127.0.0.1:1", "--duration", "1", "--state-dir", str(tmp_path / "s")],
+        ["produce", "--kafka", "127.0.0.1:1", "--count", "1"],
+    ):
+        p = subprocess.run(
+            [*lookout_cmd, *cmd, "--kafka-config", "sasl.username=u", "--kafka-config", f"sasl.password {SECRET}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
         assert p.returncode == 2, (cmd, p.stderr)
         assert "expected KEY=VALUE" in p.stderr and SECRET not in p.stderr + p.stdout, p.stderr
 
@@ -73,8 +90,15 @@ def test_user_properties_win_over_lookout_defaults() -> None:
 
 
 def test_spark_options_become_a_connection() -> None:
-    conn = KafkaConnection.from_spark_options({"bootstrap.servers": "b:1", "topic": "t", "kafka.sasl.password": SECRET,
-                                               "kafka.security.protocol": "SASL_SSL", "startingOffsets": "earliest"})
+    conn = KafkaConnection.from_spark_options(
+        {
+            "bootstrap.servers": "b:1",
+            "topic": "t",
+            "kafka.sasl.password": SECRET,
+            "kafka.security.protocol": "SASL_SSL",
+            "startingOffsets": "earliest",
+        }
+    )
     assert conn.bootstrap == "b:1"
     assert dict(conn.properties) == {"sasl.password": SECRET, "security.protocol": "SASL_SSL"}
     assert SECRET not in repr(conn)

@@ -17,9 +17,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 # first match wins; anything else that is a LookoutError exits EXIT_FAILURE
-EXIT_CODES: tuple[tuple[type[LookoutError], int], ...] = (
-    (ConfigError, EXIT_USAGE),
-)
+EXIT_CODES: tuple[tuple[type[LookoutError], int], ...] = ((ConfigError, EXIT_USAGE),)
 
 
 def exit_code(e: LookoutError) -> int:

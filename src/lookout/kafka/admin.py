@@ -26,8 +26,13 @@ def topic_partitions(client: Any, topic: str, timeout: float = 5.0) -> list[int]
     return sorted(t.partitions)
 
 
-def ensure_topics(conn: KafkaConnection, topics: dict[str, int], stop: Callable[[], bool] = lambda: False,
-                  replication: int = 1, give_up_after: float | None = None) -> dict[str, int]:
+def ensure_topics(
+    conn: KafkaConnection,
+    topics: dict[str, int],
+    stop: Callable[[], bool] = lambda: False,
+    replication: int = 1,
+    give_up_after: float | None = None,
+) -> dict[str, int]:
     """Create missing topics (name -> partitions; `replication` -1 = the broker's default) and
     return every topic's partition count. Retries while the broker is unreachable, until `stop()`
     or `give_up_after` seconds."""
@@ -46,6 +51,7 @@ def ensure_topics(conn: KafkaConnection, topics: dict[str, int], stop: Callable[
     existing = retry("reading topic metadata", meta)
     missing = [NewTopic(name, n, replication) for name, n in topics.items() if name not in existing]
     if missing:
+
         def create() -> None:
             for name, fut in admin.create_topics(missing, operation_timeout=10, request_timeout=15).items():
                 try:
@@ -54,6 +60,7 @@ def ensure_topics(conn: KafkaConnection, topics: dict[str, int], stop: Callable[
                 except KafkaException as e:
                     if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise
+
         retry("creating topics " + ", ".join(t.topic for t in missing), create)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # wait until metadata shows them

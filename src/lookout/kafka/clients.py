@@ -26,9 +26,15 @@ def consumer_config(conn: KafkaConnection, group: str, quiet: bool = True, **tun
     return conn.client_config(quiet, **{"group.id": group, "enable.auto.commit": False, **tuning})
 
 
-def produce(producer: Any, topic: str, value: bytes, key: bytes | str | None = None,
-            headers: list[tuple[str, bytes]] | None = None, on_delivery: Callable[[Any, Any], None] | None = None,
-            wait: float = 0.1) -> None:
+def produce(
+    producer: Any,
+    topic: str,
+    value: bytes,
+    key: bytes | str | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+    on_delivery: Callable[[Any, Any], None] | None = None,
+    wait: float = 0.1,
+) -> None:
     """Produce one message, waiting for acknowledgements while the local queue is full: never drops."""
     while True:
         try:

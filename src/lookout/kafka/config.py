@@ -21,10 +21,18 @@ from lookout.kafka.health import BrokerHealth
 REDACTED = "<redacted>"
 # librdkafka properties whose values are secrets; any key naming a password, secret, token or a
 # private key is treated the same (see _is_secret), so new ones are covered too.
-SECRET_KEYS = frozenset({
-    "sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem", "ssl_key",
-    "sasl.oauthbearer.client.secret", "sasl.oauthbearer.config", "sasl.kerberos.keytab",
-})
+SECRET_KEYS = frozenset(
+    {
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "ssl.key.pem",
+        "ssl_key",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.config",
+        "sasl.kerberos.keytab",
+    }
+)
 _SECRET_WORDS = ("password", "secret", "token", "jaas", "private", "key.pem", "keytab")
 
 
@@ -68,7 +76,7 @@ class KafkaConnection:
     @classmethod
     def from_spark_options(cls, options: Mapping[str, str]) -> KafkaConnection:
         """From a Spark data source's options: `bootstrap.servers` and `kafka.`-prefixed properties."""
-        props = {k[len("kafka."):]: v for k, v in options.items() if k.startswith("kafka.")}
+        props = {k[len("kafka.") :]: v for k, v in options.items() if k.startswith("kafka.")}
         return cls(options["bootstrap.servers"], props)
 
     def without(self, *keys: str) -> KafkaConnection:
@@ -86,8 +94,9 @@ class KafkaConnection:
             if client_log.level == logging.NOTSET:
                 client_log.setLevel(logging.CRITICAL)
             health, bootstrap = self.health, self.bootstrap
-            conf.update({"logger": client_log, "log.connection.close": False,
-                         "error_cb": lambda err: health.error(err, bootstrap)})
+            conf.update(
+                {"logger": client_log, "log.connection.close": False, "error_cb": lambda err: health.error(err, bootstrap)}
+            )
         conf.update(defaults)
         conf.update(self.properties)
         return conf

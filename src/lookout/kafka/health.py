@@ -43,12 +43,19 @@ class BrokerHealth:
             if self.down_since is None:
                 self.down_since = now
                 self._last_said = now
-                log.warning("kafka: broker %s unreachable (%s); retrying with backoff, nothing is committed "
-                            "until it is back", bootstrap, self.last_reason)
+                log.warning(
+                    "kafka: broker %s unreachable (%s); retrying with backoff, nothing is committed until it is back",
+                    bootstrap,
+                    self.last_reason,
+                )
             elif now - self._last_said >= 30:
                 self._last_said = now
-                log.warning("kafka: broker %s still unreachable after %.0f s (%s); still retrying",
-                            bootstrap, now - self.down_since, self.last_reason)
+                log.warning(
+                    "kafka: broker %s still unreachable after %.0f s (%s); still retrying",
+                    bootstrap,
+                    now - self.down_since,
+                    self.last_reason,
+                )
 
     def ok(self) -> None:
         """Something succeeded against the broker."""
@@ -64,8 +71,13 @@ class BrokerHealth:
         return self.down_since is not None
 
 
-def with_retry(what: str, fn: Callable[[], T], health: BrokerHealth, stop: Callable[[], bool] = lambda: False,
-               give_up_after: float | None = None) -> T:
+def with_retry(
+    what: str,
+    fn: Callable[[], T],
+    health: BrokerHealth,
+    stop: Callable[[], bool] = lambda: False,
+    give_up_after: float | None = None,
+) -> T:
     """Call fn until it succeeds: the broker may be down at start, and that is not a reason to die.
     Gives up (re-raising the last error) when `stop()` says so or after `give_up_after` seconds."""
     delay = 0.5

@@ -42,13 +42,18 @@ class InstanceLock:
 
         if self._consumer is not None:
             return
-        conf = consumer_config(self.conn, self.group, **{
-            "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "auto.offset.reset": "latest",
-            "partition.assignment.strategy": "cooperative-sticky",
-        })
+        conf = consumer_config(
+            self.conn,
+            self.group,
+            **{
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                "auto.offset.reset": "latest",
+                "partition.assignment.strategy": "cooperative-sticky",
+            },
+        )
         self._consumer = Consumer(conf)
-        self._consumer.subscribe([LOCK_TOPIC], on_assign=self._assigned, on_revoke=self._revoked,
-                                 on_lost=self._revoked)
+        self._consumer.subscribe([LOCK_TOPIC], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked)
 
     def acquire(self, stop: Callable[[], bool] = lambda: False) -> bool:
         """Block until this instance holds the lock. False when asked to stop first."""
@@ -64,8 +69,12 @@ class InstanceLock:
             self.poll(0.2)
             if not self.held and not said and time.monotonic() - t0 > 12:
                 said = True
-                log.warning("kafka: another lookout instance holds the input lock for %s (group %s); "
-                            "standing by, will take over if it stops", self.topic, self.base_group)
+                log.warning(
+                    "kafka: another lookout instance holds the input lock for %s (group %s); "
+                    "standing by, will take over if it stops",
+                    self.topic,
+                    self.base_group,
+                )
         if said:
             log.warning("kafka: took over the input lock for %s after %.1f s on standby", self.topic, time.monotonic() - t0)
         else:

@@ -19,8 +19,9 @@ import random
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import orjson
@@ -83,7 +84,7 @@ class EsConfig:
     refresh_on_close: bool = True
 
     @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> "EsConfig":
+    def from_url(cls, url: str, **overrides: Any) -> EsConfig:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         user = unquote(parts.username) if parts.username else None
         pw = unquote(parts.password) if parts.password else None

@@ -60,13 +60,14 @@ class KafkaSink(Sink):
             return
         self.failed.append(f"{msg.topic()}: {err.str()}")
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
+    def _produce(self, topic: str, value: bytes, key: bytes | None = None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
         produce(self.producer, topic, value, key, headers, self._delivered)  # waits while the queue is full
         self.sent += 1
 
     def write_results(self, batch: ResultBatch) -> None:
         topic = batch.rule.name
-        for value, key, rid in zip(batch.lines, batch.keys, batch.ids):
+        for value, key, rid in zip(batch.lines, batch.keys, batch.ids, strict=True):
             self._produce(topic, value, key.encode(), [("lookout-id", rid.encode())])
         self.producer.poll(0)
 

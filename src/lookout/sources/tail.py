@@ -30,10 +30,11 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import polars as pl

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql.datasource import (
@@ -145,7 +145,7 @@ class KafkaStreamReader(DataSourceStreamReader):
                         break
                     pos = off + 1
                     _, ts_ms = m.timestamp()
-                    ts = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc) if ts_ms and ts_ms > 0 else None
+                    ts = datetime.fromtimestamp(ts_ms / 1000, tz=UTC) if ts_ms and ts_ms > 0 else None
                     yield (m.key(), m.value(), self.topic, partition.partition, off, ts)
         finally:
             c.close()
