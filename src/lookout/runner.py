@@ -206,7 +206,9 @@ class Runner:
         started = time.monotonic()
         last_commit = time.monotonic()
         last_data = time.monotonic()
-        idle_closed = True
+        # False at start: windows restored from a checkpoint are open too, and must close on quiet
+        # input even if nothing new ever arrives (a restart after everything was read).
+        idle_closed = False
         dirty = False
         try:
             if self.view:
