@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 import orjson
 
+from lookout.cli_errors import EXIT_USAGE, LookoutGroup
 from lookout.rules import RuleSet, RulesError, load_rules, parse_duration
-
-EXIT_USAGE = 2
 
 
 def _load(rules_path: str | None, lateness: str | None) -> RuleSet:
@@ -96,7 +95,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.default_map = default_map
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LookoutGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="lookout")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), envvar="LOOKOUT_CONFIG", is_eager=True,
               expose_value=False, callback=_load_config,
