@@ -226,16 +226,19 @@ class Runner:
                 chunk = self.source.poll(0.2)
                 now = time.monotonic()
                 results = []
+                got_records = False
                 if chunk is not None:
                     report = self.pipeline.step(chunk)
                     results = report.results
                     self.position = chunk.position
                     dirty = True
                     if report.records is not None and report.records.height:
+                        got_records = True
                         last_data = now
                         idle_said = False
-                else:
-                    results, moved = self._advance_idle(now - last_data)
+                if not got_records:  # nothing arrived (the generator hands out empty chunks)
+                    idle, moved = self._advance_idle(now - last_data)
+                    results += idle
                     dirty = dirty or moved
                     if moved and not idle_said and now - last_data >= self.opts.idle_timeout:
                         idle_said = True
