@@ -317,14 +317,19 @@ class KafkaSource(Source):
 
         values: dict[int, list[bytes]] = {}
         offsets: dict[int, list[int]] = {}
+        # a partition is at its end when its end-of-partition event comes after its last message
+        # (one batch often holds both: the event must not be undone by the messages before it)
+        at_end: set[int] = set()
         if any(m.error() is not None for m in msgs):
             good = []
             for m in msgs:
                 err = m.error()
                 if err is None:
                     good.append(m)
+                    at_end.discard(m.partition())
                 elif err.code() == KafkaError._PARTITION_EOF:
                     self.eof[m.partition()] = True
+                    at_end.add(m.partition())
                     HEALTH.ok()
                 elif err.fatal():
                     raise SystemExit(f"error: kafka consumer failed: {err.str()}")
@@ -351,7 +356,7 @@ class KafkaSource(Source):
         if values:
             HEALTH.ok()
         for p, offs in offsets.items():
-            self.eof[p] = False
+            self.eof[p] = p in at_end
             vals = values[p]
             if offs[-1] - offs[0] == len(offs) - 1:  # contiguous (offsets only grow): one chunk
                 self.pending.append(_Pending(p, offs[0], vals))
