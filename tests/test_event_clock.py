@@ -9,6 +9,9 @@ stamped ahead of the clock within and beyond max_future.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import pairwise
+
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +21,7 @@ from lookout.engine import Engine
 from lookout.output import ResultBatch
 from lookout.pipeline import Pipeline
 from lookout.records import parse_chunk
-from lookout.rules import RulesError, load_rules, load_rules_text
+from lookout.rules import RulesError, RuleSet, load_rules, load_rules_text
 from lookout.sinks.base import Sink
 from lookout.sources.base import Chunk
 from tests.reference import Clock, reference
@@ -31,7 +34,8 @@ lateness: 3s
 max_future: 5s
 rules:
   - {name: hop-count, window: {size: 5s, hop: 2s}, group_by: client_ip, aggregate: count, threshold: count > 3}
-  - {name: hop-final, window: {size: 4s, hop: 1s}, filter: {status: [4xx, 500-503]}, group_by: host, aggregate: count, emit: final}
+  - {name: hop-final, window: {size: 4s, hop: 1s}, filter: {status: [4xx, 500-503]}, group_by: host, aggregate: count,
+     emit: final}
   - {name: minute, window: 1 minute, group_by: host, aggregate: avg(request_time)}
   - {name: max-alert, window: 5s, group_by: client_ip, aggregate: max(request_time), threshold: max(request_time) > 0.8}
   - {name: upd, window: {size: 4s, hop: 2s}, group_by: host, aggregate: count, emit: update}
@@ -51,7 +55,7 @@ class MemorySink(Sink):
     def write_rejected(self, entries: list[bytes]) -> None:
         self.rejected += [orjson.loads(e) for e in entries]
 
-    def rows(self, rs) -> dict[str, list]:  # noqa: ANN001
+    def rows(self, rs: RuleSet) -> dict[str, list]:
         out: dict[str, list] = {r.name: [] for r in rs.rules}
         for rb in self.results:
             nk = len(rb.rule.group_by)
@@ -71,7 +75,7 @@ class SimClock:
         return self.now / S
 
 
-def run_pipeline(items: list, rs, cuts: list[int] = (), end_of_input: bool = True) -> tuple[Pipeline, MemorySink]:  # noqa: ANN001
+def run_pipeline(items: list, rs: RuleSet, cuts: Sequence[int] = (), end_of_input: bool = True) -> tuple[Pipeline, MemorySink]:
     """Feed `items` (lines and reference `Clock`s) through a Pipeline on a simulated clock: lines
     between two clocks are read at the first one's time, cut into chunks at `cuts`."""
     first = next(i for i in items if isinstance(i, Clock))
@@ -86,7 +90,7 @@ def run_pipeline(items: list, rs, cuts: list[int] = (), end_of_input: bool = Tru
         if not pending:
             return
         bounds = sorted({0, len(pending), *[c % (len(pending) + 1) for c in cuts]})
-        for a, b in zip(bounds, bounds[1:]):
+        for a, b in pairwise(bounds):
             pipe.step(Chunk(source="sim", data=b"\n".join(pending[a:b]) + b"\n", first_line=seq + a))
         seq += len(pending)
         pending.clear()
@@ -216,7 +220,7 @@ def test_quiet_spell_then_the_present_is_counted_as_if_there_had_been_none():
     # the minute the quiet spell fell in was not closed by it
     assert sink.rows(DEFAULTS)["goal3-topic"] == []
     # and the same stream with no quiet spell at all gives the same results
-    pipe2, sink2 = run_pipeline([Clock(t0 + 37 * S), *before, *after, *burst], DEFAULTS, end_of_input=False)
+    _, sink2 = run_pipeline([Clock(t0 + 37 * S), *before, *after, *burst], DEFAULTS, end_of_input=False)
     assert_same(DEFAULTS, sink.rows(DEFAULTS), sink2.rows(DEFAULTS))
     # a pause shorter than the window: before and after count in the same windows and alert
     pipe3, sink3 = run_pipeline([Clock(t0 + 3 * S), *before, Clock(t0 + 8 * S, idle=True), Clock(t0 + 9 * S),
@@ -249,7 +253,7 @@ def test_a_backlog_far_behind_the_clock_has_every_window_closed_on_idle():
     lines = make_lines(specs)
     now = (BASE + 86_400) * S  # a day later
     idle, sink_idle = run_pipeline([Clock(now), *lines, Clock(now + 30 * S, idle=True)], DEFAULTS, end_of_input=False)
-    end, sink_end = run_pipeline([Clock(now), *lines], DEFAULTS, end_of_input=True)
+    _, sink_end = run_pipeline([Clock(now), *lines], DEFAULTS, end_of_input=True)
     assert_same(DEFAULTS, sink_idle.rows(DEFAULTS), sink_end.rows(DEFAULTS))
     assert all(sink_end.rows(DEFAULTS)[r.name] for r in DEFAULTS.rules)
     assert idle.engine.open_state_rows() == 0
@@ -273,7 +277,7 @@ def test_one_record_from_the_year_2100_is_rejected_and_poisons_nothing():
     poisoned[999] = orjson.dumps({**orjson.loads(lines[999]), "@timestamp": 4102444800})
     clean = lines[:999] + lines[1000:]
     pipe, sink = run_pipeline([Clock(now), *poisoned], DEFAULTS, cuts=[500, 999, 1000, 2000])
-    ref, ref_sink = run_pipeline([Clock(now), *clean], DEFAULTS)
+    _, ref_sink = run_pipeline([Clock(now), *clean], DEFAULTS)
     assert sink.reasons() == ["future-timestamp"]
     assert sink.rejected[0]["line"] == 999 and "5m ahead of the wall clock" in sink.rejected[0]["detail"]
     assert pipe.stats.late == 0 and pipe.stats.records == 2999 and pipe.stats.reasons == {"future-timestamp": 1}

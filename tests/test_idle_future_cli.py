@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -42,7 +43,7 @@ def _stop(proc: subprocess.Popen) -> str:
     return err
 
 
-def _wait_for(pred, timeout: float) -> bool:  # noqa: ANN001
+def _wait_for(pred: Callable[[], object], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -64,7 +65,7 @@ def test_replay_one_record_from_2100_among_3000(lookout_cmd: list[str], tmp_path
     summaries = {}
     for name in ("poisoned", "clean"):
         p = subprocess.run([*lookout_cmd, "replay", str(tmp_path / f"{name}.ndjson"), "--out", str(tmp_path / name),
-                            "--json", "--no-progress"], capture_output=True, text=True, timeout=120)
+                            "--json", "--no-progress"], capture_output=True, text=True, check=False, timeout=120)
         assert p.returncode == 0, p.stderr
         summaries[name] = json.loads(p.stdout)
     s = summaries["poisoned"]
@@ -119,7 +120,7 @@ def test_run_tail_backlog_then_silence_emits_every_window(lookout_cmd: list[str]
     data = tmp_path / "backlog.ndjson"
     data.write_bytes(b"\n".join(lines) + b"\n")
     p = subprocess.run([*lookout_cmd, "replay", str(data), "--out", str(tmp_path / "replay"), "--no-progress"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, check=False, timeout=120)
     assert p.returncode == 0, p.stderr
     log = tmp_path / "access.log"
     log.write_bytes(data.read_bytes())
@@ -166,12 +167,12 @@ def test_run_generator_quiet_between_records_closes_windows_by_the_clock(lookout
     rules.write_text("lateness: 1s\nrules: [{name: per-second, window: 1s, group_by: server, aggregate: count, emit: final}]\n")
     p = subprocess.run([*lookout_cmd, "run", "--rate", "0.1", "--seed", "5", "--idle-timeout", "1s", "--duration", "13.5",
                         "--rules", str(rules), "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"),
-                        "--no-view"], capture_output=True, text=True, timeout=60)
+                        "--no-view"], capture_output=True, text=True, check=False, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "the watermark follows the clock" in p.stderr
     assert "1 lines, 1 valid, 0 rejected, 0 late" in p.stderr
     (rec,) = [json.loads(x) for x in subprocess.run([*lookout_cmd, "search", "--state-dir", str(tmp_path / "state")],
-                                                    capture_output=True, text=True, timeout=30).stdout.splitlines()]
+                                                    capture_output=True, text=True, check=False, timeout=30).stdout.splitlines()]
     (res,) = _results(tmp_path / "out", "per-second")
     assert res["server"] == rec["server"] and res["count"] == 1
     assert _dead_letters(tmp_path / "out") == []

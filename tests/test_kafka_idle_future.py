@@ -11,8 +11,19 @@ import orjson
 import pytest
 
 from tests.fixtures.kafka import ProxiedBroker
-from tests.test_kafka import GOALS, Run, _kill_leftover_runs, assert_topics_match, counts, create_topic, file_counts, \
-    generate, produce, read_topic, replay  # noqa: F401 - the autouse fixture must be in this module too
+from tests.test_kafka import (  # noqa: F401 - the autouse fixture must be in this module too
+    GOALS,
+    Run,
+    _kill_leftover_runs,
+    assert_topics_match,
+    counts,
+    create_topic,
+    file_counts,
+    generate,
+    produce,
+    read_topic,
+    replay,
+)
 
 pytestmark = pytest.mark.timeout(240)
 BASE = 1_659_509_400  # 2022-08-03T06:50:00Z, a whole minute
@@ -97,4 +108,4 @@ def _end_ms(result: bytes) -> int:
     from datetime import datetime
 
     end: Any = orjson.loads(result)["window"]["end"]
-    return int(datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(datetime.fromisoformat(end).timestamp() * 1000)
