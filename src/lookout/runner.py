@@ -179,7 +179,7 @@ class Runner:
         self.source.commit(self.position)
 
     def _advance_idle(self, quiet: float) -> tuple[list, bool]:
-        """No chunk this poll: let the watermark move without data (re-evaluated every poll).
+        """No record this poll: let the watermark move without data (re-evaluated every poll).
         First what the source vouches for (Kafka partitions at their end and quiet), then, once
         input has been quiet for the idle timeout, the wall clock: now - lateness. Windows ending
         after that stay open, so records of the present are never late after a quiet spell;
@@ -190,7 +190,9 @@ class Runner:
         wm = self.source.idle_watermark()
         if wm is not None and wm > before:
             results += self.pipeline.advance(wm)
-        if quiet >= self.opts.idle_timeout and self.source.caught_up():
+        # (open windows first: caught_up() may ask the broker, and with nothing open there is
+        # nothing for the clock to close)
+        if quiet >= self.opts.idle_timeout and engine.open_window_end() is not None and self.source.caught_up():
             results += self.pipeline.idle_advance()
         return results, engine.watermark != before
 
