@@ -160,12 +160,12 @@ def test_run_tail_one_record_from_the_future(lookout_cmd: list[str], tmp_path: P
 
 
 def test_run_generator_quiet_between_records_closes_windows_by_the_clock(lookout_cmd: list[str], tmp_path: Path) -> None:
-    """The generator at one record per 10 s: between records input is idle, so the record's
+    """The generator at one record per 8 s: between records input is idle, so the record's
     1 s window closes once the clock is `lateness` past it (not when the next record comes, nor
     never), and nothing is late."""
     rules = tmp_path / "rules.yaml"
     rules.write_text("lateness: 1s\nrules: [{name: per-second, window: 1s, group_by: server, aggregate: count, emit: final}]\n")
-    p = subprocess.run([*lookout_cmd, "run", "--rate", "0.1", "--seed", "5", "--idle-timeout", "1s", "--duration", "13.5",
+    p = subprocess.run([*lookout_cmd, "run", "--rate", "0.125", "--seed", "5", "--idle-timeout", "1s", "--duration", "13.5",
                         "--rules", str(rules), "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"),
                         "--no-view"], capture_output=True, text=True, check=False, timeout=60)
     assert p.returncode == 0, p.stderr
