@@ -155,7 +155,7 @@ def test_run_tail_one_record_from_the_future(lookout_cmd: list[str], tmp_path: P
     dls = _dead_letters(tmp_path / "out")
     assert [d["reason"] for d in dls] == ["future-timestamp", "future-timestamp"]
     assert [d["line"] for d in dls] == [6, 7]
-    assert "20 valid, 2 rejected, 0 late" in err
+    assert "20 valid, 2 rejected, 0 late" in err and "dead letters by reason: future-timestamp: 2" in err
     assert {a["client_ip"] for a in _results(tmp_path / "out", "goal1-topic")} == {"10.2.2.2"}
 
 
