@@ -2,13 +2,20 @@
 
 Written for clarity, not speed, and independent of the engine's panes and batches:
 - windows [k*hop, k*hop+size) containing t, straight from the definition;
-- watermark after each record = max event time so far - lateness;
+- watermark after each record = max event time so far - lateness (never lower than before);
 - a record whose oldest window has closed (end <= watermark before it) is late for the rule;
 - alert: emit once, the first time the condition holds; final: at close; update: on change.
+
+With a wall clock (a `Clock` item in the input sets it for the lines after it):
+- a record stamped more than max_future ahead of the clock is rejected and moves nothing;
+- the watermark never passes clock - lateness;
+- `Clock(now, idle=True)` is the run loop's idle advance: the watermark moves to
+  clock - lateness, but no further than the end of the newest window still open.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from lookout.records import Rejected, parse_line
@@ -54,16 +61,34 @@ def _add(rule: Rule, acc: dict[str, Any], rec: dict[str, Any]) -> None:
 
 
 Result = tuple[int, int, tuple[Any, ...], Any]  # start, end, key, value
+NEVER = -(1 << 62)
 
 
-def reference(lines: list[bytes], rs: RuleSet) -> tuple[dict[str, list[Result]], int, int]:
-    """Results per rule, number of rejected lines, number of late records."""
+@dataclass(frozen=True)
+class Clock:
+    """The wall clock (epoch µs) from here on; idle=True: the idle advance runs at this moment."""
+
+    now: int
+    idle: bool = False
+
+
+def reference(lines: list[bytes | Clock], rs: RuleSet) -> tuple[dict[str, list[Result]], int, int]:
+    """Results per rule, number of rejected lines (future-stamped ones included), number of late records."""
     out: dict[str, list[Result]] = {r.name: [] for r in rs.rules}
     state: dict[str, dict[tuple[int, tuple[Any, ...]], dict[str, Any]]] = {r.name: {} for r in rs.rules}
     alerted: dict[str, set] = {r.name: set() for r in rs.rules}
     max_ts: int | None = None
+    now: int | None = None
+    wm = NEVER
     rejected = late = 0
     for line in lines:
+        if isinstance(line, Clock):
+            now = line.now
+            ends = [k * r.window.hop + r.window.size for r in rs.rules for k, _ in state[r.name]]
+            if line.idle and ends:
+                wm = max(wm, min(now - rs.lateness, max(ends)))
+                _close(rs, state, out, wm)
+            continue
         if not line.strip():
             continue
         try:
@@ -72,14 +97,17 @@ def reference(lines: list[bytes], rs: RuleSet) -> tuple[dict[str, list[Result]],
             rejected += 1
             continue
         t = rec["ts"]
+        if now is not None and t > now + rs.max_future:
+            rejected += 1
+            continue
         max_ts = t if max_ts is None else max(max_ts, t)
+        wm = max(wm, max_ts - rs.lateness if now is None else min(max_ts, now) - rs.lateness)
         is_late = False
         for rule in rs.rules:
             if not _matches(rule, rec):
                 continue
             size, hop = rule.window.size, rule.window.hop
             ks = [k for k in range((t - size) // hop, t // hop + 2) if k * hop <= t < k * hop + size]
-            wm = max_ts - rs.lateness
             if min(k * hop + size for k in ks) <= wm:
                 is_late = True
                 continue
@@ -98,7 +126,7 @@ def reference(lines: list[bytes], rs: RuleSet) -> tuple[dict[str, list[Result]],
                     out[rule.name].append((k * hop, k * hop + size, key, v))
         if is_late:
             late += 1
-        _close(rs, state, out, max_ts - rs.lateness)
+        _close(rs, state, out, wm)
     _close(rs, state, out, None)
     return out, rejected, late
 

@@ -40,5 +40,5 @@ def test_restart_with_nothing_new_closes_the_restored_windows(lookout_cmd: list[
         [*lookout_cmd, "run", *common, "--duration", "6", "--idle-timeout", "1s"], capture_output=True, text=True, timeout=120
     )
     assert second.returncode == 0, second.stderr
-    assert "resumed from checkpoint" in second.stderr and "closed open windows" in second.stderr, second.stderr
+    assert "resumed from checkpoint" in second.stderr and "input idle for" in second.stderr, second.stderr
     assert _lines(tmp_path / "out") == expected

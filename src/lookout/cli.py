@@ -164,7 +164,8 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 @click.option("--kafka-config", "kafka_config", multiple=True, metavar="KEY=VALUE",
               help="librdkafka property passed through (repeatable), e.g. security.protocol=SASL_SSL.")
 @click.option("--partitions", default=3, show_default=True, help="Partitions for topics lookout creates.")
-@click.option("--idle-timeout", default="30s", show_default=True, help="Close open windows after input is quiet this long.")
+@click.option("--idle-timeout", default="30s", show_default=True,
+              help="Once input is quiet this long, a window closes when the wall clock is lateness past its end.")
 @click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
 @es_options

@@ -37,7 +37,9 @@ def print_run_summary(stats: Stats, out_dir: str) -> None:
     res = ", ".join(f"{k}: {v}" for k, v in d["results"].items()) or "none yet"
     sys.stderr.write(
         f"lookout run stopped: {d['lines']:,} lines, {d['records']:,} valid, {d['rejected']:,} rejected, "
-        f"{d['late']:,} late; results ({res}) in {out_dir}/\n"
+        f"{d['late']:,} late; results ({res}) in {out_dir}/"
+        + ("; dead letters by reason: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(d["reasons"].items())) if d["reasons"] else "")
+        + "\n"
     )
 
 

@@ -2,8 +2,10 @@
 
 Every line ends up in exactly one of: a valid record, or a dead letter with a reason. Valid
 records that are late for some rule are dead-lettered too (reason `late`, with the rules) and
-still published raw. The caller (replay, run, the Kafka loop) decides when to flush sinks and
-acknowledge input; `Pipeline` never does I/O of its own.
+still published raw. Records stamped too far ahead of the wall clock are rejected here, before
+any watermark sees them (`future-timestamp`, lookout.clock), whatever the source. The caller
+(replay, run, the Kafka loop) decides when to flush sinks and acknowledge input; `Pipeline`
+never does I/O of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from lookout.clock import FUTURE_REASON, Clock, FutureGuard, now_us
 from lookout.engine import Engine, EngineOutput
 from lookout.output import ResultBatch, dead_letter, format_results, iso_ms
 from lookout.records import ParsedChunk, parse_chunk, parse_lines
@@ -57,9 +60,11 @@ class StepReport:
 
 
 class Pipeline:
-    def __init__(self, ruleset: RuleSet, sink: Sink) -> None:
+    def __init__(self, ruleset: RuleSet, sink: Sink, clock: Clock = time.time) -> None:
         self.ruleset = ruleset
         self.engine = Engine(ruleset)
+        self.clock = clock
+        self.guard = FutureGuard(ruleset.max_future)
         self.sink = sink
         self.stats = Stats()
         self._wants_records = sink.wants_records if isinstance(sink, SinkSet) else type(sink).write_records is not Sink.write_records
@@ -74,7 +79,8 @@ class Pipeline:
             parsed = self.parse(chunk)
         st = self.stats
         st.lines += parsed.lines
-        recs = parsed.records
+        now = now_us(self.clock)
+        recs, future = self.guard.split(parsed.records, now)
         st.records += recs.height
         if parsed.rejected:
             st.rejected += len(parsed.rejected)
@@ -86,13 +92,23 @@ class Pipeline:
                 st.reasons[reason] += 1
                 entries.append(dead_letter(reason, detail, r.raw, chunk.source, chunk.first_line + r.index))
             self.sink.write_rejected(entries)
+        if future is not None:
+            self._future(chunk, future)
         wms = chunk.watermarks(recs.get_column("ts")) if chunk.watermarks is not None and recs.height else None
-        out = self.engine.process(recs, wms)
+        out = self.engine.process(recs, wms, now=now)
         if out.late is not None:
             self._late(chunk, out)
         if self._wants_records and recs.height:
             self.sink.write_records(recs, chunk.ids(recs.get_column("line")))
         return StepReport(self._emit(out), recs)
+
+    def _future(self, chunk: Chunk, lines: pl.Series) -> None:
+        detail = self.guard.detail
+        entries = [dead_letter(FUTURE_REASON, detail, chunk.raw_line(i), chunk.source, chunk.first_line + i)
+                   for i in lines.to_list()]
+        self.stats.rejected += len(entries)
+        self.stats.reasons[FUTURE_REASON] += len(entries)
+        self.sink.write_rejected(entries)
 
     def _late(self, chunk: Chunk, out: EngineOutput) -> None:
         assert out.late is not None
@@ -115,6 +131,22 @@ class Pipeline:
             batches.append(rb)
         return batches
 
+    def advance(self, watermark: int) -> list[ResultBatch]:
+        """Move the watermark without a record (idle Kafka partitions), never past the clock's
+        bound; emit the windows that closes."""
+        return self._emit(self.engine.advance(min(watermark, now_us(self.clock) - self.ruleset.lateness)))
+
+    def idle_advance(self) -> list[ResultBatch]:
+        """Input is idle: the watermark follows the wall clock, to now - lateness, but no further
+        than the end of the newest open window (with nothing open there is nothing to close, and
+        a backlog that comes later should not be made late for nothing). So an open window closes
+        once the clock is `lateness` past its end, and a record stamped now is never late."""
+        newest = self.engine.open_window_end()
+        if newest is None:
+            return []
+        return self.advance(newest)
+
     def close_windows(self) -> list[ResultBatch]:
-        """End of input or idle input: close every open window and emit what it holds."""
+        """End of input (replay of finite files): close every open window and emit what it holds.
+        Never for live input: windows still open on the clock would make the present late."""
         return self._emit(self.engine.close_all())

@@ -3,6 +3,7 @@
 A rules file is YAML:
 
     lateness: 10s            # allowed lateness (watermark = max event time - lateness)
+    max_future: 5m           # records stamped further ahead of the wall clock are rejected
     rules:
       - name: goal1-topic    # also the output topic / file name
         window: {size: 20s, hop: 1s}   # or `window: 1 minute` for tumbling
@@ -348,9 +349,15 @@ def _fmt_cond(fld: str, v: Any) -> Any:
     return v
 
 
+MAX_FUTURE_BOUNDS = (1_000_000, 86_400_000_000)  # 1 s .. 1 day
+
+
 class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     lateness: int = 10_000_000  # microseconds
+    # A record stamped more than this ahead of the wall clock when read is rejected
+    # (`future-timestamp`): one skewed clock must not move the watermark years ahead.
+    max_future: int = 300_000_000
     rules: tuple[Rule, ...]
 
     @field_validator("lateness", mode="before")
@@ -359,6 +366,16 @@ class RuleSet(BaseModel):
         us = parse_duration(v)
         if us < 0:
             raise ValueError("lateness must not be negative")
+        return us
+
+    @field_validator("max_future", mode="before")
+    @classmethod
+    def _max_future(cls, v: Any) -> int:
+        us = parse_duration(v)
+        lo, hi = MAX_FUTURE_BOUNDS
+        if not lo <= us <= hi:
+            raise ValueError(f"max_future must be between {format_duration(lo)} and {format_duration(hi)} "
+                             f"(clocks skew by seconds, not days), not {format_duration(us)}")
         return us
 
     @model_validator(mode="after")
@@ -378,13 +395,22 @@ class RuleSet(BaseModel):
         return {r.name: r for r in self.rules}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lateness": format_duration(self.lateness), "rules": [r.to_dict() for r in self.rules]}
+        return {"lateness": format_duration(self.lateness), "max_future": format_duration(self.max_future),
+                "rules": [r.to_dict() for r in self.rules]}
+
+    def windows_dict(self) -> dict[str, Any]:
+        """What engine state depends on (checkpoints compare it): everything but max_future,
+        which only decides which records reach the engine."""
+        d = self.to_dict()
+        del d["max_future"]
+        return d
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, width=1000)
 
     def with_lateness(self, lateness_us: int) -> "RuleSet":
-        return RuleSet.model_validate({"lateness": f"{lateness_us}us", "rules": self.rules})
+        return RuleSet.model_validate({"lateness": f"{lateness_us}us", "max_future": f"{self.max_future}us",
+                                       "rules": self.rules})
 
 
 def _format_error(e: ValidationError, source: str) -> str:

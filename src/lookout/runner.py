@@ -179,9 +179,23 @@ class Runner:
         })
         self.source.commit(self.position)
 
-    def _caught_up(self) -> bool:
-        """Quiet input, not an unreachable broker: sources that can tell (Kafka) say so."""
-        return self.source.caught_up()
+    def _advance_idle(self, quiet: float) -> tuple[list, bool]:
+        """No record this poll: let the watermark move without data (re-evaluated every poll).
+        First what the source vouches for (Kafka partitions at their end and quiet), then, once
+        input has been quiet for the idle timeout, the wall clock: now - lateness. Windows ending
+        after that stay open, so records of the present are never late after a quiet spell;
+        a backlog far behind the clock still has every window closed. Returns (results, moved)."""
+        engine = self.pipeline.engine
+        before = engine.watermark
+        results = []
+        wm = self.source.idle_watermark()
+        if wm is not None and wm > before:
+            results += self.pipeline.advance(wm)
+        # (open windows first: caught_up() may ask the broker, and with nothing open there is
+        # nothing for the clock to close)
+        if quiet >= self.opts.idle_timeout and engine.open_window_end() is not None and self.source.caught_up():
+            results += self.pipeline.idle_advance()
+        return results, engine.watermark != before
 
     def request_stop(self, *_: Any) -> None:
         """First signal: stop after this step, flush, checkpoint, exit 0. A second one while a
@@ -204,9 +218,9 @@ class Runner:
         started = time.monotonic()
         last_commit = time.monotonic()
         last_data = time.monotonic()
-        # False at start: windows restored from a checkpoint are open too, and must close on quiet
-        # input even if nothing new ever arrives (a restart after everything was read).
-        idle_closed = False
+        # False at start: windows restored from a checkpoint are open too and close on quiet input
+        # like any others (a restart after everything was read); the log says so.
+        idle_said = False
         dirty = False
         try:
             if self.view:
@@ -216,24 +230,27 @@ class Runner:
                     break
                 chunk = self.source.poll(0.2)
                 now = time.monotonic()
+                results = []
+                got_records = False
                 if chunk is not None:
                     report = self.pipeline.step(chunk)
+                    results = report.results
                     self.position = chunk.position
                     dirty = True
                     if report.records is not None and report.records.height:
+                        got_records = True
                         last_data = now
-                        idle_closed = False
-                    if self.view:
-                        self.view.update(report.results)
-                elif not idle_closed and now - last_data >= self.opts.idle_timeout and self._caught_up():
-                    # Input has been quiet: close every open window so the last minute is not
-                    # stuck waiting for a record that may never come.
-                    results = self.pipeline.close_windows()
-                    idle_closed = True
-                    dirty = True
-                    log.info("input idle for %.0fs: closed open windows", self.opts.idle_timeout)
-                    if self.view:
-                        self.view.update(results)
+                        idle_said = False
+                if not got_records:  # nothing arrived (the generator hands out empty chunks)
+                    idle, moved = self._advance_idle(now - last_data)
+                    results += idle
+                    dirty = dirty or moved
+                    if moved and not idle_said and now - last_data >= self.opts.idle_timeout:
+                        idle_said = True
+                        log.info("input idle for %.0fs: the watermark follows the clock (now - lateness); "
+                                 "windows close as the clock passes their end", self.opts.idle_timeout)
+                if self.view and results:
+                    self.view.update(results)
                 if self.view:
                     self.view.refresh()
                 if dirty and now - last_commit >= self.opts.commit_interval:

@@ -2,8 +2,11 @@
 
 Vocabulary (Apache Beam's):
 - *window*: [k*hop, k*hop + size), aligned to the epoch (see windows.py);
-- *watermark*: highest event time seen minus the allowed lateness, advanced per record;
-  a window *closes* when the watermark reaches its end, and its state is freed;
+- *watermark*: highest event time seen minus the allowed lateness, advanced per record, and
+  never past the wall clock minus the lateness when the caller passes the clock (`now`): a
+  record stamped ahead of the clock cannot make the present late. `advance()` moves it with no
+  record (idle input: the clock; idle Kafka partitions: their event time); a window *closes*
+  when the watermark reaches its end, and its state is freed;
 - *late*: a record one of whose windows had already closed when it arrived. It is left out of
   that rule (counted nowhere in it) and reported, so totals never depend on batch boundaries;
 - *trigger*: `alert` emits a (window, key) once, as soon as its condition first holds, with the
@@ -319,6 +322,10 @@ class RuleRunner:
         self.closed_k = k_close
         return out
 
+    def advance(self, watermark: int) -> pl.DataFrame | None:
+        """Close the windows this watermark closes (no record needed): emit and free them."""
+        return self._close(self.w.last_closed(watermark))
+
     def close_all(self) -> pl.DataFrame | None:
         if self.panes is None or self.panes.height == 0:
             return None
@@ -349,12 +356,13 @@ class Engine:
         self.ruleset = ruleset
         self.lateness = ruleset.lateness
         self.max_ts: int | None = None
-        self.watermark = NEVER  # only moves forward; close_all() raises it past closed windows
+        self.watermark = NEVER  # only moves forward; advance() and close_all() raise it too
         self.runners = [RuleRunner(r) for r in ruleset.rules]
 
-    def process(self, batch: pl.DataFrame, watermarks: pl.Series | None = None) -> EngineOutput:
+    def process(self, batch: pl.DataFrame, watermarks: pl.Series | None = None, now: int | None = None) -> EngineOutput:
         """Run one batch in arrival order. `watermarks` (per record) overrides the default
-        max-event-time watermark, e.g. the minimum over Kafka partitions."""
+        max-event-time watermark, e.g. the minimum over Kafka partitions. `now` (wall clock, µs)
+        caps the watermark at now - lateness, so no record can move it ahead of the clock."""
         if batch.height == 0:
             return EngineOutput()
         ts = batch.get_column("ts")
@@ -365,6 +373,8 @@ class Engine:
             wm = running - self.lateness
         else:
             wm = watermarks.cast(pl.Int64).cum_max()
+        if now is not None:
+            wm = wm.clip(upper_bound=now - self.lateness)
         wm = wm.clip(lower_bound=self.watermark)
         batch_max = ts.max()
         self.max_ts = batch_max if self.max_ts is None else max(self.max_ts, batch_max)
@@ -383,9 +393,23 @@ class Engine:
             out.late = pl.concat(late_parts).group_by("line", maintain_order=True).agg(rules=pl.col("rule")).sort("line")
         return out
 
+    def advance(self, watermark: int) -> EngineOutput:
+        """Move the watermark to `watermark` (never back) without a record, closing and emitting
+        the windows it closes; windows ending after it stay open. The run loop calls it on idle
+        input with the wall clock minus the lateness, and with idle Kafka partitions' watermark."""
+        out = EngineOutput()
+        if watermark <= self.watermark:
+            return out
+        self.watermark = watermark
+        for r in self.runners:
+            res = r.advance(watermark)
+            if res is not None:
+                out.results[r.rule.name] = res
+        return out
+
     def close_all(self) -> EngineOutput:
-        """Close every open window (end of input, or input idle): emit finals and free state.
-        Records for windows closed here are late from now on."""
+        """End of input (replay): close every open window, emit finals and free state. Records
+        for windows closed here are late from now on, so a live source never calls this."""
         out = EngineOutput()
         newest = [e for r in self.runners if (e := r.open_window_end()) is not None]
         for r in self.runners:
@@ -396,6 +420,11 @@ class Engine:
             self.watermark = max(self.watermark, max(newest))
         return out
 
+    def open_window_end(self) -> int | None:
+        """End of the newest window that holds state in any rule (None when none does)."""
+        ends = [e for r in self.runners if (e := r.open_window_end()) is not None]
+        return max(ends) if ends else None
+
     def open_state_rows(self) -> int:
         return sum(r.panes.height for r in self.runners if r.panes is not None)
 
@@ -403,7 +432,7 @@ class Engine:
     def snapshot(self) -> bytes:
         state: dict[str, Any] = {
             "version": 1,
-            "rules": self.ruleset.to_dict(),
+            "rules": self.ruleset.windows_dict(),
             "max_ts": self.max_ts,
             "watermark": self.watermark,
             "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k} for r in self.runners},
@@ -412,7 +441,9 @@ class Engine:
 
     def restore(self, blob: bytes) -> None:
         state = pickle.loads(blob)  # noqa: S301 - our own checkpoint file in the user's state dir
-        if state.get("rules") != self.ruleset.to_dict():
+        rules = dict(state.get("rules") or {})
+        rules.pop("max_future", None)
+        if rules != self.ruleset.windows_dict():
             raise ValueError("checkpoint was written with different rules; remove the state dir to start over")
         self.max_ts = state["max_ts"]
         self.watermark = state["watermark"]

@@ -73,9 +73,14 @@ class Source:
         pass
 
     def caught_up(self) -> bool:
-        """True when everything available has been read, so that quiet input really is quiet (the
-        run loop closes windows on idle input only then; an unreachable broker is not quiet)."""
+        """Is the input quiet because everything has been read (not because a broker is
+        unreachable)? The run loop lets the clock move the watermark on idle input only then."""
         return True
+
+    def idle_watermark(self) -> int | None:
+        """The event-time watermark this source vouches for while nothing arrives (re-asked on
+        every empty poll). None: no opinion; records alone move it (single-stream sources)."""
+        return None
 
     def close(self) -> None:
         pass

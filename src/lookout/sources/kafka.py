@@ -13,7 +13,8 @@ Why it looks the way it does:
 - *Event time per partition* (as Flink does): the watermark is the minimum over partitions of
   their highest event time, minus the allowed lateness, so reading one partition's backlog
   faster than another's cannot make the other's records late. A partition that is at its end
-  of log and has been quiet for `idle_grace` seconds does not hold the watermark back.
+  of log and has been quiet for `idle_grace` seconds does not hold the watermark back; the run
+  loop re-asks `idle_watermark()` on every empty poll, so that happens on a timer too.
 - *Chunks are per partition with contiguous offsets*, so a dead letter's `source` is
   `<topic>/<partition>` and its `line` is the exact offset.
 """
@@ -190,14 +191,19 @@ class KafkaSource(Source):
 
         values: dict[int, list[bytes]] = {}
         offsets: dict[int, list[int]] = {}
+        # a partition is at its end when its end-of-partition event comes after its last message
+        # (one batch often holds both: the event must not be undone by the messages before it)
+        at_end: set[int] = set()
         if any(m.error() is not None for m in msgs):
             good = []
             for m in msgs:
                 err = m.error()
                 if err is None:
                     good.append(m)
+                    at_end.discard(m.partition())
                 elif err.code() == KafkaError._PARTITION_EOF:
                     self.eof[m.partition()] = True
+                    at_end.add(m.partition())
                     self.health.ok()
                 elif err.fatal():
                     raise ConsumerFailed(f"kafka consumer failed: {err.str()}")
@@ -224,7 +230,7 @@ class KafkaSource(Source):
         if values:
             self.health.ok()
         for p, offs in offsets.items():
-            self.eof[p] = False
+            self.eof[p] = p in at_end
             vals = values[p]
             if offs[-1] - offs[0] == len(offs) - 1:  # contiguous (offsets only grow): one chunk
                 self.pending.append(_Pending(p, offs[0], vals))
@@ -280,6 +286,27 @@ class KafkaSource(Source):
         if others:
             run = run.clip(upper_bound=min(others))
         return (run - self.lateness).alias("wm")
+
+    def idle_watermark(self) -> int | None:
+        """The per-partition watermark with no new record, re-evaluated by the run loop on every
+        empty poll: the minimum over live partitions of their highest event time, minus the
+        lateness. A partition at its end of log and quiet for `idle_grace` does not count (as in
+        `_watermarks`), so an empty or drained partition releases the watermark on a timer, not
+        only when the next record arrives (Flink's withIdleness). All idle: the highest."""
+        now = time.monotonic()
+        live, idle = [], []
+        for q in self.partitions:
+            m = self.maxts.get(q)
+            if self._idle(q, now):
+                if m is not None:
+                    idle.append(m)
+            elif m is None:  # never heard from, not known to be empty: it may hold older records
+                return None
+            else:
+                live.append(m)
+        if live:
+            return min(live) - self.lateness
+        return max(idle) - self.lateness if idle else None
 
     def caught_up(self) -> bool:
         """True when every partition has been read to its end (asked of the broker, at most once a

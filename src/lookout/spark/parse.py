@@ -112,3 +112,20 @@ def parse(lines: DataFrame) -> DataFrame:
     df = df.withColumn("_r", F.when(F.col("flush"), flush_rec).when(F.col("_ok"), fast).otherwise(slow))
     keep = [c for c in lines.columns]
     return df.select(*keep, "flush", *[F.col("_r")[f].alias(f) for f in RECORD_FIELDS])
+
+
+def reject_future(parsed: DataFrame, max_future_us: int) -> DataFrame:
+    """lookout.clock's future guard in the plan, before any watermark sees the rows: a valid
+    record stamped more than `max_future_us` ahead of the wall clock (the micro-batch's
+    current_timestamp) gets reason `future-timestamp`, so it is dead-lettered like the other
+    rejections and never reaches withWatermark's max event time."""
+    from lookout.clock import FUTURE_REASON, FutureGuard
+
+    ahead = (F.col("reason").isNull() & ~F.col("flush")
+             & (F.col("ts") > F.unix_micros(F.current_timestamp()) + F.lit(max_future_us)))
+    cols = parsed.columns
+    return (parsed.withColumn("_future", F.coalesce(ahead, F.lit(False)))
+            .withColumn("reason", F.when(F.col("_future"), F.lit(FUTURE_REASON)).otherwise(F.col("reason")))
+            .withColumn("detail", F.when(F.col("_future"), F.lit(FutureGuard(max_future_us).detail)).otherwise(F.col("detail")))
+            .select(*cols))
+
