@@ -184,6 +184,16 @@ def test_backlog_on_3_partitions_equals_replay(kafka_broker: ProxiedBroker, look
         assert sorted((run.out / f"{g}.jsonl").read_bytes().splitlines()) == sorted(expected[g])
     assert assert_topics_match(bs, expected) == 0
     assert read_topic(bs, "test-inter-dlq") == []
+    # incidents: topic lookout-incidents, key = incident id; the resolved ones equal the replay's
+    def resolved(docs: list[dict]) -> list[tuple]:
+        return sorted((d["rule"], str(d["key"]), d["start"], d["end"], d["windows"], d["peak"])
+                      for d in docs if d["status"] == "resolved")
+
+    want = [orjson.loads(x) for x in (tmp_path / "replay" / "incidents.jsonl").read_bytes().splitlines()]
+    msgs = read_topic(bs, "lookout-incidents")
+    got = [orjson.loads(v) for _, v, _ in msgs]
+    assert want and resolved(got) == resolved(want)
+    assert all(k.decode() == orjson.loads(v)["id"] for k, v, _ in msgs)
 
 
 def test_seed_flow_produce_run_consume_and_kafka_python(kafka_broker: ProxiedBroker, lookout_cmd: list[str],

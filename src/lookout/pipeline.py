@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from lookout.engine import Engine, EngineOutput
+from lookout.incidents import IncidentTracker, Transition
 from lookout.output import ResultBatch, dead_letter, format_results, iso_ms
 from lookout.records import ParsedChunk, parse_chunk, parse_lines
 from lookout.rules import RuleSet
@@ -30,6 +31,7 @@ class Stats:
     late: int = 0
     reasons: Counter = field(default_factory=Counter)
     results: Counter = field(default_factory=Counter)
+    incidents: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> status -> transitions
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -45,6 +47,7 @@ class Stats:
             "late": self.late,
             "reasons": dict(self.reasons),
             "results": dict(self.results),
+            "incidents": {r: dict(c) for r, c in self.incidents.items()},
             "seconds": round(el, 3),
             "events_per_second": round(self.lines / el) if el > 0 else None,
         }
@@ -54,12 +57,14 @@ class Stats:
 class StepReport:
     results: list[ResultBatch]
     records: pl.DataFrame | None = None
+    incidents: list[Transition] = field(default_factory=list)
 
 
 class Pipeline:
     def __init__(self, ruleset: RuleSet, sink: Sink) -> None:
         self.ruleset = ruleset
         self.engine = Engine(ruleset)
+        self.incidents = IncidentTracker(ruleset)
         self.sink = sink
         self.stats = Stats()
         self._wants_records = sink.wants_records if isinstance(sink, SinkSet) else type(sink).write_records is not Sink.write_records
@@ -92,7 +97,8 @@ class Pipeline:
             self._late(chunk, out)
         if self._wants_records and recs.height:
             self.sink.write_records(recs, chunk.ids(recs.get_column("line")))
-        return StepReport(self._emit(out), recs)
+        results = self._emit(out)
+        return StepReport(results, recs, self._emit_incidents(self.incidents.step(out, self.engine.watermark)))
 
     def _late(self, chunk: Chunk, out: EngineOutput) -> None:
         assert out.late is not None
@@ -115,6 +121,18 @@ class Pipeline:
             batches.append(rb)
         return batches
 
-    def close_windows(self) -> list[ResultBatch]:
-        """End of input or idle input: close every open window and emit what it holds."""
-        return self._emit(self.engine.close_all())
+    def _emit_incidents(self, transitions: list[Transition]) -> list[Transition]:
+        if transitions:
+            self.sink.write_incidents(transitions)
+            for t in transitions:
+                c = self.stats.incidents.setdefault(t.rule.name, {})
+                c[t.status] = c.get(t.status, 0) + 1
+        return transitions
+
+    def close_windows(self) -> StepReport:
+        """End of input or idle input: close every open window and emit what it holds; every open
+        incident resolves (nothing more is expected to join it)."""
+        out = self.engine.close_all()
+        results = self._emit(out)
+        trans = self.incidents.step(out, self.engine.watermark) + self.incidents.resolve_all()
+        return StepReport(results, None, self._emit_incidents(trans))

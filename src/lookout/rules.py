@@ -11,6 +11,7 @@ A rules file is YAML:
         aggregate: count               # or avg(request_time), sum(..), min(..), max(..)
         threshold: count > 10          # optional
         emit: alert                    # alert | final | update
+        incident_gap: 10s              # optional: runs of alerting windows this close are one incident
 
 Validation errors name the rule and the field (`lookout rules` exits 2 on them).
 """
@@ -240,7 +241,16 @@ class Rule(BaseModel):
     aggregate: str = "count"
     threshold: str | None = None
     emit: Literal["alert", "final", "update"] | None = None
+    incident_gap: int = 0  # microseconds: alerting windows this close still form one incident
     description: str | None = None
+
+    @field_validator("incident_gap", mode="before")
+    @classmethod
+    def _incident_gap(cls, v: Any) -> int:
+        us = parse_duration(v)
+        if us < 0:
+            raise ValueError("incident_gap must not be negative")
+        return us
 
     @field_validator("group_by", mode="before")
     @classmethod
@@ -334,6 +344,8 @@ class Rule(BaseModel):
         if self.threshold_spec is not None:
             d["threshold"] = f"{self.aggregate} {self.threshold_spec}"
         d["emit"] = self.effective_emit
+        if self.incident_gap:
+            d["incident_gap"] = format_duration(self.incident_gap)
         if self.description:
             d["description"] = self.description
         return d
@@ -369,8 +381,8 @@ class RuleSet(BaseModel):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"rule names must be unique: {', '.join(sorted(dup))}")
-        if any(n in ("rejected", "records") for n in names):
-            raise ValueError("'rejected' and 'records' are reserved names")
+        if any(n in ("rejected", "records", "incidents") for n in names):
+            raise ValueError("'rejected', 'records' and 'incidents' are reserved names")
         return self
 
     @cached_property

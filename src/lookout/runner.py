@@ -161,6 +161,8 @@ class Runner:
         st = self.pipeline.stats
         for k, v in state.get("stats", {}).items():
             setattr(st, k, v)
+        if state.get("incidents") is not None:
+            self.pipeline.incidents.restore(state["incidents"])
         self.position = state["position"]
         self.source.restore(self.position)
         log.info("resumed from checkpoint at %s", self.position)
@@ -170,11 +172,12 @@ class Runner:
         st = self.pipeline.stats
         self.ckpt.save({
             "engine": self.pipeline.engine.snapshot(),
+            "incidents": self.pipeline.incidents.snapshot(),  # JSON bytes, its own blob
             "position": self.position,
             "files": self.files.sizes(),
             "store_seq": self.store.writer.seq,
             "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
-                      "reasons": st.reasons, "results": st.results},
+                      "reasons": st.reasons, "results": st.results, "incidents": st.incidents},
         })
         self.source.commit(self.position)
 
@@ -222,16 +225,16 @@ class Runner:
                         last_data = now
                         idle_closed = False
                     if self.view:
-                        self.view.update(report.results)
+                        self.view.update(report.results, report.incidents)
                 elif not idle_closed and now - last_data >= self.opts.idle_timeout and self._caught_up():
                     # Input has been quiet: close every open window so the last minute is not
                     # stuck waiting for a record that may never come.
-                    results = self.pipeline.close_windows()
+                    closed = self.pipeline.close_windows()
                     idle_closed = True
                     dirty = True
                     log.info("input idle for %.0fs: closed open windows", self.opts.idle_timeout)
                     if self.view:
-                        self.view.update(results)
+                        self.view.update(closed.results, closed.incidents)
                 if self.view:
                     self.view.refresh()
                 if dirty and now - last_commit >= self.opts.commit_interval:

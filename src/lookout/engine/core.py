@@ -54,6 +54,7 @@ def _filter_expr(rule: Rule) -> pl.Expr:
 class RuleOutput:
     results: pl.DataFrame | None  # columns: _start, _end, <group_by...>, value
     late_lines: pl.Series | None  # `line` of records late for this rule
+    closed_alerts: pl.DataFrame | None = None  # alert mode: final values of alerted windows that closed
 
 
 class RuleRunner:
@@ -68,6 +69,10 @@ class RuleRunner:
         self.threshold: Threshold | None = rule.threshold_spec
         self.panes: pl.DataFrame | None = None  # keys..., q, partial columns
         self.closed_k = NEVER  # every window k <= closed_k has closed
+        # alert mode: (keys..., k) of windows that alerted and are still open; their final values
+        # are reported when they close (incidents need each window's peak, not just the crossing)
+        self.alerted: pl.DataFrame | None = None
+        self._closed_alerts: pl.DataFrame | None = None
         self._filter = _filter_expr(rule)
         self._has_value = self.agg.field is not None
         self._pcols = ["cnt", "n", "s", "mn", "mx"] if self._has_value else ["cnt"]
@@ -183,6 +188,8 @@ class RuleRunner:
                     alerts = self._alerts(old, delta, sel)
                     if alerts is not None:
                         results.append(alerts)
+                        fired = alerts.select(*self.keys, k=pl.col("_start") // self.w.hop)
+                        self.alerted = fired if self.alerted is None else pl.concat([self.alerted, fired])
                 self.panes = delta if old is None else self._merge(old, delta)
                 if self.mode == "update":
                     touched = delta.select(self.keys).unique()
@@ -196,7 +203,11 @@ class RuleRunner:
         if closed is not None:
             results.append(closed)
         out = pl.concat(results) if results else None
-        return RuleOutput(out if out is not None and out.height else None, late_lines)
+        return RuleOutput(out if out is not None and out.height else None, late_lines, self.take_closed_alerts())
+
+    def take_closed_alerts(self) -> pl.DataFrame | None:
+        out, self._closed_alerts = self._closed_alerts, None
+        return out
 
     def _merge(self, old: pl.DataFrame, delta: pl.DataFrame) -> pl.DataFrame:
         """Fold a batch's panes into the state. Only panes up to the newest old one can exist in
@@ -304,6 +315,8 @@ class RuleRunner:
             return None
         out = None
         panes = self.panes
+        if self.mode == "alert" and self.alerted is not None and self.alerted.height:
+            self._final_values_of_alerted(k_close)
         if panes is not None and panes.height:
             if self.mode == "final":
                 if self.w.size == self.w.hop:  # tumbling: a pane is a window
@@ -318,6 +331,20 @@ class RuleRunner:
             self.panes = panes.filter(keep)
         self.closed_k = k_close
         return out
+
+    def _final_values_of_alerted(self, k_close: int) -> None:
+        """Final values of the alerted windows closing now (k <= k_close), before their panes go."""
+        assert self.alerted is not None
+        done = self.alerted.filter(pl.col("k") <= k_close)
+        if done.height == 0:
+            return
+        self.alerted = self.alerted.filter(pl.col("k") > k_close)
+        assert self.panes is not None
+        panes = self.panes.join(done.select(self.keys).unique(), on=self.keys, how="semi")
+        wins = self._explode(panes, k_lo=int(done.get_column("k").min()), k_hi=k_close)
+        wins = wins.join(done.unique(), on=self.keys + ["k"], how="semi")
+        frame = self._windows_frame(wins).sort("_start", *self.keys)
+        self._closed_alerts = frame if self._closed_alerts is None else pl.concat([self._closed_alerts, frame])
 
     def close_all(self) -> pl.DataFrame | None:
         if self.panes is None or self.panes.height == 0:
@@ -335,6 +362,7 @@ class RuleRunner:
 @dataclass
 class EngineOutput:
     results: dict[str, pl.DataFrame] = field(default_factory=dict)  # rule name -> emitted rows
+    closed_alerts: dict[str, pl.DataFrame] = field(default_factory=dict)  # alert rules: final values of alerted windows
     late: pl.DataFrame | None = None  # columns: line, rules (list of rule names)
 
     @property
@@ -377,6 +405,8 @@ class Engine:
             ro = r.process(df, wm_end)
             if ro.results is not None:
                 out.results[r.rule.name] = ro.results
+            if ro.closed_alerts is not None:
+                out.closed_alerts[r.rule.name] = ro.closed_alerts
             if ro.late_lines is not None and len(ro.late_lines):
                 late_parts.append(pl.DataFrame({"line": ro.late_lines, "rule": r.rule.name}))
         if late_parts:
@@ -392,6 +422,9 @@ class Engine:
             res = r.close_all()
             if res is not None:
                 out.results[r.rule.name] = res
+            fin = r.take_closed_alerts()
+            if fin is not None:
+                out.closed_alerts[r.rule.name] = fin
         if newest:
             self.watermark = max(self.watermark, max(newest))
         return out
@@ -406,7 +439,7 @@ class Engine:
             "rules": self.ruleset.to_dict(),
             "max_ts": self.max_ts,
             "watermark": self.watermark,
-            "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k} for r in self.runners},
+            "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k, "alerted": r.alerted} for r in self.runners},
         }
         return pickle.dumps(state, protocol=5)
 
@@ -418,4 +451,4 @@ class Engine:
         self.watermark = state["watermark"]
         for r in self.runners:
             s = state["runners"][r.rule.name]
-            r.panes, r.closed_k = s["panes"], s["closed_k"]
+            r.panes, r.closed_k, r.alerted = s["panes"], s["closed_k"], s.get("alerted")

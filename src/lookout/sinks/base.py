@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 if TYPE_CHECKING:
+    from lookout.incidents import Transition
     from lookout.output import ResultBatch
 
 
@@ -21,6 +22,9 @@ class Sink:
         pass
 
     def write_rejected(self, entries: list[bytes]) -> None:  # dead-letter JSON lines
+        pass
+
+    def write_incidents(self, transitions: list["Transition"]) -> None:  # incident lines, in order
         pass
 
     def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:  # valid raw records
@@ -52,6 +56,10 @@ class SinkSet(Sink):
     def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:
         for s in self.sinks:
             s.write_records(records, ids)
+
+    def write_incidents(self, transitions: list["Transition"]) -> None:
+        for s in self.sinks:
+            s.write_incidents(transitions)
 
     def flush(self) -> None:
         # Downstream sinks first: their flush may hand dead letters (refused documents) to the

@@ -21,6 +21,7 @@ from lookout.sinks.base import Sink
 from lookout.sources.kafka import HEALTH, client_config, ensure_topics
 
 if TYPE_CHECKING:
+    from lookout.incidents import Transition
     from lookout.output import ResultBatch
     from lookout.rules import RuleSet
 
@@ -42,6 +43,10 @@ class KafkaSink(Sink):
         self.dlq_topic = dlq_topic
         topics = {r.name: partitions for r in rules.rules}
         topics[dlq_topic] = partitions
+        from lookout.incidents import INCIDENTS_NAME
+
+        self.incidents_topic = INCIDENTS_NAME
+        topics[INCIDENTS_NAME] = partitions
         ensure_topics(bootstrap, config, topics)
         self.producer = Producer(client_config(bootstrap, config, **{
             "enable.idempotence": True, "acks": "all", "message.timeout.ms": 0,  # 0: retry forever
@@ -71,6 +76,12 @@ class KafkaSink(Sink):
         topic = batch.rule.name
         for value, key, rid in zip(batch.lines, batch.keys, batch.ids):
             self._produce(topic, value, key.encode(), [("lookout-id", rid.encode())])
+        self.producer.poll(0)
+
+    def write_incidents(self, transitions: list["Transition"]) -> None:
+        # key = incident id: every transition of an incident lands on one partition, in order
+        for t in transitions:
+            self._produce(self.incidents_topic, t.line, t.id.encode(), [("lookout-id", t.idempotency_key.encode())])
         self.producer.poll(0)
 
     def write_rejected(self, entries: list[bytes]) -> None:
