@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.elasticsearch",
     "tests.fixtures.nginx",
+    "tests.fixtures.receiver",
 ]
 
 

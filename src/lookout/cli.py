@@ -112,7 +112,7 @@ def rules(rules_path: str | None, check: bool) -> None:
     """Print the effective rules (validated)."""
     rs = _load(rules_path, None)
     if not check:
-        click.echo(rs.to_yaml(), nl=False)
+        click.echo(rs.to_yaml(include_notify=True), nl=False)
 
 
 @main.command()
@@ -128,8 +128,12 @@ def rules(rules_path: str | None, check: bool) -> None:
 @es_options
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--notify", is_flag=True, help="Send the rules file's notifications (a backfill does not by default).")
+@click.option("--state-dir", default=".lookout-state", show_default=True, type=click.Path(file_okay=False),
+              help="With --notify: where the notification outbox lives.")
 def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None, out_dir: str,
-           store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool) -> None:
+           store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool,
+           notify: bool, state_dir: str) -> None:
     """Run the rules over NDJSON files (`-` for stdin, .gz too), as fast as the machine allows."""
     from lookout.replay import replay as run_replay
 
@@ -139,7 +143,8 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
             click.echo(f"error: {p}: no such file", err=True)
             sys.exit(EXIT_USAGE)
     show = sys.stderr.isatty() if progress is None else progress
-    stats = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show)
+    stats = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show,
+                       notify_dir=Path(state_dir) if notify else None)
     from lookout.live import print_summary
 
     print_summary(stats, out_dir, as_json=as_json)

@@ -29,6 +29,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lookout.notify.config import NotifyTarget, target_labels
+
 GROUPABLE_FIELDS = ("client_ip", "host", "country", "method", "server", "status")
 NUMERIC_FIELDS = ("request_time", "status")
 FILTERABLE_FIELDS = GROUPABLE_FIELDS + ("request_time",)
@@ -364,6 +366,7 @@ class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     lateness: int = 10_000_000  # microseconds
     rules: tuple[Rule, ...]
+    notify: tuple[NotifyTarget, ...] = ()  # where incidents are sent (lookout.notify)
 
     @field_validator("lateness", mode="before")
     @classmethod
@@ -383,6 +386,13 @@ class RuleSet(BaseModel):
             raise ValueError(f"rule names must be unique: {', '.join(sorted(dup))}")
         if any(n in ("rejected", "records", "incidents") for n in names):
             raise ValueError("'rejected', 'records' and 'incidents' are reserved names")
+        for i, t in enumerate(self.notify):
+            unknown = [r for r in t.rules or () if r not in names]
+            if unknown:
+                raise ValueError(f"notify.{i}.rules: unknown rule(s) {', '.join(unknown)}")
+        labels = target_labels(self.notify)
+        if len(set(labels)) != len(labels):
+            raise ValueError("notify: target names must be unique")
         return self
 
     @cached_property
@@ -392,11 +402,15 @@ class RuleSet(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return {"lateness": format_duration(self.lateness), "rules": [r.to_dict() for r in self.rules]}
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=1000)
+    def to_yaml(self, include_notify: bool = False) -> str:
+        """The rules as YAML; `include_notify` adds the targets as written (`${VAR}`, never a secret)."""
+        d = self.to_dict()
+        if include_notify and self.notify:
+            d["notify"] = [t.to_dict() for t in self.notify]
+        return yaml.safe_dump(d, sort_keys=False, width=1000)
 
     def with_lateness(self, lateness_us: int) -> "RuleSet":
-        return RuleSet.model_validate({"lateness": f"{lateness_us}us", "rules": self.rules})
+        return RuleSet.model_validate({"lateness": f"{lateness_us}us", "rules": self.rules, "notify": self.notify})
 
 
 def _format_error(e: ValidationError, source: str) -> str:

@@ -146,9 +146,18 @@ class Runner:
         self.position: Any = None
         self.store = next(s for s in self.sinks.sinks if isinstance(s, StoreSink))
         self.view = None
+        self.notifier = None
+        self.notify_ckpt = 0  # number of the last checkpoint; outbox rows are staged under it
+        if rs.notify:
+            from lookout.notify.sender import Notifier
+
+            self.notifier = Notifier(rs, opts.state_dir)
 
     def _restore(self) -> None:
         state = self.ckpt.load()
+        self.notify_ckpt = int(state.get("notify_ckpt", 0)) if state else 0
+        if self.notifier is not None:
+            self.notifier.recover(self.notify_ckpt)
         if state is None:
             self.source.restore(None)
             return
@@ -170,7 +179,11 @@ class Runner:
     def _commit(self) -> None:
         self.sinks.flush()
         st = self.pipeline.stats
+        n = self.notify_ckpt + 1
+        if self.notifier is not None:  # durable before the checkpoint, sendable after it
+            self.notifier.stage(n)
         self.ckpt.save({
+            "notify_ckpt": n,
             "engine": self.pipeline.engine.snapshot(),
             "incidents": self.pipeline.incidents.snapshot(),  # JSON bytes, its own blob
             "position": self.position,
@@ -179,6 +192,9 @@ class Runner:
             "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
                       "reasons": st.reasons, "results": st.results, "incidents": st.incidents},
         })
+        self.notify_ckpt = n
+        if self.notifier is not None:
+            self.notifier.release(n)
         self.source.commit(self.position)
 
     def _caught_up(self) -> bool:
@@ -209,6 +225,8 @@ class Runner:
         last_data = time.monotonic()
         idle_closed = True
         dirty = False
+        if self.notifier is not None:
+            self.notifier.start()
         try:
             if self.view:
                 self.view.start()
@@ -220,6 +238,8 @@ class Runner:
                 if chunk is not None:
                     report = self.pipeline.step(chunk)
                     self.position = chunk.position
+                    if self.notifier is not None:
+                        self.notifier.add(report.incidents)
                     dirty = True
                     if report.records is not None and report.records.height:
                         last_data = now
@@ -230,6 +250,8 @@ class Runner:
                     # Input has been quiet: close every open window so the last minute is not
                     # stuck waiting for a record that may never come.
                     closed = self.pipeline.close_windows()
+                    if self.notifier is not None:
+                        self.notifier.add(closed.incidents)
                     idle_closed = True
                     dirty = True
                     log.info("input idle for %.0fs: closed open windows", self.opts.idle_timeout)
@@ -247,6 +269,8 @@ class Runner:
         self._commit()
         self.source.close()
         self.sinks.close()
+        if self.notifier is not None:
+            self.notifier.stop(drain=5.0)
         if not self.opts.view:
             from lookout.live import print_run_summary
 
