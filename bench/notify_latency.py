@@ -64,7 +64,7 @@ def main() -> None:
     log.touch()
     env = {**os.environ, "PORT": str(server.server_address[1])}
     proc = subprocess.Popen([LOOKOUT, "run", "--tail", str(log), "--rules", str(tmp / "rules.yaml"), "--state-dir",
-                             str(tmp / "state"), "--out", str(tmp / "out"), "--no-view"],
+                             str(tmp / "state"), "--out", str(tmp / "out"), "--no-view", "--http", "off"],
                             env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "run.log", "wb"))  # noqa: SIM115
     written: dict[str, float] = {}
     try:

@@ -19,6 +19,11 @@ pytest_plugins = [
 ]
 
 
+# `lookout run` serves metrics on 127.0.0.1:8080 by default; tests run in parallel, so every
+# `lookout run` a test starts inherits --http off unless the test passes its own free port.
+os.environ.setdefault("LOOKOUT_HTTP", "off")
+
+
 @pytest.fixture
 def lookout_cmd() -> list[str]:
     """The installed console script, run as a real subprocess."""

@@ -175,6 +175,10 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
 @es_options
 @click.option("--view/--no-view", default=None, help="Live terminal view (default: when stdout is a terminal).")
+@click.option("--http", "http", envvar="LOOKOUT_HTTP", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT|off",
+              help="Serve /metrics (Prometheus) and /healthz here; a non-loopback address needs --http-token.")
+@click.option("--http-token", "http_token", envvar="LOOKOUT_HTTP_TOKEN", default=None,
+              help="Bearer token required by every HTTP path but /healthz.")
 def run(**opts: object) -> None:
     """Run the pipeline: generated records by default, or --tail a log, or --kafka."""
     from lookout.runner import RunOptions, run_pipeline
@@ -188,7 +192,13 @@ def run(**opts: object) -> None:
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(run_pipeline(rs, ro))
+    from lookout.http import HttpBindError
+
+    try:
+        sys.exit(run_pipeline(rs, ro))
+    except HttpBindError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 @main.command()

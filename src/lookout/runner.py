@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from lookout.pipeline import Pipeline
 from lookout.rules import RuleSet, parse_duration
@@ -51,6 +51,8 @@ class RunOptions(BaseModel):
     es_url: str | None = None
     view: bool = False
     commit_interval: float = 1.0
+    http: str | None = "127.0.0.1:8080"  # metrics and health; "off" disables
+    http_token: str | None = None  # required for a non-loopback --http
 
     @field_validator("idle_timeout", mode="before")
     @classmethod
@@ -64,8 +66,19 @@ class RunOptions(BaseModel):
             raise ValueError("--rate must be positive")
         return v
 
+    @model_validator(mode="after")
+    def _http(self) -> "RunOptions":
+        from lookout.http.bind import check_token, parse_bind
+
+        check_token(parse_bind(self.http), self.http_token)
+        return self
+
     def kafka_properties(self) -> dict[str, str]:
         return parse_properties(self.kafka_config)
+
+    def source_kind(self) -> str:
+        """The `source` label of lookout_records_total: a kind, never a path or a host."""
+        return "tail" if self.tail_path is not None else "kafka" if self.kafka else "generator"
 
 
 def parse_properties(kvs: tuple[str, ...]) -> dict[str, str]:
@@ -147,6 +160,9 @@ class Runner:
         self.store = next(s for s in self.sinks.sinks if isinstance(s, StoreSink))
         self.view = None
         self.notifier = None
+        self.metrics = None
+        self.health = None
+        self.http = None
         self.notify_ckpt = 0  # number of the last checkpoint; outbox rows are staged under it
         if rs.notify:
             from lookout.notify.sender import Notifier
@@ -176,7 +192,35 @@ class Runner:
         self.source.restore(self.position)
         log.info("resumed from checkpoint at %s", self.position)
 
+    def _start_http(self) -> None:
+        """Metrics and health on --http (bound now: a busy port is an error at start)."""
+        from lookout.http.bind import parse_bind
+
+        bind = parse_bind(self.opts.http)
+        if bind is None:
+            return
+        from lookout.http import HttpServer, create_app
+        from lookout.http.metrics import Health, RunMetrics
+
+        self.metrics = RunMetrics(self.opts.source_kind(), self.pipeline, self.notifier)
+        self.health = Health(self.opts.commit_interval)
+        self._publish()
+        self.http = HttpServer(create_app(self.metrics.registry, self.health.check, self.opts.http_token), *bind)
+        self.http.start()
+
+    def _publish(self) -> None:
+        if self.metrics is not None:
+            self.metrics.publish(self.pipeline, self.sinks.errors(), self.source.lag())
+
     def _commit(self) -> None:
+        t0 = time.perf_counter()
+        self._commit_now()
+        if self.metrics is not None and self.health is not None:
+            self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
+            self.health.committed()
+            self._publish()
+
+    def _commit_now(self) -> None:
         self.sinks.flush()
         st = self.pipeline.stats
         n = self.notify_ckpt + 1
@@ -216,6 +260,7 @@ class Runner:
 
     def run(self) -> int:
         self._restore()
+        self._start_http()
         if self.opts.view:
             from lookout.live import LiveView
 
@@ -259,6 +304,10 @@ class Runner:
                         self.view.update(closed.results, closed.incidents)
                 if self.view:
                     self.view.refresh()
+                if self.health is not None:
+                    self.health.beat(dirty)
+                    if chunk is not None:
+                        self._publish()
                 if dirty and now - last_commit >= self.opts.commit_interval:
                     self._commit()
                     last_commit = now
@@ -271,6 +320,8 @@ class Runner:
         self.sinks.close()
         if self.notifier is not None:
             self.notifier.stop(drain=5.0)
+        if self.http is not None:
+            self.http.stop()
         if not self.opts.view:
             from lookout.live import print_run_summary
 

@@ -120,6 +120,13 @@ class Notifier:
         with self._lock:
             self.counts[(target, outcome)] += 1
 
+    def snapshot_counts(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def labels(self) -> list[str]:
+        return [label for label, _ in self.targets]
+
     def add(self, transitions: list["Transition"]) -> None:
         """One notification per transition per target that wants the rule."""
         for t in transitions:
@@ -147,7 +154,14 @@ class Notifier:
             s.start()
 
     def queued(self) -> int:
-        return self.outbox.size()
+        """Rows in the outbox; callable from any thread (its own short-lived connection)."""
+        import sqlite3
+
+        con = sqlite3.connect(str(self.outbox.path), timeout=5)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        finally:
+            con.close()
 
     def stop(self, drain: float = 5.0) -> None:
         """Give the senders up to `drain` seconds to empty the outbox; what is left is sent by the

@@ -33,6 +33,10 @@ class Sink:
     def flush(self) -> None:
         pass
 
+    def error_count(self) -> int:
+        """Items refused for good so far (dead-lettered or fatal), for metrics."""
+        return 0
+
     def close(self) -> None:
         self.flush()
 
@@ -79,6 +83,9 @@ class SinkSet(Sink):
         self.flush()
         for s in self.sinks:
             s.close()
+
+    def errors(self) -> dict[str, int]:
+        return {s.name: s.error_count() for s in self.sinks}
 
     @property
     def wants_records(self) -> bool:

@@ -220,6 +220,9 @@ class ElasticsearchSink(Sink):
                 self._stop.set()  # the other workers give up too, so the process can exit
                 raise exc
 
+    def error_count(self) -> int:
+        return self.stats["rejected"]
+
     def abort(self) -> None:
         """Stop waiting for the server (shutdown requested during an outage): pending and
         future flushes raise ElasticsearchError, so nothing unacknowledged gets committed."""

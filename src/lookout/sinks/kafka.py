@@ -117,6 +117,9 @@ class KafkaSink(Sink):
             raise KafkaDeliveryError(f"kafka: {len(self.failed)} message(s) refused by the broker (first: {first}); "
                                      "stopping without committing, a restart re-sends them")
 
+    def error_count(self) -> int:
+        return len(self.failed)
+
     def abort(self) -> None:
         """A second stop signal: stop waiting for the broker (nothing unacknowledged is committed)."""
         self.aborted = True

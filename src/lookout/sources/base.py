@@ -66,5 +66,9 @@ class Source:
     def commit(self, position: Any) -> None:
         pass
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) → messages not yet read, where the source can tell (Kafka)."""
+        return {}
+
     def close(self) -> None:
         pass
