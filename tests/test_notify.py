@@ -116,6 +116,7 @@ def _transitions(rs):
 def test_permanent_refusals_are_dead_lettered_and_transient_ones_retried(tmp_path, receiver: Receiver, monkeypatch):
     t_start = time.time()
     receiver.answer = lambda path, body: 400 if path == "/bad" else (503 if time.time() < t_start + 2 else 200)
+    receiver.reply = b"no\x1b[2J\nway"  # a hostile answer must not reach the log raw
     monkeypatch.setenv("RECV", receiver.url)
     rs = load_rules_text(RULES + 'notify:\n  - {type: webhook, url: "${RECV}/bad", name: bad}\n'
                                  '  - {type: webhook, url: "${RECV}/good", name: good}\n')
@@ -133,7 +134,8 @@ def test_permanent_refusals_are_dead_lettered_and_transient_ones_retried(tmp_pat
     assert len(bad) == 4  # one request each: a 400 is not retried
     assert n.counts[("bad", "dead")] == 4 and n.counts[("good", "sent")] == 4 and n.counts[("good", "retried")] >= 1
     dead = Outbox(tmp_path).dead()
-    assert [d["idem"] for d in dead] == [t.idempotency_key for t in trans] and all("HTTP 400" in d["reason"] for d in dead)
+    assert [d["idem"] for d in dead] == [t.idempotency_key for t in trans]
+    assert all(d["reason"] == "HTTP 400: no\\x1b[2J\\x0away" for d in dead), dead[0]
     good = [orjson.loads(r.body)["status"] for r in receiver.accepted() if r.path == "/good"]
     assert good == [t.status for t in trans]  # in order: a resolved never overtakes its firing
 

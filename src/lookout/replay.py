@@ -60,9 +60,10 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
     pipe = Pipeline(rs, sinks)
     notifier = None
     if notify_dir is not None and rs.notify:
+        from lookout.notify.outbox import REPLAY_OUTBOX_FILE
         from lookout.notify.sender import Notifier
 
-        notifier = Notifier(rs, notify_dir)
+        notifier = Notifier(rs, notify_dir, REPLAY_OUTBOX_FILE)
         notifier.recover(0)  # replay has no checkpoints: its rows are released as soon as staged
         notifier.start()
 

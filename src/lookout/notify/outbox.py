@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OUTBOX_FILE = "notify.sqlite"
+REPLAY_OUTBOX_FILE = "notify-replay.sqlite"  # replay --notify: never touches a run's outbox
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -62,9 +63,9 @@ def connect(path: Path) -> sqlite3.Connection:
 class Outbox:
     """One connection per thread: the run loop stages and releases, the sender takes and acks."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, file: str = OUTBOX_FILE) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / OUTBOX_FILE
+        self.path = state_dir / file
         self.con = connect(self.path)
 
     def stage(self, rows: list[tuple[str, str, bytes]], ckpt: int) -> None:

@@ -24,7 +24,7 @@ import urllib3
 
 from lookout.notify.config import NotifyTarget, target_labels
 from lookout.notify.formats import FORMATS
-from lookout.notify.outbox import Outbox, Pending
+from lookout.notify.outbox import OUTBOX_FILE, Outbox, Pending
 
 if TYPE_CHECKING:
     from lookout.incidents import Transition
@@ -34,6 +34,12 @@ log = logging.getLogger("lookout.notify")
 
 TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 USER_AGENT = "lookout-notify/0.1"
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)}
+
+
+def _printable(text: str) -> str:
+    """A receiver's answer as it may appear in a log line: control characters escaped."""
+    return text.translate(_CONTROL)
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -45,12 +51,12 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
 class TargetSender(threading.Thread):
     """Delivers one target's outbox rows, oldest first."""
 
-    def __init__(self, label: str, target: NotifyTarget, outbox_dir: Path, notifier: "Notifier") -> None:
+    def __init__(self, label: str, target: NotifyTarget, outbox_path: Path, notifier: "Notifier") -> None:
         super().__init__(name=f"lookout-notify-{label}", daemon=True)
         self.label = label
         self.url = target.resolved_url()
         self.headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **target.resolved_headers()}
-        self.outbox_dir = outbox_dir
+        self.outbox_path = outbox_path
         self.notifier = notifier
         self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5.0, read=10.0), retries=False)
         self.wake = threading.Event()
@@ -58,7 +64,7 @@ class TargetSender(threading.Thread):
         self._failing_since: float | None = None
 
     def run(self) -> None:
-        box = Outbox(self.outbox_dir)
+        box = Outbox(self.outbox_path.parent, self.outbox_path.name)
         try:
             while not self.stopping.is_set():
                 head = box.head(self.label)
@@ -77,7 +83,7 @@ class TargetSender(threading.Thread):
         try:
             r = self.http.request("POST", self.url, body=p.body, headers=headers, redirect=False)
             status = r.status
-            reason = f"HTTP {r.status}: {r.data[:300].decode('utf-8', 'replace')}"
+            reason = f"HTTP {r.status}: {_printable(r.data[:300].decode('utf-8', 'replace'))}"
             retry_after = r.headers.get("Retry-After")
         except urllib3.exceptions.HTTPError as e:
             reason, retry_after = f"{type(e).__name__}", None
@@ -107,14 +113,14 @@ class TargetSender(threading.Thread):
 class Notifier:
     """Routes transitions to targets and owns their sender threads."""
 
-    def __init__(self, rs: "RuleSet", state_dir: Path) -> None:
+    def __init__(self, rs: "RuleSet", state_dir: Path, outbox_file: str = OUTBOX_FILE) -> None:
         self.rs = rs
         self.targets = list(zip(target_labels(rs.notify), rs.notify))
-        self.outbox = Outbox(state_dir)
+        self.outbox = Outbox(state_dir, outbox_file)
         self.pending: list[tuple[str, str, bytes]] = []
         self.counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
-        self.senders = [TargetSender(label, t, state_dir, self) for label, t in self.targets]
+        self.senders = [TargetSender(label, t, self.outbox.path, self) for label, t in self.targets]
 
     def count(self, target: str, outcome: str) -> None:
         with self._lock:
