@@ -210,3 +210,28 @@ def test_bad_targets_fail_at_start_with_the_field_named_and_secrets_never_printe
     p = subprocess.run(lookout_cmd + ["rules", "--rules", str(rules)], env=env, capture_output=True, text=True, check=True)
     assert "${HOOK}" in p.stdout and "Bearer ${TOKEN}" in p.stdout
     assert "SECRET-PART" not in p.stdout + p.stderr and "s3cr3t" not in p.stdout + p.stderr
+
+
+def test_a_hanging_receiver_times_out_and_is_retried(tmp_path, receiver: Receiver, monkeypatch):
+    calls = []
+
+    def answer(path: str, body: bytes) -> int:
+        calls.append(time.time())
+        if len(calls) == 1:
+            time.sleep(3)  # hangs past the target's 1 s timeout
+        return 200
+
+    receiver.answer = answer
+    monkeypatch.setenv("RECV", receiver.url)
+    rs = load_rules_text(RULES + 'notify:\n  - {type: webhook, url: "${RECV}/hook", name: slow, timeout: 1}\n')
+    trans = _transitions(rs)
+    n = Notifier(rs, tmp_path)
+    n.recover(0)
+    n.start()
+    t0 = time.time()
+    n.add(trans)
+    n.stage(1)
+    n.release(1)
+    receiver.wait_for(lambda: len({r.headers["idempotency-key"] for r in receiver.accepted()}) == 4, 30, "all four")
+    n.stop()
+    assert n.counts[("slow", "retried")] >= 1 and calls[1] - t0 < 2.9  # did not wait for the hung answer

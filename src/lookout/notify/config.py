@@ -6,6 +6,7 @@
         rules: [goal1-topic]              # optional: only these rules' incidents
         headers: {Authorization: "Bearer ${TOKEN}"}   # optional
         name: oncall                      # optional: the label in metrics and logs
+        timeout: 10                       # optional: seconds per request (then retried)
 
 Validated when the rules are loaded (exit 2 with the field named). Values taken from the
 environment are secrets: they are never printed (`lookout rules` shows the `${VAR}` form, logs
@@ -45,6 +46,7 @@ class NotifyTarget(BaseModel):
     rules: tuple[str, ...] | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    timeout: float = Field(default=10.0, gt=0, le=300)  # seconds per request: a hanging receiver is retried
 
     @field_validator("url")
     @classmethod
@@ -93,6 +95,8 @@ class NotifyTarget(BaseModel):
             d["name"] = self.name
         if self.rules is not None:
             d["rules"] = list(self.rules)
+        if self.timeout != 10.0:
+            d["timeout"] = self.timeout
         if self.headers:
             d["headers"] = {k: v if _VAR_RE.search(v) else "<redacted>" for k, v in self.headers.items()}
         return d

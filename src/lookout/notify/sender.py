@@ -58,7 +58,8 @@ class TargetSender(threading.Thread):
         self.headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **target.resolved_headers()}
         self.outbox_path = outbox_path
         self.notifier = notifier
-        self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5.0, read=10.0), retries=False)
+        self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=min(5.0, target.timeout), read=target.timeout),
+                                        retries=False)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._failing_since: float | None = None
