@@ -26,6 +26,8 @@ rules:
   - {name: fin-avg, window: {size: 6s, hop: 3s}, group_by: host, aggregate: avg(request_time), threshold: avg(request_time) > 0.3, emit: final, incident_gap: 4s}
   - {name: fin-min, window: 2s, group_by: country, aggregate: min(request_time), threshold: min(request_time) < 0.2, emit: final}
   - {name: not-tracked, window: 2s, group_by: host, aggregate: count}
+  - {name: any-hit, window: {size: 2s, hop: 1s}, group_by: client_ip, aggregate: count, threshold: count > 0}
+  - {name: any-gap, window: 1s, group_by: host, aggregate: count, threshold: count >= 1, incident_gap: 1s}
 """)
 
 
@@ -187,3 +189,37 @@ def test_live_view_shows_incidents_firing_first_and_never_renders_markup():
     assert "\x1b" not in text
     lines = [ln for ln in text.splitlines() if "firing" in ln or "resolved" in ln]
     assert "firing" in lines[0] and "evil" in lines[0] and "resolved" in lines[1] and "old.example" in lines[1]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(record_strategy(3.0), min_size=1, max_size=160), st.lists(st.integers(0, 400), max_size=6),
+       st.lists(st.integers(0, 400), max_size=6))
+def test_in_order_input_gives_the_same_ids_however_it_is_cut(specs, cuts_a, cuts_b):
+    lines = make_lines([{**s, "back": 0.0} for s in specs])
+    a, b = run_incidents(lines, RULES, cuts_a), run_incidents(lines, RULES, cuts_b)
+    assert sorted((t.id, t.status) for t in a) == sorted((t.id, t.status) for t in b)
+    assert sorted(t.line for t in a if t.status == "resolved") == sorted(t.line for t in b if t.status == "resolved")
+    assert not any(t.status == "merged" for t in a)  # in order, a window never bridges two incidents
+
+
+DEEP = load_rules_text("""
+lateness: 30s
+rules:
+  - {name: any-hit, window: {size: 2s, hop: 1s}, group_by: client_ip, aggregate: count, threshold: count > 0}
+  - {name: pair, window: 3s, group_by: client_ip, aggregate: count, threshold: count >= 2, incident_gap: 2s}
+  - {name: slow, window: {size: 4s, hop: 2s}, group_by: client_ip, aggregate: max(request_time), threshold: max(request_time) > 0.5}
+""")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 25), st.sampled_from(["10.0.0.1", "10.0.0.2"]), st.sampled_from([0.1, 0.9])),
+                min_size=1, max_size=30),
+       st.lists(st.integers(0, 30), max_size=15))
+def test_deep_disorder_merges_incidents_like_the_reference(recs, cuts):
+    """Sparse records in any order within the lateness: windows arrive out of start order, so
+    incidents fire separately and merge when a window bridges them."""
+    lines = [orjson.dumps({"@timestamp": BASE + t, "client_ip": c, "host": "h", "status": 200, "request_time": rt})
+             for t, c, rt in recs]
+    trans = run_incidents(lines, DEEP, cuts)
+    assert resolved_set(DEEP, trans) == reference_incidents(lines, DEEP)
+    assert_well_formed(trans)
