@@ -306,7 +306,7 @@ class Runner:
                     self.view.refresh()
                 if self.health is not None:
                     self.health.beat(dirty)
-                    if chunk is not None:
+                    if dirty:  # something happened since the last commit (a step, an idle close)
                         self._publish()
                 if dirty and now - last_commit >= self.opts.commit_interval:
                     self._commit()
