@@ -19,11 +19,15 @@ lateness: 3s
 rules:
   - {name: hop-count, window: {size: 5s, hop: 1s}, group_by: client_ip, aggregate: count, threshold: count > 2}
   - {name: gap-count, window: {size: 4s, hop: 2s}, group_by: host, aggregate: count, threshold: count > 1, incident_gap: 3s}
-  - {name: sum-alert, window: {size: 4s, hop: 2s}, group_by: host, aggregate: sum(request_time), threshold: sum(request_time) >= 0.6}
+  - {name: sum-alert, window: {size: 4s, hop: 2s}, group_by: host, aggregate: sum(request_time),
+     threshold: sum(request_time) >= 0.6}
   - {name: max-alert, window: 3s, group_by: [client_ip, method], aggregate: max(request_time), threshold: max(request_time) > 0.4}
-  - {name: min-alert, window: {size: 3s, hop: 1s}, group_by: host, aggregate: min(request_time), threshold: min(request_time) <= 0.05}
-  - {name: fin-count, window: {size: 4s, hop: 1s}, filter: {status: 4xx}, group_by: host, aggregate: count, threshold: count >= 2, emit: final}
-  - {name: fin-avg, window: {size: 6s, hop: 3s}, group_by: host, aggregate: avg(request_time), threshold: avg(request_time) > 0.3, emit: final, incident_gap: 4s}
+  - {name: min-alert, window: {size: 3s, hop: 1s}, group_by: host, aggregate: min(request_time),
+     threshold: min(request_time) <= 0.05}
+  - {name: fin-count, window: {size: 4s, hop: 1s}, filter: {status: 4xx}, group_by: host, aggregate: count,
+     threshold: count >= 2, emit: final}
+  - {name: fin-avg, window: {size: 6s, hop: 3s}, group_by: host, aggregate: avg(request_time),
+     threshold: avg(request_time) > 0.3, emit: final, incident_gap: 4s}
   - {name: fin-min, window: 2s, group_by: country, aggregate: min(request_time), threshold: min(request_time) < 0.2, emit: final}
   - {name: not-tracked, window: 2s, group_by: host, aggregate: count}
   - {name: any-hit, window: {size: 2s, hop: 1s}, group_by: client_ip, aggregate: count, threshold: count > 0}
@@ -207,7 +211,8 @@ lateness: 30s
 rules:
   - {name: any-hit, window: {size: 2s, hop: 1s}, group_by: client_ip, aggregate: count, threshold: count > 0}
   - {name: pair, window: 3s, group_by: client_ip, aggregate: count, threshold: count >= 2, incident_gap: 2s}
-  - {name: slow, window: {size: 4s, hop: 2s}, group_by: client_ip, aggregate: max(request_time), threshold: max(request_time) > 0.5}
+  - {name: slow, window: {size: 4s, hop: 2s}, group_by: client_ip, aggregate: max(request_time),
+     threshold: max(request_time) > 0.5}
 """)
 
 
