@@ -5,6 +5,7 @@ payload formats, validation at start, and `replay` silent unless --notify."""
 from __future__ import annotations
 
 import os
+import urllib.request
 import signal
 import subprocess
 import time
@@ -235,3 +236,42 @@ def test_a_hanging_receiver_times_out_and_is_retried(tmp_path, receiver: Receive
     receiver.wait_for(lambda: len({r.headers["idempotency-key"] for r in receiver.accepted()}) == 4, 30, "all four")
     n.stop()
     assert n.counts[("slow", "retried")] >= 1 and calls[1] - t0 < 2.9  # did not wait for the hung answer
+
+
+def test_a_real_alertmanager_accepts_firing_and_resolved(tmp_path, receiver: Receiver, monkeypatch):
+    """Our alertmanager payload against the real thing: Alertmanager takes the alerts and routes
+    them to its own webhook receiver as firing, then resolved."""
+    from tests.fixtures.alertmanager import start_alertmanager
+
+    am = start_alertmanager(tmp_path, receiver.url + "/from-am")
+    try:
+        monkeypatch.setenv("AM", am.url)
+        rs = load_rules_text(RULES + 'notify:\n  - {type: alertmanager, url: "${AM}", name: am}\n')
+        trans = _transitions(rs)
+        n = Notifier(rs, tmp_path)
+        n.recover(0)
+        n.start()
+
+        def routed(status: str) -> set[str]:
+            out = set()
+            for r in receiver.accepted():
+                msg = orjson.loads(r.body)
+                out |= {a["labels"]["client_ip"] for a in msg["alerts"] if a["status"] == status}
+            return out
+
+        n.add([t for t in trans if t.status == "firing"])
+        n.stage(1)
+        n.release(1)
+        receiver.wait_for(lambda: routed("firing") == {"10.9.0.10", "10.9.0.25"}, 30, "alertmanager routing firing")
+        with urllib.request.urlopen(am.url + "/api/v2/alerts", timeout=5) as r:
+            active = orjson.loads(r.read())
+        assert {a["labels"]["alertname"] for a in active} == {"burst"}
+        assert all(a["annotations"]["incident_id"] in {t.id for t in trans} for a in active)
+        n.add([t for t in trans if t.status == "resolved"])
+        n.stage(2)
+        n.release(2)
+        receiver.wait_for(lambda: routed("resolved") == {"10.9.0.10", "10.9.0.25"}, 30, "alertmanager routing resolved")
+        n.stop()
+        assert n.counts[("am", "sent")] == 4 and not n.counts[("am", "dead")]
+    finally:
+        am.stop()
