@@ -20,12 +20,16 @@ run: install
 	$(BIN)/lookout run
 
 # Test services: Kafka-protocol broker and OpenSearch-compatible server come from PyPI wheels
-# (test extra); nginx comes from Debian and is installed here when missing; Spark needs Java 17.
+# (test extra); nginx and Alertmanager come from Debian and are installed here when missing; Spark needs Java 17.
 test-deps:
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
 	  echo "installing nginx-light for the nginx tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) \
 	  || echo "warning: could not install nginx-light; nginx tests will fail"; }
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+	  echo "installing prometheus-alertmanager for the notification tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   prometheus-alertmanager >/dev/null) || echo "warning: could not install prometheus-alertmanager; its test will fail"; }
 	@command -v java >/dev/null 2>&1 || echo "warning: java not found; Spark tests will fail"
 
 test: install test-deps

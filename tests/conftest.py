@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,7 +16,13 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.elasticsearch",
     "tests.fixtures.nginx",
+    "tests.fixtures.receiver",
 ]
+
+
+# `lookout run` serves metrics on 127.0.0.1:8080 by default; tests run in parallel, so every
+# `lookout run` a test starts inherits --http off unless the test passes its own free port.
+os.environ.setdefault("LOOKOUT_HTTP", "off")
 
 
 @pytest.fixture

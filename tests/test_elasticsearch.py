@@ -212,3 +212,19 @@ def test_credentials_are_sent_as_configured(tmp_path: Path, fault_proxy, es_url:
                 "--elasticsearch", *args, env=env)
         assert proxy.authorization == {want}, (args, proxy.authorization)
     assert server_count(es_url, "t-auth") == 50
+
+
+def test_incidents_are_indexed_by_id_with_their_last_status(tmp_path: Path, es_url: str) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: [{name: busy, window: {size: 20s, hop: 1s}, group_by: client_ip, aggregate: count, "
+                     "threshold: count > 3}]\n")
+    src = generate(tmp_path / "in.ndjson", 3000)
+    lookout("replay", str(src), "--rules", str(rules), "--out", str(tmp_path / "out"), "--json",
+            "--elasticsearch", es_url, "--es-index", "t-incidents")
+    lines = [orjson.loads(x) for x in (tmp_path / "out" / "incidents.jsonl").read_bytes().splitlines()]
+    ids = {d["id"] for d in lines}
+    assert ids and server_count(es_url, "lookout-incidents") >= len(ids)
+    for d in lines[-5:]:
+        status, body = http_json("GET", f"{es_url}/lookout-incidents/_doc/{d['id']}")
+        assert status == 200, body
+        assert body["_source"]["status"] == "resolved" and body["_source"]["windows"] == d["windows"]

@@ -111,7 +111,7 @@ def rules(rules_path: str | None, check: bool) -> None:
     """Print the effective rules (validated)."""
     rs = _load(rules_path, None)
     if not check:
-        click.echo(rs.to_yaml(), nl=False)
+        click.echo(rs.to_yaml(include_notify=True), nl=False)
 
 
 @main.command()
@@ -127,8 +127,12 @@ def rules(rules_path: str | None, check: bool) -> None:
 @es_options
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--notify", is_flag=True, help="Send the rules file's notifications (a backfill does not by default).")
+@click.option("--state-dir", default=".lookout-state", show_default=True, type=click.Path(file_okay=False),
+              help="With --notify: where the notification outbox lives.")
 def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None, out_dir: str,
-           store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool) -> None:
+           store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool,
+           notify: bool, state_dir: str) -> None:
     """Run the rules over NDJSON files (`-` for stdin, .gz too), as fast as the machine allows."""
     from lookout.replay import replay as run_replay
 
@@ -138,7 +142,8 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
             click.echo(f"error: {p}: no such file", err=True)
             sys.exit(EXIT_USAGE)
     show = sys.stderr.isatty() if progress is None else progress
-    stats = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show)
+    stats = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show,
+                       notify_dir=Path(state_dir) if notify else None)
     from lookout.live import print_summary
 
     print_summary(stats, out_dir, as_json=as_json)
@@ -170,6 +175,10 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
 @es_options
 @click.option("--view/--no-view", default=None, help="Live terminal view (default: when stdout is a terminal).")
+@click.option("--http", "http", envvar="LOOKOUT_HTTP", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT|off",
+              help="Serve /metrics (Prometheus) and /healthz here; a non-loopback address needs --http-token.")
+@click.option("--http-token", "http_token", envvar="LOOKOUT_HTTP_TOKEN", default=None,
+              help="Bearer token required by every HTTP path but /healthz.")
 def run(**opts: object) -> None:
     """Run the pipeline: generated records by default, or --tail a log, or --kafka."""
     from lookout.runner import RunOptions, run_pipeline
@@ -183,7 +192,13 @@ def run(**opts: object) -> None:
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(run_pipeline(rs, ro))
+    from lookout.http import HttpBindError
+
+    try:
+        sys.exit(run_pipeline(rs, ro))
+    except HttpBindError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 @main.command()

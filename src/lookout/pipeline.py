@@ -18,6 +18,7 @@ import polars as pl
 
 from lookout.clock import FUTURE_REASON, Clock, FutureGuard, now_us
 from lookout.engine import Engine, EngineOutput
+from lookout.incidents import IncidentTracker, Transition
 from lookout.output import ResultBatch, dead_letter, format_results, iso_ms
 from lookout.records import ParsedChunk, parse_chunk, parse_lines
 from lookout.rules import RuleSet
@@ -33,6 +34,7 @@ class Stats:
     late: int = 0
     reasons: Counter = field(default_factory=Counter)
     results: Counter = field(default_factory=Counter)
+    incidents: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> status -> transitions
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -48,6 +50,7 @@ class Stats:
             "late": self.late,
             "reasons": dict(self.reasons),
             "results": dict(self.results),
+            "incidents": {r: dict(c) for r, c in self.incidents.items()},
             "seconds": round(el, 3),
             "events_per_second": round(self.lines / el) if el > 0 else None,
         }
@@ -57,6 +60,7 @@ class Stats:
 class StepReport:
     results: list[ResultBatch]
     records: pl.DataFrame | None = None
+    incidents: list[Transition] = field(default_factory=list)
 
 
 class Pipeline:
@@ -65,6 +69,7 @@ class Pipeline:
         self.engine = Engine(ruleset)
         self.clock = clock
         self.guard = FutureGuard(ruleset.max_future)
+        self.incidents = IncidentTracker(ruleset)
         self.sink = sink
         self.stats = Stats()
         self._wants_records = sink.wants_records if isinstance(sink, SinkSet) else type(sink).write_records is not Sink.write_records
@@ -100,7 +105,8 @@ class Pipeline:
             self._late(chunk, out)
         if self._wants_records and recs.height:
             self.sink.write_records(recs, chunk.ids(recs.get_column("line")))
-        return StepReport(self._emit(out), recs)
+        results = self._emit(out)
+        return StepReport(results, recs, self._emit_incidents(self.incidents.step(out, self.engine.watermark)))
 
     def _future(self, chunk: Chunk, lines: pl.Series) -> None:
         detail = self.guard.detail
@@ -131,22 +137,37 @@ class Pipeline:
             batches.append(rb)
         return batches
 
-    def advance(self, watermark: int) -> list[ResultBatch]:
-        """Move the watermark without a record (idle Kafka partitions), never past the clock's
-        bound; emit the windows that closes."""
-        return self._emit(self.engine.advance(min(watermark, now_us(self.clock) - self.ruleset.lateness)))
+    def advance(self, watermark: int) -> StepReport:
+        """Move the watermark without a record (idle Kafka partitions, the idle clock), never past
+        the clock's bound; emit the windows that closes and the incidents it resolves."""
+        out = self.engine.advance(min(watermark, now_us(self.clock) - self.ruleset.lateness))
+        results = self._emit(out)
+        return StepReport(results, None, self._emit_incidents(self.incidents.step(out, self.engine.watermark)))
 
-    def idle_advance(self) -> list[ResultBatch]:
+    def idle_advance(self) -> StepReport:
         """Input is idle: the watermark follows the wall clock, to now - lateness, but no further
         than the end of the newest open window (with nothing open there is nothing to close, and
         a backlog that comes later should not be made late for nothing). So an open window closes
-        once the clock is `lateness` past its end, and a record stamped now is never late."""
+        once the clock is `lateness` past its end, and a record stamped now is never late; a quiet
+        key's incident resolves when that watermark passes, not before."""
         newest = self.engine.open_window_end()
         if newest is None:
-            return []
+            return StepReport([], None, [])
         return self.advance(newest)
 
-    def close_windows(self) -> list[ResultBatch]:
-        """End of input (replay of finite files): close every open window and emit what it holds.
-        Never for live input: windows still open on the clock would make the present late."""
-        return self._emit(self.engine.close_all())
+    def _emit_incidents(self, transitions: list[Transition]) -> list[Transition]:
+        if transitions:
+            self.sink.write_incidents(transitions)
+            for t in transitions:
+                c = self.stats.incidents.setdefault(t.rule.name, {})
+                c[t.status] = c.get(t.status, 0) + 1
+        return transitions
+
+    def close_windows(self) -> StepReport:
+        """End of input (replay of finite files): close every open window and emit what it holds;
+        every open incident resolves (nothing more is expected to join it). Never for live input:
+        windows still open on the clock would make the present late."""
+        out = self.engine.close_all()
+        results = self._emit(out)
+        trans = self.incidents.step(out, self.engine.watermark) + self.incidents.resolve_all()
+        return StepReport(results, None, self._emit_incidents(trans))

@@ -52,9 +52,27 @@ def _parsed_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chu
 
 
 def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None = None,
-           es_url: str | None = None, progress: bool = False, sink: Sink | None = None) -> Stats:
+           es_url: str | None = None, progress: bool = False, sink: Sink | None = None,
+           notify_dir: Path | None = None, notify_wait: float = 30.0) -> Stats:
+    """`notify_dir`: send the rules' notifications through an outbox there (a backfill does not
+    notify unless asked); at the end wait up to `notify_wait` s for them to be delivered."""
     sinks = sink or build_sinks(rs, out_dir, store_dir, es_url)
     pipe = Pipeline(rs, sinks)
+    notifier = None
+    if notify_dir is not None and rs.notify:
+        from lookout.notify.outbox import REPLAY_OUTBOX_FILE
+        from lookout.notify.sender import Notifier
+
+        notifier = Notifier(rs, notify_dir, REPLAY_OUTBOX_FILE)
+        notifier.recover(0)  # replay has no checkpoints: its rows are released as soon as staged
+        notifier.start()
+
+    def notify(transitions: list) -> None:
+        if notifier is not None and transitions:
+            notifier.add(transitions)
+            notifier.stage(0)
+            notifier.release(0)
+
     bar = None
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -67,13 +85,15 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
         for path in inputs:
             done_before = 0
             for chunk, parsed in _parsed_ahead(file_chunks(path)):
-                pipe.step(chunk, parsed)
+                notify(pipe.step(chunk, parsed).incidents)
                 if bar is not None:
                     bar.update(task, advance=chunk.position - done_before, lines=pipe.stats.lines)
                     done_before = chunk.position
-        pipe.close_windows()
+        notify(pipe.close_windows().incidents)
         sinks.close()
     finally:
         if bar is not None:
             bar.stop()
+        if notifier is not None:
+            notifier.stop(drain=notify_wait)
     return pipe.stats

@@ -12,6 +12,7 @@ A rules file is YAML:
         aggregate: count               # or avg(request_time), sum(..), min(..), max(..)
         threshold: count > 10          # optional
         emit: alert                    # alert | final | update
+        incident_gap: 10s              # optional: runs of alerting windows this close are one incident
 
 Validation errors name the rule and the field (`lookout rules` exits 2 on them).
 """
@@ -28,6 +29,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lookout.notify.config import NotifyTarget, target_labels
 
 GROUPABLE_FIELDS = ("client_ip", "host", "country", "method", "server", "status")
 NUMERIC_FIELDS = ("request_time", "status")
@@ -241,7 +244,16 @@ class Rule(BaseModel):
     aggregate: str = "count"
     threshold: str | None = None
     emit: Literal["alert", "final", "update"] | None = None
+    incident_gap: int = 0  # microseconds: alerting windows this close still form one incident
     description: str | None = None
+
+    @field_validator("incident_gap", mode="before")
+    @classmethod
+    def _incident_gap(cls, v: Any) -> int:
+        us = parse_duration(v)
+        if us < 0:
+            raise ValueError("incident_gap must not be negative")
+        return us
 
     @field_validator("group_by", mode="before")
     @classmethod
@@ -335,6 +347,8 @@ class Rule(BaseModel):
         if self.threshold_spec is not None:
             d["threshold"] = f"{self.aggregate} {self.threshold_spec}"
         d["emit"] = self.effective_emit
+        if self.incident_gap:
+            d["incident_gap"] = format_duration(self.incident_gap)
         if self.description:
             d["description"] = self.description
         return d
@@ -359,6 +373,7 @@ class RuleSet(BaseModel):
     # (`future-timestamp`): one skewed clock must not move the watermark years ahead.
     max_future: int = 300_000_000
     rules: tuple[Rule, ...]
+    notify: tuple[NotifyTarget, ...] = ()  # where incidents are sent (lookout.notify)
 
     @field_validator("lateness", mode="before")
     @classmethod
@@ -386,8 +401,15 @@ class RuleSet(BaseModel):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"rule names must be unique: {', '.join(sorted(dup))}")
-        if any(n in ("rejected", "records") for n in names):
-            raise ValueError("'rejected' and 'records' are reserved names")
+        if any(n in ("rejected", "records", "incidents") for n in names):
+            raise ValueError("'rejected', 'records' and 'incidents' are reserved names")
+        for i, t in enumerate(self.notify):
+            unknown = [r for r in t.rules or () if r not in names]
+            if unknown:
+                raise ValueError(f"notify.{i}.rules: unknown rule(s) {', '.join(unknown)}")
+        labels = target_labels(self.notify)
+        if len(set(labels)) != len(labels):
+            raise ValueError("notify: target names must be unique")
         return self
 
     @cached_property
@@ -405,12 +427,16 @@ class RuleSet(BaseModel):
         del d["max_future"]
         return d
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=1000)
+    def to_yaml(self, include_notify: bool = False) -> str:
+        """The rules as YAML; `include_notify` adds the targets as written (`${VAR}`, never a secret)."""
+        d = self.to_dict()
+        if include_notify and self.notify:
+            d["notify"] = [t.to_dict() for t in self.notify]
+        return yaml.safe_dump(d, sort_keys=False, width=1000)
 
     def with_lateness(self, lateness_us: int) -> "RuleSet":
         return RuleSet.model_validate({"lateness": f"{lateness_us}us", "max_future": f"{self.max_future}us",
-                                       "rules": self.rules})
+                                       "rules": self.rules, "notify": self.notify})
 
 
 def _format_error(e: ValidationError, source: str) -> str:

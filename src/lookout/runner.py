@@ -19,11 +19,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from lookout.errors import StateError
 from lookout.kafka.config import KafkaConnection, parse_properties
-from lookout.pipeline import Pipeline
+from lookout.pipeline import Pipeline, StepReport
 from lookout.rules import RuleSet, parse_duration
 from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
@@ -54,6 +54,8 @@ class RunOptions(BaseModel):
     es_url: str | None = None
     view: bool = False
     commit_interval: float = 1.0
+    http: str | None = "127.0.0.1:8080"  # metrics and health; "off" disables
+    http_token: str | None = None  # required for a non-loopback --http
 
     @field_validator("idle_timeout", mode="before")
     @classmethod
@@ -79,6 +81,17 @@ class RunOptions(BaseModel):
         if not self.kafka:
             raise ValueError("no --kafka bootstrap servers given")
         return KafkaConnection.from_options(self.kafka, self.kafka_config)
+
+    @model_validator(mode="after")
+    def _http(self) -> "RunOptions":
+        from lookout.http.bind import check_token, parse_bind
+
+        check_token(parse_bind(self.http), self.http_token)
+        return self
+
+    def source_kind(self) -> str:
+        """The `source` label of lookout_records_total: a kind, never a path or a host."""
+        return "tail" if self.tail_path is not None else "kafka" if self.kafka else "generator"
 
 
 def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
@@ -147,9 +160,21 @@ class Runner:
         self.ckpt = Checkpointer(opts.state_dir)
         self.position: Any = None
         self.view = None
+        self.notifier = None
+        self.metrics = None
+        self.health = None
+        self.http = None
+        self.notify_ckpt = 0  # number of the last checkpoint; outbox rows are staged under it
+        if rs.notify:
+            from lookout.notify.sender import Notifier
+
+            self.notifier = Notifier(rs, opts.state_dir)
 
     def _restore(self) -> None:
         state = self.ckpt.load()
+        self.notify_ckpt = int(state.get("notify_ckpt", 0)) if state else 0
+        if self.notifier is not None:
+            self.notifier.recover(self.notify_ckpt)
         if state is None:
             self.source.restore(None)
             return
@@ -163,39 +188,77 @@ class Runner:
         st = self.pipeline.stats
         for k, v in state.get("stats", {}).items():
             setattr(st, k, v)
+        if state.get("incidents") is not None:
+            self.pipeline.incidents.restore(state["incidents"])
         self.position = state["position"]
         self.source.restore(self.position)
         log.info("resumed from checkpoint at %s", self.position)
 
+    def _start_http(self) -> None:
+        """Metrics and health on --http (bound now: a busy port is an error at start)."""
+        from lookout.http.bind import parse_bind
+
+        bind = parse_bind(self.opts.http)
+        if bind is None:
+            return
+        from lookout.http import HttpServer, create_app
+        from lookout.http.metrics import Health, RunMetrics
+
+        self.metrics = RunMetrics(self.opts.source_kind(), self.pipeline, self.notifier)
+        self.health = Health(self.opts.commit_interval)
+        self._publish()
+        self.http = HttpServer(create_app(self.metrics.registry, self.health.check, self.opts.http_token), *bind)
+        self.http.start()
+
+    def _publish(self) -> None:
+        if self.metrics is not None:
+            self.metrics.publish(self.pipeline, self.sinks.errors(), self.source.lag())
+
     def _commit(self) -> None:
+        t0 = time.perf_counter()
+        self._commit_now()
+        if self.metrics is not None and self.health is not None:
+            self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
+            self.health.committed()
+            self._publish()
+
+    def _commit_now(self) -> None:
         self.sinks.flush()
         st = self.pipeline.stats
+        n = self.notify_ckpt + 1
+        if self.notifier is not None:  # durable before the checkpoint, sendable after it
+            self.notifier.stage(n)
         self.ckpt.save({
+            "notify_ckpt": n,
             "engine": self.pipeline.engine.snapshot(),
+            "incidents": self.pipeline.incidents.snapshot(),  # JSON bytes, its own blob
             "position": self.position,
             "sinks": self.sinks.checkpoint(),
             "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
-                      "reasons": st.reasons, "results": st.results},
+                      "reasons": st.reasons, "results": st.results, "incidents": st.incidents},
         })
+        self.notify_ckpt = n
+        if self.notifier is not None:
+            self.notifier.release(n)
         self.source.commit(self.position)
 
-    def _advance_idle(self, quiet: float) -> tuple[list, bool]:
+    def _advance_idle(self, quiet: float) -> tuple[list[StepReport], bool]:
         """No record this poll: let the watermark move without data (re-evaluated every poll).
         First what the source vouches for (Kafka partitions at their end and quiet), then, once
         input has been quiet for the idle timeout, the wall clock: now - lateness. Windows ending
         after that stay open, so records of the present are never late after a quiet spell;
-        a backlog far behind the clock still has every window closed. Returns (results, moved)."""
+        a backlog far behind the clock still has every window closed. Returns (reports, moved)."""
         engine = self.pipeline.engine
         before = engine.watermark
-        results = []
+        reports = []
         wm = self.source.idle_watermark()
         if wm is not None and wm > before:
-            results += self.pipeline.advance(wm)
+            reports.append(self.pipeline.advance(wm))
         # (open windows first: caught_up() may ask the broker, and with nothing open there is
         # nothing for the clock to close)
         if quiet >= self.opts.idle_timeout and engine.open_window_end() is not None and self.source.caught_up():
-            results += self.pipeline.idle_advance()
-        return results, engine.watermark != before
+            reports.append(self.pipeline.idle_advance())
+        return reports, engine.watermark != before
 
     def request_stop(self, *_: Any) -> None:
         """First signal: stop after this step, flush, checkpoint, exit 0. A second one while a
@@ -211,6 +274,7 @@ class Runner:
 
     def run(self) -> int:
         self._restore()
+        self._start_http()
         if self.opts.view:
             from lookout.live import LiveView
 
@@ -222,6 +286,8 @@ class Runner:
         # like any others (a restart after everything was read); the log says so.
         idle_said = False
         dirty = False
+        if self.notifier is not None:
+            self.notifier.start()
         try:
             if self.view:
                 self.view.start()
@@ -230,11 +296,11 @@ class Runner:
                     break
                 chunk = self.source.poll(0.2)
                 now = time.monotonic()
-                results = []
+                reports: list[StepReport] = []
                 got_records = False
                 if chunk is not None:
                     report = self.pipeline.step(chunk)
-                    results = report.results
+                    reports.append(report)
                     self.position = chunk.position
                     dirty = True
                     if report.records is not None and report.records.height:
@@ -243,16 +309,23 @@ class Runner:
                         idle_said = False
                 if not got_records:  # nothing arrived (the generator hands out empty chunks)
                     idle, moved = self._advance_idle(now - last_data)
-                    results += idle
+                    reports += idle
                     dirty = dirty or moved
                     if moved and not idle_said and now - last_data >= self.opts.idle_timeout:
                         idle_said = True
                         log.info("input idle for %.0fs: the watermark follows the clock (now - lateness); "
                                  "windows close as the clock passes their end", self.opts.idle_timeout)
-                if self.view and results:
-                    self.view.update(results)
+                for rep in reports:
+                    if self.notifier is not None:
+                        self.notifier.add(rep.incidents)
+                    if self.view and (rep.results or rep.incidents):
+                        self.view.update(rep.results, rep.incidents)
                 if self.view:
                     self.view.refresh()
+                if self.health is not None:
+                    self.health.beat(dirty)
+                    if dirty:  # something happened since the last commit (a step, an idle close)
+                        self._publish()
                 if dirty and now - last_commit >= self.opts.commit_interval:
                     self._commit()
                     last_commit = now
@@ -263,6 +336,10 @@ class Runner:
         self._commit()
         self.source.close()
         self.sinks.close()
+        if self.notifier is not None:
+            self.notifier.stop(drain=5.0)
+        if self.http is not None:
+            self.http.stop()
         if not self.opts.view:
             from lookout.live import print_run_summary
 

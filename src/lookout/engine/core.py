@@ -57,6 +57,7 @@ def _filter_expr(rule: Rule) -> pl.Expr:
 class RuleOutput:
     results: pl.DataFrame | None  # columns: _start, _end, <group_by...>, value
     late_lines: pl.Series | None  # `line` of records late for this rule
+    closed_alerts: pl.DataFrame | None = None  # alert mode: final values of alerted windows that closed
 
 
 class RuleRunner:
@@ -71,6 +72,10 @@ class RuleRunner:
         self.threshold: Threshold | None = rule.threshold_spec
         self.panes: pl.DataFrame | None = None  # keys..., q, partial columns
         self.closed_k = NEVER  # every window k <= closed_k has closed
+        # alert mode: (keys..., k) of windows that alerted and are still open; their final values
+        # are reported when they close (incidents need each window's peak, not just the crossing)
+        self.alerted: pl.DataFrame | None = None
+        self._closed_alerts: pl.DataFrame | None = None
         self._filter = _filter_expr(rule)
         self._has_value = self.agg.field is not None
         self._pcols = ["cnt", "n", "s", "mn", "mx"] if self._has_value else ["cnt"]
@@ -186,6 +191,8 @@ class RuleRunner:
                     alerts = self._alerts(old, delta, sel)
                     if alerts is not None:
                         results.append(alerts)
+                        fired = alerts.select(*self.keys, k=pl.col("_start") // self.w.hop)
+                        self.alerted = fired if self.alerted is None else pl.concat([self.alerted, fired])
                 self.panes = delta if old is None else self._merge(old, delta)
                 if self.mode == "update":
                     touched = delta.select(self.keys).unique()
@@ -199,7 +206,11 @@ class RuleRunner:
         if closed is not None:
             results.append(closed)
         out = pl.concat(results) if results else None
-        return RuleOutput(out if out is not None and out.height else None, late_lines)
+        return RuleOutput(out if out is not None and out.height else None, late_lines, self.take_closed_alerts())
+
+    def take_closed_alerts(self) -> pl.DataFrame | None:
+        out, self._closed_alerts = self._closed_alerts, None
+        return out
 
     def _merge(self, old: pl.DataFrame, delta: pl.DataFrame) -> pl.DataFrame:
         """Fold a batch's panes into the state. Only panes up to the newest old one can exist in
@@ -307,6 +318,8 @@ class RuleRunner:
             return None
         out = None
         panes = self.panes
+        if self.mode == "alert" and self.alerted is not None and self.alerted.height:
+            self._final_values_of_alerted(k_close)
         if panes is not None and panes.height:
             if self.mode == "final":
                 if self.w.size == self.w.hop:  # tumbling: a pane is a window
@@ -325,6 +338,19 @@ class RuleRunner:
     def advance(self, watermark: int) -> pl.DataFrame | None:
         """Close the windows this watermark closes (no record needed): emit and free them."""
         return self._close(self.w.last_closed(watermark))
+    def _final_values_of_alerted(self, k_close: int) -> None:
+        """Final values of the alerted windows closing now (k <= k_close), before their panes go."""
+        assert self.alerted is not None
+        done = self.alerted.filter(pl.col("k") <= k_close)
+        if done.height == 0:
+            return
+        self.alerted = self.alerted.filter(pl.col("k") > k_close)
+        assert self.panes is not None
+        panes = self.panes.join(done.select(self.keys).unique(), on=self.keys, how="semi")
+        wins = self._explode(panes, k_lo=int(done.get_column("k").min()), k_hi=k_close)
+        wins = wins.join(done.unique(), on=self.keys + ["k"], how="semi")
+        frame = self._windows_frame(wins).sort("_start", *self.keys)
+        self._closed_alerts = frame if self._closed_alerts is None else pl.concat([self._closed_alerts, frame])
 
     def close_all(self) -> pl.DataFrame | None:
         if self.panes is None or self.panes.height == 0:
@@ -342,6 +368,7 @@ class RuleRunner:
 @dataclass
 class EngineOutput:
     results: dict[str, pl.DataFrame] = field(default_factory=dict)  # rule name -> emitted rows
+    closed_alerts: dict[str, pl.DataFrame] = field(default_factory=dict)  # alert rules: final values of alerted windows
     late: pl.DataFrame | None = None  # columns: line, rules (list of rule names)
 
     @property
@@ -387,6 +414,8 @@ class Engine:
             ro = r.process(df, wm_end)
             if ro.results is not None:
                 out.results[r.rule.name] = ro.results
+            if ro.closed_alerts is not None:
+                out.closed_alerts[r.rule.name] = ro.closed_alerts
             if ro.late_lines is not None and len(ro.late_lines):
                 late_parts.append(pl.DataFrame({"line": ro.late_lines, "rule": r.rule.name}))
         if late_parts:
@@ -405,6 +434,9 @@ class Engine:
             res = r.advance(watermark)
             if res is not None:
                 out.results[r.rule.name] = res
+            fin = r.take_closed_alerts()
+            if fin is not None:
+                out.closed_alerts[r.rule.name] = fin
         return out
 
     def close_all(self) -> EngineOutput:
@@ -416,6 +448,9 @@ class Engine:
             res = r.close_all()
             if res is not None:
                 out.results[r.rule.name] = res
+            fin = r.take_closed_alerts()
+            if fin is not None:
+                out.closed_alerts[r.rule.name] = fin
         if newest:
             self.watermark = max(self.watermark, max(newest))
         return out
@@ -435,7 +470,7 @@ class Engine:
             "rules": self.ruleset.windows_dict(),
             "max_ts": self.max_ts,
             "watermark": self.watermark,
-            "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k} for r in self.runners},
+            "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k, "alerted": r.alerted} for r in self.runners},
         }
         return pickle.dumps(state, protocol=5)
 
@@ -449,4 +484,4 @@ class Engine:
         self.watermark = state["watermark"]
         for r in self.runners:
             s = state["runners"][r.rule.name]
-            r.panes, r.closed_k = s["panes"], s["closed_k"]
+            r.panes, r.closed_k, r.alerted = s["panes"], s["closed_k"], s.get("alerted")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 if TYPE_CHECKING:
+    from lookout.incidents import Transition
     from lookout.output import ResultBatch
 
 
@@ -21,6 +22,9 @@ class Sink:
         pass
 
     def write_rejected(self, entries: list[bytes]) -> None:  # dead-letter JSON lines
+        pass
+
+    def write_incidents(self, transitions: list["Transition"]) -> None:  # incident lines, in order
         pass
 
     def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:  # valid raw records
@@ -40,6 +44,9 @@ class Sink:
     def abort(self) -> None:
         """A second stop signal: stop waiting on an unreachable server; a pending flush then fails
         (so nothing unacknowledged is committed)."""
+    def error_count(self) -> int:
+        """Items refused for good so far (dead-lettered or fatal), for metrics."""
+        return 0
 
     def close(self) -> None:
         self.flush()
@@ -64,6 +71,10 @@ class SinkSet(Sink):
     def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:
         for s in self.sinks:
             s.write_records(records, ids)
+
+    def write_incidents(self, transitions: list["Transition"]) -> None:
+        for s in self.sinks:
+            s.write_incidents(transitions)
 
     def flush(self) -> None:
         # Downstream sinks first: their flush may hand dead letters (refused documents) to the
@@ -91,6 +102,9 @@ class SinkSet(Sink):
         self.flush()
         for s in self.sinks:
             s.close()
+
+    def errors(self) -> dict[str, int]:
+        return {s.name: s.error_count() for s in self.sinks}
 
     @property
     def wants_records(self) -> bool:

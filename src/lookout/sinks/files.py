@@ -1,4 +1,5 @@
-"""Results and dead letters as JSON-lines files: DIR/<rule>.jsonl and DIR/rejected.jsonl."""
+"""Results, incidents and dead letters as JSON-lines files: DIR/<rule>.jsonl, DIR/incidents.jsonl
+and DIR/rejected.jsonl."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import IO, TYPE_CHECKING
 from lookout.sinks.base import Sink
 
 if TYPE_CHECKING:
+    from lookout.incidents import Transition
     from lookout.output import ResultBatch
 
 REJECTED_FILE = "rejected.jsonl"
+INCIDENTS_FILE = "incidents.jsonl"
 
 
 class FileSink(Sink):
@@ -24,6 +27,7 @@ class FileSink(Sink):
         self.fsync = fsync
         self.files: dict[str, IO[bytes]] = {r: open(self.dir / f"{r}.jsonl", mode) for r in rules}  # noqa: SIM115
         self.rejected = open(self.dir / REJECTED_FILE, mode)  # noqa: SIM115
+        self.incidents = open(self.dir / INCIDENTS_FILE, mode)  # noqa: SIM115
 
     def write_results(self, batch: ResultBatch) -> None:
         if batch.lines:
@@ -33,20 +37,27 @@ class FileSink(Sink):
         if entries:
             self.rejected.write(b"\n".join(entries) + b"\n")
 
+    def write_incidents(self, transitions: list["Transition"]) -> None:
+        if transitions:
+            self.incidents.write(b"\n".join(t.line for t in transitions) + b"\n")
+
+    def _all(self) -> tuple[IO[bytes], ...]:
+        return (*self.files.values(), self.rejected, self.incidents)
+
     def flush(self) -> None:
-        for f in (*self.files.values(), self.rejected):
+        for f in self._all():
             f.flush()
             if self.fsync:
                 os.fsync(f.fileno())
 
     def close(self) -> None:
         self.flush()
-        for f in (*self.files.values(), self.rejected):
+        for f in self._all():
             f.close()
 
     def truncate_to(self, sizes: dict[str, int]) -> None:
         """Cut files back to a checkpoint's sizes, so a resumed run writes nothing twice."""
-        for name, f in (*self.files.items(), ("rejected", self.rejected)):
+        for name, f in (*self.files.items(), ("rejected", self.rejected), ("incidents", self.incidents)):
             size = sizes.get(name)
             if size is not None and f.tell() > size:
                 f.flush()
@@ -63,4 +74,5 @@ class FileSink(Sink):
         self.flush()
         out = {name: f.tell() for name, f in self.files.items()}
         out["rejected"] = self.rejected.tell()
+        out["incidents"] = self.incidents.tell()
         return out

@@ -24,6 +24,7 @@ from lookout.kafka.errors import KafkaDeliveryError
 from lookout.sinks.base import Sink
 
 if TYPE_CHECKING:
+    from lookout.incidents import Transition
     from lookout.output import ResultBatch
     from lookout.rules import RuleSet
 
@@ -44,6 +45,10 @@ class KafkaSink(Sink):
         self.dlq_topic = dlq_topic
         topics = {r.name: partitions for r in rules.rules}
         topics[dlq_topic] = partitions
+        from lookout.incidents import INCIDENTS_NAME
+
+        self.incidents_topic = INCIDENTS_NAME
+        topics[INCIDENTS_NAME] = partitions
         ensure_topics(conn, topics)
         self.producer = Producer(producer_config(conn, **{
             "message.timeout.ms": 0,  # 0: retry forever
@@ -69,6 +74,12 @@ class KafkaSink(Sink):
         topic = batch.rule.name
         for value, key, rid in zip(batch.lines, batch.keys, batch.ids, strict=True):
             self._produce(topic, value, key.encode(), [("lookout-id", rid.encode())])
+        self.producer.poll(0)
+
+    def write_incidents(self, transitions: list["Transition"]) -> None:
+        # key = incident id: every transition of an incident lands on one partition, in order
+        for t in transitions:
+            self._produce(self.incidents_topic, t.line, t.id.encode(), [("lookout-id", t.idempotency_key.encode())])
         self.producer.poll(0)
 
     def write_rejected(self, entries: list[bytes]) -> None:
@@ -103,6 +114,9 @@ class KafkaSink(Sink):
             first = self.failed[0]
             raise KafkaDeliveryError(f"kafka: {len(self.failed)} message(s) refused by the broker (first: {first}); "
                                      "stopping without committing, a restart re-sends them")
+
+    def error_count(self) -> int:
+        return len(self.failed)
 
     def abort(self) -> None:
         """A second stop signal: stop waiting for the broker (nothing unacknowledged is committed)."""

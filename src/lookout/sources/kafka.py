@@ -333,6 +333,23 @@ class KafkaSource(Source):
         self._caught_up = ok
         return ok
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per partition, the end offset the consumer last saw (cached: no broker round trip)
+        minus the next offset to read."""
+        if self.consumer is None:
+            return {}
+        from confluent_kafka import TopicPartition
+
+        out = {}
+        for p in self.partitions:
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+            except Exception:  # noqa: BLE001 - not known yet
+                continue
+            if hi >= 0:
+                out[(self.topic, p)] = max(0, hi - self.offsets.get(p, lo if lo >= 0 else 0))
+        return out
+
     def commit(self, position: Any) -> None:
         """Tell the group where the checkpoint is (for lag monitoring and the lock fence)."""
         from confluent_kafka import TopicPartition
