@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -26,6 +26,9 @@ from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
 from lookout.sources.base import Source
+
+if TYPE_CHECKING:
+    from lookout.dashboard.feed import DashboardFeed
 
 log = logging.getLogger("lookout.run")
 CHECKPOINT = "checkpoint.pkl"
@@ -146,6 +149,7 @@ class Runner:
         self.position: Any = None
         self.store = next(s for s in self.sinks.sinks if isinstance(s, StoreSink))
         self.view = None
+        self.feed: DashboardFeed | None = None  # the web dashboard's live feed, when one is served
 
     def _restore(self) -> None:
         state = self.ckpt.load()
@@ -177,6 +181,8 @@ class Runner:
                       "reasons": st.reasons, "results": st.results},
         })
         self.source.commit(self.position)
+        if self.feed is not None:
+            self.feed.committed()
 
     def _caught_up(self) -> bool:
         """Quiet input, not an unreachable broker: sources that can tell (Kafka) say so."""
@@ -223,6 +229,8 @@ class Runner:
                         idle_closed = False
                     if self.view:
                         self.view.update(report.results)
+                    if self.feed is not None:
+                        self.feed.step(report.results, report.records, self.pipeline)
                 elif not idle_closed and now - last_data >= self.opts.idle_timeout and self._caught_up():
                     # Input has been quiet: close every open window so the last minute is not
                     # stuck waiting for a record that may never come.
@@ -232,6 +240,8 @@ class Runner:
                     log.info("input idle for %.0fs: closed open windows", self.opts.idle_timeout)
                     if self.view:
                         self.view.update(results)
+                    if self.feed is not None:
+                        self.feed.step(results, None, self.pipeline)
                 if self.view:
                     self.view.refresh()
                 if dirty and now - last_commit >= self.opts.commit_interval:
