@@ -108,8 +108,9 @@ def serve(data: DashboardData, address: str, token: str | None, announce: Callab
     sock = bind_socket(bind)
     bind = Bind(bind.host, sock.getsockname()[1])
     app = dashboard_app(data, middleware=[Middleware(BearerAuth, token=token)] if token else None)
+    # open event streams never end by themselves: give them a second on shutdown, then cancel them
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                           server_header=False))
+                                           server_header=False, timeout_graceful_shutdown=1))
     announce(f"lookout dashboard ({data.mode} run): {bind.url}" + ("#token=…" if token else ""))
     try:
         server.run(sockets=[sock])

@@ -96,6 +96,7 @@
   // ---- rendering ---------------------------------------------------------------------------
   function render(s) {
     lastSnap = s;
+    window.__lookoutLast = s; // read-only handle for tests and the console
     const mode = document.getElementById("mode");
     mode.textContent = s.mode === "live" ? "live run" : "stored run";
     mode.className = "badge " + (s.mode === "live" ? "live" : "stored");
