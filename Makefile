@@ -20,13 +20,19 @@ run: install
 	$(BIN)/lookout run
 
 # Test services: Kafka-protocol broker and OpenSearch-compatible server come from PyPI wheels
-# (test extra); nginx comes from Debian and is installed here when missing; Spark needs Java 17.
+# (test extra); nginx and chromium (dashboard tests, driven by Playwright's Python package from the
+# test extra, using this browser: no `playwright install`) come from Debian and are installed here
+# when missing; Spark needs Java 17.
 test-deps:
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
 	  echo "installing nginx-light for the nginx tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) \
 	  || echo "warning: could not install nginx-light; nginx tests will fail"; }
 	@command -v java >/dev/null 2>&1 || echo "warning: java not found; Spark tests will fail"
+	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || { \
+	  echo "installing chromium and chromium-driver for the dashboard's browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "warning: could not install chromium; dashboard browser tests will fail"; }
 
 test: install test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

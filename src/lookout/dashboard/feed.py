@@ -137,13 +137,16 @@ class DashboardFeed(DashboardData):
     def committed(self) -> None:
         with self._lock:
             self._last_commit = time.time()
+            self.version += 1
 
     # ---- called by the HTTP server -----------------------------------------------------------
     def snapshot(self) -> bytes:
-        """The whole dashboard state as JSON, rebuilt at most every `min_interval`."""
+        """The whole dashboard state as JSON, rebuilt at most every `min_interval` (one build
+        serves every client)."""
         now = time.monotonic()
         cache = self._cache
-        if cache is not None and (cache[0] == self.version or now - cache[1] < self.min_interval):
+        # at most every min_interval; and at least every second, so the time axis and ages move on
+        if cache is not None and (now - cache[1] < self.min_interval or (cache[0] == self.version and now - cache[1] < 1.0)):
             return cache[2]
         with self._lock:
             version = self.version
