@@ -86,7 +86,10 @@ class DashboardFeed(DashboardData):
         self._cache: tuple[int, float, bytes] | None = None
 
     # ---- called by the run loop --------------------------------------------------------------
-    def step(self, results: list[ResultBatch], records: pl.DataFrame | None, pipeline: "Pipeline") -> None:
+    def step(self, results: list[ResultBatch], records: pl.DataFrame | None, pipeline: "Pipeline",
+             incidents: Iterable[dict[str, Any]] = ()) -> None:
+        """One run-loop step: its valid records (counted by status class, never kept), its
+        results, its incident lines (issue 10's `Transition.doc`), and the pipeline's counters."""
         counts = np.zeros(len(SERIES), dtype=np.int64)
         if records is not None and records.height:
             by_class = np.bincount(records.get_column("status").to_numpy() // 100, minlength=6)
@@ -110,6 +113,8 @@ class DashboardFeed(DashboardData):
                 cur += counts
             for rb in results:
                 self._add_results(rb)
+            for d in incidents:
+                self.incidents.add(d)
             self._health = {
                 "lines": st.lines, "records": st.records, "rejected": rejected, "late": late,
                 "reasons": dict(st.reasons), "results": dict(st.results),
