@@ -128,3 +128,20 @@ def test_snapshot_while_the_loop_steps_from_another_thread() -> None:
     assert not errors
     s = orjson.loads(feed.snapshot())
     assert sum(sum(s["traffic"][k]) for k in ("2xx", "3xx", "4xx", "5xx")) == n
+
+
+def test_prefill_from_the_output_files_of_an_earlier_run(tmp_path) -> None:  # noqa: ANN001
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "goal3-topic.jsonl").write_bytes(
+        b'{"window":{"start":"2022-08-03T06:50:00.000Z","end":"2022-08-03T06:51:00.000Z"},"country":"US","count":7}\n'
+        b'{"window":{"start":"2022-08-03T06:51:00.000Z","end":"2022-08-03T06:52:00.000Z"},"country":"US","count":9}\n'
+        b'{"window":{"start":"2022-08-03T06:52:00.000Z","end":"2022-08-03T0')  # a line being written
+    (out / "incidents.jsonl").write_bytes(orjson.dumps({"id": "i1", "status": "firing", "rule": "goal1-topic",
+                                                        "key": {"client_ip": "1.2.3.4"}, "start": "a", "end": "b"}) + b"\n")
+    feed = DashboardFeed(load_rules(None), out_dir=out)
+    feed.prefill()
+    s = orjson.loads(feed.snapshot())
+    g3 = next(r for r in s["rules"] if r["name"] == "goal3-topic")
+    assert g3["rows"] == [{"key": {"country": "US"}, "value": 9, "history": [7, 9]}]
+    assert [d["id"] for d in s["incidents"]] == ["i1"]

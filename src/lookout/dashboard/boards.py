@@ -10,8 +10,10 @@ number of keys or with time.
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lookout.dashboard.files import MAX_BYTES, result_rows
 from lookout.output import iso_ms
 
 if TYPE_CHECKING:
@@ -74,6 +76,13 @@ class RuleBoard:
             keep = sorted(rows.items(), key=lambda kv: _num(kv[1]), reverse=True)[: self.max_rows]
             rows.clear()
             rows.update(keep)
+
+    def load_file(self, path: Path) -> None:
+        """Fill from the rule's result file (its newest lines): a stopped run, or a restarted
+        one whose dashboard should not start empty. Alerting boards need only the last rows."""
+        max_bytes = (1 << 20) if self.kind == "alerting" else MAX_BYTES
+        for start, end, key, value in result_rows(path, self.rule.agg.output_name, self.rule.group_by, max_bytes):
+            self.add(start, end, key, value)
 
     def add_frame(self, frame: "pl.DataFrame") -> None:
         """An engine result frame (_start, _end, <group_by...>, value); only what can be shown

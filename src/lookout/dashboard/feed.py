@@ -85,6 +85,21 @@ class DashboardFeed(DashboardData):
         self._last_commit: float | None = None
         self._cache: tuple[int, float, bytes] | None = None
 
+    def prefill(self) -> None:
+        """Before the loop starts: the latest windows and incidents from the output files, so
+        the dashboard of a restarted run does not start empty (counts per second start at 0)."""
+        if self.out_dir is None:
+            return
+        from lookout.dashboard.files import json_lines
+
+        with self._lock:
+            for b in self.boards.values():
+                b.load_file(self.out_dir / f"{b.rule.name}.jsonl")
+                b.total = 0  # the panel's total counts this run's rows
+            for d in json_lines(self.out_dir / "incidents.jsonl"):
+                self.incidents.add(d)
+            self.version += 1
+
     # ---- called by the run loop --------------------------------------------------------------
     def step(self, results: list[ResultBatch], records: pl.DataFrame | None, pipeline: "Pipeline",
              incidents: Iterable[dict[str, Any]] = ()) -> None:

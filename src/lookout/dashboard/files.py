@@ -55,9 +55,10 @@ def iso_us(s: Any) -> int | None:
     return round(dt.timestamp() * 1_000_000)
 
 
-def result_rows(path: Path, value_name: str, group_by: tuple[str, ...]) -> Iterator[tuple[int, int, tuple, Any]]:
+def result_rows(path: Path, value_name: str, group_by: tuple[str, ...],
+                max_bytes: int = MAX_BYTES) -> Iterator[tuple[int, int, tuple, Any]]:
     """(start, end, key, value) of each result line (the seed's JSON)."""
-    for obj in json_lines(path):
+    for obj in json_lines(path, max_bytes):
         w = obj.get("window")
         if not isinstance(w, dict):
             continue

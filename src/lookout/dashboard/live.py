@@ -24,6 +24,7 @@ def attach_feed(runner: "Runner") -> DashboardFeed:
     """A feed for this run, set on the runner (which then updates it once per step)."""
     feed = DashboardFeed(runner.rs, runner.opts.out_dir, runner.opts.state_dir / "store", source=runner.source.name,
                          sinks=[s.name for s in runner.sinks.sinks])
+    feed.prefill()
     runner.feed = feed
     return feed
 

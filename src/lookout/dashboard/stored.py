@@ -21,11 +21,11 @@ from lookout import store
 from lookout.dashboard.boards import RuleBoard
 from lookout.dashboard.data import DashboardData
 from lookout.dashboard.feed import SERIES, IncidentBook
-from lookout.dashboard.files import json_lines, result_rows
+from lookout.dashboard.files import json_lines
 from lookout.output import iso_ms
 from lookout.rules import RuleSet
 
-INCIDENTS_FILE = "incidents.jsonl"
+INCIDENTS_FILE = "incidents.jsonl"  # issue 10's file name in the output directory
 REJECTED_FILE = "rejected.jsonl"
 CHECKPOINT_FILE = "checkpoint.pkl"  # only its modification time is read
 
@@ -86,8 +86,7 @@ class StoredRun(DashboardData):
         boards = []
         for r in self.rs.rules:
             b = RuleBoard(r)
-            for start, end, key, value in result_rows(self.out_dir / f"{r.name}.jsonl", r.agg.output_name, r.group_by):
-                b.add(start, end, key, value)
+            b.load_file(self.out_dir / f"{r.name}.jsonl")
             boards.append(b.summary())
         book = IncidentBook(limit=5000)
         for d in json_lines(self.out_dir / INCIDENTS_FILE):
