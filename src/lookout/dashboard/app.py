@@ -35,7 +35,7 @@ from lookout.records import parse_timestamp
 log = logging.getLogger("lookout.dashboard")
 STATIC = Path(__file__).parent / "static"
 MAX_LIMIT = 1000
-MAX_VALUE = 256  # longest query value taken (a host name is at most 253 bytes)
+MAX_VALUE = 2048  # longest query value taken (records may carry long hosts; a DNS name is at most 253)
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = [
