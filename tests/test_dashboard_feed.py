@@ -42,9 +42,10 @@ def test_counts_by_status_class_rejected_and_late() -> None:
     assert h["newest_event"] == "2022-08-03T06:51:40.000Z" and h["watermark"] == "2022-08-03T06:51:30.000Z"
     assert h["event_lag_seconds"] == pytest.approx(time.time() - (T0 + 100), abs=5)
     assert h["checkpoint_age_seconds"] is None
-    feed.committed()
+    feed.committed({"notifications queued": 3})
     time.sleep(feed.min_interval)
-    assert 0 <= orjson.loads(feed.snapshot())["health"]["checkpoint_age_seconds"] < 2
+    h = orjson.loads(feed.snapshot())["health"]
+    assert 0 <= h["checkpoint_age_seconds"] < 2 and h["state"] == {"notifications queued": 3}
 
 
 def test_boards_alerts_and_latest_closed_windows() -> None:

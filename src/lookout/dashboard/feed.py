@@ -83,6 +83,7 @@ class DashboardFeed(DashboardData):
         self._last_late = 0
         self._health: dict[str, Any] = {}
         self._last_commit: float | None = None
+        self._state: dict[str, Any] = {}
         self._cache: tuple[int, float, bytes] | None = None
 
     def prefill(self) -> None:
@@ -154,9 +155,13 @@ class DashboardFeed(DashboardData):
             if n:
                 self.version += 1
 
-    def committed(self) -> None:
+    def committed(self, state: dict[str, Any] | None = None) -> None:
+        """After each checkpoint; `state` adds rows to the health panel (e.g. sink errors,
+        notifications queued: issue 10), name -> short value."""
         with self._lock:
             self._last_commit = time.time()
+            if state is not None:
+                self._state = {str(k): v for k, v in state.items()}
             self.version += 1
 
     # ---- called by the HTTP server -----------------------------------------------------------
@@ -195,6 +200,7 @@ class DashboardFeed(DashboardData):
             "source": self.source, "sinks": self.sinks, "uptime_seconds": round(now - self.started, 1),
             "records_per_second": round(sum(recent) / 5, 1),
             "checkpoint_age_seconds": round(now - self._last_commit, 1) if self._last_commit else None,
+            "state": dict(self._state),
         })
         return {
             "mode": self.mode, "version": self.version, "now": iso_ms(int(now * 1e6)),

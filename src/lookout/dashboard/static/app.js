@@ -168,6 +168,7 @@
       ["late", fmtNum(h.late)],
     ];
     if (h.uptime_seconds !== undefined) rows.push(["uptime", duration(h.uptime_seconds)]);
+    for (const [name, v] of Object.entries(h.state || {})) rows.push([name, typeof v === "number" ? fmtNum(v) : String(v)]);
     for (const [name, n] of Object.entries(h.results || {})) rows.push(["→ " + name, fmtNum(n) + " results"]);
     for (const [k, v] of rows) {
       dl.appendChild(el("dt", null, k));
