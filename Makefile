@@ -20,7 +20,9 @@ run: install
 	$(BIN)/lookout run
 
 # Test services: Kafka-protocol broker and OpenSearch-compatible server come from PyPI wheels
-# (test extra); nginx and Alertmanager come from Debian and are installed here when missing; Spark needs Java 17.
+# (test extra); nginx and chromium (dashboard tests, driven by Playwright's Python package from the
+# test extra, using this browser: no `playwright install`) come from Debian and are installed here
+# when missing, as is Prometheus Alertmanager (notification tests); Spark needs Java 17.
 test-deps:
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
 	  echo "installing nginx-light for the nginx tests"; \
@@ -31,6 +33,10 @@ test-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	   prometheus-alertmanager >/dev/null) || echo "warning: could not install prometheus-alertmanager; its test will fail"; }
 	@command -v java >/dev/null 2>&1 || echo "warning: java not found; Spark tests will fail"
+	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || { \
+	  echo "installing chromium and chromium-driver for the dashboard's browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "warning: could not install chromium; dashboard browser tests will fail"; }
 
 test: install test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -34,6 +34,8 @@ def test_wheel_holds_package_data(installed: dict[str, Path]) -> None:
     assert "lookout/defaults/rules.yaml" in names
     assert "lookout/kibana/lookout.ndjson" in names
     assert f"lookout/{PROBE}" in names
+    for f in ("index.html", "app.js", "app.css", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css", "vendor/uPlot.LICENSE"):
+        assert f"lookout/dashboard/static/{f}" in names, f
     meta = zipfile.ZipFile(installed["wheel"]).read("lookout-0.1.0.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in meta
 

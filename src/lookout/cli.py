@@ -266,4 +266,4 @@ def generate(count: int, out_path: str, rate: float, start: float, seed: int) ->
 
 # Commands of the integrations live beside their own code's owners; each adds itself to `main`.
 from lookout import cli_kafka, cli_nginx, cli_spark  # noqa: E402,F401
-from lookout import cli_check, cli_deploy  # noqa: E402,F401  (lookout check, kibana-setup)
+from lookout import cli_check, cli_dashboard, cli_deploy  # noqa: E402,F401  (lookout check, serve, kibana-setup)

@@ -17,7 +17,7 @@ import sys
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -29,6 +29,9 @@ from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
 from lookout.sources.base import Source
+
+if TYPE_CHECKING:
+    from lookout.dashboard.feed import DashboardFeed
 
 log = logging.getLogger("lookout.run")
 CHECKPOINT = "checkpoint.pkl"
@@ -169,6 +172,7 @@ class Runner:
             from lookout.notify.sender import Notifier
 
             self.notifier = Notifier(rs, opts.state_dir)
+        self.feed: DashboardFeed | None = None  # the web dashboard's live feed, when one is served
 
     def _restore(self) -> None:
         state = self.ckpt.load()
@@ -207,7 +211,10 @@ class Runner:
         self.metrics = RunMetrics(self.opts.source_kind(), self.pipeline, self.notifier)
         self.health = Health(self.opts.commit_interval)
         self._publish()
-        self.http = HttpServer(create_app(self.metrics.registry, self.health.check, self.opts.http_token), *bind)
+        from lookout.dashboard.live import live_routes
+
+        self.http = HttpServer(create_app(self.metrics.registry, self.health.check, self.opts.http_token,
+                                          routes=live_routes(self)), *bind)
         self.http.start()
 
     def _publish(self) -> None:
@@ -241,6 +248,8 @@ class Runner:
         if self.notifier is not None:
             self.notifier.release(n)
         self.source.commit(self.position)
+        if self.feed is not None:
+            self.feed.committed()
 
     def _advance_idle(self, quiet: float) -> tuple[list[StepReport], bool]:
         """No record this poll: let the watermark move without data (re-evaluated every poll).
@@ -320,6 +329,8 @@ class Runner:
                         self.notifier.add(rep.incidents)
                     if self.view and (rep.results or rep.incidents):
                         self.view.update(rep.results, rep.incidents)
+                    if self.feed is not None:
+                        self.feed.step(rep.results, rep.records, self.pipeline, [t.doc for t in rep.incidents])
                 if self.view:
                     self.view.refresh()
                 if self.health is not None:

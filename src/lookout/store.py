@@ -63,7 +63,7 @@ def _files(store_dir: Path) -> list[str]:
     return sorted(str(p) for p in store_dir.glob(FILE_GLOB))
 
 
-def _connect() -> Any:
+def connect() -> Any:
     import duckdb
 
     con = duckdb.connect()
@@ -75,7 +75,7 @@ def count(store_dir: Path) -> int:
     files = _files(store_dir)
     if not files:
         return 0
-    return int(_connect().execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0])
+    return int(connect().execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0])
 
 
 def search(store_dir: Path, q: Query, limit: int = 20) -> list[dict[str, Any]]:
@@ -98,7 +98,7 @@ def search(store_dir: Path, q: Query, limit: int = 20) -> list[dict[str, Any]]:
         where.append("ts < ?")
         params.append(q.until_us)
     sql = "SELECT * FROM read_parquet(?)" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts DESC LIMIT ?"
-    cur = _connect().execute(sql, [files, *params, limit])
+    cur = connect().execute(sql, [files, *params, limit])
     cols = [d[0] for d in cur.description]
     out = []
     for row in cur.fetchall():

@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/"})  # "/" and /static/: the dashboard's page shell, no data
+OPEN_PREFIXES = ("/static/",)
 
 
 class BearerAuth:
@@ -28,7 +29,8 @@ class BearerAuth:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path") not in OPEN_PATHS:
+        if (scope["type"] == "http" and scope.get("path") not in OPEN_PATHS
+                and not scope.get("path", "").startswith(OPEN_PREFIXES)):
             got = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(got, self.expected):
                 resp = PlainTextResponse("unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
