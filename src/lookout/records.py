@@ -9,10 +9,11 @@ The two are held equal by property tests (tests/test_records.py).
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -41,8 +42,9 @@ UNKNOWN_MARKERS = ("", "-")
 MAX_TS_US = 253_402_300_800 * 1_000_000  # year 10000: beyond this no calendar can show it
 MAX_REQUEST_TIME = 1e6  # seconds (11.6 days): anything longer is a broken clock, and sums stay exact in int64 µs
 
-_NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_IPV4_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# ASCII digits only, on both paths: Python's and polars' `\d` also match Arabic-Indic, fullwidth, ... digits.
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_PATTERN = rf"^{_IPV4_OCTET}\.{_IPV4_OCTET}\.{_IPV4_OCTET}\.{_IPV4_OCTET}$"
 
 
@@ -85,26 +87,46 @@ def parse_timestamp(v: Any) -> int:
     if _is_number(v):
         secs = float(v)
     elif isinstance(v, str):
-        s = v
-        if _NUMBER_RE.fullmatch(s):
-            secs = float(s)
+        if _NUMBER_RE.fullmatch(v):
+            secs = float(v)
         else:
-            try:
-                dt = datetime.fromisoformat(s)
-            except ValueError:
-                raise Rejected("invalid-timestamp", f"@timestamp {v!r} is neither epoch seconds nor ISO-8601") from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone.utc)
-            delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
-            us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-            if not 0 <= us < MAX_TS_US:
-                raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
-            return us
+            return _parse_iso(v)
     else:
         raise Rejected("invalid-timestamp", f"@timestamp must be a number or a string, not {type(v).__name__}")
     if not math.isfinite(secs):
         raise Rejected("invalid-timestamp", f"@timestamp {v!r} is not finite")
     us = round(secs * 1_000_000)
+    if not 0 <= us < MAX_TS_US:
+        raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
+    return us
+
+
+_LEAP_SECOND_RE = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}):60(?=$|[.,Z+-])")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _parse_iso(v: str) -> int:
+    """ISO-8601 → epoch µs. A leap second (`23:59:60Z`, or the same instant in another offset) is read
+    as the first instant of the next day, as POSIX time does (epoch seconds have no leap seconds);
+    `:60` anywhere else is refused."""
+    bad = Rejected("invalid-timestamp", f"@timestamp {v!r} is neither epoch seconds nor ISO-8601")
+    if not v.isascii():  # fromisoformat's digits must be ASCII digits, like everywhere in the contract
+        raise bad
+    leap = _LEAP_SECOND_RE.match(v)
+    s = f"{leap.group(1)}:59{v[leap.end():]}" if leap else v
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise bad from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    if leap:
+        utc = dt.astimezone(timezone.utc)
+        if (utc.hour, utc.minute, utc.second) != (23, 59, 59):
+            raise Rejected("invalid-timestamp", f"@timestamp {v!r}: a leap second can only be 23:59:60 UTC")
+        dt = dt + timedelta(seconds=1)
+    delta = dt - _EPOCH
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if not 0 <= us < MAX_TS_US:
         raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
     return us
@@ -137,7 +159,7 @@ def parse_request_time(v: Any) -> float | None:
         raise Rejected("invalid-request_time", f"request_time {v!r} is not a number")
     if not math.isfinite(x) or x < 0 or x > MAX_REQUEST_TIME:
         raise Rejected("invalid-request_time", f"request_time {v!r} must be a number from 0 to {MAX_REQUEST_TIME:g} seconds")
-    return x
+    return x + 0.0  # -0.0 + 0.0 is 0.0: one zero
 
 
 def parse_client_ip(v: Any) -> str:
@@ -146,10 +168,16 @@ def parse_client_ip(v: Any) -> str:
     if not isinstance(v, str):
         raise Rejected("invalid-client_ip", f"client_ip must be a string, not {type(v).__name__}")
     try:
-        ipaddress.ip_address(v)
+        ip = ipaddress.ip_address(v)
     except ValueError:
         raise Rejected("invalid-client_ip", f"client_ip {v!r} is not an IPv4 or IPv6 address") from None
-    return v
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id is not None:
+            raise Rejected("invalid-client_ip", f"client_ip {v!r} has a zone id (%...), which names a local interface, not a client")
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+    # one client, one text: an IPv4-mapped address is its IPv4 address, IPv6 is compressed lower case
+    return str(ip)
 
 
 def parse_host(v: Any) -> str:
@@ -186,6 +214,34 @@ def parse_object(obj: Any) -> dict[str, Any]:
     }
 
 
+_FIELD_KEYS: tuple[bytes, ...] = tuple(f'"{f}"'.encode() for f in INPUT_FIELDS)
+
+
+def duplicate_field(line: bytes) -> str | None:
+    """The first contract field named twice at the top level of a valid JSON object line, if any.
+
+    RFC 8259 leaves duplicate names open and parsers differ (orjson keeps the last, polars the
+    first), so the contract refuses them: a record must not mean two things. Other keys are
+    ignored, their duplicates too. Keys are compared decoded (`"ho\\u0073t"` is `host`).
+    """
+    if b"\\" not in line and all(line.count(k) <= 1 for k in _FIELD_KEYS):
+        return None  # every key is literal and no field name occurs twice anywhere in the line
+    try:
+        pairs = json.loads(line, object_pairs_hook=lambda p: p)
+    except RecursionError:
+        raise Rejected("invalid-json", "nested too deeply") from None
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in _FIELD_SET:
+            if key in seen:
+                return key
+            seen.add(key)
+    return None
+
+
+_FIELD_SET = frozenset(INPUT_FIELDS)
+
+
 def parse_line(line: bytes) -> dict[str, Any]:
     """The reference parser: one raw line → typed record, or `Rejected` with the reason."""
     try:
@@ -193,9 +249,13 @@ def parse_line(line: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise Rejected("invalid-utf8", f"not valid UTF-8 at byte {e.start}") from None
     try:
-        obj = orjson.loads(line)
+        obj = orjson.loads(line)  # strict: lone surrogates, raw control characters, NaN are refused
     except orjson.JSONDecodeError as e:
         raise Rejected("invalid-json", str(e)) from None
+    if isinstance(obj, dict):
+        dup = duplicate_field(line)
+        if dup is not None:
+            raise Rejected("duplicate-key", f"{dup} appears twice")
     return parse_object(obj)
 
 
@@ -225,7 +285,7 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
     out = df.select(
         ts=ts_us,
         status=status,
-        request_time=pl.when(rt_unknown).then(None).otherwise(rt),
+        request_time=pl.when(rt_unknown).then(None).when(rt == 0).then(0.0).otherwise(rt),  # one zero: -0 is 0.0
         client_ip=pl.col("client_ip"),
         host=pl.col("host"),
         country=pl.when(pl.col("country").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("country")),
@@ -243,6 +303,26 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
         & pl.col("rt_ok")
     )
     return out.with_columns(ok=ok.fill_null(False), check=maybe_not_string).drop("rt_ok")
+
+
+def _unvouched_rows(df: pl.DataFrame, text: bytes, row_lines: list[bytes] | None) -> list[int] | None:
+    """Rows (positions in df) polars may have read differently from parse_line, or None for none.
+
+    polars decodes keys silently and keeps the first of two equal keys; parse_line decodes keys
+    and refuses a field named twice. A key can only differ from its literal text through a `\\u`
+    escape, so: with no `\\u` in the chunk and each field's key counted exactly as often as polars
+    found the field, every field was read from its only, literal key (two whole-chunk byte
+    counts per field, no per-line work). Otherwise only the lines with a `\\u` or a field key seen
+    twice are sent to the reference.
+    """
+    escaped = b"\\u" in text
+    present = df.select(pl.all().is_not_null().sum()).row(0, named=True)
+    recount = [f for f, key in zip(INPUT_FIELDS, _FIELD_KEYS) if text.count(key) != present[f]]
+    if not escaped and not recount:
+        return None
+    keys = _FIELD_KEYS if escaped else tuple(f'"{f}"'.encode() for f in recount)
+    lines = row_lines if row_lines is not None else split_lines(text)
+    return [k for k, raw in enumerate(lines) if (escaped and b"\\u" in raw) or any(raw.count(key) > 1 for key in keys)]
 
 
 def _typed_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -325,7 +405,8 @@ def _parse_indexed(lines: list[bytes], keep: list[int] | None) -> ParsedChunk:
         g, b = _slow(lines, undecodable)
         bad.extend(b)
         good.extend(g)
-        rest = [i for i in idx if i not in set(undecodable)]
+        broken = set(undecodable)
+        rest = [i for i in idx if i not in broken]
         if rest:
             inner = _parse_indexed(lines, rest)
             frames = [inner.records]
@@ -349,6 +430,9 @@ def _from_decoded(df: pl.DataFrame, text: bytes, lines: list[bytes] | None, idx:
     typed = _vectorised(df)
     line_no = pl.Series("line", idx, dtype=pl.Int64) if idx is not None else pl.int_range(0, n, eager=True).alias("line")
     typed = typed.with_columns(line_no)
+    unvouched = _unvouched_rows(df, text, [lines[i] for i in idx] if lines is not None and idx is not None else None)
+    if unvouched:
+        typed = typed.with_columns(ok=pl.col("ok") & ~pl.int_range(0, n).is_in(unvouched))
     if typed.get_column("check").any():
         if lines is None:
             lines = split_lines(text)
