@@ -11,6 +11,7 @@ import orjson
 from lookout.rules import RuleSet, RulesError, load_rules, parse_duration
 
 EXIT_USAGE = 2
+EXIT_INPUT_DAMAGED = 3  # replay: some input was damaged; everything readable was processed
 
 
 def _load(rules_path: str | None, lateness: str | None) -> RuleSet:
@@ -131,18 +132,24 @@ def rules(rules_path: str | None, check: bool) -> None:
 def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None, out_dir: str,
            store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool) -> None:
     """Run the rules over NDJSON files (`-` for stdin, .gz too), as fast as the machine allows."""
+    from lookout.replay import OutputUnwritable
     from lookout.replay import replay as run_replay
+    from lookout.sources.files import InputUnreadable
 
     rs = _load(rules_path, lateness)
-    for p in inputs:
-        if p != "-" and not Path(p).is_file():
-            click.echo(f"error: {p}: no such file", err=True)
-            sys.exit(EXIT_USAGE)
     show = sys.stderr.isatty() if progress is None else progress
-    stats = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show)
+    try:
+        outcome = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show)
+    except (InputUnreadable, OutputUnwritable) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
     from lookout.live import print_summary
 
-    print_summary(stats, out_dir, as_json=as_json)
+    print_summary(outcome.stats, out_dir, as_json=as_json)
+    for damage in outcome.damaged:
+        click.echo(f"error: {damage}", err=True)
+    if outcome.damaged:
+        sys.exit(EXIT_INPUT_DAMAGED)
 
 
 @main.command()
