@@ -305,24 +305,31 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(ok=ok.fill_null(False), check=maybe_not_string).drop("rt_ok")
 
 
+_FIELD_KEY_PATTERN = '"(?:' + "|".join(re.escape(f) for f in INPUT_FIELDS) + ')"'
+
+
 def _unvouched_rows(df: pl.DataFrame, text: bytes, row_lines: list[bytes] | None) -> list[int] | None:
     """Rows (positions in df) polars may have read differently from parse_line, or None for none.
 
     polars decodes keys silently and keeps the first of two equal keys; parse_line decodes keys
-    and refuses a field named twice. A key can only differ from its literal text through a `\\u`
-    escape, so: with no `\\u` in the chunk and each field's key counted exactly as often as polars
-    found the field, every field was read from its only, literal key (two whole-chunk byte
-    counts per field, no per-line work). Otherwise only the lines with a `\\u` or a field key seen
-    twice are sent to the reference.
+    and refuses a field named twice. Every key is followed by a `:` and each field polars found
+    has a key of its own, so when the chunk holds exactly as many `:` as fields found, no row
+    repeats a field (one memchr-speed count; seed-like lines pass it). Otherwise the literal
+    field keys are counted (one vectorised pass; a key can only differ from its literal text
+    through a `\\u` escape); if those are still more than the fields found, or the chunk has a
+    `\\u` escape, only the lines with a `\\u` or a field key seen twice go to the reference.
     """
-    escaped = b"\\u" in text
-    present = df.select(pl.all().is_not_null().sum()).row(0, named=True)
-    recount = [f for f, key in zip(INPUT_FIELDS, _FIELD_KEYS) if text.count(key) != present[f]]
-    if not escaped and not recount:
-        return None
-    keys = _FIELD_KEYS if escaped else tuple(f'"{f}"'.encode() for f in recount)
+    escaped = text.find(b"\\") >= 0 and b"\\u" in text  # memchr first: the two-byte search is slower
+    if not escaped:
+        found = df.select(pl.sum_horizontal(pl.all().is_not_null().sum())).item()
+        if text.count(b":") == found:
+            return None
+        keys = pl.Series([text.decode("utf-8", "replace")]).str.count_matches(_FIELD_KEY_PATTERN).item()
+        if keys == found:
+            return None
     lines = row_lines if row_lines is not None else split_lines(text)
-    return [k for k, raw in enumerate(lines) if (escaped and b"\\u" in raw) or any(raw.count(key) > 1 for key in keys)]
+    return [k for k, raw in enumerate(lines)
+            if (escaped and b"\\u" in raw) or any(raw.count(key) > 1 for key in _FIELD_KEYS)]
 
 
 def _typed_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
