@@ -65,12 +65,12 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     then environment (LOOKOUT_KAFKA, ...), then this file, then built-in defaults."""
     if not value:
         return
-    import yaml
+    from lookout.rules import safe_yaml
 
     try:
-        data = yaml.safe_load(Path(value).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise click.BadParameter(f"{value}: {e}") from None
+        data = safe_yaml(Path(value).read_text(), value) or {}
+    except (OSError, UnicodeDecodeError, RulesError) as e:
+        raise click.BadParameter(str(e)) from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"{value}: expected a mapping of command: {{option: value}}")
     common = data.pop("common", None) or {}
