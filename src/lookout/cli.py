@@ -185,12 +185,33 @@ def run(**opts: object) -> None:
     view = opts.pop("view")
     if view is None:
         view = sys.stdout.isatty()
+    from lookout.statelock import StateDirBusy
+
     try:
         ro = RunOptions(**opts, view=bool(view))  # type: ignore[arg-type]
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(run_pipeline(rs, ro))
+    try:
+        sys.exit(run_pipeline(rs, ro))
+    except StateDirBusy as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _store_dir(state_dir: str, store_dir: str | None) -> Path:
+    """The store a query reads; a state dir or store that does not exist is an error (exit 2), not 0 records."""
+    from lookout import store
+
+    try:
+        if store_dir:
+            store.require_dir(Path(store_dir), "--store")
+            return Path(store_dir)
+        store.require_dir(Path(state_dir), "--state-dir")
+    except store.StoreMissing as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    return Path(state_dir) / "store"
 
 
 @main.command()
@@ -207,7 +228,7 @@ def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str)
 
         n = es_count(es_url, index)
     else:
-        n = store.count(Path(store_dir) if store_dir else Path(state_dir) / "store")
+        n = store.count(_store_dir(state_dir, store_dir))
     click.echo(orjson.dumps({"count": n}).decode())
 
 
@@ -223,7 +244,7 @@ def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str)
 @click.option("--status", default=None, help="A status, a range (400-499) or a class (4xx).")
 @click.option("--since", default=None, help="ISO-8601 time or epoch seconds.")
 @click.option("--until", default=None, help="ISO-8601 time or epoch seconds.")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000), help="At most this many records (1-100,000).")
 def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str, limit: int, **filters: str | None) -> None:
     """Find stored raw records (newest first), one JSON object per line."""
     from lookout import store
@@ -238,7 +259,7 @@ def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str
 
         rows = es_search(es_url, index, query, limit)
     else:
-        rows = store.search(Path(store_dir) if store_dir else Path(state_dir) / "store", query, limit)
+        rows = store.search(_store_dir(state_dir, store_dir), query, limit)
     for r in rows:
         click.echo(orjson.dumps(r).decode())
 

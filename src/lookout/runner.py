@@ -26,6 +26,7 @@ from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
 from lookout.sources.base import Source
+from lookout.statelock import StateDirBusy, StateDirLock
 
 log = logging.getLogger("lookout.run")
 CHECKPOINT = "checkpoint.pkl"
@@ -263,6 +264,11 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
     if acquire is not None and not acquire(lambda: stop["requested"]):
         source.close()
         return 0
+    try:  # a standby taking over may find the old holder still exiting: it waits a little
+        lock = StateDirLock(opts.state_dir, wait=30.0 if acquire is not None else 0.0)
+    except StateDirBusy:
+        source.close()
+        raise
     runner = Runner(rs, opts, source=source)
     runner.stop_requested = stop["requested"]
     signal.signal(signal.SIGINT, runner.request_stop)
@@ -274,3 +280,5 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
             log.error("stopped without committing the last steps (%s); they are read again on restart", e)
             return 1
         raise
+    finally:
+        lock.release()
