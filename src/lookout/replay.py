@@ -79,7 +79,7 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
         check_readable(path)
     outcome = ReplayOutcome(Stats())
     sinks = sink or build_sinks(rs, out_dir, store_dir, es_url)
-    pipe = Pipeline(rs, sinks)
+    pipe = Pipeline(rs, sinks, keep_results=False)
     bar = None
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
