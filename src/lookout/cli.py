@@ -244,7 +244,8 @@ def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str)
 @click.option("--status", default=None, help="A status, a range (400-499) or a class (4xx).")
 @click.option("--since", default=None, help="ISO-8601 time or epoch seconds.")
 @click.option("--until", default=None, help="ISO-8601 time or epoch seconds.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000), help="At most this many records (1-100,000).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="At most this many records (1-100,000).")
 def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str, limit: int, **filters: str | None) -> None:
     """Find stored raw records (newest first), one JSON object per line."""
     from lookout import store

@@ -173,7 +173,8 @@ def parse_client_ip(v: Any) -> str:
         raise Rejected("invalid-client_ip", f"client_ip {v!r} is not an IPv4 or IPv6 address") from None
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.scope_id is not None:
-            raise Rejected("invalid-client_ip", f"client_ip {v!r} has a zone id (%...), which names a local interface, not a client")
+            raise Rejected("invalid-client_ip",
+                           f"client_ip {v!r} has a zone id (%...), which names a local interface, not a client")
         if ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
     # one client, one text: an IPv4-mapped address is its IPv4 address, IPv6 is compressed lower case
@@ -409,6 +410,8 @@ def _parse_indexed(lines: list[bytes], keep: list[int] | None) -> ParsedChunk:
                     raise ValueError
             except Exception:  # noqa: BLE001
                 undecodable.append(i)
+        if not undecodable:  # polars refuses what every line's own decoder takes: no retry loop, one by one
+            return _parse_indexed_slow(lines, idx)
         g, b = _slow(lines, undecodable)
         bad.extend(b)
         good.extend(g)
