@@ -104,3 +104,19 @@ def test_unwritable_out_gets_one_line(lookout_cmd, tmp_path, out):
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     assert [ln for ln in p.stderr.splitlines() if out in ln and "rror" in ln], p.stderr  # click's usage error or ours
+
+
+def test_records_at_the_end_of_time_do_not_crash_replay(lookout_cmd, tmp_path):
+    """A record whose window would end past year 9999 (where no ISO-8601 can show it) is refused by the
+    contract; the latest accepted one still has printable windows. Both used to crash replay's output."""
+    inp = tmp_path / "late-in-time.ndjson"
+    inp.write_bytes(orjson.dumps({**GOOD, "@timestamp": "9999-12-31T23:59:59Z"}) + b"\n"
+                    + orjson.dumps({**GOOD, "@timestamp": "9997-12-31T23:59:59Z"}) + b"\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: [{name: yearly, window: 366d, group_by: host}]")
+    for extra in ([], ["--rules", str(rules)]):
+        out = tmp_path / f"out{len(extra)}"
+        p = run(lookout_cmd + ["replay", str(inp), "--out", str(out), "--json", *extra])
+        assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-1500:]
+        s = json.loads(p.stdout)
+        assert s["records"] == 1 and s["reasons"] == {"invalid-timestamp": 1}

@@ -40,7 +40,9 @@ SCHEMA: dict[str, pl.DataType] = {
     "line": pl.Int64(),  # index of the line within its chunk (source positions derive from it)
 }
 UNKNOWN_MARKERS = ("", "-")
-MAX_TS_US = 253_402_300_800 * 1_000_000  # year 10000: beyond this no calendar can show it
+# 9998-01-01T00:00:00Z: a window (up to 366 days, rules.MAX_DURATION) of any record still ends
+# before year 10000, beyond which no calendar (datetime, ISO-8601 output) can show it
+MAX_TS_US = 253_339_228_800 * 1_000_000
 MAX_REQUEST_TIME = 1e6  # seconds (11.6 days): anything longer is a broken clock, and sums stay exact in int64 µs
 
 # ASCII digits only, on both paths: Python's and polars' `\d` also match Arabic-Indic, fullwidth, ... digits.

@@ -20,8 +20,8 @@ from lookout.records import INPUT_FIELDS, MAX_TS_US
 
 # Written after the input (files mode) to push the watermark past every window, so the last
 # windows close exactly as `lookout replay` closes them at end of input. Never a record.
-FLUSH_LINE = '{"@timestamp": 253402300799, "lookout-flush": "end-of-input"}'
 FLUSH_TS_US = MAX_TS_US - 1_000_000
+FLUSH_LINE = f'{{"@timestamp": {FLUSH_TS_US // 1_000_000}, "lookout-flush": "end-of-input"}}'
 
 _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
