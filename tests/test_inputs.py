@@ -120,3 +120,14 @@ def test_records_at_the_end_of_time_do_not_crash_replay(lookout_cmd, tmp_path):
         assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-1500:]
         s = json.loads(p.stdout)
         assert s["records"] == 1 and s["reasons"] == {"invalid-timestamp": 1}
+
+
+@pytest.mark.parametrize("flag", ["--out", "--state-dir"])
+def test_run_with_an_unwritable_directory_gets_one_line(lookout_cmd, tmp_path, flag):
+    args = {"--out": str(tmp_path / "out"), "--state-dir": str(tmp_path / "state")}
+    args[flag] = "/proc/self/x"
+    p = subprocess.run(lookout_cmd + ["run", "--no-view", "--duration", "1", *[x for kv in args.items() for x in kv]],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-1500:]
+    err = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1 and flag in err[0] and "/proc/self/x" in err[0], p.stderr

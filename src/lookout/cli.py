@@ -132,8 +132,8 @@ def rules(rules_path: str | None, check: bool) -> None:
 def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None, out_dir: str,
            store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool) -> None:
     """Run the rules over NDJSON files (`-` for stdin, .gz too), as fast as the machine allows."""
-    from lookout.replay import OutputUnwritable
     from lookout.replay import replay as run_replay
+    from lookout.sinks.files import OutputUnwritable
     from lookout.sources.files import InputUnreadable
 
     rs = _load(rules_path, lateness)
@@ -180,6 +180,7 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 def run(**opts: object) -> None:
     """Run the pipeline: generated records by default, or --tail a log, or --kafka."""
     from lookout.runner import RunOptions, run_pipeline
+    from lookout.sinks.files import OutputUnwritable, ensure_writable_dir
 
     rs = _load(opts.pop("rules_path"), opts.pop("lateness"))  # type: ignore[arg-type]
     view = opts.pop("view")
@@ -193,8 +194,10 @@ def run(**opts: object) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
     try:
+        ensure_writable_dir(ro.out_dir, "--out")
+        ensure_writable_dir(ro.state_dir, "--state-dir")
         sys.exit(run_pipeline(rs, ro))
-    except StateDirBusy as e:
+    except (StateDirBusy, OutputUnwritable) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
 

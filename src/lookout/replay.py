@@ -16,13 +16,9 @@ from lookout.pipeline import Pipeline, Stats
 from lookout.records import ParsedChunk
 from lookout.rules import RuleSet
 from lookout.sinks.base import Sink, SinkSet
-from lookout.sinks.files import FileSink
+from lookout.sinks.files import FileSink, OutputUnwritable
 from lookout.sources.base import Chunk
 from lookout.sources.files import InputDamaged, check_readable, file_chunks, input_size
-
-
-class OutputUnwritable(Exception):
-    """An output directory (--out, --store) that cannot be created or written."""
 
 
 @dataclass
