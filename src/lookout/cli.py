@@ -11,6 +11,7 @@ import orjson
 from lookout.cli_errors import EXIT_USAGE, LookoutGroup
 from lookout.rules import RuleSet, RulesError, load_rules, parse_duration
 
+EXIT_INPUT_DAMAGED = 3  # replay: some input was damaged; everything readable was processed
 
 def _load(rules_path: str | None, lateness: str | None) -> RuleSet:
     try:
@@ -63,12 +64,12 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     then environment (LOOKOUT_KAFKA, ...), then this file, then built-in defaults."""
     if not value:
         return
-    import yaml
+    from lookout.rules import safe_yaml
 
     try:
-        data = yaml.safe_load(Path(value).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise click.BadParameter(f"{value}: {e}") from None
+        data = safe_yaml(Path(value).read_text(), value) or {}
+    except (OSError, UnicodeDecodeError, RulesError) as e:
+        raise click.BadParameter(str(e)) from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"{value}: expected a mapping of command: {{option: value}}")
     common = data.pop("common", None) or {}
@@ -135,18 +136,24 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
            notify: bool, state_dir: str) -> None:
     """Run the rules over NDJSON files (`-` for stdin, .gz too), as fast as the machine allows."""
     from lookout.replay import replay as run_replay
+    from lookout.sinks.files import OutputUnwritable
+    from lookout.sources.files import InputUnreadable
 
     rs = _load(rules_path, lateness)
-    for p in inputs:
-        if p != "-" and not Path(p).is_file():
-            click.echo(f"error: {p}: no such file", err=True)
-            sys.exit(EXIT_USAGE)
     show = sys.stderr.isatty() if progress is None else progress
-    stats = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show,
-                       notify_dir=Path(state_dir) if notify else None)
+    try:
+        outcome = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show,
+                             notify_dir=Path(state_dir) if notify else None)
+    except (InputUnreadable, OutputUnwritable) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
     from lookout.live import print_summary
 
-    print_summary(stats, out_dir, as_json=as_json)
+    print_summary(outcome.stats, out_dir, as_json=as_json)
+    for damage in outcome.damaged:
+        click.echo(f"error: {damage}", err=True)
+    if outcome.damaged:
+        sys.exit(EXIT_INPUT_DAMAGED)
 
 
 @main.command()
@@ -182,11 +189,14 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 def run(**opts: object) -> None:
     """Run the pipeline: generated records by default, or --tail a log, or --kafka."""
     from lookout.runner import RunOptions, run_pipeline
+    from lookout.sinks.files import OutputUnwritable, ensure_writable_dir
 
     rs = _load(opts.pop("rules_path"), opts.pop("lateness"))  # type: ignore[arg-type]
     view = opts.pop("view")
     if view is None:
         view = sys.stdout.isatty()
+    from lookout.statelock import StateDirBusy
+
     try:
         ro = RunOptions(**opts, view=bool(view))  # type: ignore[arg-type]
     except ValueError as e:
@@ -195,10 +205,27 @@ def run(**opts: object) -> None:
     from lookout.http import HttpBindError
 
     try:
+        ensure_writable_dir(ro.out_dir, "--out")
+        ensure_writable_dir(ro.state_dir, "--state-dir")
         sys.exit(run_pipeline(rs, ro))
-    except HttpBindError as e:
+    except (StateDirBusy, OutputUnwritable, HttpBindError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+def _store_dir(state_dir: str, store_dir: str | None) -> Path:
+    """The store a query reads; a state dir or store that does not exist is an error (exit 2), not 0 records."""
+    from lookout import store
+
+    try:
+        if store_dir:
+            store.require_dir(Path(store_dir), "--store")
+            return Path(store_dir)
+        store.require_dir(Path(state_dir), "--state-dir")
+    except store.StoreMissing as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    return Path(state_dir) / "store"
 
 
 @main.command()
@@ -215,7 +242,7 @@ def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str)
 
         n = es_count(es_url, index)
     else:
-        n = store.count(Path(store_dir) if store_dir else Path(state_dir) / "store")
+        n = store.count(_store_dir(state_dir, store_dir))
     click.echo(orjson.dumps({"count": n}).decode())
 
 
@@ -231,7 +258,8 @@ def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str)
 @click.option("--status", default=None, help="A status, a range (400-499) or a class (4xx).")
 @click.option("--since", default=None, help="ISO-8601 time or epoch seconds.")
 @click.option("--until", default=None, help="ISO-8601 time or epoch seconds.")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="At most this many records (1-100,000).")
 def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str, limit: int, **filters: str | None) -> None:
     """Find stored raw records (newest first), one JSON object per line."""
     from lookout import store
@@ -246,7 +274,7 @@ def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str
 
         rows = es_search(es_url, index, query, limit)
     else:
-        rows = store.search(Path(store_dir) if store_dir else Path(state_dir) / "store", query, limit)
+        rows = store.search(_store_dir(state_dir, store_dir), query, limit)
     for r in rows:
         click.echo(orjson.dumps(r).decode())
 

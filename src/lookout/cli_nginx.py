@@ -93,4 +93,10 @@ def ship(path: str, bootstrap: str, topic: str, state_dir: str, log_format: str,
                        log_format=log_format, host=log_host, geoip=Path(geoip) if geoip else None,
                        partitions=partitions, duration=duration,
                        commit_interval=commit_interval)
-    sys.exit(run_ship(opts))
+    from lookout.statelock import StateDirBusy
+
+    try:
+        sys.exit(run_ship(opts))
+    except StateDirBusy as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)

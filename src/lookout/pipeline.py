@@ -63,9 +63,15 @@ class StepReport:
     incidents: list[Transition] = field(default_factory=list)
 
 
+RESULT_SLICE = 2_000  # results are formatted and handed to the sinks this many at a time
+
+
 class Pipeline:
-    def __init__(self, ruleset: RuleSet, sink: Sink, clock: Clock = time.time) -> None:
+    def __init__(self, ruleset: RuleSet, sink: Sink, keep_results: bool = True, clock: Clock = time.time) -> None:
+        """`keep_results=False`: steps return no formatted results (replay: nobody reads them), so a
+        step with half a million alerts holds one slice of them at a time, not all."""
         self.ruleset = ruleset
+        self.keep_results = keep_results
         self.engine = Engine(ruleset)
         self.clock = clock
         self.guard = FutureGuard(ruleset.max_future)
@@ -131,10 +137,12 @@ class Pipeline:
     def _emit(self, out: EngineOutput) -> list[ResultBatch]:
         batches = []
         for name, frame in out.results.items():
-            rb = format_results(self.ruleset.by_name[name], frame)
-            self.sink.write_results(rb)
-            self.stats.results[name] += len(rb)
-            batches.append(rb)
+            for part in frame.iter_slices(RESULT_SLICE):  # streamed: formatted lines live one slice at a time
+                rb = format_results(self.ruleset.by_name[name], part)
+                self.sink.write_results(rb)
+                self.stats.results[name] += len(rb)
+                if self.keep_results:
+                    batches.append(rb)
         return batches
 
     def advance(self, watermark: int) -> StepReport:

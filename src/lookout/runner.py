@@ -29,6 +29,7 @@ from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
 from lookout.sources.base import Source
+from lookout.statelock import StateDirBusy, StateDirLock
 
 if TYPE_CHECKING:
     from lookout.dashboard.feed import DashboardFeed
@@ -369,6 +370,11 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
     if not source.acquire(lambda: stop["requested"]):
         source.close()
         return 0
+    try:  # a standby taking over may find the old holder still exiting: it waits a little
+        lock = StateDirLock(opts.state_dir, wait=30.0 if source.stands_by else 0.0)
+    except StateDirBusy:
+        source.close()
+        raise
     runner = Runner(rs, opts, source=source)
     runner.stop_requested = stop["requested"]
     signal.signal(signal.SIGINT, runner.request_stop)
@@ -380,3 +386,5 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
             log.error("stopped without committing the last steps (%s); they are read again on restart", e)
             return 1
         raise
+    finally:
+        lock.release()

@@ -25,6 +25,7 @@ from lookout.kafka.clients import produce, producer_config
 from lookout.kafka.config import KafkaConnection
 from lookout.kafka.errors import KafkaDeliveryError
 from lookout.sources.tail import TailSource, load_position, save_position
+from lookout.statelock import StateDirLock
 
 log = logging.getLogger("lookout.ship")
 REASON_HEADER = "lookout-reason"
@@ -143,8 +144,13 @@ class Shipper:
 
 
 def run_ship(opts: ShipOptions) -> int:
+    """Raises `StateDirBusy` when another process ships from the same state dir."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    shipper = Shipper(opts)
-    signal.signal(signal.SIGINT, shipper.request_stop)
-    signal.signal(signal.SIGTERM, shipper.request_stop)
-    return shipper.run()
+    lock = StateDirLock(opts.state_dir)
+    try:
+        shipper = Shipper(opts)
+        signal.signal(signal.SIGINT, shipper.request_stop)
+        signal.signal(signal.SIGTERM, shipper.request_stop)
+        return shipper.run()
+    finally:
+        lock.release()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -180,8 +181,10 @@ class _RuleIncidents:
         return sum(len(v) for v in self.open.values())
 
 
-def _rows(frame: pl.DataFrame, nkeys: int) -> list[tuple[int, int, tuple[Any, ...], Any]]:
-    return [(r[0], r[1], tuple(r[2:2 + nkeys]), r[-1]) for r in frame.iter_rows()]
+def _rows(frame: pl.DataFrame, nkeys: int) -> Iterator[tuple[int, int, tuple[Any, ...], Any]]:
+    """Rows one at a time (a step can hold hundreds of thousands: never a list of them all)."""
+    for r in frame.iter_rows():
+        yield r[0], r[1], tuple(r[2:2 + nkeys]), r[-1]
 
 
 class IncidentTracker:
@@ -198,7 +201,8 @@ class IncidentTracker:
             nk = len(ri.rule.group_by)
             frame = out.results.get(name)
             if frame is not None and frame.height:
-                for start, end, key, value in sorted(_rows(frame, nk), key=lambda r: (r[0], repr(r[2]))):
+                # start order, as a record-at-a-time pass forms runs; sorted by polars, not in a list
+                for start, end, key, value in _rows(frame.sort(frame.columns[:2 + nk]), nk):
                     ri.add_window(key, start, end, value, trans)
             closed = out.closed_alerts.get(name)
             if closed is not None and closed.height:

@@ -17,6 +17,20 @@ REJECTED_FILE = "rejected.jsonl"
 INCIDENTS_FILE = "incidents.jsonl"
 
 
+class OutputUnwritable(Exception):
+    """An output directory (--out, --store, --state-dir) that cannot be created or written."""
+
+
+def ensure_writable_dir(path: Path, what: str) -> None:
+    """Create `path` if needed; `OutputUnwritable` with one clear line if it cannot hold our files."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputUnwritable(f"{what} {path}: cannot create it: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputUnwritable(f"{what} {path}: not writable")
+
+
 class FileSink(Sink):
     name = "files"
 

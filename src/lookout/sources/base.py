@@ -58,6 +58,10 @@ class Source:
 
     name = "source"
 
+    # True for a source whose input one instance reads at a time (Kafka's instance lock): a second
+    # instance stands by in acquire() and, on takeover, may find the old one still exiting.
+    stands_by = False
+
     def acquire(self, stop: Callable[[], bool]) -> bool:
         """Wait until this instance may read (a source with exclusive input, e.g. Kafka's instance
         lock, stands by here). False: `stop()` said to give up first. Nothing is read before."""

@@ -56,6 +56,7 @@ class KafkaSource(Source):
     """All partitions of one input topic, one chunk per partition run of contiguous offsets."""
 
     name = "kafka"
+    stands_by = True
 
     def __init__(self, conn: KafkaConnection, topic: str, partitions: int = 3,
                  lateness: int = 10_000_000, batch: int = 100_000, idle_grace: float = 2.0) -> None:

@@ -41,6 +41,7 @@ import polars as pl
 
 from lookout.errors import ConfigError
 from lookout.sources.base import Chunk, Source, numbered_ids
+from lookout.sources.files import BOM
 from lookout.sources.nginx import LineConverter, converter_for
 
 log = logging.getLogger("lookout.tail")
@@ -268,6 +269,9 @@ class TailSource(Source):
 
     def _read(self, f: OpenFile, size: int, final: bool = False) -> Chunk | None:
         data = os.pread(f.fd, min(self.read_bytes, size - f.offset), f.offset)
+        if f.offset == 0 and data.startswith(BOM):  # a byte-order mark is not part of the first record
+            f.offset = len(BOM)
+            data = data[len(BOM):]
         if not data:
             return None
         f.last_growth = time.monotonic()
