@@ -183,7 +183,14 @@ def run(**opts: object) -> None:
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(run_pipeline(rs, ro))
+    from lookout.checkpoint import CheckpointError
+
+    try:
+        code = run_pipeline(rs, ro)
+    except CheckpointError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(code)
 
 
 @main.command()

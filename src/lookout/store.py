@@ -174,6 +174,9 @@ class StoreWriter:
         for f in files:
             os.unlink(f)
 
+    def file_count(self) -> int:
+        return len(_files(self.dir))
+
     def drop_after(self, seq: int) -> None:
         """After a crash: remove files written after the checkpoint (they will be written again)."""
         for f in _files(self.dir):

@@ -19,13 +19,14 @@ of the few windows that cross their threshold in a batch).
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 
+from lookout.checkpoint import CheckpointError, decode, encode
 from lookout.engine.windows import WindowMath
 from lookout.rules import Rule, RuleSet, Threshold
 
@@ -68,6 +69,8 @@ class RuleRunner:
         self.threshold: Threshold | None = rule.threshold_spec
         self.panes: pl.DataFrame | None = None  # keys..., q, partial columns
         self.closed_k = NEVER  # every window k <= closed_k has closed
+        self._touched: list[pl.DataFrame] = []  # (keys, q) changed since the last checkpoint
+        self._saved = False  # whether the last checkpoint holds a panes table (not None)
         self._filter = _filter_expr(rule)
         self._has_value = self.agg.field is not None
         self._pcols = ["cnt", "n", "s", "mn", "mx"] if self._has_value else ["cnt"]
@@ -179,6 +182,7 @@ class RuleRunner:
                     .collect()
                 )
                 old = self.panes
+                self._touched.append(delta.select(self.keys + ["q"]))
                 if self.mode == "alert":
                     alerts = self._alerts(old, delta, sel)
                     if alerts is not None:
@@ -325,6 +329,36 @@ class RuleRunner:
         last = self.panes.select(self.w.pane_last_k_expr(pl.col("q")).max()).item()
         return self._close(last)
 
+    # ---- checkpoints ------------------------------------------------------------------------
+    def changed_panes(self, full: bool) -> pl.DataFrame | None:
+        """Pane rows to save: all of them (full), or those changed since the last call. Rows
+        dropped meanwhile need no record: they are exactly those with pane_last_k <= closed_k."""
+        touched, self._touched = self._touched, []
+        first, self._saved = not self._saved, self.panes is not None
+        if self.panes is None:
+            return None
+        if full or first:  # the first rows saved carry the table's schema, even when empty
+            return self.panes if full else self.panes.join(pl.concat(touched).unique(), on=self.keys + ["q"], how="semi")
+        if not touched:
+            return None
+        keys = pl.concat(touched).unique()
+        return self.panes.join(keys, on=self.keys + ["q"], how="semi")
+
+    def load_panes(self, parts: list[pl.DataFrame], exists: bool, closed_k: int, replayed: bool) -> None:
+        """Snapshot rows then delta rows, oldest first: the newest row per (key, pane) wins, and
+        panes of closed windows are dropped, as `_close` dropped them."""
+        self._touched = []
+        self.closed_k = closed_k
+        self._saved = exists
+        if not exists or not parts:
+            self.panes = None
+            return
+        panes = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
+        if replayed:
+            panes = panes.unique(subset=self.keys + ["q"], keep="last", maintain_order=True)
+            panes = panes.filter(self.w.pane_last_k_expr(pl.col("q")) > closed_k)
+        self.panes = panes
+
     def open_window_end(self) -> int | None:
         """End of the newest window that still holds state (None when none does)."""
         if self.panes is None or self.panes.height == 0:
@@ -400,22 +434,60 @@ class Engine:
         return sum(r.panes.height for r in self.runners if r.panes is not None)
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        state: dict[str, Any] = {
-            "version": 1,
-            "rules": self.ruleset.to_dict(),
-            "max_ts": self.max_ts,
-            "watermark": self.watermark,
-            "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k} for r in self.runners},
-        }
-        return pickle.dumps(state, protocol=5)
+    # Scalar fields saved as JSON. A new engine field is saved by naming it here; a checkpoint
+    # without it restores the field's initial value.
+    STATE_FIELDS = ("max_ts", "watermark")
 
-    def restore(self, blob: bytes) -> None:
-        state = pickle.loads(blob)  # noqa: S301 - our own checkpoint file in the user's state dir
-        if state.get("rules") != self.ruleset.to_dict():
-            raise ValueError("checkpoint was written with different rules; remove the state dir to start over")
-        self.max_ts = state["max_ts"]
-        self.watermark = state["watermark"]
+    def checkpoint_state(self, full: bool) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+        """Header (JSON-able) and tables of a checkpoint: the whole state (full) or what changed
+        since the previous call. Each call starts a new interval of change tracking."""
+        header: dict[str, Any] = {
+            "kind": "engine-snapshot" if full else "engine-delta",
+            "fields": {f: getattr(self, f) for f in self.STATE_FIELDS},
+            "runners": {},
+        }
+        if full:
+            header["rules"] = self.ruleset.to_dict()
+        tables: dict[str, pl.DataFrame] = {}
         for r in self.runners:
-            s = state["runners"][r.rule.name]
-            r.panes, r.closed_k = s["panes"], s["closed_k"]
+            rows = r.changed_panes(full)
+            header["runners"][r.rule.name] = {"closed_k": r.closed_k, "panes": r.panes is not None}
+            if rows is not None:
+                tables[f"panes/{r.rule.name}"] = rows
+        return header, tables
+
+    def restore_state(self, snapshot: tuple[dict[str, Any], dict[str, pl.DataFrame]],
+                      deltas: list[tuple[dict[str, Any], dict[str, pl.DataFrame]]] = ()) -> None:  # type: ignore[assignment]
+        head, _ = snapshot
+        if head.get("kind") != "engine-snapshot":
+            raise CheckpointError(f"expected an engine snapshot, found {head.get('kind')!r}")
+        if head.get("rules") != orjson.loads(orjson.dumps(self.ruleset.to_dict())):
+            raise CheckpointError("checkpoint was written with different rules; remove the state dir to start over")
+        parts: dict[str, list[pl.DataFrame]] = {r.rule.name: [] for r in self.runners}
+        last = head
+        for h, tables in [snapshot, *deltas]:
+            if h.get("kind") not in ("engine-snapshot", "engine-delta"):
+                raise CheckpointError(f"unexpected engine record {h.get('kind')!r}")
+            for name, df in tables.items():
+                rule = name.removeprefix("panes/")
+                if rule not in parts:
+                    raise CheckpointError(f"checkpoint holds state for an unknown rule {rule!r}")
+                parts[rule].append(df)
+            last = h
+        for f in self.STATE_FIELDS:
+            if f in last["fields"]:
+                setattr(self, f, last["fields"][f])
+        for r in self.runners:
+            s = last["runners"][r.rule.name]
+            r.load_panes(parts[r.rule.name], s["panes"], int(s["closed_k"]), replayed=bool(deltas))
+
+    def snapshot(self) -> bytes:
+        """The whole state as one self-describing blob (see lookout.checkpoint)."""
+        return encode(*self.checkpoint_state(full=True))
+
+    def delta(self) -> bytes:
+        """What changed since the last snapshot()/delta(), as one blob."""
+        return encode(*self.checkpoint_state(full=False))
+
+    def restore(self, blob: bytes, deltas: list[bytes] = ()) -> None:  # type: ignore[assignment]
+        self.restore_state(decode(blob), [decode(d) for d in deltas])
