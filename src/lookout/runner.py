@@ -51,6 +51,17 @@ class RunOptions(BaseModel):
     es_url: str | None = None
     view: bool = False
     commit_interval: float = 1.0
+    retention: float | None = 7 * 86400.0  # seconds of event time the store keeps; None: all
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, v: Any) -> float | None:
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("off", "none", "0")):
+            return None
+        secs = parse_duration(v) / 1e6 if isinstance(v, str) else float(v)
+        if secs <= 0:
+            raise ValueError("--retention must be a positive duration (e.g. 7d) or `off`")
+        return secs
 
     @field_validator("idle_timeout", mode="before")
     @classmethod
@@ -96,7 +107,8 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
 
 
 def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
-    sinks: list[Sink] = [files, StoreSink(opts.state_dir / "store")]
+    retention = None if opts.retention is None else int(opts.retention * 1e6)
+    sinks: list[Sink] = [files, StoreSink(opts.state_dir / "store", retention_us=retention)]
     if opts.kafka:
         from lookout.sinks.kafka import KafkaSink
 

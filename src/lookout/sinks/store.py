@@ -13,8 +13,8 @@ from lookout.store import StoreWriter
 class StoreSink(Sink):
     name = "store"
 
-    def __init__(self, store_dir: Path) -> None:
-        self.writer = StoreWriter(store_dir)
+    def __init__(self, store_dir: Path, retention_us: int | None = None) -> None:
+        self.writer = StoreWriter(store_dir, retention_us=retention_us)
 
     def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:
         self.writer.add(records, ids)
