@@ -1,6 +1,6 @@
-"""Checkpoints as data: a JSON header plus Arrow IPC tables, framed with a length and a CRC.
+"""Checkpoints as data: a JSON header plus Parquet tables, framed with a length and a CRC.
 
-Guarantee: a checkpoint is never code. Loading one parses JSON and Arrow IPC only (no pickle),
+Guarantee: a checkpoint is never code. Loading one parses JSON and Parquet only (no pickle),
 so a crafted file in a state dir can at worst be refused. Each blob names its format version
 and kind; a reader refuses a newer version instead of guessing.
 
@@ -12,8 +12,10 @@ new snapshot and starts a new log. A record torn by a crash (short or failing it
 log: it is ignored and cut off before the next append, so the state is the last whole commit.
 
 Blob layout (all integers little-endian), the same bytes in a file or a Kafka message:
-    b"LKCK" | u16 format | u32 header length | header (UTF-8 JSON) | per table: u64 length | Arrow IPC
-The header lists the tables in order under "tables". Frame (snapshot file, each log record):
+    b"LKCK" | u16 format | u32 header length | header (UTF-8 JSON) | per table: u64 length | Parquet
+The header lists the tables in order under "tables". Parquet rather than Arrow IPC: its
+dictionary and delta encodings make a commit's pane rows about 40% smaller (measured on the
+soak's goal-1 deltas: 158 kB against 247 kB for 23k rows). Frame (snapshot file, each log record):
     u32 payload length | u32 CRC-32 of the payload | payload (a blob)
 """
 
@@ -51,13 +53,13 @@ class CheckpointError(Exception):
 # ---------------------------------------------------------------- blobs
 
 def encode(header: dict[str, Any], tables: dict[str, pl.DataFrame] | None = None) -> bytes:
-    """A self-describing blob: header JSON + Arrow IPC tables (zstd-compressed buffers)."""
+    """A self-describing blob: header JSON + Parquet tables (zstd)."""
     tables = tables or {}
     head = orjson.dumps({**header, "tables": list(tables)})
     parts = [_HEAD.pack(MAGIC, FORMAT, len(head)), head]
     for df in tables.values():
         buf = io.BytesIO()
-        df.write_ipc(buf, compression="zstd")
+        df.write_parquet(buf, compression="zstd", statistics=False)
         data = buf.getvalue()
         parts += [_TABLE_LEN.pack(len(data)), data]
     return b"".join(parts)
@@ -81,7 +83,7 @@ def decode(blob: bytes) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
             pos += _TABLE_LEN.size
             if pos + n > len(blob):
                 raise CheckpointError("checkpoint is truncated")
-            tables[name] = pl.read_ipc(io.BytesIO(blob[pos:pos + n]))
+            tables[name] = pl.read_parquet(io.BytesIO(blob[pos:pos + n]))
             pos += n
     except CheckpointError:
         raise

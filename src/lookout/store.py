@@ -259,7 +259,7 @@ class StoreWriter:
     is kept, and a clock in the future cannot expire the store.
     """
 
-    def __init__(self, store_dir: Path, retention_us: int | None = None, fan_in: int = 32,
+    def __init__(self, store_dir: Path, retention_us: int | None = None, fan_in: int = 64,
                  target_bytes: int = 16 << 20, cold_after: int = 120) -> None:
         self.dir = store_dir
         self.dir.mkdir(parents=True, exist_ok=True)
