@@ -146,8 +146,8 @@ def main() -> int:
         "upkeep_ms_p99": round(pct([c["upkeep_ms"] for c in commits], 99), 1),
         "store_files_max": max((s["store_files"] for s in samples), default=0),
         "first_minute": window(True), "last_minute": window(False),
-        "timeline": [{k: s[k] for k in ("t", "rss_mib", "store_files", "store_bytes")} | {"write_MB": round(s["write_bytes"] / 1e6, 1)}
-                     for s in samples[:: max(1, len(samples) // 20)]],
+        "timeline": [{k: s[k] for k in ("t", "rss_mib", "store_files", "store_bytes")}
+                     | {"write_MB": round(s["write_bytes"] / 1e6, 1)} for s in samples[:: max(1, len(samples) // 20)]],
     }
     print(json.dumps(report, indent=2))
     if args.json:

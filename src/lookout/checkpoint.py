@@ -55,7 +55,8 @@ class CheckpointError(Exception):
 def encode(header: dict[str, Any], tables: dict[str, pl.DataFrame] | None = None) -> bytes:
     """A self-describing blob: header JSON + Parquet tables (zstd)."""
     tables = tables or {}
-    head = orjson.dumps({**header, "tables": list(tables)})
+    # non-string keys (Kafka partitions) become strings: readers convert them back
+    head = orjson.dumps({**header, "tables": list(tables)}, option=orjson.OPT_NON_STR_KEYS)
     parts = [_HEAD.pack(MAGIC, FORMAT, len(head)), head]
     for df in tables.values():
         buf = io.BytesIO()
