@@ -178,3 +178,25 @@ def test_log_grows_until_a_snapshot_replaces_it(tmp_path):
     assert ck.Checkpointer(tmp_path).load(again) == {"i": 59}
     assert _state(again) == _state(eng)
     assert orjson.loads(orjson.dumps(ck.load_meta(tmp_path))) == {"i": 59}
+
+
+def test_well_framed_but_malformed_content_is_refused(tmp_path):
+    rs = load_rules()
+    eng = Engine(rs)
+    spec = {"step": 0.2, "back": 0.0, "client": "10.0.0.1", "host": "a", "status": 404, "rt": 0.1,
+            "country": "US", "method": "GET", "server": "s", "iso": False, "bad": 5}
+    eng.process(parse_chunk(b"\n".join(make_lines([spec] * 50))).records)
+    head, tables = eng.checkpoint_state(full=True)
+    bad_tables = dict(tables, **{"panes/goal1-topic": pl.DataFrame({"x": [1]})})
+    with pytest.raises(ck.CheckpointError, match="columns"):
+        Engine(rs).restore(ck.encode(head, bad_tables))
+    bad_head = dict(head, runners={**head["runners"], "goal1-topic": {"closed_k": "soon", "panes": True}})
+    for state in (tmp_path / "a", tmp_path / "b"):
+        (state / "checkpoint").mkdir(parents=True)
+    (tmp_path / "a" / "checkpoint" / "snapshot-00000001.lkc").write_bytes(
+        ck.frame(ck.encode({"kind": "checkpoint", "meta": {}, "engine": bad_head}, tables)))
+    with pytest.raises(ck.CheckpointError, match="malformed"):
+        ck.Checkpointer(tmp_path / "a").load(Engine(rs))
+    (tmp_path / "b" / "checkpoint" / "snapshot-00000001.lkc").write_bytes(ck.frame(ck.encode({"kind": "checkpoint"}, tables)))
+    with pytest.raises(ck.CheckpointError, match="lacks"):
+        ck.Checkpointer(tmp_path / "b").load(Engine(rs))

@@ -276,8 +276,13 @@ class Checkpointer:
         for head, _ in [(snap_head, None), *records]:
             if head.get("kind") != "checkpoint":
                 raise CheckpointError(f"{self.path}: not a run checkpoint (kind {head.get('kind')!r})")
-        engine.restore_state((snap_head["engine"], snap_tables), [(h["engine"], t) for h, t in records])
-        return (records[-1][0] if records else snap_head)["meta"]
+        try:
+            snapshot, deltas = (snap_head["engine"], snap_tables), [(h["engine"], t) for h, t in records]
+            meta = (records[-1][0] if records else snap_head)["meta"]
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{self.path}: checkpoint lacks {e}") from None
+        engine.restore_checked(snapshot, deltas)
+        return meta
 
     def save(self, meta: dict[str, Any], engine: "Engine") -> SaveInfo:
         """One commit, durable on return: a snapshot when the log has grown, else a delta."""

@@ -330,6 +330,9 @@ class RuleRunner:
         return self._close(last)
 
     # ---- checkpoints ------------------------------------------------------------------------
+    def pane_columns(self) -> list[str]:
+        return self.keys + ["q"] + self._pcols
+
     def changed_panes(self, full: bool) -> pl.DataFrame | None:
         """Pane rows to save: all of them (full), or those changed since the last call. Rows
         dropped meanwhile need no record: they are exactly those with pane_last_k <= closed_k."""
@@ -386,6 +389,7 @@ class Engine:
         self.max_ts: int | None = None
         self.watermark = NEVER  # only moves forward; close_all() raises it past closed windows
         self.runners = [RuleRunner(r) for r in ruleset.rules]
+        self.by_name = {r.rule.name: r for r in self.runners}
 
     def process(self, batch: pl.DataFrame, watermarks: pl.Series | None = None) -> EngineOutput:
         """Run one batch in arrival order. `watermarks` (per record) overrides the default
@@ -473,6 +477,9 @@ class Engine:
                 rule = name.removeprefix("panes/")
                 if rule not in parts:
                     raise CheckpointError(f"checkpoint holds state for an unknown rule {rule!r}")
+                want = self.by_name[rule].pane_columns()
+                if df.columns != want:
+                    raise CheckpointError(f"checkpoint panes of {rule!r} have columns {df.columns}, expected {want}")
                 parts[rule].append(df)
             last = h
         for f in self.STATE_FIELDS:
@@ -492,3 +499,13 @@ class Engine:
 
     def restore(self, blob: bytes, deltas: list[bytes] = ()) -> None:  # type: ignore[assignment]
         self.restore_state(decode(blob), [decode(d) for d in deltas])
+
+    def restore_checked(self, snapshot: tuple[dict[str, Any], dict[str, pl.DataFrame]],
+                        deltas: list[tuple[dict[str, Any], dict[str, pl.DataFrame]]]) -> None:
+        """restore_state, with any malformed content reported as a CheckpointError."""
+        try:
+            self.restore_state(snapshot, deltas)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a well-framed blob with content this version cannot use
+            raise CheckpointError(f"checkpoint content is malformed: {type(e).__name__}: {e}") from None
