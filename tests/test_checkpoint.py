@@ -200,3 +200,21 @@ def test_well_framed_but_malformed_content_is_refused(tmp_path):
     (tmp_path / "b" / "checkpoint" / "snapshot-00000001.lkc").write_bytes(ck.frame(ck.encode({"kind": "checkpoint"}, tables)))
     with pytest.raises(ck.CheckpointError, match="lacks"):
         ck.Checkpointer(tmp_path / "b").load(Engine(rs))
+
+
+def test_changes_are_tracked_only_once_checkpoints_are_taken():
+    """Replay never checkpoints: the engine must not pile up change records for it. A delta
+    taken without an earlier checkpoint falls back to the whole state, so it is still exact."""
+    rs = load_rules()
+    spec = {"step": 0.05, "back": 0.0, "client": "10.0.0.1", "host": "a", "status": 404, "rt": 0.1,
+            "country": "US", "method": "GET", "server": "s", "iso": False, "bad": 5}
+    lines = make_lines([dict(spec, client=f"10.0.0.{i % 200}") for i in range(1000)])
+    eng = Engine(rs)
+    empty = eng.snapshot()  # taken by a fresh engine; tracking starts here
+    fresh = Engine(rs)
+    for i in range(5):
+        fresh.process(parse_chunk(b"\n".join(lines[i * 200:(i + 1) * 200])).records)
+    assert all(not r._touched for r in fresh.runners)
+    again = Engine(rs)
+    again.restore(empty, [fresh.delta()])
+    assert _state(again) == _state(fresh)

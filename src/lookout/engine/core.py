@@ -71,6 +71,7 @@ class RuleRunner:
         self.closed_k = NEVER  # every window k <= closed_k has closed
         self._touched: list[pl.DataFrame] = []  # (keys, q) changed since the last checkpoint
         self._saved = False  # whether the last checkpoint holds a panes table (not None)
+        self._tracking = False  # changes are tracked from the first checkpoint on (replay takes none)
         self._filter = _filter_expr(rule)
         self._has_value = self.agg.field is not None
         self._pcols = ["cnt", "n", "s", "mn", "mx"] if self._has_value else ["cnt"]
@@ -182,7 +183,8 @@ class RuleRunner:
                     .collect()
                 )
                 old = self.panes
-                self._touched.append(delta.select(self.keys + ["q"]))
+                if self._tracking:
+                    self._touched.append(delta.select(self.keys + ["q"]))
                 if self.mode == "alert":
                     alerts = self._alerts(old, delta, sel)
                     if alerts is not None:
@@ -338,10 +340,13 @@ class RuleRunner:
         dropped meanwhile need no record: they are exactly those with pane_last_k <= closed_k."""
         touched, self._touched = self._touched, []
         first, self._saved = not self._saved, self.panes is not None
+        untracked, self._tracking = not self._tracking, True
         if self.panes is None:
             return None
-        if full or first:  # the first rows saved carry the table's schema, even when empty
-            return self.panes if full else self.panes.join(pl.concat(touched).unique(), on=self.keys + ["q"], how="semi")
+        if full or untracked:
+            return self.panes
+        if first:  # the first rows saved carry the table's schema, even when empty
+            return self.panes.join(pl.concat(touched).unique(), on=self.keys + ["q"], how="semi") if touched else self.panes
         if not touched:
             return None
         keys = pl.concat(touched).unique()
@@ -352,6 +357,7 @@ class RuleRunner:
         """Snapshot rows then delta rows, oldest first: the newest row per (key, pane) wins, and
         panes of closed windows are dropped, as `_close` dropped them."""
         self._touched = []
+        self._tracking = True
         self.closed_k = closed_k
         self._saved = exists
         if not exists or not parts:
@@ -474,6 +480,8 @@ class Engine:
             if h.get("kind") not in ("engine-snapshot", "engine-delta"):
                 raise CheckpointError(f"unexpected engine record {h.get('kind')!r}")
             for name, df in tables.items():
+                if not name.startswith("panes/"):
+                    continue  # another component's table
                 rule = name.removeprefix("panes/")
                 if rule not in parts:
                     raise CheckpointError(f"checkpoint holds state for an unknown rule {rule!r}")
