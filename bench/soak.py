@@ -106,7 +106,8 @@ def main() -> int:
     for line in text.splitlines():
         m = COMMIT_RE.match(line)
         if m:
-            commits.append({"flush_ms": float(m.group(2)), "ckpt_ms": float(m.group(3)), "kind": m.group(4),
+            at = time.mktime(time.strptime(m.group(1).split(",")[0], "%Y-%m-%d %H:%M:%S"))
+            commits.append({"at": at, "flush_ms": float(m.group(2)), "ckpt_ms": float(m.group(3)), "kind": m.group(4),
                             "bytes": int(m.group(5)), "upkeep_ms": float(m.group(6)), "files": int(m.group(7))})
     m = re.search(r"lookout run stopped: ([\d,]+) lines", text)
     lines = int(m.group(1).replace(",", "")) if m else None
@@ -134,6 +135,27 @@ def main() -> int:
             "load_avg": round(statistics.mean(s["load"] for s in sel), 2),
         }
 
+    def per_minute() -> list[dict]:
+        """Minute by minute: what was written, checkpoint and upkeep times, files, RSS."""
+        out, c0 = [], commits[0]["at"] if commits else 0
+        for i in range(int(elapsed // 60) + 1):
+            sel = [s for s in samples if i * 60 <= s["t"] < (i + 1) * 60]
+            cs = [c for c in commits[:-1] if i * 60 <= c["at"] - c0 < (i + 1) * 60]
+            if len(sel) < 2 or not cs:
+                continue
+            dt = sel[-1]["t"] - sel[0]["t"]
+            out.append({"minute": i + 1, "commits": len(cs),
+                        "write_MBps": round((sel[-1]["write_bytes"] - sel[0]["write_bytes"]) / dt / 1e6, 2),
+                        "ckpt_p50_ms": round(pct([c["ckpt_ms"] for c in cs], 50)),
+                        "ckpt_max_ms": round(max(c["ckpt_ms"] for c in cs)),
+                        "delta_kB_p50": round(pct([c["bytes"] for c in cs if c["kind"] == "delta"], 50) / 1e3),
+                        "flush_p50_ms": round(pct([c["flush_ms"] for c in cs], 50)),
+                        "upkeep_max_ms": round(max(c["upkeep_ms"] for c in cs)),
+                        "store_files_max": max(s["store_files"] for s in sel),
+                        "rss_mib_max": round(max(s["rss_mib"] or 0 for s in sel)),
+                        "load_avg": round(statistics.mean(s["load"] for s in sel), 1)})
+        return out
+
     report = {
         "rate": args.rate, "seconds": elapsed, "exit": rc, "lines": lines,
         "records_per_s": round(lines / elapsed) if lines and elapsed else None,
@@ -145,7 +167,7 @@ def main() -> int:
         "ckpt_ms_p99": round(pct([c["ckpt_ms"] for c in commits], 99), 1),
         "upkeep_ms_p99": round(pct([c["upkeep_ms"] for c in commits], 99), 1),
         "store_files_max": max((s["store_files"] for s in samples), default=0),
-        "first_minute": window(True), "last_minute": window(False),
+        "first_minute": window(True), "last_minute": window(False), "per_minute": per_minute(),
         "timeline": [{k: s[k] for k in ("t", "rss_mib", "store_files", "store_bytes")}
                      | {"write_MB": round(s["write_bytes"] / 1e6, 1)} for s in samples[:: max(1, len(samples) // 20)]],
     }

@@ -6,10 +6,11 @@ It is the no-services answer to the seed's `curl …/test-inter/_count`: `lookou
 
 Layout: STORE/<YYYY-MM-DDTHH>/part-<first seq>-<last seq>-<level>.parquet. Each flush (one per
 commit, sequence number `seq`) writes one level-0 file into each hour its records fall in. Once
-a checkpoint covers them, small files are merged: a run of neighbouring files of one level into
-one file of the next level, once there are `fan_in` of them or they add up to `target_bytes`;
+a checkpoint covers them, small files (below a quarter of `target_bytes`) are merged: a run of
+neighbouring ones of one level into one file of the next level, once there are `fan_in` of them
+or they add up to `target_bytes`;
 an hour that has had no write for `cold_after` commits gets its small files merged whatever
-their number. So the cost of a merge is bounded (below 2 x target_bytes read and written),
+their number. So the cost of a merge is bounded (below 1.25 x target_bytes read and written),
 each record is rewritten about log_fan_in(target / flush size) times, never with the whole
 history, and an hour ends in few files. Retention deletes whole hours.
 
@@ -368,7 +369,9 @@ class StoreWriter:
 
     def _merge_candidate(self, parts: list[Part], cold: bool) -> list[Part] | None:
         """The oldest run of neighbouring small committed files worth merging, bounded in size."""
-        small = [p.size < self.target_bytes and p.b <= self.committed for p in parts]
+        # a file of a quarter of the target or more stays as it is: merging two near-target files
+        # would rewrite a lot for nothing (measured: 3 s merges of 2 x 16 MB under load)
+        small = [p.size < self.target_bytes // 4 and p.b <= self.committed for p in parts]
         i = 0
         while i < len(parts):
             if not small[i]:
