@@ -190,6 +190,11 @@ def test_well_framed_but_malformed_content_is_refused(tmp_path):
     bad_tables = dict(tables, **{"panes/goal1-topic": pl.DataFrame({"x": [1]})})
     with pytest.raises(ck.CheckpointError, match="columns"):
         Engine(rs).restore(ck.encode(head, bad_tables))
+    retyped = dict(tables, **{"panes/goal1-topic": tables["panes/goal1-topic"].with_columns(q=pl.col("q").cast(pl.String))})
+    with pytest.raises(ck.CheckpointError, match="columns"):
+        Engine(rs).restore(ck.encode(head, retyped))
+    with pytest.raises(ck.CheckpointError, match="watermark"):
+        Engine(rs).restore(ck.encode(dict(head, fields={"max_ts": 1, "watermark": "late"}), tables))
     bad_head = dict(head, runners={**head["runners"], "goal1-topic": {"closed_k": "soon", "panes": True}})
     for state in (tmp_path / "a", tmp_path / "b"):
         (state / "checkpoint").mkdir(parents=True)

@@ -28,6 +28,7 @@ import polars as pl
 
 from lookout.checkpoint import CheckpointError, decode, encode
 from lookout.engine.windows import WindowMath
+from lookout.records import SCHEMA
 from lookout.rules import Rule, RuleSet, Threshold
 
 NEVER = -(1 << 62)  # a watermark / window index below any real one
@@ -332,8 +333,11 @@ class RuleRunner:
         return self._close(last)
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def pane_columns(self) -> list[str]:
-        return self.keys + ["q"] + self._pcols
+    def pane_schema(self) -> pl.Schema:
+        """Column names and types of this rule's panes, as `process` builds them."""
+        empty = pl.LazyFrame(schema={k: v for k, v in SCHEMA.items() if k in self._columns})
+        return (empty.select(*self.keys, q=pl.col("ts") // self.w.pane, _v=self._value_column())
+                .group_by(self.keys + ["q"]).agg(self._partial_exprs()).collect_schema())
 
     def changed_panes(self, full: bool) -> pl.DataFrame | None:
         """Pane rows to save: all of them (full), or those changed since the last call. Rows
@@ -445,9 +449,9 @@ class Engine:
         return sum(r.panes.height for r in self.runners if r.panes is not None)
 
     # ---- checkpoints ------------------------------------------------------------------------
-    # Scalar fields saved as JSON. A new engine field is saved by naming it here; a checkpoint
-    # without it restores the field's initial value.
-    STATE_FIELDS = ("max_ts", "watermark")
+    # Scalar fields saved as JSON, with their type (checked on restore). A new engine field is
+    # saved by naming it here; a checkpoint without it restores the field's initial value.
+    STATE_FIELDS: dict[str, type] = {"max_ts": int, "watermark": int}
 
     def checkpoint_state(self, full: bool) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
         """Header (JSON-able) and tables of a checkpoint: the whole state (full) or what changed
@@ -485,14 +489,17 @@ class Engine:
                 rule = name.removeprefix("panes/")
                 if rule not in parts:
                     raise CheckpointError(f"checkpoint holds state for an unknown rule {rule!r}")
-                want = self.by_name[rule].pane_columns()
-                if df.columns != want:
-                    raise CheckpointError(f"checkpoint panes of {rule!r} have columns {df.columns}, expected {want}")
+                want = self.by_name[rule].pane_schema()
+                if df.schema != want:
+                    raise CheckpointError(f"checkpoint panes of {rule!r} have columns {dict(df.schema)}, expected {dict(want)}")
                 parts[rule].append(df)
             last = h
         for f in self.STATE_FIELDS:
             if f in last["fields"]:
-                setattr(self, f, last["fields"][f])
+                v, kind = last["fields"][f], self.STATE_FIELDS[f]
+                if v is not None and not isinstance(v, kind) or isinstance(v, bool):
+                    raise CheckpointError(f"checkpoint field {f} is {v!r}, expected {kind.__name__} or null")
+                setattr(self, f, v)
         for r in self.runners:
             s = last["runners"][r.rule.name]
             r.load_panes(parts[r.rule.name], s["panes"], int(s["closed_k"]), replayed=bool(deltas))
