@@ -258,11 +258,17 @@ def test_unwritable_state_dir(lookout_cmd: list[str], tmp_path: Path) -> None:
 def test_state_dir_contents_and_a_lock_held_by_another_process(lookout_cmd: list[str], tmp_path: Path) -> None:
     state = tmp_path / "state"
     (state / "store").mkdir(parents=True)
-    (state / "checkpoint.pkl").write_bytes(b"\x80\x05N.")
+    (state / "checkpoint").mkdir()
+    (state / "checkpoint" / "snapshot-00000001.lkc").write_bytes(b"1234")
     rc, out, _ = check(lookout_cmd, "--state-dir", str(state), cwd=tmp_path)
     assert rc == 0, out
     contents = [ln for ln in out.splitlines() if ln.startswith("✔ state dir") and "contents:" in ln][0]
-    assert "checkpoint.pkl (4 bytes, written" in contents and "embedded store (0 parquet files)" in contents
+    assert "checkpoint (1 files, 4 bytes, written" in contents and "embedded store (0 parquet files)" in contents
+    # an old pickle checkpoint is named as one lookout refuses (never loaded)
+    (state / "checkpoint.pkl").write_bytes(b"\x80\x05N.")
+    rc, out, _ = check(lookout_cmd, "--state-dir", str(state), cwd=tmp_path)
+    assert rc == 1 and "old pickle checkpoint" in out, out
+    (state / "checkpoint.pkl").unlink()
 
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "

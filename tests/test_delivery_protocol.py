@@ -5,8 +5,6 @@ The run loop calls these methods and knows no concrete source or sink."""
 from __future__ import annotations
 
 import json
-import pickle
-import subprocess
 from pathlib import Path
 
 import polars as pl
@@ -77,29 +75,3 @@ def test_base_defaults_need_no_probing() -> None:
 
     SinkSet([Sink(), Waiting()]).abort()  # the plain sink's default abort is a no-op
     assert aborted == ["waiting"]
-
-
-def test_run_resumes_from_a_checkpoint_in_the_old_layout(lookout_cmd: list[str], tmp_path: Path) -> None:
-    """Checkpoints written before sinks kept their own state (`files`, `store_seq` at the top) still
-    resume: files are cut back, store files after the checkpoint dropped, nothing counted twice."""
-    state, out = tmp_path / "state", tmp_path / "out"
-    args = [*lookout_cmd, "run", "--state-dir", str(state), "--out", str(out), "--rate", "300", "--no-view", "--seed", "2"]
-    first = subprocess.run([*args, "--duration", "3"], capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr
-    ck_path = state / "checkpoint.pkl"
-    ck = pickle.loads(ck_path.read_bytes())
-    sinks = ck.pop("sinks")
-    ck["files"], ck["store_seq"] = sinks["files"], sinks["store"]
-    ck_path.write_bytes(pickle.dumps(ck))
-    # output that ran ahead of the checkpoint: must be cut away on resume
-    with open(out / "rejected.jsonl", "ab") as f:
-        f.write(b'{"ahead": true}\n')
-    second = subprocess.run([*args, "--duration", "2"], capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0, second.stderr
-    assert "resumed from checkpoint" in second.stderr
-    assert b"ahead" not in (out / "rejected.jsonl").read_bytes()
-    ck2 = pickle.loads(ck_path.read_bytes())
-    n = json.loads(subprocess.run([*lookout_cmd, "count", "--state-dir", str(state)], capture_output=True, check=True).stdout)[
-        "count"
-    ]
-    assert n == ck2["stats"]["records"] > ck["stats"]["records"]

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from lookout.checkpoint import load_meta
 from tests.fixtures.kafka import ProxiedBroker
 from tests.fixtures.ports import free_port
 
@@ -259,7 +260,7 @@ def test_sigkill_mid_stream_and_restart(kafka_broker: ProxiedBroker, lookout_cmd
     live = threading.Thread(target=produce, args=(bs, "test-inter", lines[60_000:]), kwargs={"rate": 15_000})
     live.start()
     deadline = time.monotonic() + 60
-    while not (tmp_path / "state" / "checkpoint.pkl").exists() or file_counts(run.out)["goal4-topic"] < 100:
+    while not load_meta(tmp_path / "state") or file_counts(run.out)["goal4-topic"] < 100:
         assert time.monotonic() < deadline, run.text()
         time.sleep(0.1)
     time.sleep(1.5)  # some results produced after the last checkpoint

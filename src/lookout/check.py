@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from lookout.checkpoint import CHECKPOINT_DIR, LEGACY_PICKLE
 from lookout.rules import RulesError, RuleSet, load_rules, parse_duration
 
 SECRET_KEYS = re.compile(r"(password|secret|key|token|jaas)", re.I)
@@ -242,9 +243,17 @@ def _state_contents(name: str, path: Path) -> list[CheckResult]:
     held = _locks_held([path, *entries])
     out: list[CheckResult] = []
     found = []
-    for p in entries:
-        if p.name.startswith("checkpoint") and p.is_file():
-            found.append(f"{p.name} ({p.stat().st_size:,} bytes, written {_age(p.stat().st_mtime)})")
+    ck = path / CHECKPOINT_DIR
+    if ck.is_dir():
+        files = [p for p in ck.iterdir() if p.is_file()]
+        if files:
+            size = sum(p.stat().st_size for p in files)
+            newest = max(p.stat().st_mtime for p in files)
+            found.append(f"checkpoint ({len(files)} files, {size:,} bytes, written {_age(newest)})")
+    legacy = path / LEGACY_PICKLE
+    if legacy.is_file():
+        out.append(CheckResult(name, False, f"{legacy} is an old pickle checkpoint: lookout never loads it "
+                                            "(move it away to start this state dir afresh)"))
     pos = path / "tail-position.json"
     if pos.is_file():
         try:
@@ -255,7 +264,7 @@ def _state_contents(name: str, path: Path) -> list[CheckResult]:
         except (OSError, ValueError):
             found.append("tail-position.json (unreadable)")
     if (path / "store").is_dir():
-        found.append(f"embedded store ({sum(1 for _ in (path / 'store').glob('*.parquet'))} parquet files)")
+        found.append(f"embedded store ({sum(1 for _ in (path / 'store').rglob('*.parquet'))} parquet files)")
     out.append(CheckResult(name, True, "contents: " + ("; ".join(found) if found else "empty (a fresh start)")))
     for p, who in held.items():
         out.append(CheckResult(name, False, f"{p} is in use: {who}; a second run on this state dir cannot start"))

@@ -178,6 +178,8 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 @click.option("--partitions", default=3, show_default=True, help="Partitions for topics lookout creates.")
 @click.option("--idle-timeout", default="30s", show_default=True,
               help="Once input is quiet this long, a window closes when the wall clock is lateness past its end.")
+@click.option("--retention", default="7d", show_default=True, metavar="DURATION|off",
+              help="Hours of event time the embedded store keeps (whole hours are deleted); `off` keeps all.")
 @click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
 @es_options
@@ -202,15 +204,17 @@ def run(**opts: object) -> None:
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
+    from lookout.checkpoint import CheckpointError
     from lookout.http import HttpBindError
 
     try:
         ensure_writable_dir(ro.out_dir, "--out")
         ensure_writable_dir(ro.state_dir, "--state-dir")
-        sys.exit(run_pipeline(rs, ro))
-    except (StateDirBusy, OutputUnwritable, HttpBindError) as e:
+        code = run_pipeline(rs, ro)
+    except (StateDirBusy, OutputUnwritable, HttpBindError, CheckpointError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
+    sys.exit(code)
 
 
 def _store_dir(state_dir: str, store_dir: str | None) -> Path:
@@ -233,7 +237,9 @@ def _store_dir(state_dir: str, store_dir: str | None) -> Path:
 @click.option("--store", "store_dir", default=None, type=click.Path(file_okay=False), help="Store directory (default: STATE_DIR/store).")
 @click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None, help="Ask Elasticsearch instead.")
 @click.option("--index", default="test-inter", show_default=True)
-def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str) -> None:
+@click.option("--since", default=None, help="Only records at or after this time (ISO-8601 or epoch seconds; embedded store).")
+@click.option("--until", default=None, help="Only records before this time (embedded store).")
+def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str, since: str | None, until: str | None) -> None:
     """Count the raw records stored (the embedded answer to `curl …/test-inter/_count`)."""
     from lookout import store
 
@@ -242,7 +248,12 @@ def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str)
 
         n = es_count(es_url, index)
     else:
-        n = store.count(_store_dir(state_dir, store_dir))
+        try:
+            q = store.Query.from_options(since=since, until=until)
+        except ValueError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+        n = store.count(_store_dir(state_dir, store_dir), q.since_us, q.until_us)
     click.echo(orjson.dumps({"count": n}).decode())
 
 

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import signal
 import sys
 import time
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from lookout.errors import StateError
+from lookout.checkpoint import Checkpointer
 from lookout.kafka.config import KafkaConnection, parse_properties
 from lookout.pipeline import Pipeline, StepReport
 from lookout.rules import RuleSet, parse_duration
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from lookout.dashboard.feed import DashboardFeed
 
 log = logging.getLogger("lookout.run")
-CHECKPOINT = "checkpoint.pkl"
 
 
 class RunOptions(BaseModel):
@@ -60,6 +60,17 @@ class RunOptions(BaseModel):
     commit_interval: float = 1.0
     http: str | None = "127.0.0.1:8080"  # metrics and health; "off" disables
     http_token: str | None = None  # required for a non-loopback --http
+    retention: float | None = 7 * 86400.0  # seconds of event time the store keeps; None: all
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, v: Any) -> float | None:
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("off", "none", "0")):
+            return None
+        secs = parse_duration(v) / 1e6 if isinstance(v, str) else float(v)
+        if secs <= 0:
+            raise ValueError("--retention must be a positive duration (e.g. 7d) or `off`")
+        return secs
 
     @field_validator("idle_timeout", mode="before")
     @classmethod
@@ -115,7 +126,8 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
 
 
 def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
-    sinks: list[Sink] = [files, StoreSink(opts.state_dir / "store")]
+    retention = None if opts.retention is None else int(opts.retention * 1e6)
+    sinks: list[Sink] = [files, StoreSink(opts.state_dir / "store", retention_us=retention)]
     if opts.kafka:
         from lookout.sinks.kafka import KafkaSink
 
@@ -126,28 +138,6 @@ def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
 
         sinks.append(ElasticsearchSink.from_url(opts.es_url, rules=rs, on_rejected=files.write_rejected))
     return SinkSet(sinks)
-
-
-class Checkpointer:
-    """One file, replaced atomically: engine state + source position + output sizes."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / CHECKPOINT
-        state_dir.mkdir(parents=True, exist_ok=True)
-
-    def load(self) -> dict[str, Any] | None:
-        try:
-            return pickle.loads(self.path.read_bytes())  # noqa: S301 - our own file
-        except FileNotFoundError:
-            return None
-
-    def save(self, state: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(pickle.dumps(state, protocol=5))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
 
 
 class Runner:
@@ -176,25 +166,21 @@ class Runner:
         self.feed: DashboardFeed | None = None  # the web dashboard's live feed, when one is served
 
     def _restore(self) -> None:
-        state = self.ckpt.load()
+        """Engine, outputs and position back to the last whole commit (CheckpointError when the
+        checkpoint cannot be used: it is never guessed around)."""
+        state = self.ckpt.load(self.pipeline.engine)
         self.notify_ckpt = int(state.get("notify_ckpt", 0)) if state else 0
         if self.notifier is not None:
             self.notifier.recover(self.notify_ckpt)
         if state is None:
             self.source.restore(None)
             return
-        try:
-            self.pipeline.engine.restore(state["engine"])
-        except ValueError as e:
-            raise StateError(f"{e} ({self.ckpt.path})") from None
-        # checkpoints written before sinks kept their own state had these two keys instead
-        old = {k: v for k, v in (("files", state.get("files")), ("store", state.get("store_seq"))) if v is not None}
-        self.sinks.restore(state["sinks"] if "sinks" in state else old)
+        self.sinks.restore(state["sinks"])
         st = self.pipeline.stats
         for k, v in state.get("stats", {}).items():
-            setattr(st, k, v)
+            setattr(st, k, Counter(v) if k in ("reasons", "results") else v)
         if state.get("incidents") is not None:
-            self.pipeline.incidents.restore(state["incidents"])
+            self.pipeline.incidents.restore(orjson.dumps(state["incidents"]))
         self.position = state["position"]
         self.source.restore(self.position)
         log.info("resumed from checkpoint at %s", self.position)
@@ -231,24 +217,31 @@ class Runner:
             self._publish()
 
     def _commit_now(self) -> None:
+        t0 = time.perf_counter()
         self.sinks.flush()
+        t1 = time.perf_counter()
         st = self.pipeline.stats
         n = self.notify_ckpt + 1
         if self.notifier is not None:  # durable before the checkpoint, sendable after it
             self.notifier.stage(n)
-        self.ckpt.save({
+        info = self.ckpt.save({
             "notify_ckpt": n,
-            "engine": self.pipeline.engine.snapshot(),
-            "incidents": self.pipeline.incidents.snapshot(),  # JSON bytes, its own blob
+            "incidents": orjson.loads(self.pipeline.incidents.snapshot()),  # open incidents: JSON data
             "position": self.position,
             "sinks": self.sinks.checkpoint(),
             "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
-                      "reasons": st.reasons, "results": st.results, "incidents": st.incidents},
-        })
+                      "reasons": dict(st.reasons), "results": dict(st.results), "incidents": st.incidents},
+        }, self.pipeline.engine)
+        t2 = time.perf_counter()
         self.notify_ckpt = n
         if self.notifier is not None:
             self.notifier.release(n)
         self.source.commit(self.position)
+        # Sink upkeep once the checkpoint is durable (the store: one bounded merge, retention).
+        self.sinks.committed()
+        t3 = time.perf_counter()
+        log.debug("commit: flush %.1f ms, checkpoint %.1f ms (%s, %d bytes), upkeep %.1f ms",
+                  (t1 - t0) * 1e3, (t2 - t1) * 1e3, info.kind, info.nbytes, (t3 - t2) * 1e3)
         if self.feed is not None:
             self.feed.committed()
 
@@ -346,6 +339,7 @@ class Runner:
             if self.view:
                 self.view.stop()
         self._commit()
+        self.ckpt.close()
         self.source.close()
         self.sinks.close()
         if self.notifier is not None:
@@ -360,7 +354,8 @@ class Runner:
 
 
 def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = os.environ.get("LOOKOUT_LOG_LEVEL", "INFO").upper()  # DEBUG: per-commit costs (bench/soak.py)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     stop = {"requested": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))

@@ -27,7 +27,7 @@ from lookout.rules import RuleSet
 
 INCIDENTS_FILE = "incidents.jsonl"  # issue 10's file name in the output directory
 REJECTED_FILE = "rejected.jsonl"
-CHECKPOINT_FILE = "checkpoint.pkl"  # only its modification time is read
+CHECKPOINT_DIR = "checkpoint"  # lookout.checkpoint's files: only their modification times are read
 
 
 class StoredRun(DashboardData):
@@ -48,7 +48,7 @@ class StoredRun(DashboardData):
     def _files_stamp(self) -> tuple:
         paths = [self.out_dir / f"{r.name}.jsonl" for r in self.rs.rules]
         paths += [self.out_dir / INCIDENTS_FILE, self.out_dir / REJECTED_FILE]
-        paths += sorted(self.store_dir.glob(store.FILE_GLOB)) if self.store_dir.is_dir() else []
+        paths += [Path(p) for p in store.data_files(self.store_dir)]
         out = []
         for p in paths:
             try:
@@ -94,8 +94,9 @@ class StoredRun(DashboardData):
         incidents = book.listing(1000)
         reasons = Counter(str(d.get("reason")) for d in json_lines(self.out_dir / REJECTED_FILE))
         traffic, newest, total = self._traffic()
-        ckpt = self.state_dir / CHECKPOINT_FILE
-        ckpt_age = round(time.time() - ckpt.stat().st_mtime, 1) if ckpt.exists() else None
+        ck = self.state_dir / CHECKPOINT_DIR
+        times = [p.stat().st_mtime for p in ck.iterdir() if p.is_file()] if ck.is_dir() else []
+        ckpt_age = round(time.time() - max(times), 1) if times else None
         health = {
             "source": f"stored run: {self.state_dir}", "sinks": ["files", "store"], "records": total,
             "rejected": sum(n for k, n in reasons.items() if k != "late"), "late": reasons.get("late", 0),
@@ -109,7 +110,7 @@ class StoredRun(DashboardData):
 
     def _traffic(self) -> tuple[dict[str, Any], int | None, int]:
         """Records per event-time second and status class over the newest `history` seconds."""
-        files = sorted(str(p) for p in self.store_dir.glob(store.FILE_GLOB)) if self.store_dir.is_dir() else []
+        files = store.data_files(self.store_dir)
         empty: dict[str, Any] = {"t": [], **{k: [] for k in SERIES}, "axis": "event time"}
         if not files:
             return empty, None, 0

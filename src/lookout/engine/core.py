@@ -22,14 +22,16 @@ of the few windows that cross their threshold in a batch).
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 
+from lookout.checkpoint import CheckpointError, decode, encode
 from lookout.engine.windows import WindowMath
+from lookout.records import SCHEMA
 from lookout.rules import Rule, RuleSet, Threshold
 
 NEVER = -(1 << 62)  # a watermark / window index below any real one
@@ -77,6 +79,9 @@ class RuleRunner:
         # are reported when they close (incidents need each window's peak, not just the crossing)
         self.alerted: pl.DataFrame | None = None
         self._closed_alerts: pl.DataFrame | None = None
+        self._touched: list[pl.DataFrame] = []  # (keys, q) changed since the last checkpoint
+        self._saved = False  # whether the last checkpoint holds a panes table (not None)
+        self._tracking = False  # changes are tracked from the first checkpoint on (replay takes none)
         self._filter = _filter_expr(rule)
         self._has_value = self.agg.field is not None
         self._pcols = ["cnt", "n", "s", "mn", "mx"] if self._has_value else ["cnt"]
@@ -205,6 +210,8 @@ class RuleRunner:
                     .collect()
                 )
                 old = self.panes
+                if self._tracking:
+                    self._touched.append(delta.select(self.keys + ["q"]))
                 if self.mode == "alert":
                     alerts = self._alerts(old, delta, sel)
                     if alerts is not None:
@@ -375,6 +382,47 @@ class RuleRunner:
         last = self.panes.select(self.w.pane_last_k_expr(pl.col("q")).max()).item()
         return self._close(last)
 
+    # ---- checkpoints ------------------------------------------------------------------------
+    def pane_schema(self) -> pl.Schema:
+        """Column names and types of this rule's panes, as `process` builds them."""
+        empty = pl.LazyFrame(schema={k: v for k, v in SCHEMA.items() if k in self._columns})
+        return (empty.select(*self.keys, q=pl.col("ts") // self.w.pane, _v=self._value_column())
+                .group_by(self.keys + ["q"]).agg(self._partial_exprs()).collect_schema())
+
+    def changed_panes(self, full: bool) -> pl.DataFrame | None:
+        """Pane rows to save: all of them (full), or those changed since the last call. Rows
+        dropped meanwhile need no record: they are exactly those with pane_last_k <= closed_k."""
+        touched, self._touched = self._touched, []
+        first, self._saved = not self._saved, self.panes is not None
+        untracked, self._tracking = not self._tracking, True
+        if self.panes is None:
+            return None
+        if full or untracked:
+            return self.panes
+        if first:  # the first rows saved carry the table's schema, even when empty
+            return self.panes.join(pl.concat(touched).unique(), on=self.keys + ["q"], how="semi") if touched else self.panes
+        if not touched:
+            return None
+        keys = pl.concat(touched).unique()
+        # sorted by key: neighbouring rows share prefixes, and the delta compresses ~10-25% better
+        return self.panes.join(keys, on=self.keys + ["q"], how="semi").sort(self.keys + ["q"])
+
+    def load_panes(self, parts: list[pl.DataFrame], exists: bool, closed_k: int, replayed: bool) -> None:
+        """Snapshot rows then delta rows, oldest first: the newest row per (key, pane) wins, and
+        panes of closed windows are dropped, as `_close` dropped them."""
+        self._touched = []
+        self._tracking = True
+        self.closed_k = closed_k
+        self._saved = exists
+        if not exists or not parts:
+            self.panes = None
+            return
+        panes = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
+        if replayed:
+            panes = panes.unique(subset=self.keys + ["q"], keep="last", maintain_order=True)
+            panes = panes.filter(self.w.pane_last_k_expr(pl.col("q")) > closed_k)
+        self.panes = panes
+
     def open_window_end(self) -> int | None:
         """End of the newest window that still holds state (None when none does)."""
         if self.panes is None or self.panes.height == 0:
@@ -402,6 +450,7 @@ class Engine:
         self.max_ts: int | None = None
         self.watermark = NEVER  # only moves forward; advance() and close_all() raise it too
         self.runners = [RuleRunner(r) for r in ruleset.rules]
+        self.by_name = {r.rule.name: r for r in self.runners}
 
     def process(self, batch: pl.DataFrame, watermarks: pl.Series | None = None, now: int | None = None) -> EngineOutput:
         """Run one batch in arrival order. `watermarks` (per record) overrides the default
@@ -481,24 +530,84 @@ class Engine:
         return sum(r.panes.height for r in self.runners if r.panes is not None)
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        state: dict[str, Any] = {
-            "version": 1,
-            "rules": self.ruleset.windows_dict(),
-            "max_ts": self.max_ts,
-            "watermark": self.watermark,
-            "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k, "alerted": r.alerted} for r in self.runners},
-        }
-        return pickle.dumps(state, protocol=5)
+    # Scalar fields saved as JSON, with their type (checked on restore). A new engine field is
+    # saved by naming it here; a checkpoint without it restores the field's initial value.
+    STATE_FIELDS: dict[str, type] = {"max_ts": int, "watermark": int}
 
-    def restore(self, blob: bytes) -> None:
-        state = pickle.loads(blob)  # noqa: S301 - our own checkpoint file in the user's state dir
-        rules = dict(state.get("rules") or {})
-        rules.pop("max_future", None)
-        if rules != self.ruleset.windows_dict():
-            raise ValueError("checkpoint was written with different rules; remove the state dir to start over")
-        self.max_ts = state["max_ts"]
-        self.watermark = state["watermark"]
+    def checkpoint_state(self, full: bool) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+        """Header (JSON-able) and tables of a checkpoint: the whole state (full) or what changed
+        since the previous call. Each call starts a new interval of change tracking."""
+        header: dict[str, Any] = {
+            "kind": "engine-snapshot" if full else "engine-delta",
+            "fields": {f: getattr(self, f) for f in self.STATE_FIELDS},
+            "runners": {},
+        }
+        if full:
+            header["rules"] = self.ruleset.windows_dict()
+        tables: dict[str, pl.DataFrame] = {}
         for r in self.runners:
-            s = state["runners"][r.rule.name]
-            r.panes, r.closed_k, r.alerted = s["panes"], s["closed_k"], s.get("alerted")
+            rows = r.changed_panes(full)
+            header["runners"][r.rule.name] = {"closed_k": r.closed_k, "panes": r.panes is not None,
+                                              "alerted": r.alerted is not None}
+            if rows is not None:
+                tables[f"panes/{r.rule.name}"] = rows
+            if r.alerted is not None:  # open alerted windows: few, saved whole in every record
+                tables[f"alerted/{r.rule.name}"] = r.alerted
+        return header, tables
+
+    def restore_state(self, snapshot: tuple[dict[str, Any], dict[str, pl.DataFrame]],
+                      deltas: list[tuple[dict[str, Any], dict[str, pl.DataFrame]]] = ()) -> None:  # type: ignore[assignment]
+        head, _ = snapshot
+        if head.get("kind") != "engine-snapshot":
+            raise CheckpointError(f"expected an engine snapshot, found {head.get('kind')!r}")
+        if head.get("rules") != orjson.loads(orjson.dumps(self.ruleset.windows_dict())):
+            raise CheckpointError("checkpoint was written with different rules; remove the state dir to start over")
+        parts: dict[str, list[pl.DataFrame]] = {r.rule.name: [] for r in self.runners}
+        alerted: dict[str, pl.DataFrame] = {}
+        last = head
+        for h, tables in [snapshot, *deltas]:
+            alerted = {n.removeprefix("alerted/"): df for n, df in tables.items() if n.startswith("alerted/")}
+            if h.get("kind") not in ("engine-snapshot", "engine-delta"):
+                raise CheckpointError(f"unexpected engine record {h.get('kind')!r}")
+            for name, df in tables.items():
+                if not name.startswith("panes/"):
+                    continue  # alerted windows (above) or another component's table
+                rule = name.removeprefix("panes/")
+                if rule not in parts:
+                    raise CheckpointError(f"checkpoint holds state for an unknown rule {rule!r}")
+                want = self.by_name[rule].pane_schema()
+                if df.schema != want:
+                    raise CheckpointError(f"checkpoint panes of {rule!r} have columns {dict(df.schema)}, expected {dict(want)}")
+                parts[rule].append(df)
+            last = h
+        for f in self.STATE_FIELDS:
+            if f in last["fields"]:
+                v, kind = last["fields"][f], self.STATE_FIELDS[f]
+                if v is not None and not isinstance(v, kind) or isinstance(v, bool):
+                    raise CheckpointError(f"checkpoint field {f} is {v!r}, expected {kind.__name__} or null")
+                setattr(self, f, v)
+        for r in self.runners:
+            s = last["runners"][r.rule.name]
+            r.load_panes(parts[r.rule.name], s["panes"], int(s["closed_k"]), replayed=bool(deltas))
+            r.alerted = alerted.get(r.rule.name) if s.get("alerted") else None
+
+    def snapshot(self) -> bytes:
+        """The whole state as one self-describing blob (see lookout.checkpoint)."""
+        return encode(*self.checkpoint_state(full=True))
+
+    def delta(self) -> bytes:
+        """What changed since the last snapshot()/delta(), as one blob."""
+        return encode(*self.checkpoint_state(full=False))
+
+    def restore(self, blob: bytes, deltas: list[bytes] = ()) -> None:  # type: ignore[assignment]
+        self.restore_state(decode(blob), [decode(d) for d in deltas])
+
+    def restore_checked(self, snapshot: tuple[dict[str, Any], dict[str, pl.DataFrame]],
+                        deltas: list[tuple[dict[str, Any], dict[str, pl.DataFrame]]]) -> None:
+        """restore_state, with any malformed content reported as a CheckpointError."""
+        try:
+            self.restore_state(snapshot, deltas)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a well-framed blob with content this version cannot use
+            raise CheckpointError(f"checkpoint content is malformed: {type(e).__name__}: {e}") from None

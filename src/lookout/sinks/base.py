@@ -41,6 +41,10 @@ class Sink:
     def restore(self, state: Any) -> None:
         """Cut the output back to what `checkpoint()` returned, before a resumed run writes again."""
 
+    def committed(self) -> None:
+        """The checkpoint covering everything written so far is durable: upkeep that may only touch
+        committed output (the store's bounded merge and retention) runs here."""
+
     def abort(self) -> None:
         """A second stop signal: stop waiting on an unreachable server; a pending flush then fails
         (so nothing unacknowledged is committed)."""
@@ -90,6 +94,10 @@ class SinkSet(Sink):
         for s in self.sinks:
             if s.name in state:
                 s.restore(state[s.name])
+
+    def committed(self) -> None:
+        for s in self.sinks:
+            s.committed()
 
     def abort(self) -> None:
         """Stop waiting on unreachable servers; their pending flushes fail (nothing is committed)."""
