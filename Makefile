@@ -31,8 +31,13 @@ test-deps:
 test: install test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff (configured in pyproject.toml): pyflakes, pycodestyle, isort, bugbear, pyupgrade; and the formatter, checked only.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) lookout-out .lookout-state build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) lookout-out .lookout-state build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import gzip
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 
 pytest_plugins = [
     "tests.fixtures.kafka",
@@ -26,8 +26,12 @@ def lookout_cmd() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def apache_logs() -> Path:
-    p = Path(os.environ.get("LOOKOUT_APACHE_LOGS", SHARED_DATA / "apache_logs"))
-    if not p.exists():
-        pytest.fail(f"{p} is missing: the shared data set is part of the test contract")
-    return p
+def apache_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real combined-format log (tests/data/README.md), decompressed once per session."""
+    src = DATA / "apache_logs.gz"
+    if not src.exists():
+        pytest.fail(f"{src} is missing: the test data set is part of the repository")
+    out = tmp_path_factory.mktemp("data") / "apache_logs"
+    with gzip.open(src, "rb") as fin, out.open("wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    return out

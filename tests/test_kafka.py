@@ -44,9 +44,10 @@ def generate(lookout_cmd: list[str], path: Path, n: int, seed: int = 7) -> list[
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
-    from lookout.sources.kafka import ensure_topics
+    from lookout.kafka.admin import ensure_topics
+    from lookout.kafka.config import KafkaConnection
 
-    ensure_topics(bootstrap, None, {topic: partitions})
+    ensure_topics(KafkaConnection(bootstrap), {topic: partitions})
 
 
 def produce(bootstrap: str, topic: str, lines: list[bytes], partitions: int | None = 3, rate: float | None = None) -> None:

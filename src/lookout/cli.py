@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 import orjson
 
+from lookout.cli_errors import EXIT_USAGE, LookoutGroup
 from lookout.rules import RuleSet, RulesError, load_rules, parse_duration
 
-EXIT_USAGE = 2
 EXIT_INPUT_DAMAGED = 3  # replay: some input was damaged; everything readable was processed
 
 
@@ -97,7 +97,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.default_map = default_map
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LookoutGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="lookout")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), envvar="LOOKOUT_CONFIG", is_eager=True,
               expose_value=False, callback=_load_config,
@@ -279,3 +279,4 @@ def generate(count: int, out_path: str, rate: float, start: float, seed: int) ->
 
 # Commands of the integrations live beside their own code's owners; each adds itself to `main`.
 from lookout import cli_kafka, cli_nginx, cli_spark  # noqa: E402,F401
+from lookout import cli_check, cli_deploy  # noqa: E402,F401  (lookout check, kibana-setup)

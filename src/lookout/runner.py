@@ -15,11 +15,14 @@ import pickle
 import signal
 import sys
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from lookout.errors import StateError
+from lookout.kafka.config import KafkaConnection, parse_properties
 from lookout.pipeline import Pipeline
 from lookout.rules import RuleSet, parse_duration
 from lookout.sinks.base import Sink, SinkSet
@@ -33,7 +36,7 @@ CHECKPOINT = "checkpoint.pkl"
 
 
 class RunOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs may hold secrets (--kafka-config)
 
     out_dir: Path = Path("lookout-out")
     state_dir: Path = Path(".lookout-state")
@@ -65,19 +68,18 @@ class RunOptions(BaseModel):
             raise ValueError("--rate must be positive")
         return v
 
-    def kafka_properties(self) -> dict[str, str]:
-        return parse_properties(self.kafka_config)
+    @field_validator("kafka_config")
+    @classmethod
+    def _kafka_config(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        parse_properties(v)  # a malformed --kafka-config is an option error, reported before anything starts
+        return v
 
-
-def parse_properties(kvs: tuple[str, ...]) -> dict[str, str]:
-    """`--kafka-config KEY=VALUE` pairs → librdkafka properties; ValueError names a bad one."""
-    props = {}
-    for kv in kvs:
-        if "=" not in kv:
-            raise ValueError(f"--kafka-config {kv!r}: expected KEY=VALUE")
-        k, v = kv.split("=", 1)
-        props[k.strip()] = v.strip()
-    return props
+    @cached_property
+    def kafka_connection(self) -> KafkaConnection:
+        """The one connection the Kafka source and sink share (and with it, one broker-health report)."""
+        if not self.kafka:
+            raise ValueError("no --kafka bootstrap servers given")
+        return KafkaConnection.from_options(self.kafka, self.kafka_config)
 
 
 def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
@@ -89,7 +91,7 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
     if opts.kafka:
         from lookout.sources.kafka import KafkaSource
 
-        return KafkaSource(opts.kafka, opts.topic, config=opts.kafka_properties(), partitions=opts.partitions,
+        return KafkaSource(opts.kafka_connection, opts.topic, partitions=opts.partitions,
                            lateness=rs.lateness if rs is not None else 10_000_000)
     from lookout.sources.generator_source import GeneratorSource
 
@@ -101,8 +103,8 @@ def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
     if opts.kafka:
         from lookout.sinks.kafka import KafkaSink
 
-        sinks.append(KafkaSink(opts.kafka, dlq_topic=f"{opts.topic}-dlq", rules=rs,
-                               config=opts.kafka_properties(), partitions=opts.partitions))
+        sinks.append(KafkaSink(opts.kafka_connection, dlq_topic=f"{opts.topic}-dlq", rules=rs,
+                               partitions=opts.partitions))
     if opts.es_url:
         from lookout.sinks.elasticsearch import ElasticsearchSink
 
@@ -145,7 +147,6 @@ class Runner:
         self.source = source or make_source(opts, rs)
         self.ckpt = Checkpointer(opts.state_dir)
         self.position: Any = None
-        self.store = next(s for s in self.sinks.sinks if isinstance(s, StoreSink))
         self.view = None
 
     def _restore(self) -> None:
@@ -156,9 +157,10 @@ class Runner:
         try:
             self.pipeline.engine.restore(state["engine"])
         except ValueError as e:
-            raise SystemExit(f"error: {e} ({self.ckpt.path})") from None
-        self.files.truncate_to(state["files"])
-        self.store.writer.drop_after(state["store_seq"])
+            raise StateError(f"{e} ({self.ckpt.path})") from None
+        # checkpoints written before sinks kept their own state had these two keys instead
+        old = {k: v for k, v in (("files", state.get("files")), ("store", state.get("store_seq"))) if v is not None}
+        self.sinks.restore(state["sinks"] if "sinks" in state else old)
         st = self.pipeline.stats
         for k, v in state.get("stats", {}).items():
             setattr(st, k, v)
@@ -172,8 +174,7 @@ class Runner:
         self.ckpt.save({
             "engine": self.pipeline.engine.snapshot(),
             "position": self.position,
-            "files": self.files.sizes(),
-            "store_seq": self.store.writer.seq,
+            "sinks": self.sinks.checkpoint(),
             "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
                       "reasons": st.reasons, "results": st.results},
         })
@@ -181,8 +182,7 @@ class Runner:
 
     def _caught_up(self) -> bool:
         """Quiet input, not an unreachable broker: sources that can tell (Kafka) say so."""
-        check = getattr(self.source, "caught_up", None)
-        return True if check is None else bool(check())
+        return self.source.caught_up()
 
     def request_stop(self, *_: Any) -> None:
         """First signal: stop after this step, flush, checkpoint, exit 0. A second one while a
@@ -205,7 +205,9 @@ class Runner:
         started = time.monotonic()
         last_commit = time.monotonic()
         last_data = time.monotonic()
-        idle_closed = True
+        # False at start: windows restored from a checkpoint are open too, and must close on quiet
+        # input even if nothing new ever arrives (a restart after everything was read).
+        idle_closed = False
         dirty = False
         try:
             if self.view:
@@ -260,8 +262,7 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
     source = make_source(opts, rs)
     # A source with exclusive input (Kafka) may have to stand by until another instance stops.
     # Nothing in the state dir is touched before that: a standby may share it with the active one.
-    acquire = getattr(source, "acquire", None)
-    if acquire is not None and not acquire(lambda: stop["requested"]):
+    if not source.acquire(lambda: stop["requested"]):
         source.close()
         return 0
     try:  # a standby taking over may find the old holder still exiting: it waits a little

@@ -25,7 +25,7 @@ class FileSink(Sink):
         self.files: dict[str, IO[bytes]] = {r: open(self.dir / f"{r}.jsonl", mode) for r in rules}  # noqa: SIM115
         self.rejected = open(self.dir / REJECTED_FILE, mode)  # noqa: SIM115
 
-    def write_results(self, batch: "ResultBatch") -> None:
+    def write_results(self, batch: ResultBatch) -> None:
         if batch.lines:
             self.files[batch.rule.name].write(b"\n".join(batch.lines) + b"\n")
 
@@ -52,6 +52,12 @@ class FileSink(Sink):
                 f.flush()
                 f.truncate(size)
                 f.seek(size)
+
+    def checkpoint(self) -> dict[str, int]:
+        return self.sizes()
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.truncate_to(state)
 
     def sizes(self) -> dict[str, int]:
         self.flush()

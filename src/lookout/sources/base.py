@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
@@ -57,6 +58,11 @@ class Source:
 
     name = "source"
 
+    def acquire(self, stop: Callable[[], bool]) -> bool:
+        """Wait until this instance may read (a source with exclusive input, e.g. Kafka's instance
+        lock, stands by here). False: `stop()` said to give up first. Nothing is read before."""
+        return True
+
     def restore(self, position: Any) -> None:
         pass
 
@@ -65,6 +71,11 @@ class Source:
 
     def commit(self, position: Any) -> None:
         pass
+
+    def caught_up(self) -> bool:
+        """True when everything available has been read, so that quiet input really is quiet (the
+        run loop closes windows on idle input only then; an unreachable broker is not quiet)."""
+        return True
 
     def close(self) -> None:
         pass

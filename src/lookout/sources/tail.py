@@ -30,14 +30,16 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import polars as pl
 
+from lookout.errors import ConfigError
 from lookout.sources.base import Chunk, Source, numbered_ids
 from lookout.sources.nginx import LineConverter, converter_for
 
@@ -122,7 +124,7 @@ class TailSource(Source):
         try:
             self.conv = converter or converter_for(log_format, host, geoip)
         except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+            raise ConfigError(str(e)) from None
         self.rotate_wait = rotate_wait
         self.read_bytes = read_bytes
         self.sleep = sleep
