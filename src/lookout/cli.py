@@ -129,8 +129,11 @@ def rules(rules_path: str | None, check: bool) -> None:
 @es_options
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--parse-workers", type=click.IntRange(0, 64), default=None,
+              help="Processes that parse input while the engine runs here (default: one per core, 0 on one core).")
 def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None, out_dir: str,
-           store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool) -> None:
+           store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool,
+           parse_workers: int | None) -> None:
     """Run the rules over NDJSON files (`-` for stdin, .gz too), as fast as the machine allows."""
     from lookout.replay import OutputUnwritable
     from lookout.replay import replay as run_replay
@@ -139,7 +142,8 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
     rs = _load(rules_path, lateness)
     show = sys.stderr.isatty() if progress is None else progress
     try:
-        outcome = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show)
+        outcome = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show,
+                             parse_workers=parse_workers)
     except (InputUnreadable, OutputUnwritable) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)

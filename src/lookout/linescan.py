@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 _LBRACE, _RBRACE, _CR, _LF = 0x7B, 0x7D, 0x0D, 0x0A
 
@@ -29,6 +30,18 @@ class Scan:
     def line(self, i: int, chunk: bytes) -> bytes:
         return chunk[int(self.starts[i]):int(self.ends[i])]
 
+    def text_rows(self, rows: np.ndarray) -> pa.Array:
+        """The lines of `text` at `rows` as an Arrow string array, sliced from `text` without a copy
+        per line (the text is valid UTF-8: lines that are not are suspects, never in it)."""
+        if len(self.rows) == len(self.starts):  # blanked in place: the text's lines are the chunk's
+            offsets = np.append(self.starts, len(self.text))
+        else:
+            nl = np.flatnonzero(np.frombuffer(self.text, dtype=np.uint8) == _LF)
+            offsets = np.concatenate(([0], nl + 1))
+        lines = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int64)),
+                                                 pa.py_buffer(self.text))
+        return lines.take(pa.array(rows, type=pa.int64()))
+
     def colons(self, chunk: bytes) -> np.ndarray:
         """`:` bytes in the line of each row (every key is followed by one)."""
         at = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == _COLON)
@@ -42,14 +55,14 @@ def _lines_of(positions: np.ndarray, newlines: np.ndarray) -> np.ndarray:
 
 # One pass of byte compares finds every byte the checks below look at (faster than a table
 # lookup in numpy); the rest is work on the few positions found (a few per line), not on the chunk.
-_COLON, _N, _I = 0x3A, 0x4E, 0x49
+_COLON, _N, _I, _BACKSLASH = 0x3A, 0x4E, 0x49, 0x5C
 
 
 def _interesting(arr: np.ndarray, ascii_only: bool) -> np.ndarray:
     m = arr < 0x20
     if not ascii_only:
         m |= arr >= 0x80
-    for b in (_RBRACE, _N, _I):
+    for b in (_RBRACE, _N, _I, _BACKSLASH):
         m |= arr == b
     return m
 
@@ -85,10 +98,8 @@ def scan(chunk: bytes) -> Scan:
             chunk.decode("utf-8")
         except UnicodeDecodeError:
             bad_pos.append(hits[kind >= 0x80])
-    at = chunk.find(b"\\u")  # a `\\u` escape: keys, surrogates (parse_line decides); rare, memchr-fast
-    while at >= 0:
-        bad_pos.append(np.array([at]))
-        at = chunk.find(b"\\u", at + 2)
+    p = hits[kind == _BACKSLASH]
+    bad_pos.append(p[_at(arr, p + 1) == ord("u")])  # a `\\u` escape: keys, surrogates (parse_line decides)
     p = hits[kind == _RBRACE]
     nxt = _at(arr, p + 1)
     bad_pos.append(p[(nxt == _LBRACE) | ((nxt == ord(" ")) & (_at(arr, p + 2) == _LBRACE))])  # `}{`, `} {`

@@ -6,12 +6,14 @@ the next file is read, and the damage is reported in the outcome (the CLI exits 
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from lookout.parsepool import ParsePool
 from lookout.pipeline import Pipeline, Stats
 from lookout.records import ParsedChunk
 from lookout.rules import RuleSet
@@ -72,8 +74,16 @@ def _parsed_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chu
             yield item
 
 
+def default_parse_workers() -> int:
+    """One parse process per core on a multi-core machine (the engine shares a core with the
+    reading); none on one core, where a parse thread overlaps as well as processes would."""
+    cores = os.cpu_count() or 1
+    return cores if cores > 1 else 0
+
+
 def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None = None,
-           es_url: str | None = None, progress: bool = False, sink: Sink | None = None) -> ReplayOutcome:
+           es_url: str | None = None, progress: bool = False, sink: Sink | None = None,
+           parse_workers: int | None = None) -> ReplayOutcome:
     """Raises `InputUnreadable` (before any output is touched) or `OutputUnwritable`."""
     for path in inputs:
         check_readable(path)
@@ -88,11 +98,14 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
                        TextColumn("{task.fields[lines]:,} lines"), transient=True)
         task = bar.add_task("replay", total=input_size(inputs), lines=0)
         bar.start()
+    workers = default_parse_workers() if parse_workers is None else parse_workers
+    pool = ParsePool(workers) if workers else None
     try:
         for path in inputs:
             done_before = 0
             try:
-                for chunk, parsed in _parsed_ahead(file_chunks(path)):
+                ahead = pool.parsed(file_chunks(path)) if pool is not None else _parsed_ahead(file_chunks(path))
+                for chunk, parsed in ahead:
                     pipe.step(chunk, parsed)
                     if bar is not None:
                         bar.update(task, advance=chunk.position - done_before, lines=pipe.stats.lines)
@@ -102,6 +115,8 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
         pipe.close_windows()
         sinks.close()
     finally:
+        if pool is not None:
+            pool.close()
         if bar is not None:
             bar.stop()
     outcome.stats = pipe.stats
