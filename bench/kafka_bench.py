@@ -43,11 +43,13 @@ def count_results(bootstrap: str, expected: dict[str, int], deadline: float) -> 
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False})
-    for _ in range(100):
+    while True:  # `lookout run` creates the goal topics once it has started (slow on a loaded machine)
         md = c.list_topics(timeout=5)
         if all(t in md.topics and md.topics[t].partitions for t in expected):
             break
-        time.sleep(0.1)
+        if time.monotonic() > deadline:
+            raise SystemExit("the goal topics never appeared: did `lookout run` start?")
+        time.sleep(0.2)
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in expected for p in md.topics[t].partitions])
     got = dict.fromkeys(expected, 0)
     done_at = time.monotonic()
