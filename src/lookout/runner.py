@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from lookout.ahead import ParseAhead
 from lookout.errors import StateError
 from lookout.kafka.config import KafkaConnection, parse_properties
 from lookout.pipeline import Pipeline
@@ -209,16 +210,20 @@ class Runner:
         # input even if nothing new ever arrives (a restart after everything was read).
         idle_closed = False
         dirty = False
+        # Chunks polled ahead are parsed while the engine works; a chunk polled but not yet
+        # stepped is never committed (the position is that of the last chunk stepped).
+        ahead = ParseAhead(self.source)
         try:
             if self.view:
                 self.view.start()
             while not self.stop_requested:
                 if self.opts.duration is not None and time.monotonic() - started >= self.opts.duration:
                     break
-                chunk = self.source.poll(0.2)
+                got = ahead.poll(0.2)
                 now = time.monotonic()
-                if chunk is not None:
-                    report = self.pipeline.step(chunk)
+                if got is not None:
+                    chunk, parsed = got
+                    report = self.pipeline.step(chunk, parsed)
                     self.position = chunk.position
                     dirty = True
                     if report.records is not None and report.records.height:
@@ -242,6 +247,7 @@ class Runner:
                     last_commit = now
                     dirty = False
         finally:
+            ahead.close()
             if self.view:
                 self.view.stop()
         self._commit()
