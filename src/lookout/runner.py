@@ -272,7 +272,8 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
         source.close()
         return 0
     try:  # a standby taking over may find the old holder still exiting: it waits a little
-        lock = StateDirLock(opts.state_dir, wait=30.0 if acquire is not None else 0.0)
+        exclusive = type(source).acquire is not Source.acquire  # a source that stands by (Kafka)
+        lock = StateDirLock(opts.state_dir, wait=30.0 if exclusive else 0.0)
     except StateDirBusy:
         source.close()
         raise
