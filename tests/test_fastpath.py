@@ -193,7 +193,7 @@ def test_a_dead_worker_is_an_error_not_a_gap(tmp_path):
     _messy_file(path)
     with ParsePool(1) as pool:
         os.kill(pool.procs[0].pid, signal.SIGKILL)
-        pool.procs[0].join(10)
+        pool.procs[0].wait(10)
         with pytest.raises(ParseWorkerFailed):
             list(pool.parsed(file_chunks(str(path), chunk_bytes=64 << 10)))
 

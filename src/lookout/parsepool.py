@@ -2,24 +2,27 @@
 
 Guarantee: `ParsePool.parsed(chunks)` yields exactly what `Pipeline.parse` would give for each
 chunk, in input order; only where the work runs differs. The engine stays in the calling
-process (on its own core); each worker runs `parse_chunk` with a one-thread polars pool.
+process (on its own core); each worker (`python -m lookout.parsepool`) runs `parse_chunk` with a
+one-thread polars pool.
 
-Nothing crosses a process boundary as pickle: a chunk goes as raw bytes, a result comes back as
-two Arrow IPC streams (valid records; rejected lines) behind a fixed header (`_encode`). A worker
-that dies is an error (`ParseWorkerFailed`), never a silent gap in the input.
+Nothing crosses a process boundary as pickle: a chunk goes as raw bytes (length-prefixed, over
+the worker's stdin), a result comes back on its stdout as two Arrow IPC streams (valid records;
+rejected lines) behind a fixed header (`_encode`). A worker that dies is an error
+(`ParseWorkerFailed`), never a silent gap in the input.
 """
 
 from __future__ import annotations
 
 import io
-import multiprocessing as mp
 import os
 import queue
 import struct
+import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
+from typing import BinaryIO
 
 import polars as pl
 
@@ -56,76 +59,86 @@ def _decode(data: bytes) -> ParsedChunk:
     return ParsedChunk(recs, rejected, lines, fallback)
 
 
-def _worker(conn: Connection) -> None:
+_LEN = struct.Struct("<Q")
+
+
+def _send(f: BinaryIO, data: bytes) -> None:
+    f.write(_LEN.pack(len(data)))
+    f.write(data)
+    f.flush()
+
+
+def _recv_frame(f: BinaryIO) -> bytes | None:
+    head = f.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None
+    (n,) = _LEN.unpack(head)
+    data = f.read(n)
+    return data if len(data) == n else None
+
+
+def worker_main() -> None:
+    """A parse worker: length-prefixed chunks on stdin, length-prefixed results on stdout; an empty
+    chunk or end of input ends it."""
     from lookout.records import parse_chunk
 
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except EOFError:
-            return
-        if not data:
-            return
-        conn.send_bytes(_encode(parse_chunk(data)))
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but frames may reach the parent's pipe
+    while data := _recv_frame(inp):
+        _send(out, _encode(parse_chunk(data)))
 
 
 class ParsePool:
-    """`workers` parse processes, started once (spawn: no inherited threads or locks)."""
+    """`workers` parse processes (`python -m lookout.parsepool`), started once: plain child processes
+    with pipes, so nothing of this process (its main module, threads, locks) is re-run or inherited."""
 
     def __init__(self, workers: int) -> None:
-        ctx = mp.get_context("spawn")
-        self.conns: list[Connection] = []
-        self.procs: list[mp.process.BaseProcess] = []
+        env = {**os.environ, "POLARS_MAX_THREADS": "1"}  # one core each: the engine keeps the other busy
+        self.procs: list[subprocess.Popen[bytes]] = []
         # a reader and a writer thread per worker: answers are taken as soon as they come and chunks
         # are handed over when the worker is ready, so neither side ever waits for the other's pipe
         self.answers: list[queue.Queue[bytes | None]] = []
         self.requests: list[queue.Queue[bytes]] = []
-        saved = os.environ.get("POLARS_MAX_THREADS")
-        os.environ["POLARS_MAX_THREADS"] = "1"  # one core each: the engine keeps the other one busy
-        try:
-            for _ in range(workers):
-                here, there = ctx.Pipe(duplex=True)
-                p = ctx.Process(target=_worker, args=(there,), daemon=True, name="lookout-parse")
-                p.start()
-                there.close()
-                self.conns.append(here)
-                self.procs.append(p)
-                q: queue.Queue[bytes | None] = queue.Queue()
-                self.answers.append(q)
-                threading.Thread(target=self._read, args=(here, q), daemon=True, name="lookout-parse-read").start()
-                r: queue.Queue[bytes] = queue.Queue()
-                self.requests.append(r)
-                threading.Thread(target=self._write, args=(here, r), daemon=True, name="lookout-parse-write").start()
-        finally:
-            if saved is None:
-                os.environ.pop("POLARS_MAX_THREADS", None)
-            else:
-                os.environ["POLARS_MAX_THREADS"] = saved
+        for _ in range(workers):
+            p = subprocess.Popen([sys.executable, "-m", "lookout.parsepool"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, env=env)
+            self.procs.append(p)
+            q: queue.Queue[bytes | None] = queue.Queue()
+            self.answers.append(q)
+            threading.Thread(target=self._read, args=(p.stdout, q), daemon=True, name="lookout-parse-read").start()
+            r: queue.Queue[bytes] = queue.Queue()
+            self.requests.append(r)
+            threading.Thread(target=self._write, args=(p.stdin, r), daemon=True, name="lookout-parse-write").start()
 
     @staticmethod
-    def _read(conn: Connection, answers: queue.Queue[bytes | None]) -> None:
+    def _read(f: BinaryIO, answers: queue.Queue[bytes | None]) -> None:
         try:
-            while True:
-                answers.put(conn.recv_bytes())
-        except (EOFError, OSError):
-            answers.put(None)
+            while (data := _recv_frame(f)) is not None:
+                answers.put(data)
+        except (OSError, ValueError):
+            pass
+        answers.put(None)
 
     @staticmethod
-    def _write(conn: Connection, requests: queue.Queue[bytes]) -> None:
+    def _write(f: BinaryIO, requests: queue.Queue[bytes]) -> None:
         try:
             while True:
                 data = requests.get()
-                conn.send_bytes(data)
+                _send(f, data)
                 if not data:
+                    f.close()
                     return
-        except OSError:  # the worker is gone; its reader reports it
+        except (OSError, ValueError):  # the worker is gone; its reader reports it
             return
 
     def _recv(self, k: int) -> ParsedChunk:
         data = self.answers[k].get()
         if data is None:
-            self.procs[k].join(1)
-            raise ParseWorkerFailed(f"parse worker {k} died (exit code {self.procs[k].exitcode})")
+            try:
+                code = self.procs[k].wait(1)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise ParseWorkerFailed(f"parse worker {k} died (exit code {code})")
         return _decode(data)
 
     def parsed(self, chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chunk, ParsedChunk]]:
@@ -136,7 +149,7 @@ class ParsePool:
         pending: deque[tuple[Chunk, int | None]] = deque()
         k = 0
         it = iter(chunks)
-        limit = depth * len(self.conns)
+        limit = depth * len(self.procs)
         failure: BaseException | None = None
         while True:
             while failure is None and len(pending) < limit:
@@ -152,7 +165,7 @@ class ParsePool:
                 else:
                     self.requests[k].put(chunk.data)
                     pending.append((chunk, k))
-                    k = (k + 1) % len(self.conns)
+                    k = (k + 1) % len(self.procs)
             if not pending:
                 if failure is not None:
                     raise failure
@@ -162,17 +175,22 @@ class ParsePool:
 
     def close(self) -> None:
         for r in self.requests:
-            r.put(b"")  # the writer sends it after any chunk still queued, then stops
+            r.put(b"")  # the writer sends it after any chunk still queued, then closes the pipe
         for p in self.procs:
-            p.join(5)
-            if p.is_alive():
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
                 p.kill()
-                p.join()
-        for c in self.conns:
-            c.close()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
 
     def __enter__(self) -> ParsePool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+if __name__ == "__main__":
+    worker_main()
