@@ -33,6 +33,13 @@ _HEADER = struct.Struct("<qqqq")  # lines, fallback, bytes of the records stream
 _REJECTIONS = {"index": pl.Int64, "reason": pl.String, "detail": pl.String, "raw": pl.Binary}
 
 
+def default_parse_workers() -> int:
+    """One parse process per core on a multi-core machine (the engine shares a core with reading
+    and sinks); none on one core, where a parse thread overlaps as well as processes would."""
+    cores = os.cpu_count() or 1
+    return cores if cores > 1 else 0
+
+
 class ParseWorkerFailed(RuntimeError):
     """A parse worker process died or answered something that is not a result."""
 
@@ -99,6 +106,7 @@ class ParsePool:
         # are handed over when the worker is ready, so neither side ever waits for the other's pipe
         self.answers: list[queue.Queue[bytes | None]] = []
         self.requests: list[queue.Queue[bytes]] = []
+        self._next = 0
         for _ in range(workers):
             p = subprocess.Popen([sys.executable, "-m", "lookout.parsepool"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, env=env)
@@ -140,6 +148,17 @@ class ParsePool:
                 code = None
             raise ParseWorkerFailed(f"parse worker {k} died (exit code {code})")
         return _decode(data)
+
+    def submit(self, data: bytes) -> int:
+        """Hand NDJSON bytes to the next worker; `result(ticket)` gives its parsed chunk. Results of
+        one worker come back in the order given, so callers take them in submission order."""
+        k = self._next
+        self._next = (k + 1) % len(self.procs)
+        self.requests[k].put(data)
+        return k
+
+    def result(self, ticket: int) -> ParsedChunk:
+        return self._recv(ticket)
 
     def parsed(self, chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chunk, ParsedChunk]]:
         """Each chunk with its parsed result, in order; up to `depth` chunks in flight per worker.

@@ -6,14 +6,13 @@ the next file is read, and the damage is reported in the outcome (the CLI exits 
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from lookout.parsepool import ParsePool
+from lookout.parsepool import ParsePool, default_parse_workers
 from lookout.pipeline import Pipeline, Stats
 from lookout.records import ParsedChunk
 from lookout.rules import RuleSet
@@ -72,13 +71,6 @@ def _parsed_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chu
                 break
             pending.append(pool.submit(next_parsed))
             yield item
-
-
-def default_parse_workers() -> int:
-    """One parse process per core on a multi-core machine (the engine shares a core with the
-    reading); none on one core, where a parse thread overlaps as well as processes would."""
-    cores = os.cpu_count() or 1
-    return cores if cores > 1 else 0
 
 
 def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None = None,

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from lookout.ahead import ParseAhead
 from lookout.errors import StateError
 from lookout.kafka.config import KafkaConnection, parse_properties
+from lookout.parsepool import default_parse_workers
 from lookout.pipeline import Pipeline
 from lookout.rules import RuleSet, parse_duration
 from lookout.sinks.base import Sink, SinkSet
@@ -56,6 +57,7 @@ class RunOptions(BaseModel):
     es_url: str | None = None
     view: bool = False
     commit_interval: float = 1.0
+    parse_workers: int | None = None  # parse processes beside the engine (None: one per core, none on one core)
 
     @field_validator("idle_timeout", mode="before")
     @classmethod
@@ -212,7 +214,8 @@ class Runner:
         dirty = False
         # Chunks polled ahead are parsed while the engine works; a chunk polled but not yet
         # stepped is never committed (the position is that of the last chunk stepped).
-        ahead = ParseAhead(self.source)
+        workers = default_parse_workers() if self.opts.parse_workers is None else self.opts.parse_workers
+        ahead = ParseAhead(self.source, workers=workers)
         try:
             if self.view:
                 self.view.start()
