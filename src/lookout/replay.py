@@ -22,6 +22,11 @@ from lookout.sources.base import Chunk
 from lookout.sources.files import InputDamaged, check_readable, file_chunks, input_size
 
 
+# Each parse process holds about ten times its chunk at its peak (bytes, blanked copy, decoded and
+# typed frames, the Arrow answer): smaller chunks keep the processes together under 500 MiB.
+POOL_CHUNK_BYTES = 4 << 20
+
+
 class OutputUnwritable(Exception):
     """An output directory (--out, --store) that cannot be created or written."""
 
@@ -96,7 +101,8 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
         for path in inputs:
             done_before = 0
             try:
-                ahead = pool.parsed(file_chunks(path)) if pool is not None else _parsed_ahead(file_chunks(path))
+                ahead = (pool.parsed(file_chunks(path, POOL_CHUNK_BYTES)) if pool is not None
+                         else _parsed_ahead(file_chunks(path)))
                 for chunk, parsed in ahead:
                     pipe.step(chunk, parsed)
                     if bar is not None:
