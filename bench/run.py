@@ -145,7 +145,7 @@ def main() -> None:
     print(f"replay, {args.records:,} records, four default rules (best of {args.runs}; "
           "ratio = replay / json.loads loop, same run)")
     print()
-    print("| input | json.loads loop | replay (pipeline) | ratio | whole command | peak PSS, all processes | rejected | load avg |")
+    print("| input | json.loads loop | replay (pipeline) | ratio | whole command | peak PSS (all processes) | rejected | load |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['input']} | {r['json_loads_per_s']:,}/s | {r['replay_per_s']:,}/s | **{r['replay_ratio']:.2f}x** "
