@@ -166,6 +166,9 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 @click.option("--partitions", default=3, show_default=True, help="Partitions for topics lookout creates.")
 @click.option("--idle-timeout", default="30s", show_default=True,
               help="Once input is quiet this long, a window closes when the wall clock is lateness past its end.")
+@click.option("--stop-timeout", default="10s", show_default=True,
+              help="SIGTERM/SIGINT end the run within this time, whatever a sink or the broker does; "
+                   "what was not acknowledged by then is re-read on restart.")
 @click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
 @es_options

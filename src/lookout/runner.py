@@ -4,7 +4,9 @@ poll source → pipeline step → (every commit interval) flush sinks → checkp
 source position atomically → commit the source. After a crash the next start restores the
 checkpoint, cuts result files back to their checkpointed sizes and drops store files written
 after it, then reads on from the checkpointed position: nothing lost, nothing counted twice.
-SIGINT/SIGTERM end the loop at the next step with a final flush and checkpoint (exit 0).
+SIGINT/SIGTERM end the loop at the next step with a final flush and checkpoint (exit 0), within
+`--stop-timeout` whatever a sink or the broker does (lookout.stopping): a flush still waiting then
+is abandoned, the last checkpoint stands, and what came after it is re-read on restart.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from lookout.errors import StateError
+from lookout.errors import DeliveryError, StateError
 from lookout.kafka.config import KafkaConnection, parse_properties
 from lookout.pipeline import Pipeline
 from lookout.rules import RuleSet, parse_duration
@@ -29,6 +31,7 @@ from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
 from lookout.sources.base import Source
+from lookout.stopping import DEFAULT_STOP_TIMEOUT, REREAD, StopDeadline, hard_exit
 
 log = logging.getLogger("lookout.run")
 CHECKPOINT = "checkpoint.pkl"
@@ -54,8 +57,9 @@ class RunOptions(BaseModel):
     es_url: str | None = None
     view: bool = False
     commit_interval: float = 1.0
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT  # seconds from SIGTERM to exit, whatever sinks do
 
-    @field_validator("idle_timeout", mode="before")
+    @field_validator("idle_timeout", "stop_timeout", mode="before")
     @classmethod
     def _idle(cls, v: Any) -> float:
         return parse_duration(v) / 1e6 if isinstance(v, str) else float(v)
@@ -138,7 +142,6 @@ class Runner:
         self.rs = rs
         self.opts = opts
         self.stop_requested = False
-        self.sinks_aborted = False
         opts.state_dir.mkdir(parents=True, exist_ok=True)
         self.files = FileSink(opts.out_dir, [r.name for r in rs.rules], append=True, fsync=True)
         self.sinks = make_sinks(rs, opts, self.files)
@@ -146,7 +149,9 @@ class Runner:
         self.source = source or make_source(opts, rs)
         self.ckpt = Checkpointer(opts.state_dir)
         self.position: Any = None
+        self.position_committed: Any = None  # the position of the last checkpoint
         self.view = None
+        self.deadline = StopDeadline(opts.stop_timeout, self.sinks.abort)
 
     def _restore(self) -> None:
         state = self.ckpt.load()
@@ -163,7 +168,7 @@ class Runner:
         st = self.pipeline.stats
         for k, v in state.get("stats", {}).items():
             setattr(st, k, v)
-        self.position = state["position"]
+        self.position = self.position_committed = state["position"]
         self.source.restore(self.position)
         log.info("resumed from checkpoint at %s", self.position)
 
@@ -178,6 +183,7 @@ class Runner:
                       "reasons": st.reasons, "results": st.results},
         })
         self.source.commit(self.position)
+        self.position_committed = self.position
 
     def _advance_idle(self, quiet: float) -> tuple[list, bool]:
         """No record this poll: let the watermark move without data (re-evaluated every poll).
@@ -198,16 +204,27 @@ class Runner:
         return results, engine.watermark != before
 
     def request_stop(self, *_: Any) -> None:
-        """First signal: stop after this step, flush, checkpoint, exit 0. A second one while a
-        flush waits on an unreachable server abandons it: nothing unacknowledged is committed,
-        and the next start reads those records again."""
+        """First signal: stop after this step, flush, checkpoint, exit 0, all within
+        --stop-timeout (lookout.stopping). A second one abandons a stuck flush at once."""
         if self.stop_requested:
-            log.warning("second stop signal: abandoning the pending flush (nothing uncommitted is lost; it is re-read on restart)")
-            self.sinks_aborted = True
-            self.sinks.abort()
+            self.deadline.now()
             return
         self.stop_requested = True
-        log.info("stopping: flushing and checkpointing (signal again to abandon a stuck flush)")
+        self.deadline.start()
+        log.info("stopping: flushing and checkpointing (at most %.0fs; signal again to abandon a stuck flush)",
+                 self.opts.stop_timeout)
+
+    def _final_commit(self) -> bool:
+        """The last flush + checkpoint. False: abandoned at the stop deadline, nothing committed."""
+        if self.deadline.abandoned:
+            return False
+        try:
+            self._commit()
+        except DeliveryError:
+            if not self.deadline.abandoned:
+                raise
+            return False
+        return True
 
     def run(self) -> int:
         self._restore()
@@ -257,12 +274,23 @@ class Runner:
                     self._commit()
                     last_commit = now
                     dirty = False
+        except DeliveryError:
+            if not self.deadline.abandoned:  # a sink failed for good: stop without committing
+                raise
         finally:
             if self.view:
                 self.view.stop()
-        self._commit()
+        if not self._final_commit():
+            log.warning("stopped at the stop timeout without the last checkpoint: input after %s was not all "
+                        "acknowledged downstream; %s", self.position_committed, REREAD)
+            self.source.close()  # leave the lock group, so a standby takes over at once
+            return 0
         self.source.close()
-        self.sinks.close()
+        try:
+            self.sinks.close()  # (ES: a refresh, which a frozen server would hold up)
+        except DeliveryError:
+            if not self.deadline.abandoned:
+                raise
         if not self.opts.view:
             from lookout.live import print_run_summary
 
@@ -283,12 +311,11 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
         return 0
     runner = Runner(rs, opts, source=source)
     runner.stop_requested = stop["requested"]
+    if runner.stop_requested:
+        runner.deadline.start()
     signal.signal(signal.SIGINT, runner.request_stop)
     signal.signal(signal.SIGTERM, runner.request_stop)
-    try:
-        return runner.run()
-    except Exception as e:  # noqa: BLE001
-        if runner.sinks_aborted:
-            log.error("stopped without committing the last steps (%s); they are read again on restart", e)
-            return 1
-        raise
+    code = runner.run()
+    if runner.deadline.abandoned:
+        hard_exit(code)  # a sink's worker may still be blocked on a frozen server: do not join it
+    return code

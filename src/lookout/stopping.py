@@ -1,0 +1,96 @@
+"""Bounded stopping: one stop request ends `lookout run` within `--stop-timeout`, whatever a sink
+or the broker does.
+
+Guarantee, from the first SIGTERM/SIGINT:
+- until `timeout - margin` the run finishes normally: last flush, checkpoint, commit;
+- then (or at once on a second signal) waiting is abandoned: `abandon()` makes every pending and
+  later flush raise instead of waiting (sinks' `abort()`), so the run skips its last checkpoint.
+  Only what was acknowledged before (the previous checkpoint) stays committed; a restart re-reads
+  the rest, so nothing is lost, and repeats are exact (stable ids);
+- at `timeout` the process ends (`os._exit(0)`) even if something still blocks (a worker stuck in a
+  socket read to a frozen server, a client library's close). Every state file is replaced
+  atomically, so this is no less safe than the SIGKILL a supervisor would send next
+  (Kubernetes: 30 s after SIGTERM, systemd: 90 s).
+A watchdog thread, because the main thread may itself be the one blocked in C code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("lookout.run")
+
+DEFAULT_STOP_TIMEOUT = 10.0  # seconds
+REREAD = "what was not acknowledged is re-read on restart (nothing is lost)"
+
+
+def abandon_at(timeout: float) -> float:
+    """Seconds after the stop request at which pending flushes are abandoned: late enough for a
+    healthy flush, early enough to wind down before the hard deadline."""
+    return max(0.0, timeout - min(2.0, timeout * 0.4))
+
+
+def hard_exit(code: int = 0) -> None:
+    """End the process now: no interpreter shutdown (which joins stuck worker threads)."""
+    for h in logging.getLogger().handlers:
+        try:
+            h.flush()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os._exit(code)
+
+
+class StopDeadline:
+    """Started by the first stop request; calls `abandon` at the soft deadline and ends the
+    process at the hard one. `abandoned` tells the run loop that a failing flush was ours."""
+
+    def __init__(self, timeout: float, abandon: Callable[[], None]) -> None:
+        self.timeout = timeout
+        self._abandon = abandon
+        self.abandoned = False
+        self.started: float | None = None
+        self._lock = threading.Lock()
+        self._now = threading.Event()  # set: abandon without waiting (second signal)
+
+    def start(self) -> None:
+        """First stop request (idempotent). Safe to call from a signal handler."""
+        with self._lock:
+            if self.started is not None:
+                return
+            self.started = time.monotonic()
+        threading.Thread(target=self._watch, name="lookout-stop-deadline", daemon=True).start()
+
+    def now(self) -> None:
+        """Second stop request: abandon pending flushes at once (the hard deadline stays)."""
+        self.start()
+        self._now.set()
+
+    def abandon(self, why: str) -> None:
+        with self._lock:
+            if self.abandoned:
+                return
+            self.abandoned = True
+        log.warning("%s: abandoning pending flushes; nothing unacknowledged is committed, %s", why, REREAD)
+        self._abandon()
+
+    def _watch(self) -> None:
+        assert self.started is not None
+        soft = self.started + abandon_at(self.timeout)
+        if not self._now.wait(max(0.0, soft - time.monotonic())):
+            self.abandon(f"stop timeout: still flushing {abandon_at(self.timeout):.1f}s after the stop request")
+        else:
+            self.abandon("second stop signal")
+        hard = self.started + self.timeout
+        time.sleep(max(0.0, hard - time.monotonic()))
+        log.error("stop timeout (%.1fs) reached with a close still blocked: exiting now; %s", self.timeout, REREAD)
+        hard_exit(0)
