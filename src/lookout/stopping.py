@@ -21,7 +21,9 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger("lookout.run")
 
@@ -92,5 +94,13 @@ class StopDeadline:
             self.abandon("second stop signal")
         hard = self.started + self.timeout
         time.sleep(max(0.0, hard - time.monotonic()))
-        log.error("stop timeout (%.1fs) reached with a close still blocked: exiting now; %s", self.timeout, REREAD)
+        log.error("stop timeout (%.1fs) reached, still blocked in %s: exiting now; %s", self.timeout, _main_at(), REREAD)
         hard_exit(0)
+
+
+def _main_at() -> str:
+    """Where the main thread is (innermost calls), for the log: what held up the stop."""
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    if frame is None:
+        return "?"
+    return " <- ".join(f"{f.name} ({Path(f.filename).name}:{f.lineno})" for f in reversed(traceback.extract_stack(frame)[-4:]))
