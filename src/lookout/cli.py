@@ -156,6 +156,10 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--tail", "tail_path", default=None, type=click.Path(dir_okay=False),
               help="Follow an nginx access log instead of generating records.")
+@click.option("--rotate-wait", default="5m", show_default=True,
+              help="--tail: keep reading a rotated log (beside the new one) until it has been idle this long.")
+@click.option("--backfill", is_flag=True,
+              help="--tail, first start: read the rotated logs beside it first (oldest first, .gz too).")
 @click.option("--log-format", type=click.Choice(["auto", "json", "combined"]), default="auto", show_default=True)
 @click.option("--host", "log_host", default=None, help="Host for combined-format lines (they carry none). Default: this machine's name.")
 @click.option("--geoip", default=None, type=click.Path(dir_okay=False), help="MaxMind-format country database.")
@@ -186,7 +190,9 @@ def run(**opts: object) -> None:
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(run_pipeline(rs, ro))
+    from lookout.cli_exit import hard_exit
+
+    sys.exit(run_pipeline(rs, ro, exit_now=hard_exit))
 
 
 @main.command()

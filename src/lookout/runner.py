@@ -17,6 +17,7 @@ import pickle
 import signal
 import sys
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
 from lookout.sources.base import Source
-from lookout.stopping import DEFAULT_STOP_TIMEOUT, REREAD, StopDeadline, hard_exit
+from lookout.stopping import DEFAULT_STOP_TIMEOUT, REREAD, StopDeadline
 
 log = logging.getLogger("lookout.run")
 CHECKPOINT = "checkpoint.pkl"
@@ -46,6 +47,8 @@ class RunOptions(BaseModel):
     seed: int | None = None
     duration: float | None = None
     tail_path: Path | None = None
+    rotate_wait: float = 300.0  # seconds a rotated log is still read after its last growth
+    backfill: bool = False  # --tail: read the rotated files beside the log first (oldest first, .gz too)
     log_format: str = "auto"
     log_host: str | None = None
     geoip: Path | None = None
@@ -59,7 +62,7 @@ class RunOptions(BaseModel):
     commit_interval: float = 1.0
     stop_timeout: float = DEFAULT_STOP_TIMEOUT  # seconds from SIGTERM to exit, whatever sinks do
 
-    @field_validator("idle_timeout", "stop_timeout", mode="before")
+    @field_validator("idle_timeout", "stop_timeout", "rotate_wait", mode="before")
     @classmethod
     def _idle(cls, v: Any) -> float:
         return parse_duration(v) / 1e6 if isinstance(v, str) else float(v)
@@ -90,7 +93,7 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
         from lookout.sources.tail import TailSource
 
         return TailSource(opts.tail_path, state_dir=opts.state_dir, log_format=opts.log_format,
-                          host=opts.log_host, geoip=opts.geoip)
+                          host=opts.log_host, geoip=opts.geoip, rotate_wait=opts.rotate_wait, backfill=opts.backfill)
     if opts.kafka:
         from lookout.sources.kafka import KafkaSource
 
@@ -298,7 +301,9 @@ class Runner:
         return 0
 
 
-def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
+def run_pipeline(rs: RuleSet, opts: RunOptions, exit_now: Callable[[int], None] | None = None) -> int:
+    """Run until a signal (or --duration). `exit_now`, from the command line, ends the process at
+    the stop deadline if something still blocks then (lookout.stopping)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     stop = {"requested": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
@@ -310,12 +315,13 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
         source.close()
         return 0
     runner = Runner(rs, opts, source=source)
+    runner.deadline.exit_now = exit_now
     runner.stop_requested = stop["requested"]
     if runner.stop_requested:
         runner.deadline.start()
     signal.signal(signal.SIGINT, runner.request_stop)
     signal.signal(signal.SIGTERM, runner.request_stop)
     code = runner.run()
-    if runner.deadline.abandoned:
-        hard_exit(code)  # a sink's worker may still be blocked on a frozen server: do not join it
+    if runner.deadline.abandoned and exit_now is not None:
+        exit_now(code)  # a sink's worker may still be blocked on a frozen server: do not join it
     return code

@@ -7,17 +7,16 @@ Guarantee, from the first SIGTERM/SIGINT:
   later flush raise instead of waiting (sinks' `abort()`), so the run skips its last checkpoint.
   Only what was acknowledged before (the previous checkpoint) stays committed; a restart re-reads
   the rest, so nothing is lost, and repeats are exact (stable ids);
-- at `timeout` the process ends (`os._exit(0)`) even if something still blocks (a worker stuck in a
-  socket read to a frozen server, a client library's close). Every state file is replaced
-  atomically, so this is no less safe than the SIGKILL a supervisor would send next
-  (Kubernetes: 30 s after SIGTERM, systemd: 90 s).
+- at `timeout` the front end's `exit_now(0)` ends the process even if something still blocks (a
+  worker stuck in a socket read to a frozen server, a client library's close); the command line
+  passes lookout.cli_exit.hard_exit. Every state file is replaced atomically, so this is no less
+  safe than the SIGKILL a supervisor would send next (Kubernetes: 30 s after SIGTERM, systemd: 90 s).
 A watchdog thread, because the main thread may itself be the one blocked in C code.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -37,28 +36,15 @@ def abandon_at(timeout: float) -> float:
     return max(0.0, timeout - min(2.0, timeout * 0.4))
 
 
-def hard_exit(code: int = 0) -> None:
-    """End the process now: no interpreter shutdown (which joins stuck worker threads)."""
-    for h in logging.getLogger().handlers:
-        try:
-            h.flush()
-        except Exception:  # noqa: BLE001 - exiting anyway
-            pass
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except Exception:  # noqa: BLE001
-            pass
-    os._exit(code)
-
-
 class StopDeadline:
     """Started by the first stop request; calls `abandon` at the soft deadline and ends the
     process at the hard one. `abandoned` tells the run loop that a failing flush was ours."""
 
-    def __init__(self, timeout: float, abandon: Callable[[], None]) -> None:
+    def __init__(self, timeout: float, abandon: Callable[[], None],
+                 exit_now: Callable[[int], None] | None = None) -> None:
         self.timeout = timeout
         self._abandon = abandon
+        self.exit_now = exit_now  # None: the library never ends the process; only abandons
         self.abandoned = False
         self.started: float | None = None
         self._lock = threading.Lock()
@@ -92,10 +78,12 @@ class StopDeadline:
             self.abandon(f"stop timeout: still flushing {abandon_at(self.timeout):.1f}s after the stop request")
         else:
             self.abandon("second stop signal")
+        if self.exit_now is None:
+            return
         hard = self.started + self.timeout
         time.sleep(max(0.0, hard - time.monotonic()))
         log.error("stop timeout (%.1fs) reached, still blocked in %s: exiting now; %s", self.timeout, _main_at(), REREAD)
-        hard_exit(0)
+        self.exit_now(0)
 
 
 def _main_at() -> str:
