@@ -148,7 +148,7 @@ class Runner:
         opts.state_dir.mkdir(parents=True, exist_ok=True)
         self.files = FileSink(opts.out_dir, [r.name for r in rs.rules], append=True, fsync=True)
         self.sinks = make_sinks(rs, opts, self.files)
-        self.pipeline = Pipeline(rs, self.sinks)
+        self.pipeline = Pipeline(rs, self.sinks, dedup=True)
         self.source = source or make_source(opts, rs)
         self.ckpt = Checkpointer(opts.state_dir)
         self.position: Any = None
@@ -168,6 +168,8 @@ class Runner:
         # checkpoints written before sinks kept their own state had these two keys instead
         old = {k: v for k, v in (("files", state.get("files")), ("store", state.get("store_seq"))) if v is not None}
         self.sinks.restore(state["sinks"] if "sinks" in state else old)
+        if self.pipeline.dedup is not None and state.get("dedup"):
+            self.pipeline.dedup.load_bytes(state["dedup"])
         st = self.pipeline.stats
         for k, v in state.get("stats", {}).items():
             setattr(st, k, v)
@@ -182,8 +184,9 @@ class Runner:
             "engine": self.pipeline.engine.snapshot(),
             "position": self.position,
             "sinks": self.sinks.checkpoint(),
+            "dedup": self.pipeline.dedup.to_bytes() if self.pipeline.dedup is not None else None,
             "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
-                      "reasons": st.reasons, "results": st.results},
+                      "duplicates": st.duplicates, "reasons": st.reasons, "results": st.results},
         })
         self.source.commit(self.position)
         self.position_committed = self.position

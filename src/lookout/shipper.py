@@ -5,7 +5,9 @@ The seed's data producer, for real logs: many nginx servers each run a shipper, 
 schema when it is combined; passed on as written when it cannot be read, so the consumer's
 record contract dead-letters it with a reason instead of it vanishing here). The read position
 is saved only after the broker has acknowledged every message up to it (acks=all, idempotent
-producer): a crash re-sends at most the last interval, never skips.
+producer): a crash re-sends at most the last interval, never skips. Each message carries its
+record id (header `lookout-id`), so `lookout run --kafka` recognises those re-sent copies: one
+document in Elasticsearch and one count per line, whatever the crashes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from lookout.sources.tail import TailSource, load_position, save_position
 
 log = logging.getLogger("lookout.ship")
 REASON_HEADER = "lookout-reason"
+ID_HEADER = "lookout-id"  # the record id (the tail's `<fingerprint>-<offset>`); lookout.sources.kafka reads it
 
 
 @dataclass
@@ -88,11 +91,12 @@ class Shipper:
         for i, line in enumerate(lines):
             if not line.strip():
                 continue  # blank lines are not records (the pipeline skips them too)
-            headers = None
+            rid = ids[i] if ids else f"{chunk.first_line + i}"
+            headers = [(ID_HEADER, rid.encode())]  # the run uses it as the record's id (no duplicate after a crash)
             if i in reasons:
                 self.unreadable += 1
-                headers = [(REASON_HEADER, reasons[i][0].encode())]
-            self._produce(line, ids[i] if ids else f"{chunk.first_line + i}", headers)
+                headers.append((REASON_HEADER, reasons[i][0].encode()))
+            self._produce(line, rid, headers)
             self.lines += 1
         self.pending = chunk.position
         self.producer.poll(0)
