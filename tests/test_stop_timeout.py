@@ -131,3 +131,19 @@ def test_frozen_elasticsearch_sigterm_exits_within_stop_timeout_and_restart_lose
     assert orjson.loads(store.stdout) == {"count": valid}
     status, doc = http_json("GET", f"{srv.url}/t-stop/_doc/generator:{valid - 1}")
     assert status == 200 and doc["found"]
+
+
+def test_sigterm_while_set_up_waits_on_a_frozen_server_is_bounded_too(tmp_path: Path, es_private_server: EsServer) -> None:
+    """Before the run loop (index templates put at start-up) the stop is bounded as well."""
+    srv = es_private_server
+    log = tmp_path / "run.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_ES")}
+    with srv.frozen():
+        proc = _start(["--rate", "100", "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"),
+                       "--elasticsearch", srv.url, "--es-index", "t-setup", "--stop-timeout", f"{STOP_TIMEOUT}s"], log, env)
+        time.sleep(4)  # imports, then the first request to the frozen server
+        rc, took = _sigterm_and_time(proc, log)
+    text = log.read_text()
+    assert rc == 0, text
+    assert took <= STOP_TIMEOUT + SLACK, f"took {took:.1f}s to stop:\n{text[-3000:]}"
+    assert not (tmp_path / "state" / "checkpoint.pkl").exists()  # nothing was read, nothing committed

@@ -141,7 +141,8 @@ class Checkpointer:
 
 
 class Runner:
-    def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None) -> None:
+    def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None,
+                 deadline: StopDeadline | None = None) -> None:
         self.rs = rs
         self.opts = opts
         self.stop_requested = False
@@ -154,7 +155,8 @@ class Runner:
         self.position: Any = None
         self.position_committed: Any = None  # the position of the last checkpoint
         self.view = None
-        self.deadline = StopDeadline(opts.stop_timeout, self.sinks.abort)
+        self.deadline = deadline or StopDeadline(opts.stop_timeout)
+        self.deadline.also_abandon(self.sinks.abort)
 
     def _restore(self) -> None:
         state = self.ckpt.load()
@@ -309,19 +311,23 @@ def run_pipeline(rs: RuleSet, opts: RunOptions, exit_now: Callable[[int], None] 
     the stop deadline if something still blocks then (lookout.stopping)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     stop = {"requested": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    # bounded from the first signal on, also while set-up waits on an unreachable broker or server
+    deadline = StopDeadline(opts.stop_timeout, exit_now=exit_now)
+
+    def early_stop(*_: Any) -> None:
+        stop["requested"] = True
+        deadline.start()
+
+    signal.signal(signal.SIGINT, early_stop)
+    signal.signal(signal.SIGTERM, early_stop)
     source = make_source(opts, rs)
     # A source with exclusive input (Kafka) may have to stand by until another instance stops.
     # Nothing in the state dir is touched before that: a standby may share it with the active one.
     if not source.acquire(lambda: stop["requested"]):
         source.close()
         return 0
-    runner = Runner(rs, opts, source=source)
-    runner.deadline.exit_now = exit_now
+    runner = Runner(rs, opts, source=source, deadline=deadline)
     runner.stop_requested = stop["requested"]
-    if runner.stop_requested:
-        runner.deadline.start()
     signal.signal(signal.SIGINT, runner.request_stop)
     signal.signal(signal.SIGTERM, runner.request_stop)
     code = runner.run()

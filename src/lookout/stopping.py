@@ -40,10 +40,10 @@ class StopDeadline:
     """Started by the first stop request; calls `abandon` at the soft deadline and ends the
     process at the hard one. `abandoned` tells the run loop that a failing flush was ours."""
 
-    def __init__(self, timeout: float, abandon: Callable[[], None],
+    def __init__(self, timeout: float, abandon: Callable[[], None] = lambda: None,
                  exit_now: Callable[[int], None] | None = None) -> None:
         self.timeout = timeout
-        self._abandon = abandon
+        self._abandon = [abandon]
         self.exit_now = exit_now  # None: the library never ends the process; only abandons
         self.abandoned = False
         self.started: float | None = None
@@ -58,6 +58,15 @@ class StopDeadline:
             self.started = time.monotonic()
         threading.Thread(target=self._watch, name="lookout-stop-deadline", daemon=True).start()
 
+    def also_abandon(self, fn: Callable[[], None]) -> None:
+        """Also call `fn` when abandoning (at once if that already happened): sinks made after
+        the stop request (set-up may block on an unreachable server before the run loop)."""
+        with self._lock:
+            self._abandon.append(fn)
+            done = self.abandoned
+        if done:
+            fn()
+
     def now(self) -> None:
         """Second stop request: abandon pending flushes at once (the hard deadline stays)."""
         self.start()
@@ -69,7 +78,8 @@ class StopDeadline:
                 return
             self.abandoned = True
         log.warning("%s: abandoning pending flushes; nothing unacknowledged is committed, %s", why, REREAD)
-        self._abandon()
+        for fn in list(self._abandon):
+            fn()
 
     def _watch(self) -> None:
         assert self.started is not None
