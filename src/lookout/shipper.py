@@ -26,7 +26,7 @@ from lookout.kafka.admin import ensure_topics
 from lookout.kafka.clients import produce, producer_config
 from lookout.kafka.config import KafkaConnection
 from lookout.kafka.errors import KafkaDeliveryError
-from lookout.sources.tail import TailSource, load_position, save_position
+from lookout.sources.tail import ROTATE_WAIT, TailSource, load_position, save_position
 
 log = logging.getLogger("lookout.ship")
 REASON_HEADER = "lookout-reason"
@@ -45,6 +45,7 @@ class ShipOptions:
     partitions: int = 3
     duration: float | None = None
     commit_interval: float = 1.0
+    rotate_wait: float = ROTATE_WAIT  # seconds a rotated log is still read after its last growth
 
 
 def ship_producer_config(opts: ShipOptions) -> dict[str, Any]:
@@ -63,7 +64,7 @@ class Shipper:
         self.stop_requested = False
         self.final = False  # the last commit: a stop request may then give up waiting
         self.source = TailSource(opts.path, state_dir=opts.state_dir, log_format=opts.log_format,
-                                 host=opts.host, geoip=opts.geoip)
+                                 host=opts.host, geoip=opts.geoip, rotate_wait=opts.rotate_wait)
         ensure_topics(opts.kafka, {opts.topic: opts.partitions}, stop=lambda: self.stop_requested)
         self.producer = Producer(ship_producer_config(opts))
         self.errors: list[str] = []
