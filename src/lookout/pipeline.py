@@ -88,7 +88,7 @@ class Pipeline:
         now = now_us(self.clock)
         recs, future = self.guard.split(parsed.records, now)
         ids = None
-        if self.dedup is not None and recs.height:
+        if self.dedup is not None and chunk.repeatable_ids and recs.height:
             ids = chunk.ids(recs.get_column("line"))
             keep = self.dedup.first_seen(ids, recs.get_column("ts"))
             dups = recs.height - int(keep.sum())

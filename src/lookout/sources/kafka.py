@@ -285,7 +285,8 @@ class KafkaSource(Source):
             return self._watermarks(p, ts, position)
 
         return Chunk(source=f"{topic}/{p}", data=data if flat else None, lines=None if flat else lines,
-                     first_line=first, position=position, watermarks=watermarks, record_ids=record_ids)
+                     first_line=first, position=position, watermarks=watermarks, record_ids=record_ids,
+                     repeatable_ids=given is not None)
 
     def _idle(self, q: int, now: float) -> bool:
         if not self.eof.get(q) or now - self.last_seen.get(q, 0.0) < self.idle_grace:
