@@ -214,3 +214,24 @@ def test_run_tail_backfill_reads_rotated_gz_history_and_equals_replay(tmp_path: 
     for g in ("goal1-topic", "goal2-topic", "goal3-topic", "goal4-topic"):
         got = sorted((tmp_path / "out" / f"{g}.jsonl").read_bytes().splitlines())
         assert got == sorted((tmp_path / "ref" / f"{g}.jsonl").read_bytes().splitlines()), g
+
+
+def test_rotations_faster_than_rotate_wait_keep_the_open_files_bounded(tmp_path: Path) -> None:
+    from lookout.sources.tail import MAX_ROTATED
+
+    log = tmp_path / "access.log"
+    src = TailSource(log, state_dir=tmp_path / "state", rotate_wait=600)
+    n = 0
+    got: list[int] = []
+    for r in range(MAX_ROTATED + 4):
+        append(log, b"".join(rec(i) for i in range(n, n + 5)))
+        n += 5
+        got += seqs(drain(src, idle=0.15))
+        os.rename(log, tmp_path / f"access.log.{r + 1:03d}")
+        time.sleep(0.01)  # (modification times order the chain)
+    append(log, rec(n))
+    n += 1
+    got += seqs(drain(src, idle=0.3))
+    assert sorted(got) == list(range(n)) and len(got) == n  # nothing lost, nothing twice
+    assert len(src.draining) <= MAX_ROTATED
+    src.close()

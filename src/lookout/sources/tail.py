@@ -57,6 +57,7 @@ FP_BYTES = 256  # fingerprint: the first line, at most this many bytes
 READ_BYTES = 4 << 20  # per poll: bounded steps on a first run over a big log
 SKIP_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 ROTATE_WAIT = 300.0  # seconds a rotated file is still read after its last growth
+MAX_ROTATED = 16  # rotated files read at once (open descriptors); beyond, the idlest is finished early
 
 
 def fingerprint(head: bytes) -> str | None:
@@ -549,6 +550,11 @@ class TailSource(Source):
             return None
         f.name = self._renamed_to(f) or f.name
         self.draining.append(f)
+        if len(self.draining) > MAX_ROTATED:  # rotations faster than rotate_wait: bound the open files
+            idlest = min(self.draining, key=lambda d: d.last_growth)
+            log.warning("%s: %d rotated files still being read; finishing %s now (read to its end, then left)",
+                        self.path, len(self.draining), idlest.name)
+            idlest.last_growth = float("-inf")
         log.info("%s: rotated; now reading %s, and %s on from byte %d (line %d) until it has been idle for %.0fs",
                  self.path, nxt.name, f.name, f.offset, f.line - 1, self.rotate_wait)
         self.cur = nxt
