@@ -67,6 +67,13 @@ class RunOptions(BaseModel):
     def _idle(cls, v: Any) -> float:
         return parse_duration(v) / 1e6 if isinstance(v, str) else float(v)
 
+    @field_validator("stop_timeout")
+    @classmethod
+    def _stop_timeout(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("--stop-timeout must not be negative")
+        return v
+
     @field_validator("rate")
     @classmethod
     def _rate(cls, v: float) -> float:
