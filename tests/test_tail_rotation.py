@@ -235,3 +235,16 @@ def test_rotations_faster_than_rotate_wait_keep_the_open_files_bounded(tmp_path:
     assert sorted(got) == list(range(n)) and len(got) == n  # nothing lost, nothing twice
     assert len(src.draining) <= MAX_ROTATED
     src.close()
+
+
+def test_a_missing_directory_is_polled_until_it_exists_then_watched(tmp_path: Path) -> None:
+    d = tmp_path / "later"
+    w = DirWatcher(d)
+    t0 = time.monotonic()
+    w.wait(1.0)
+    assert w.mode == "polling" and time.monotonic() - t0 < 0.2  # the fallback: a short sleep
+    d.mkdir()
+    time.sleep(1.05)  # a watch is retried at most once a second
+    w.wait(0.01)
+    assert w.mode == "inotify"
+    w.close()
