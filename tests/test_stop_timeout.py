@@ -66,7 +66,7 @@ def test_broker_gone_sigterm_exits_within_stop_timeout_and_restart_loses_nothing
     text = log.read_text()
     assert rc == 0, text
     assert took <= STOP_TIMEOUT + SLACK, f"took {took:.1f}s to stop:\n{text[-3000:]}"
-    assert "re-read on restart" in text, text[-3000:]
+    assert "re-read on restart" in text and "lookout run stopped:" in text, text[-3000:]
     print(f"stopped {took:.1f}s after SIGTERM with the broker gone")
 
     kafka_broker.start()
@@ -118,13 +118,18 @@ def test_frozen_elasticsearch_sigterm_exits_within_stop_timeout_and_restart_lose
     assert took <= STOP_TIMEOUT + SLACK, f"took {took:.1f}s to stop:\n{text[-3000:]}"
     assert "re-read on restart" in text, text[-3000:]
     print(f"stopped {took:.1f}s after SIGTERM with Elasticsearch frozen")
+    first = re.findall(r"lookout run stopped: ([\d,]+) lines, ([\d,]+) valid", text)
+    assert first, text
+    read_before = int(first[-1][1].replace(",", ""))  # (some of them acknowledged by ES, not committed)
 
-    subprocess.run([LOOKOUT, "run", "--no-view", *args, "--duration", "3"], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
+    # the restart regenerates from the last checkpoint: long enough to pass what the first run read
+    subprocess.run([LOOKOUT, "run", "--no-view", *args, "--duration", f"{read_before / 500 + 3:.0f}"], check=True,
+                   env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
     text = log.read_text()
     m = re.findall(r"lookout run stopped: ([\d,]+) lines, ([\d,]+) valid", text)
     assert m, text
     valid = int(m[-1][1].replace(",", ""))
+    assert valid > read_before, (valid, read_before)
     http_json("POST", f"{srv.url}/t-stop/_refresh")
     assert _count(srv.url, "t-stop") == valid, text[-3000:]  # not one lost, not one twice
     store = subprocess.run([LOOKOUT, "count", "--state-dir", str(state)], capture_output=True, text=True, env=env)

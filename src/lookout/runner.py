@@ -298,19 +298,23 @@ class Runner:
         if not self._final_commit():
             log.warning("stopped at the stop timeout without the last checkpoint: input after %s was not all "
                         "acknowledged downstream; %s", self.position_committed, REREAD)
+            self._summary()  # (before the source's close, which an unreachable broker may hold up)
             self.source.close()  # leave the lock group, so a standby takes over at once
             return 0
-        self.source.close()
         try:
             self.sinks.close()  # (ES: a refresh, which a frozen server would hold up)
         except DeliveryError:
             if not self.deadline.abandoned:
                 raise
+        self._summary()
+        self.source.close()  # last: with the broker gone, the consumer's close may block until the deadline
+        return 0
+
+    def _summary(self) -> None:
         if not self.opts.view:
             from lookout.live import print_run_summary
 
             print_run_summary(self.pipeline.stats, str(self.opts.out_dir))
-        return 0
 
 
 def run_pipeline(rs: RuleSet, opts: RunOptions, exit_now: Callable[[int], None] | None = None) -> int:
