@@ -79,8 +79,9 @@ def test_cli_maps_a_config_error_to_exit_2(lookout_cmd: list[str], tmp_path: Pat
     assert "error: --geoip" in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
-def test_cli_maps_a_state_error_to_exit_1(lookout_cmd: list[str], tmp_path: Path) -> None:
-    """A checkpoint written with other rules: the run refuses to resume, says why, exits 1."""
+def test_cli_maps_a_checkpoint_error_to_exit_2(lookout_cmd: list[str], tmp_path: Path) -> None:
+    """A checkpoint written with other rules: the run refuses to resume, says why, exits 2 (the
+    user must act: other rules need another state dir), like every unusable checkpoint."""
     common = ["--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"), "--no-view", "--seed", "1"]
     first = subprocess.run([*lookout_cmd, "run", "--duration", "2", *common], capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
@@ -91,7 +92,7 @@ def test_cli_maps_a_state_error_to_exit_1(lookout_cmd: list[str], tmp_path: Path
     p = subprocess.run(
         [*lookout_cmd, "run", "--rules", str(rules), "--duration", "2", *common], capture_output=True, text=True, timeout=120
     )
-    assert p.returncode == 1, p.stderr
+    assert p.returncode == 2, p.stderr
     assert "error: checkpoint was written with different rules" in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 

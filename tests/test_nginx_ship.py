@@ -106,7 +106,9 @@ def test_ship_feeds_kafka_across_rotation_and_restart(nginx: Nginx, kafka_bootst
     assert len(msgs) == 81, "a clean stop and restart must neither re-send nor skip"
     values = [m.value() for m in msgs]
     bad = [m for m in msgs if m.value() == b"this line is no record"]
-    assert len(bad) == 1 and dict(bad[0].headers() or []) == {"lookout-reason": b"invalid-combined-line"}
+    assert len(bad) == 1 and dict(bad[0].headers() or []) == {"lookout-reason": b"invalid-combined-line",
+                                                              "lookout-id": bad[0].key()}
+    assert all(dict(m.headers() or [])["lookout-id"] == m.key() for m in msgs)  # the record id, for the run
     recs = [orjson.loads(v) for v in values if v.startswith(b"{")]
     assert Counter(r["client_ip"] for r in recs) == Counter(client(i) for i in range(80))
     assert {(r["host"], r["server"], r["status"]) for r in recs} == {(GOOD_HOST, "test-nginx", "200")}

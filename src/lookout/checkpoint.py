@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 MAGIC = b"LKCK"
 FORMAT = 1  # bump when a reader of this version could misread a newer blob
 CHECKPOINT_DIR = "checkpoint"
+RUN_TABLE = "run/"  # prefix of tables the run saves beside the engine's (not engine state)
 LEGACY_PICKLE = "checkpoint.pkl"
 _HEAD = struct.Struct("<4sHI")
 _FRAME = struct.Struct("<II")
@@ -263,6 +264,7 @@ class Checkpointer:
     def __init__(self, state_dir: Path, snapshot_every: float = SNAPSHOT_EVERY) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.files = CheckpointFiles(state_dir, snapshot_every)
+        self.tables: dict[str, pl.DataFrame] = {}  # the run's own tables of the last load()
 
     @property
     def path(self) -> Path:
@@ -284,13 +286,18 @@ class Checkpointer:
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{self.path}: checkpoint lacks {e}") from None
         engine.restore_checked(snapshot, deltas)
+        last = records[-1][1] if records else snap_tables
+        self.tables = {k.removeprefix(RUN_TABLE): v for k, v in last.items() if k.startswith(RUN_TABLE)}
         return meta
 
-    def save(self, meta: dict[str, Any], engine: "Engine") -> SaveInfo:
-        """One commit, durable on return: a snapshot when the log has grown, else a delta."""
+    def save(self, meta: dict[str, Any], engine: "Engine", tables: dict[str, pl.DataFrame] | None = None) -> SaveInfo:
+        """One commit, durable on return: a snapshot when the log has grown, else a delta. `tables`
+        (the run's own, e.g. the duplicate guard's ids) are saved whole in this record and come
+        back as `self.tables` from `load()`."""
         full = self.files.wants_snapshot()
-        head, tables = engine.checkpoint_state(full=full)
-        blob = encode({"kind": "checkpoint", "meta": meta, "engine": head}, tables)
+        head, etables = engine.checkpoint_state(full=full)
+        etables.update({RUN_TABLE + k: v for k, v in (tables or {}).items()})
+        blob = encode({"kind": "checkpoint", "meta": meta, "engine": head}, etables)
         return self.files.save_snapshot(blob) if full else self.files.append(blob)
 
     def close(self) -> None:

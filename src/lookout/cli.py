@@ -170,6 +170,10 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--tail", "tail_path", default=None, type=click.Path(dir_okay=False),
               help="Follow an nginx access log instead of generating records.")
+@click.option("--rotate-wait", default="5m", show_default=True,
+              help="--tail: keep reading a rotated log (beside the new one) until it has been idle this long.")
+@click.option("--backfill", is_flag=True,
+              help="--tail, first start: read the rotated logs beside it first (oldest first, .gz too).")
 @click.option("--log-format", type=click.Choice(["auto", "json", "combined"]), default="auto", show_default=True)
 @click.option("--host", "log_host", default=None, help="Host for combined-format lines (they carry none). Default: this machine's name.")
 @click.option("--geoip", default=None, type=click.Path(dir_okay=False), help="MaxMind-format country database.")
@@ -182,6 +186,9 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
               help="Once input is quiet this long, a window closes when the wall clock is lateness past its end.")
 @click.option("--retention", default="7d", show_default=True, metavar="DURATION|off",
               help="Hours of event time the embedded store keeps (whole hours are deleted); `off` keeps all.")
+@click.option("--stop-timeout", default="10s", show_default=True,
+              help="SIGTERM/SIGINT end the run within this time, whatever a sink or the broker does; "
+                   "what was not acknowledged by then is re-read on restart.")
 @click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
 @es_options
@@ -212,7 +219,9 @@ def run(**opts: object) -> None:
     try:
         ensure_writable_dir(ro.out_dir, "--out")
         ensure_writable_dir(ro.state_dir, "--state-dir")
-        code = run_pipeline(rs, ro)
+        from lookout.cli_exit import hard_exit
+
+        code = run_pipeline(rs, ro, exit_now=hard_exit)
     except (StateDirBusy, OutputUnwritable, HttpBindError, CheckpointError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)

@@ -82,17 +82,20 @@ def nginx_config_cmd(server: str | None, access_log: str) -> None:
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--commit-interval", type=float, default=1.0, show_default=True,
               help="Seconds between waits for acknowledgement (and position saves).")
+@click.option("--rotate-wait", default="5m", show_default=True,
+              help="Keep reading a rotated log (beside the new one) until it has been idle this long.")
 def ship(path: str, bootstrap: str, topic: str, state_dir: str, log_format: str, log_host: str | None,
          geoip: str | None, kafka_config: tuple[str, ...], partitions: int, duration: float | None,
-         commit_interval: float) -> None:
+         commit_interval: float, rotate_wait: str) -> None:
     """Tail an nginx access log and produce seed-format records to Kafka (at-least-once)."""
     from lookout.cli_kafka import connection
+    from lookout.rules import parse_duration
     from lookout.shipper import ShipOptions, run_ship
 
     opts = ShipOptions(path=Path(path), kafka=connection(bootstrap, kafka_config), topic=topic, state_dir=Path(state_dir),
                        log_format=log_format, host=log_host, geoip=Path(geoip) if geoip else None,
                        partitions=partitions, duration=duration,
-                       commit_interval=commit_interval)
+                       commit_interval=commit_interval, rotate_wait=parse_duration(rotate_wait) / 1e6)
     from lookout.statelock import StateDirBusy
 
     try:

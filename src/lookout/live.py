@@ -36,9 +36,10 @@ def print_summary(stats: Stats, out_dir: str, as_json: bool = False) -> None:
 def print_run_summary(stats: Stats, out_dir: str) -> None:
     d = stats.as_dict()
     res = ", ".join(f"{k}: {v}" for k, v in d["results"].items()) or "none yet"
+    dups = f", {d['duplicates']:,} duplicates skipped (ids already counted)" if d["duplicates"] else ""
     sys.stderr.write(
         f"lookout run stopped: {d['lines']:,} lines, {d['records']:,} valid, {d['rejected']:,} rejected, "
-        f"{d['late']:,} late; results ({res}) in {out_dir}/"
+        f"{d['late']:,} late{dups}; results ({res}) in {out_dir}/"
         + ("; dead letters by reason: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(d["reasons"].items())) if d["reasons"] else "")
         + "\n"
     )

@@ -19,6 +19,7 @@ import polars as pl
 from lookout.clock import FUTURE_REASON, Clock, FutureGuard, now_us
 from lookout.engine import Engine, EngineOutput
 from lookout.incidents import IncidentTracker, Transition
+from lookout.engine.dedup import SeenIds
 from lookout.output import ResultBatch, dead_letter, format_results, iso_ms
 from lookout.records import ParsedChunk, parse_chunk, parse_lines
 from lookout.rules import RuleSet
@@ -32,6 +33,7 @@ class Stats:
     records: int = 0
     rejected: int = 0
     late: int = 0
+    duplicates: int = 0  # records skipped because their id was already counted (lookout.engine.dedup)
     reasons: Counter = field(default_factory=Counter)
     results: Counter = field(default_factory=Counter)
     incidents: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> status -> transitions
@@ -48,6 +50,7 @@ class Stats:
             "records": self.records,
             "rejected": self.rejected,
             "late": self.late,
+            "duplicates": self.duplicates,
             "reasons": dict(self.reasons),
             "results": dict(self.results),
             "incidents": {r: dict(c) for r, c in self.incidents.items()},
@@ -67,12 +70,16 @@ RESULT_SLICE = 2_000  # results are formatted and handed to the sinks this many 
 
 
 class Pipeline:
-    def __init__(self, ruleset: RuleSet, sink: Sink, keep_results: bool = True, clock: Clock = time.time) -> None:
+    def __init__(self, ruleset: RuleSet, sink: Sink, keep_results: bool = True, clock: Clock = time.time,
+                 dedup: bool = False) -> None:
         """`keep_results=False`: steps return no formatted results (replay: nobody reads them), so a
         step with half a million alerts holds one slice of them at a time, not all."""
         self.ruleset = ruleset
         self.keep_results = keep_results
         self.engine = Engine(ruleset)
+        # live input may repeat a record under a new offset (a `ship` crash): skip ids already counted
+        horizon = max((r.window.size for r in ruleset.rules), default=0) + ruleset.lateness
+        self.dedup = SeenIds(horizon) if dedup else None
         self.clock = clock
         self.guard = FutureGuard(ruleset.max_future)
         self.incidents = IncidentTracker(ruleset)
@@ -92,6 +99,14 @@ class Pipeline:
         st.lines += parsed.lines
         now = now_us(self.clock)
         recs, future = self.guard.split(parsed.records, now)
+        ids = None
+        if self.dedup is not None and chunk.repeatable_ids and recs.height:
+            ids = chunk.ids(recs.get_column("line"))
+            keep = self.dedup.first_seen(ids, recs.get_column("ts"))
+            dups = recs.height - int(keep.sum())
+            if dups:
+                st.duplicates += dups
+                recs, ids = recs.filter(keep), ids.filter(keep)
         st.records += recs.height
         if parsed.rejected:
             st.rejected += len(parsed.rejected)
@@ -109,8 +124,10 @@ class Pipeline:
         out = self.engine.process(recs, wms, now=now)
         if out.late is not None:
             self._late(chunk, out)
+        if self.dedup is not None:
+            self.dedup.evict(self.engine.watermark)
         if self._wants_records and recs.height:
-            self.sink.write_records(recs, chunk.ids(recs.get_column("line")))
+            self.sink.write_records(recs, ids if ids is not None else chunk.ids(recs.get_column("line")))
         results = self._emit(out)
         return StepReport(results, recs, self._emit_incidents(self.incidents.step(out, self.engine.watermark)))
 

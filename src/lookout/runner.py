@@ -4,7 +4,9 @@ poll source → pipeline step → (every commit interval) flush sinks → checkp
 source position atomically → commit the source. After a crash the next start restores the
 checkpoint, cuts result files back to their checkpointed sizes and drops store files written
 after it, then reads on from the checkpointed position: nothing lost, nothing counted twice.
-SIGINT/SIGTERM end the loop at the next step with a final flush and checkpoint (exit 0).
+SIGINT/SIGTERM end the loop at the next step with a final flush and checkpoint (exit 0), within
+`--stop-timeout` whatever a sink or the broker does (lookout.stopping): a flush still waiting then
+is abandoned, the last checkpoint stands, and what came after it is re-read on restart.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from lookout.ahead import ParseAhead
 from lookout.checkpoint import Checkpointer
+from lookout.errors import DeliveryError
 from lookout.kafka.config import KafkaConnection, parse_properties
 from lookout.parsepool import default_parse_workers
 from lookout.pipeline import Pipeline, StepReport
@@ -36,6 +40,7 @@ from lookout.statelock import StateDirBusy, StateDirLock
 
 if TYPE_CHECKING:
     from lookout.dashboard.feed import DashboardFeed
+from lookout.stopping import DEFAULT_STOP_TIMEOUT, REREAD, StopDeadline
 
 log = logging.getLogger("lookout.run")
 
@@ -49,6 +54,8 @@ class RunOptions(BaseModel):
     seed: int | None = None
     duration: float | None = None
     tail_path: Path | None = None
+    rotate_wait: float = 300.0  # seconds a rotated log is still read after its last growth
+    backfill: bool = False  # --tail: read the rotated files beside the log first (oldest first, .gz too)
     log_format: str = "auto"
     log_host: str | None = None
     geoip: Path | None = None
@@ -74,11 +81,19 @@ class RunOptions(BaseModel):
         if secs <= 0:
             raise ValueError("--retention must be a positive duration (e.g. 7d) or `off`")
         return secs
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT  # seconds from SIGTERM to exit, whatever sinks do
 
-    @field_validator("idle_timeout", mode="before")
+    @field_validator("idle_timeout", "stop_timeout", "rotate_wait", mode="before")
     @classmethod
     def _idle(cls, v: Any) -> float:
         return parse_duration(v) / 1e6 if isinstance(v, str) else float(v)
+
+    @field_validator("stop_timeout")
+    @classmethod
+    def _stop_timeout(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("--stop-timeout must not be negative")
+        return v
 
     @field_validator("rate")
     @classmethod
@@ -117,7 +132,7 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
         from lookout.sources.tail import TailSource
 
         return TailSource(opts.tail_path, state_dir=opts.state_dir, log_format=opts.log_format,
-                          host=opts.log_host, geoip=opts.geoip)
+                          host=opts.log_host, geoip=opts.geoip, rotate_wait=opts.rotate_wait, backfill=opts.backfill)
     if opts.kafka:
         from lookout.sources.kafka import KafkaSource
 
@@ -144,18 +159,19 @@ def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
 
 
 class Runner:
-    def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None) -> None:
+    def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None,
+                 deadline: StopDeadline | None = None) -> None:
         self.rs = rs
         self.opts = opts
         self.stop_requested = False
-        self.sinks_aborted = False
         opts.state_dir.mkdir(parents=True, exist_ok=True)
         self.files = FileSink(opts.out_dir, [r.name for r in rs.rules], append=True, fsync=True)
         self.sinks = make_sinks(rs, opts, self.files)
-        self.pipeline = Pipeline(rs, self.sinks)
+        self.pipeline = Pipeline(rs, self.sinks, dedup=True)
         self.source = source or make_source(opts, rs)
         self.ckpt = Checkpointer(opts.state_dir)
         self.position: Any = None
+        self.position_committed: Any = None  # the position of the last checkpoint
         self.view = None
         self.notifier = None
         self.metrics = None
@@ -167,6 +183,8 @@ class Runner:
 
             self.notifier = Notifier(rs, opts.state_dir)
         self.feed: DashboardFeed | None = None  # the web dashboard's live feed, when one is served
+        self.deadline = deadline or StopDeadline(opts.stop_timeout)
+        self.deadline.also_abandon(self.sinks.abort)
 
     def _restore(self) -> None:
         """Engine, outputs and position back to the last whole commit (CheckpointError when the
@@ -179,12 +197,14 @@ class Runner:
             self.source.restore(None)
             return
         self.sinks.restore(state["sinks"])
+        if self.pipeline.dedup is not None and "dedup" in self.ckpt.tables:
+            self.pipeline.dedup.load_table(self.ckpt.tables["dedup"])
         st = self.pipeline.stats
         for k, v in state.get("stats", {}).items():
             setattr(st, k, Counter(v) if k in ("reasons", "results") else v)
         if state.get("incidents") is not None:
             self.pipeline.incidents.restore(orjson.dumps(state["incidents"]))
-        self.position = state["position"]
+        self.position = self.position_committed = state["position"]
         self.source.restore(self.position)
         log.info("resumed from checkpoint at %s", self.position)
 
@@ -233,13 +253,15 @@ class Runner:
             "position": self.position,
             "sinks": self.sinks.checkpoint(),
             "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
-                      "reasons": dict(st.reasons), "results": dict(st.results), "incidents": st.incidents},
-        }, self.pipeline.engine)
+                      "duplicates": st.duplicates, "reasons": dict(st.reasons), "results": dict(st.results),
+                      "incidents": st.incidents},
+        }, self.pipeline.engine, {"dedup": self.pipeline.dedup.table()} if self.pipeline.dedup is not None else None)
         t2 = time.perf_counter()
         self.notify_ckpt = n
         if self.notifier is not None:
             self.notifier.release(n)
         self.source.commit(self.position)
+        self.position_committed = self.position
         # Sink upkeep once the checkpoint is durable (the store: one bounded merge, retention).
         self.sinks.committed()
         t3 = time.perf_counter()
@@ -267,16 +289,27 @@ class Runner:
         return reports, engine.watermark != before
 
     def request_stop(self, *_: Any) -> None:
-        """First signal: stop after this step, flush, checkpoint, exit 0. A second one while a
-        flush waits on an unreachable server abandons it: nothing unacknowledged is committed,
-        and the next start reads those records again."""
+        """First signal: stop after this step, flush, checkpoint, exit 0, all within
+        --stop-timeout (lookout.stopping). A second one abandons a stuck flush at once."""
         if self.stop_requested:
-            log.warning("second stop signal: abandoning the pending flush (nothing uncommitted is lost; it is re-read on restart)")
-            self.sinks_aborted = True
-            self.sinks.abort()
+            self.deadline.now()
             return
         self.stop_requested = True
-        log.info("stopping: flushing and checkpointing (signal again to abandon a stuck flush)")
+        self.deadline.start()
+        log.info("stopping: flushing and checkpointing (at most %.0fs; signal again to abandon a stuck flush)",
+                 self.opts.stop_timeout)
+
+    def _final_commit(self) -> bool:
+        """The last flush + checkpoint. False: abandoned at the stop deadline, nothing committed."""
+        if self.deadline.abandoned:
+            return False
+        try:
+            self._commit()
+        except DeliveryError:
+            if not self.deadline.abandoned:
+                raise
+            return False
+        return True
 
     def run(self) -> int:
         self._restore()
@@ -343,31 +376,56 @@ class Runner:
                     self._commit()
                     last_commit = now
                     dirty = False
+        except DeliveryError:
+            if not self.deadline.abandoned:  # a sink failed for good: stop without committing
+                raise
         finally:
             ahead.close()
             if self.view:
                 self.view.stop()
-        self._commit()
+        committed = self._final_commit()
         self.ckpt.close()
-        self.source.close()
-        self.sinks.close()
         if self.notifier is not None:
-            self.notifier.stop(drain=5.0)
+            self.notifier.stop(drain=0.0 if self.deadline.abandoned else 5.0)
         if self.http is not None:
             self.http.stop()
+        if not committed:
+            log.warning("stopped at the stop timeout without the last checkpoint: input after %s was not all "
+                        "acknowledged downstream; %s", self.position_committed, REREAD)
+            self._summary()  # (before the source's close, which an unreachable broker may hold up)
+            self.source.close()  # leave the lock group, so a standby takes over at once
+            return 0
+        try:
+            self.sinks.close()  # (ES: a refresh, which a frozen server would hold up)
+        except DeliveryError:
+            if not self.deadline.abandoned:
+                raise
+        self._summary()
+        self.source.close()  # last: with the broker gone, the consumer's close may block until the deadline
+        return 0
+
+    def _summary(self) -> None:
         if not self.opts.view:
             from lookout.live import print_run_summary
 
             print_run_summary(self.pipeline.stats, str(self.opts.out_dir))
-        return 0
 
 
-def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
+def run_pipeline(rs: RuleSet, opts: RunOptions, exit_now: Callable[[int], None] | None = None) -> int:
+    """Run until a signal (or --duration). `exit_now`, from the command line, ends the process at
+    the stop deadline if something still blocks then (lookout.stopping)."""
     level = os.environ.get("LOOKOUT_LOG_LEVEL", "INFO").upper()  # DEBUG: per-commit costs (bench/soak.py)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     stop = {"requested": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    # bounded from the first signal on, also while set-up waits on an unreachable broker or server
+    deadline = StopDeadline(opts.stop_timeout, exit_now=exit_now)
+
+    def early_stop(*_: Any) -> None:
+        stop["requested"] = True
+        deadline.start()
+
+    signal.signal(signal.SIGINT, early_stop)
+    signal.signal(signal.SIGTERM, early_stop)
     source = make_source(opts, rs)
     # A source with exclusive input (Kafka) may have to stand by until another instance stops.
     # Nothing in the state dir is touched before that: a standby may share it with the active one.
@@ -379,16 +437,15 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
     except StateDirBusy:
         source.close()
         raise
-    runner = Runner(rs, opts, source=source)
-    runner.stop_requested = stop["requested"]
-    signal.signal(signal.SIGINT, runner.request_stop)
-    signal.signal(signal.SIGTERM, runner.request_stop)
     try:
-        return runner.run()
-    except Exception as e:  # noqa: BLE001
-        if runner.sinks_aborted:
-            log.error("stopped without committing the last steps (%s); they are read again on restart", e)
-            return 1
-        raise
+        runner = Runner(rs, opts, source=source, deadline=deadline)
+        runner.stop_requested = stop["requested"]
+        signal.signal(signal.SIGINT, runner.request_stop)
+        signal.signal(signal.SIGTERM, runner.request_stop)
+        code = runner.run()
+        if runner.deadline.abandoned and exit_now is not None:
+            lock.release()
+            exit_now(code)  # a sink's worker may still be blocked on a frozen server: do not join it
+        return code
     finally:
         lock.release()

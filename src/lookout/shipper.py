@@ -5,7 +5,9 @@ The seed's data producer, for real logs: many nginx servers each run a shipper, 
 schema when it is combined; passed on as written when it cannot be read, so the consumer's
 record contract dead-letters it with a reason instead of it vanishing here). The read position
 is saved only after the broker has acknowledged every message up to it (acks=all, idempotent
-producer): a crash re-sends at most the last interval, never skips.
+producer): a crash re-sends at most the last interval, never skips. Each message carries its
+record id (header `lookout-id`), so `lookout run --kafka` recognises those re-sent copies: one
+document in Elasticsearch and one count per line, whatever the crashes.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from lookout.kafka.admin import ensure_topics
 from lookout.kafka.clients import produce, producer_config
 from lookout.kafka.config import KafkaConnection
 from lookout.kafka.errors import KafkaDeliveryError
-from lookout.sources.tail import TailSource, load_position, save_position
+from lookout.sources.tail import ROTATE_WAIT, TailSource, load_position, save_position
 from lookout.statelock import StateDirLock
 
 log = logging.getLogger("lookout.ship")
 REASON_HEADER = "lookout-reason"
+ID_HEADER = "lookout-id"  # the record id (the tail's `<fingerprint>-<offset>`); lookout.sources.kafka reads it
 
 
 @dataclass
@@ -43,6 +46,7 @@ class ShipOptions:
     partitions: int = 3
     duration: float | None = None
     commit_interval: float = 1.0
+    rotate_wait: float = ROTATE_WAIT  # seconds a rotated log is still read after its last growth
 
 
 def ship_producer_config(opts: ShipOptions) -> dict[str, Any]:
@@ -61,7 +65,7 @@ class Shipper:
         self.stop_requested = False
         self.final = False  # the last commit: a stop request may then give up waiting
         self.source = TailSource(opts.path, state_dir=opts.state_dir, log_format=opts.log_format,
-                                 host=opts.host, geoip=opts.geoip)
+                                 host=opts.host, geoip=opts.geoip, rotate_wait=opts.rotate_wait)
         ensure_topics(opts.kafka, {opts.topic: opts.partitions}, stop=lambda: self.stop_requested)
         self.producer = Producer(ship_producer_config(opts))
         self.errors: list[str] = []
@@ -89,11 +93,12 @@ class Shipper:
         for i, line in enumerate(lines):
             if not line.strip():
                 continue  # blank lines are not records (the pipeline skips them too)
-            headers = None
+            rid = ids[i] if ids else f"{chunk.first_line + i}"
+            headers = [(ID_HEADER, rid.encode())]  # the run uses it as the record's id (no duplicate after a crash)
             if i in reasons:
                 self.unreadable += 1
-                headers = [(REASON_HEADER, reasons[i][0].encode())]
-            self._produce(line, ids[i] if ids else f"{chunk.first_line + i}", headers)
+                headers.append((REASON_HEADER, reasons[i][0].encode()))
+            self._produce(line, rid, headers)
             self.lines += 1
         self.pending = chunk.position
         self.producer.poll(0)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lookout.kafka.config import KafkaConnection
+from lookout.kafka.errors import KafkaDeliveryError
 
 RELIABLE_PRODUCER = {"enable.idempotence": True, "acks": "all"}
 
@@ -34,11 +35,15 @@ def produce(
     headers: list[tuple[str, bytes]] | None = None,
     on_delivery: Callable[[Any, Any], None] | None = None,
     wait: float = 0.1,
+    abandoned: Callable[[], bool] | None = None,
 ) -> None:
-    """Produce one message, waiting for acknowledgements while the local queue is full: never drops."""
+    """Produce one message, waiting for acknowledgements while the local queue is full: never drops.
+    `abandoned()` true: stop waiting (a bounded shutdown) and raise KafkaDeliveryError."""
     while True:
         try:
             producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
             return
         except BufferError:
+            if abandoned is not None and abandoned():
+                raise KafkaDeliveryError(f"{topic}: producing abandoned, the local queue is full") from None
             producer.poll(wait)

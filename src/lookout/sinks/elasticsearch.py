@@ -205,8 +205,10 @@ class ElasticsearchSink(Sink):
         if not self._buf:
             return
         items, self._buf, self._buf_bytes = self._buf, [], 0
-        while not self._slots.acquire(timeout=1.0):
+        while not self._slots.acquire(timeout=0.2):
             self._raise_failed()
+            if self._stop.is_set():
+                raise ElasticsearchError("aborted while waiting for the server: nothing unacknowledged was committed")
         fut = self._pool.submit(self._send, items)
         fut.add_done_callback(lambda _f: self._slots.release())
         self._futures.add(fut)
@@ -232,7 +234,10 @@ class ElasticsearchSink(Sink):
         """Block until everything given so far is acknowledged (or dead-lettered)."""
         self._submit()
         while self._futures:
-            done, _ = wait(self._futures, return_when=FIRST_EXCEPTION)
+            # (woken every 0.2 s: after abort() a worker may stay stuck in a read from a frozen server)
+            done, _ = wait(self._futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+            if not done and self._stop.is_set():
+                raise ElasticsearchError("aborted: documents may not all be acknowledged; nothing was committed")
             for f in done:
                 self._futures.discard(f)
                 exc = f.exception()
@@ -257,7 +262,8 @@ class ElasticsearchSink(Sink):
                     log.warning("elasticsearch: refresh failed: HTTP %s %s", r.status, r.error_reason())
         finally:
             self._closed = True
-            self._pool.shutdown(wait=True)
+            # after abort() a worker may be stuck in a read from a frozen server: do not wait for it
+            self._pool.shutdown(wait=not self._stop.is_set(), cancel_futures=True)
         st = self.stats
         msg = (f"elasticsearch: {st['indexed']:,} documents acknowledged by {self.cfg.url} in {st['bulks']:,} bulk "
                f"requests, {st['rejected']:,} rejected (dead-lettered, reason {REJECT_REASON}), "

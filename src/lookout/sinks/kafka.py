@@ -67,7 +67,8 @@ class KafkaSink(Sink):
 
     def _produce(self, topic: str, value: bytes, key: bytes | None = None,
                  headers: list[tuple[str, bytes]] | None = None) -> None:
-        produce(self.producer, topic, value, key, headers, self._delivered)  # waits while the queue is full
+        produce(self.producer, topic, value, key, headers, self._delivered,  # waits while the queue is full
+                abandoned=lambda: self.aborted)
         self.sent += 1
 
     def write_results(self, batch: ResultBatch) -> None:
@@ -93,7 +94,7 @@ class KafkaSink(Sink):
         said = 0.0  # when we last said we are waiting (seconds into the wait)
         most = 0
         while True:
-            left = self.producer.flush(1.0)
+            left = self.producer.flush(0.5)
             self._raise_failed()
             if left and self.aborted:
                 raise KafkaDeliveryError(f"kafka: flush abandoned with {left} messages unacknowledged")
@@ -119,8 +120,9 @@ class KafkaSink(Sink):
         return len(self.failed)
 
     def abort(self) -> None:
-        """A second stop signal: stop waiting for the broker (nothing unacknowledged is committed)."""
+        """A bounded stop: stop waiting for the broker (nothing unacknowledged is committed)."""
         self.aborted = True
 
     def close(self) -> None:
-        self.flush()
+        if not self.aborted:
+            self.flush()

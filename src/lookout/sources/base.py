@@ -28,6 +28,9 @@ class Chunk:
     watermarks: Callable[[pl.Series], pl.Series] | None = None
     # Stable id per record (Kafka: topic-partition-offset); gets the `line` column.
     record_ids: Callable[[pl.Series], pl.Series] | None = None
+    # The ids came from the producer (Kafka header `lookout-id`) and may repeat at a new position
+    # (a producer's re-send after a crash): the run skips those already counted (engine.dedup).
+    repeatable_ids: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
     def ids(self, line: pl.Series) -> pl.Series:

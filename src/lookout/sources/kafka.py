@@ -50,6 +50,19 @@ class _Pending:
     partition: int
     first: int  # offset of values[0]; offsets are contiguous within a chunk
     values: list[bytes]
+    ids: list[str | None] | None = None  # record ids from the `lookout-id` header (`ship`), if any
+
+
+ID_HEADER = "lookout-id"
+
+
+def _header_id(headers: list[tuple[str, bytes]] | None) -> str | None:
+    """The record id a producer put in the message (lookout ship: the tail's id), else None."""
+    if headers:
+        for k, v in headers:
+            if k == ID_HEADER and v:
+                return v.decode("utf-8", "replace")
+    return None
 
 
 class KafkaSource(Source):
@@ -219,27 +232,36 @@ class KafkaSource(Source):
         vals = [m.value() or b"null" for m in msgs]
         vals = [v if v[:1].strip() or v.strip() else b"null" for v in vals]
         offs = [m.offset() for m in msgs]
+        # ids carried in a header (`ship`): the same record re-sent after a crash keeps its id
+        hdrs = [m.headers() for m in msgs]
+        rids: list[str | None] | None = [_header_id(h) for h in hdrs] if any(hdrs) else None
+        ids: dict[int, list[str | None]] = {}
         if len(set(parts)) == 1:
             values[parts[0]], offsets[parts[0]] = vals, offs
+            if rids is not None:
+                ids[parts[0]] = rids
         else:
-            for p, v, o in zip(parts, vals, offs):
+            for i, (p, v, o) in enumerate(zip(parts, vals, offs, strict=True)):
                 if p in values:
                     values[p].append(v)
                     offsets[p].append(o)
                 else:
                     values[p], offsets[p] = [v], [o]
+                if rids is not None:
+                    ids.setdefault(p, []).append(rids[i])
         if values:
             self.health.ok()
         for p, offs in offsets.items():
             self.eof[p] = p in at_end
             vals = values[p]
+            pids = ids.get(p)
             if offs[-1] - offs[0] == len(offs) - 1:  # contiguous (offsets only grow): one chunk
-                self.pending.append(_Pending(p, offs[0], vals))
+                self.pending.append(_Pending(p, offs[0], vals, pids))
                 continue
             start = 0
             for i in range(1, len(offs) + 1):  # a gap (transaction marker, compaction): new chunk
                 if i == len(offs) or offs[i] != offs[i - 1] + 1:
-                    self.pending.append(_Pending(p, offs[start], vals[start:i]))
+                    self.pending.append(_Pending(p, offs[start], vals[start:i], pids[start:i] if pids else None))
                     start = i
 
     def _chunk(self, pend: _Pending) -> Chunk:
@@ -254,14 +276,20 @@ class KafkaSource(Source):
         data = b"\n".join(lines) + b"\n"
         flat = data.count(b"\n") == len(lines)
 
+        given = pl.Series("given", pend.ids, dtype=pl.String) if pend.ids is not None else None
+
         def record_ids(line: pl.Series) -> pl.Series:
-            return numbered_ids(f"{topic}-{p}-", line + first)
+            own = numbered_ids(f"{topic}-{p}-", line + first)
+            if given is None:
+                return own
+            return pl.select(pl.coalesce(given.gather(line), own).alias("id")).to_series()
 
         def watermarks(ts: pl.Series) -> pl.Series:
             return self._watermarks(p, ts, position)
 
         return Chunk(source=f"{topic}/{p}", data=data if flat else None, lines=None if flat else lines,
-                     first_line=first, position=position, watermarks=watermarks, record_ids=record_ids)
+                     first_line=first, position=position, watermarks=watermarks, record_ids=record_ids,
+                     repeatable_ids=given is not None)
 
     def _idle(self, q: int, now: float) -> bool:
         if not self.eof.get(q) or now - self.last_seen.get(q, 0.0) < self.idle_grace:

@@ -3,14 +3,18 @@
 A file is known by its *identity*: device + inode + a fingerprint of its first line (so a new
 file that happens to get an old inode is not mistaken for the old one). The position handed to
 the runner (and written by `commit` to STATE_DIR/tail-position.json) is that identity plus the
-byte offset and line number after the last whole line emitted.
+byte offset and line number after the last whole line emitted, and the same for every rotated
+file still being read (`rotated`): a restart resumes each of them.
 
-- First run (no position): read the file from its start; wait for it to appear if missing.
-- Rotation by rename (logrotate + nginx USR1 / `nginx -s reopen`): nginx writes the old file
-  until it reopens, so the old file is read to its end and left only once it has been quiet
-  for `rotate_wait` seconds while a new file stands at the path; then the next one from 0 —
-  a rotated file beside the log written since (when two rotations came before we got to the
-  middle file), else the file at the path. Modification times order the chain.
+- First run (no position): read the file from its start; wait for it to appear if missing. With
+  `backfill`, the rotated files beside it (`access.log.1`, `access.log.2.gz`, …) are read first,
+  oldest first, gzip ones decompressed.
+- Rotation by rename (logrotate + nginx USR1 / `nginx -s reopen`): as soon as a new file stands at
+  the path it is read, and the old one is read *as well* until it has been idle for `rotate_wait`
+  (default 5 min, like Filebeat's close_inactive and Fluent Bit's Rotate_Wait): nginx workers
+  reopen asynchronously, and one that cannot reopen (a permission mistake in logrotate's `create`)
+  keeps writing to the moved file. When two rotations came before we got to the middle file, the
+  chain is followed through it (modification times order the chain).
 - copytruncate: the file shrinks below our offset (or its first line changes) → start again
   at 0. Lines written between our last read and the copy are taken from the copy when it is
   found beside the log (same first line, longer than our offset).
@@ -19,6 +23,7 @@ byte offset and line number after the last whole line emitted.
   read before the new file. If it is gone, that is logged (its unread tail cannot be had).
 - Only whole lines are emitted: a partial last line waits for its newline (a rotated file's
   unterminated last line is emitted once the file is left, since nothing can complete it).
+- Waiting: on inotify where available (lookout.sources.fswait), polling otherwise.
 
 Record ids (for Elasticsearch) are `<fingerprint>-<byte offset of the line>`: the same line of
 the same file always gets the same id, so a replay after a crash overwrites instead of adding.
@@ -26,11 +31,12 @@ the same file always gets the same id, so a replay after a crash overwrites inst
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+import zlib
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
@@ -42,6 +48,7 @@ import polars as pl
 from lookout.errors import ConfigError
 from lookout.sources.base import Chunk, Source, numbered_ids
 from lookout.sources.files import BOM
+from lookout.sources.fswait import DirWatcher
 from lookout.sources.nginx import LineConverter, converter_for
 
 log = logging.getLogger("lookout.tail")
@@ -50,6 +57,8 @@ POSITION_FILE = "tail-position.json"
 FP_BYTES = 256  # fingerprint: the first line, at most this many bytes
 READ_BYTES = 4 << 20  # per poll: bounded steps on a first run over a big log
 SKIP_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+ROTATE_WAIT = 300.0  # seconds a rotated file is still read after its last growth
+MAX_ROTATED = 16  # rotated files read at once (open descriptors); beyond, the idlest is finished early
 
 
 def fingerprint(head: bytes) -> str | None:
@@ -91,6 +100,59 @@ class OpenFile:
             pass
 
 
+class BackfillFile:
+    """A rotated file read once from start to end on `--backfill` (gzip decompressed as read).
+    Its offset counts decompressed bytes, so ids (`<fingerprint>-<offset>`) are the same whether a
+    line is read from `access.log.1` or, after logrotate compressed it, from `access.log.1.gz`."""
+
+    def __init__(self, path: Path, fp: str | None, offset: int = 0, line: int = 1) -> None:
+        self.path = path
+        self.name = str(path)
+        self.fp = fp
+        self.offset = offset
+        self.line = line
+        self.gz = path.name.endswith(".gz")
+        self._fh: Any = None
+        self._carry = b""
+
+    @classmethod
+    def probe(cls, path: Path) -> BackfillFile | None:
+        try:
+            with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as fh:
+                fp = fingerprint(fh.read(FP_BYTES))
+        except (OSError, EOFError, zlib.error) as e:
+            log.warning("%s: cannot be read for the backfill (%s); skipped", path, e)
+            return None
+        return cls(path, fp)
+
+    def position(self) -> dict[str, Any]:
+        return {"name": self.name, "fp": self.fp, "offset": self.offset, "line": self.line}
+
+    def read(self, n: int) -> tuple[bytes, int] | None:
+        """(whole lines, bytes they take in the file) from the offset on; None at the end."""
+        if self._fh is None:
+            self._fh = gzip.open(self.path, "rb") if self.gz else open(self.path, "rb")  # noqa: SIM115
+            self._fh.seek(self.offset)  # gzip: decompresses up to it
+        data = self._carry + self._fh.read(n)
+        self._carry = b""
+        if not data:
+            return None
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            more = self._fh.read(1)
+            if more:  # a line longer than a read: keep it whole
+                self._carry = data + more
+                return b"", 0
+            return data + b"\n", len(data)  # the unterminated end of the file
+        self._carry = data[cut + 1:]
+        return data[: cut + 1], cut + 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
 def _mtime(path: Path) -> int:
     try:
         return path.stat().st_mtime_ns
@@ -116,9 +178,8 @@ class TailSource(Source):
     to seed-schema JSON (see lookout.sources.nginx)."""
 
     def __init__(self, path: Path | str, state_dir: Path | str | None = None, log_format: str = "auto",
-                 host: str | None = None, geoip: Path | str | None = None, rotate_wait: float = 1.0,
-                 read_bytes: int = READ_BYTES, converter: LineConverter | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 host: str | None = None, geoip: Path | str | None = None, rotate_wait: float = ROTATE_WAIT,
+                 read_bytes: int = READ_BYTES, converter: LineConverter | None = None, backfill: bool = False) -> None:
         self.path = Path(path)
         self.name = f"tail {self.path}"
         self.state_dir = Path(state_dir) if state_dir is not None else None
@@ -128,25 +189,38 @@ class TailSource(Source):
             raise ConfigError(str(e)) from None
         self.rotate_wait = rotate_wait
         self.read_bytes = read_bytes
-        self.sleep = sleep
+        self.watcher = DirWatcher(self.path.parent)
+        self.backfill = backfill
         self.cur: OpenFile | None = None
+        self.draining: list[OpenFile] = []  # rotated files still read until idle for rotate_wait
+        self.backlog: list[BackfillFile] = []  # --backfill: rotated files to read first, oldest first
+        self._turn = 0  # which file is looked at first (round robin: a busy rotated file starves none)
         self.restored = False
-        self.rotated_at: float | None = None  # when a new file was first seen at the path
         self.announced_wait = False
-        self.seen: dict[tuple[int, int, str | None], None] = {}  # files left this session, oldest first
+        self.seen: dict[tuple[int, int, str | None], None] = {}  # files left (or draining) this session, oldest first
 
     # ---------------------------------------------------------------- position
 
     def restore(self, position: Any) -> None:
         """Open the file the position refers to (or the log from its start when None)."""
         self.restored = True
-        if self.cur is not None:
-            self.cur.close()
-            self.cur = None
+        for f in [self.cur, *self.draining, *self.backlog]:
+            if f is not None:
+                f.close()
+        self.cur, self.draining, self.backlog = None, [], []
         if position is None:
-            self.cur = _open(self.path)
+            if self.backfill:
+                self._start_backfill()
+            self.cur = _open(self.path)  # held from now: a rotation during the backfill loses nothing
             return
         pos = dict(position)
+        for bp in pos.pop("backfill", None) or []:
+            self._restore_backfill(bp)
+        for rp in pos.pop("rotated", None) or []:
+            self._restore_rotated(rp)
+        if "dev" not in pos:  # no current file then (waiting for it to appear)
+            self.cur = _open(self.path)
+            return
         found = self._find(pos)
         if found is None:
             log.warning("%s: the checkpointed file (%s, fingerprint %s) is not found as it was (deleted, "
@@ -159,6 +233,84 @@ class TailSource(Source):
         self.cur = found
         if found.name != str(self.path):
             log.info("%s: finishing %s (rotated while stopped) from byte %d", self.path, found.name, found.offset)
+
+    def _start_backfill(self) -> None:
+        """First start with --backfill: every rotated file beside the log, oldest first."""
+        d, base = self.path.parent, self.path.name
+        try:
+            names = sorted(n for n in os.listdir(d) if n.startswith(base) and n != base)
+        except OSError:
+            names = []
+        files = []
+        for n in names:
+            if n.endswith(SKIP_SUFFIXES) and not n.endswith(".gz"):
+                log.warning("%s: %s is compressed in a format the backfill does not read; skipped", self.path, n)
+                continue
+            f = BackfillFile.probe(d / n)
+            if f is not None:
+                files.append(f)
+        files.sort(key=lambda f: _mtime(f.path))
+        self.backlog = files
+        if files:
+            log.info("%s: backfill: reading %d rotated files first, oldest first (%s)", self.path, len(files),
+                     ", ".join(f.path.name for f in files))
+
+    def _restore_backfill(self, bp: dict[str, Any]) -> None:
+        """A backfill file not finished at the checkpoint: found by its first line (it may have been
+        renamed or compressed since)."""
+        d, base = self.path.parent, self.path.name
+        try:
+            names = [n for n in os.listdir(d) if n.startswith(base) and n != base]
+        except OSError:
+            names = []
+        order = sorted(names, key=lambda n: (n != Path(bp["name"]).name, n.endswith(".gz")))
+        for n in order:
+            if n.endswith(SKIP_SUFFIXES) and not n.endswith(".gz"):
+                continue
+            f = BackfillFile.probe(d / n)
+            if f is not None and f.fp == bp["fp"]:
+                f.offset, f.line = bp["offset"], bp["line"]
+                self.backlog.append(f)
+                return
+        log.warning("%s: the backfill file %s (fingerprint %s) is gone; whatever it held after byte %d was not read",
+                    self.path, bp["name"], bp["fp"], bp["offset"])
+
+    def _step_backfill(self) -> Chunk | None:
+        f = self.backlog[0]
+        try:
+            got = f.read(self.read_bytes)
+        except (OSError, EOFError, zlib.error) as e:
+            log.warning("%s: reading %s stopped at byte %d (%s); the rest of it is not read", self.path, f.name,
+                        f.offset, e)
+            got = None
+        if got is None:
+            self.backlog.pop(0)
+            f.close()
+            log.info("%s: backfill: read %s (%d lines)", self.path, f.name, f.line - 1)
+            return Chunk(source=f.name, data=b"", first_line=f.line, position=self.position(), meta={"file": f.name})
+        data, consumed = got
+        if not data:
+            return None
+        return self._chunk(f, data, consumed)  # type: ignore[arg-type]  # same fields as OpenFile
+
+    def _restore_rotated(self, rp: dict[str, Any]) -> None:
+        """A rotated file that was still being read at the checkpoint: read on from its offset."""
+        f = self._find(rp)
+        if f is None or any((f.dev, f.ino) == (d.dev, d.ino) for d in self.draining):
+            if f is not None:
+                f.close()
+            log.warning("%s: the rotated file %s (fingerprint %s) that was still being read is gone; whatever it "
+                        "held after byte %d was not read", self.path, rp.get("name"), rp.get("fp"), rp["offset"])
+            return
+        f.offset, f.line = rp["offset"], rp["line"]
+        self.draining.append(f)
+        self._seen(f)
+        log.info("%s: reading on in the rotated %s from byte %d", self.path, f.name, f.offset)
+
+    def _seen(self, f: OpenFile) -> None:
+        self.seen[(f.dev, f.ino, f.fp)] = None
+        while len(self.seen) > 64:
+            self.seen.pop(next(iter(self.seen)))
 
     def _find(self, pos: dict[str, Any]) -> OpenFile | None:
         """The file a position refers to: at the path, renamed beside it, or a copy beside it."""
@@ -179,6 +331,17 @@ class TailSource(Source):
                 continue
             f.close()
         return copy
+
+    def _renamed_to(self, f: OpenFile) -> str | None:
+        """The name a rotated file has now (found beside the log by its inode), for logs and positions."""
+        for p in self._siblings():
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (f.dev, f.ino):
+                return str(p)
+        return None
 
     def _siblings(self) -> list[Path]:
         """Rotated versions of the log beside it, newest first (compressed ones cannot be read)."""
@@ -212,7 +375,13 @@ class TailSource(Source):
         return _open(self.path)
 
     def position(self) -> dict[str, Any] | None:
-        return self.cur.position() if self.cur is not None else None
+        """The current file's position, plus `rotated`: those of rotated files still being read."""
+        pos = self.cur.position() if self.cur is not None else None
+        if self.draining:
+            pos = {**(pos or {}), "rotated": [d.position() for d in self.draining]}
+        if self.backlog:
+            pos = {**(pos or {}), "backfill": [b.position() for b in self.backlog]}
+        return pos
 
     def commit(self, position: Any) -> None:
         """Record the delivered position in STATE_DIR/tail-position.json (atomic replace)."""
@@ -221,9 +390,11 @@ class TailSource(Source):
         save_position(self.state_dir, position)
 
     def close(self) -> None:
-        if self.cur is not None:
-            self.cur.close()
-            self.cur = None
+        for f in [self.cur, *self.draining, *self.backlog]:
+            if f is not None:
+                f.close()
+        self.cur, self.draining, self.backlog = None, [], []
+        self.watcher.close()
         self.conv.close()
 
     # ---------------------------------------------------------------- reading
@@ -239,10 +410,44 @@ class TailSource(Source):
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            self.sleep(min(0.05, left))
+            self.watcher.wait(left)  # inotify: until something in the directory changes
 
     def _step(self) -> Chunk | None:
-        """One look at the file: new whole lines, or a rotation/truncation handled, or nothing."""
+        """One look at each file (the current one and rotated ones still read), in turn; with a
+        backfill pending, that first (the current file is held open meanwhile, unread)."""
+        if self.backlog:
+            return self._step_backfill()
+        files = [*self.draining, None]  # None: the current file
+        self._turn = (self._turn + 1) % len(files)
+        for f in files[self._turn:] + files[: self._turn]:
+            chunk = self._step_current() if f is None else self._step_rotated(f)
+            if chunk is not None:
+                return chunk
+        return None
+
+    def _step_rotated(self, f: OpenFile) -> Chunk | None:
+        """New lines of a rotated file; once it has been idle for rotate_wait, it is left (the
+        returned empty chunk carries the position without it, so a restart does not look for it)."""
+        st = os.fstat(f.fd)
+        size, f.mtime_ns = st.st_size, st.st_mtime_ns
+        if size > f.offset:
+            chunk = self._read(f, size)
+            if chunk is not None:
+                return chunk
+        if time.monotonic() - f.last_growth < self.rotate_wait:
+            return None
+        if size > f.offset:  # an unterminated last line: nothing will complete it now
+            tail = self._read(f, size, final=True)
+            if tail is not None:
+                return tail
+        self.draining.remove(f)
+        f.close()
+        log.info("%s: finished the rotated %s at byte %d (line %d): idle for %.0fs", self.path, f.name, f.offset,
+                 f.line - 1, self.rotate_wait)
+        return Chunk(source=f.name, data=b"", first_line=f.line, position=self.position(), meta={"file": f.name})
+
+    def _step_current(self) -> Chunk | None:
+        """One look at the current file: new whole lines, or a rotation/truncation handled, or nothing."""
         if self.cur is None:
             self.cur = _open(self.path)
             if self.cur is None:
@@ -275,7 +480,6 @@ class TailSource(Source):
         if not data:
             return None
         f.last_growth = time.monotonic()
-        self.rotated_at = None
         cut = data.rfind(b"\n")
         if cut < 0:
             if len(data) < self.read_bytes and not final:
@@ -304,7 +508,7 @@ class TailSource(Source):
 
         meta: dict[str, Any] = {"reasons": reasons} if reasons else {}
         meta["file"] = f.name
-        return Chunk(source=f.name, data=data, first_line=first_line, position=f.position(),
+        return Chunk(source=f.name, data=data, first_line=first_line, position=self.position(),
                      record_ids=record_ids, meta=meta)
 
     def _truncated(self, f: OpenFile, why: str) -> None:
@@ -332,38 +536,33 @@ class TailSource(Source):
         f.last_growth = time.monotonic()
 
     def _maybe_switch(self, f: OpenFile, size: int) -> Chunk | None:
-        """At the end of the file: move to a new file at the path once the old one is quiet."""
+        """At the end of the file: a new file at the path means a rotation. Read the new one now
+        (or a rotated one written since, first) and keep reading this one beside it until it has
+        been idle for rotate_wait. The empty chunk returned carries the new position."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             return None  # renamed, new one not created yet (nginx reopens on USR1): keep reading the old
         if (st.st_dev, st.st_ino) == (f.dev, f.ino):
             return None
-        now = time.monotonic()
-        if self.rotated_at is None:
-            self.rotated_at = now
-            return None
-        if now - max(f.last_growth, self.rotated_at) < self.rotate_wait:
-            return None
-        tail = None
-        if size > f.offset:  # an unterminated last line: nothing will complete it now
-            tail = self._read(f, size, final=True)
-        if tail is not None:
-            return tail
+        self._seen(f)
         nxt = self._next_file(f.mtime_ns, f.fp)
         if nxt is None or (nxt.dev, nxt.ino) == (f.dev, f.ino):
             if nxt is not None:
                 nxt.close()
+            self.seen.pop((f.dev, f.ino, f.fp), None)
             return None
-        self.seen[(f.dev, f.ino, f.fp)] = None
-        while len(self.seen) > 64:
-            self.seen.pop(next(iter(self.seen)))
-        log.info("%s: rotated; finished %s at byte %d (line %d), now reading %s", self.path, f.name,
-                 f.offset, f.line - 1, nxt.name)
-        f.close()
+        f.name = self._renamed_to(f) or f.name
+        self.draining.append(f)
+        if len(self.draining) > MAX_ROTATED:  # rotations faster than rotate_wait: bound the open files
+            idlest = min(self.draining, key=lambda d: d.last_growth)
+            log.warning("%s: %d rotated files still being read; finishing %s now (read to its end, then left)",
+                        self.path, len(self.draining), idlest.name)
+            idlest.last_growth = float("-inf")
+        log.info("%s: rotated; now reading %s, and %s on from byte %d (line %d) until it has been idle for %.0fs",
+                 self.path, nxt.name, f.name, f.offset, f.line - 1, self.rotate_wait)
         self.cur = nxt
-        self.rotated_at = None
-        return None
+        return Chunk(source=nxt.name, data=b"", first_line=nxt.line, position=self.position(), meta={"file": nxt.name})
 
 
 # ---------------------------------------------------------------- position file (`ship`)
