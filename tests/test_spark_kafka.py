@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lookout.rules import load_rules_text
 from lookout.spark.kafka import ensure_topics
-from tests.spark_data import INVALID_LINES, RULES_YAML, messy_records
+from tests.spark_data import BYTE_LINES, INVALID_LINES, RULES_YAML, messy_bytes
 
 import confluent_kafka  # noqa: E402  (a hard requirement: an import error fails, never skips)
 import confluent_kafka.admin  # noqa: E402
@@ -31,15 +31,15 @@ def _end_us(line: str) -> int:
 def test_kafka_mode_matches_replay(kafka_broker, tmp_path: Path) -> None:  # noqa: ANN001
     rules = load_rules_text(RULES_YAML)
     names = [r.name for r in rules.rules]
-    lines = messy_records(3000, seed=21)
+    lines = messy_bytes(3000, seed=21)  # with every reason code in good and in broken UTF-8
     # A record an hour on closes every window of the data above on Spark too (the stream
     # has no end); compare the windows that closed.
     closing_ts = 1_659_509_400.0 + 3600  # the data spans a few seconds from 1659509400 (spark_data)
     closing = json.dumps({"client_ip": "10.9.9.9", "status": "200", "host": "closing.example.com",
-                          "@timestamp": f"{closing_ts:.6f}", "request_time": "0.1"})
+                          "@timestamp": f"{closing_ts:.6f}", "request_time": "0.1"}).encode()
     lines.append(closing)
     data = tmp_path / "in.ndjson"
-    data.write_text("\n".join(lines) + "\n")
+    data.write_bytes(b"\n".join(lines) + b"\n")
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(RULES_YAML)
     exe = Path(sys.executable).parent / "lookout"
@@ -48,7 +48,7 @@ def test_kafka_mode_matches_replay(kafka_broker, tmp_path: Path) -> None:  # noq
     cutoff = round(closing_ts * 1_000_000) - LATENESS_US
     want = {n: sorted(x for x in (tmp_path / "replay" / f"{n}.jsonl").read_text().splitlines() if _end_us(x) <= cutoff)
             for n in names}
-    want_dlq = sorted((d["reason"], d["detail"], d["raw"]) for d in
+    want_dlq = sorted((d["reason"], d["detail"], d["raw"], d.get("raw_base64")) for d in
                       map(json.loads, (tmp_path / "replay" / "rejected.jsonl").read_text().splitlines()))
 
     bootstrap = kafka_broker.bootstrap
@@ -58,7 +58,7 @@ def test_kafka_mode_matches_replay(kafka_broker, tmp_path: Path) -> None:  # noq
     prod = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for i, x in enumerate(lines):
         if x.strip():  # a Kafka message is one record; blank lines are not sent
-            prod.produce("test-inter", x.encode(), partition=i % 3 if x != closing else 0)
+            prod.produce("test-inter", x, partition=i % 3 if x != closing else 0)
     assert prod.flush(30) == 0
     ensure_topics(bootstrap, names + ["test-inter-dlq"], partitions=3)  # so the test can assign them now
 
@@ -80,7 +80,7 @@ def test_kafka_mode_matches_replay(kafka_broker, tmp_path: Path) -> None:  # noq
                 if m.topic() == "test-inter-dlq":
                     d = json.loads(m.value())
                     assert d["source"] == "test-inter" and isinstance(d["offset"], int)
-                    dlq.append((d["reason"], d["detail"], d["raw"]))
+                    dlq.append((d["reason"], d["detail"], d["raw"], d.get("raw_base64")))
                 else:
                     got[m.topic()].append(m.value().decode())
         for m in cons.consume(1000, timeout=2.0):  # nothing more should come
@@ -94,7 +94,8 @@ def test_kafka_mode_matches_replay(kafka_broker, tmp_path: Path) -> None:  # noq
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-    assert len(want_dlq) == len(INVALID_LINES)
+    assert len(want_dlq) > len(INVALID_LINES) + len(BYTE_LINES) // 2
+    assert sum(1 for d in want_dlq if d[0] == "invalid-utf8") == len(BYTE_LINES) // 2
     assert sorted(dlq) == want_dlq
     for n in names:
         assert sorted(got[n]) == want[n], n

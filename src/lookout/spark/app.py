@@ -68,7 +68,7 @@ def build_queries(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | 
     results = compile_rules(valid, rs).select(result_column(rs).alias("m")).select("m.*")
     dl = dead_letter_message(dlq_topic, sources)
     rejected = parsed.filter(F.col("reason").isNotNull() & ~F.col("flush")).select(
-        dl(F.col("reason"), F.col("detail"), F.col("value"), F.col("source"),
+        dl(F.col("reason"), F.col("detail"), F.col("value").cast("binary"), F.col("source"),
            F.col("partition"), F.col("offset")).alias("m")).select("m.*")
     return results, rejected
 
@@ -113,8 +113,11 @@ def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK
     for p in inputs:
         for chunk in file_chunks(p, chunk_bytes):
             name = f"{seq:06d}.ndjson"
+            # Lines end at "\n" only, as in replay (Spark's default also splits at a bare "\r"),
+            # and a "\r" before it is no part of the line (records.split_lines).
             data = chunk.data or b""
-            (stage / name).write_bytes(data if data.endswith(b"\n") else data + b"\n")
+            data = (data if data.endswith(b"\n") else data + b"\n").replace(b"\r\n", b"\n")
+            (stage / name).write_bytes(data)
             os.utime(stage / name, (base + seq, base + seq))
             names[name] = chunk.source
             seq += 1
@@ -141,7 +144,7 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
     try:
         sources = _stage_inputs(inputs, work / "input")
         spark = spark or build_session(master, conf)
-        lines = (spark.readStream.option("maxFilesPerTrigger", 1).text(str(work / "input"))
+        lines = (spark.readStream.option("maxFilesPerTrigger", 1).option("lineSep", "\n").text(str(work / "input"))
                  .withColumn("source", F.input_file_name())
                  .withColumn("partition", F.lit(None).cast("int"))
                  .withColumn("offset", F.lit(None).cast("long")))
@@ -204,6 +207,7 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
         register(spark)
         raw = (spark.readStream.format("lookout-kafka").option("bootstrap.servers", bootstrap)
                .option("topic", topic).option("startingOffsets", starting_offsets).load())
+    # binary → string keeps the bytes (no decoding): parse() sees invalid UTF-8 and rejects it.
     lines = raw.select(F.col("value").cast("string").alias("value"), F.lit(topic).alias("source"),
                        F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"))
     results, rejected = build_queries(lines, rs, topic + DLQ_SUFFIX)

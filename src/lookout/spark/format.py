@@ -59,15 +59,16 @@ def result_column(rs: RuleSet) -> Column:
 
 
 def dead_letter_message(topic: str, sources: dict[str, str] | None):  # noqa: ANN201
-    """UDF (reason, detail, raw, source, extra json) → struct(topic, key, value) as output.dead_letter makes it."""
+    """UDF (reason, detail, raw bytes, source, partition, offset) → struct(topic, key, value) as
+    output.dead_letter makes it (from the raw bytes: invalid UTF-8 keeps its `raw_base64`)."""
 
-    def fmt(reason: str, detail: str, raw: str, source: str | None, partition: int | None, offset: int | None):  # noqa: ANN202
+    def fmt(reason: str, detail: str, raw: bytes, source: str | None, partition: int | None, offset: int | None):  # noqa: ANN202
         from lookout.output import dead_letter
 
         src = source
         if sources and source:
             src = sources.get(source.rsplit("/", 1)[-1], source)
         extra = {} if partition is None else {"partition": partition, "offset": offset}
-        return (topic, None, dead_letter(reason, detail, raw.encode("utf-8"), src, None, **extra).decode())
+        return (topic, None, dead_letter(reason, detail, bytes(raw), src, None, **extra).decode())
 
     return F.udf(fmt, MESSAGE, useArrow=False)

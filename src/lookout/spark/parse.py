@@ -50,14 +50,14 @@ RECORD_SCHEMA = T.StructType([
 RECORD_FIELDS = [f.name for f in RECORD_SCHEMA.fields]
 
 
-def _reference(line: str | None) -> tuple | None:
-    """records.parse_line on one doubtful line: the typed record, or (.., reason, detail)."""
+def _reference(line: bytes | None) -> tuple | None:
+    """records.parse_line on one doubtful line (its bytes): the typed record, or (.., reason, detail)."""
     if line is None:
         return None
     from lookout.records import Rejected, parse_line
 
     try:
-        r = parse_line(line.encode("utf-8"))
+        r = parse_line(bytes(line))
     except Rejected as e:
         return (None,) * 8 + (e.reason, e.detail)
     return (r["ts"], r["status"], r["request_time"], r["client_ip"], r["host"], r["country"], r["method"],
@@ -77,6 +77,9 @@ def parse(lines: DataFrame) -> DataFrame:
     `reason` is null; `flush` marks the end-of-input line."""
     v = F.col("value")
     lines = lines.filter(~v.rlike(_BLANK))
+    # Spark strings hold the line's bytes as read (the text source and a binary→string cast do
+    # not decode): invalid UTF-8 is still there to be seen, and goes to the reference parser.
+    utf8 = F.is_valid_utf8(v)
     j = F.from_json(v, _DECODE)
     df = lines.withColumn("_j", j)
     ts_s, st_s, rt_s = F.col("_j.`@timestamp`"), F.col("_j.status"), F.col("_j.request_time")
@@ -87,7 +90,7 @@ def parse(lines: DataFrame) -> DataFrame:
     rt_ok = rt_unknown | (rt.isNotNull() & ~F.isnan(rt) & (rt < F.lit(float("inf"))) & (rt >= 0))
     host = F.col("_j.host")
     ok = (
-        v.rlike(_WELL_FORMED) & ~v.rlike(_TWO_OBJECTS) & ~v.rlike(_NON_STRING_VALUE)
+        utf8 & v.rlike(_WELL_FORMED) & ~v.rlike(_TWO_OBJECTS) & ~v.rlike(_NON_STRING_VALUE)
         & ts_us.isNotNull() & (ts_us >= 0) & (ts_us < F.lit(float(MAX_TS_US)))
         & status.between(100, 599)
         & F.col("_j.client_ip").rlike(_IPV4)
@@ -106,7 +109,7 @@ def parse(lines: DataFrame) -> DataFrame:
         F.lit(None).cast("string").alias("reason"), F.lit(None).cast("string").alias("detail"),
     )
     df = df.withColumn("_ok", ok).withColumn("flush", flush)
-    slow = _reference_udf(F.when(~F.col("_ok") & ~F.col("flush"), v))
+    slow = _reference_udf(F.when(~F.col("_ok") & ~F.col("flush"), v.cast("binary")))
     flush_rec = F.struct(F.lit(FLUSH_TS_US).alias("ts"), *[F.lit(None).cast(f.dataType).alias(f.name)
                                                            for f in RECORD_SCHEMA.fields[1:]])
     df = df.withColumn("_r", F.when(F.col("flush"), flush_rec).when(F.col("_ok"), fast).otherwise(slow))
