@@ -8,6 +8,8 @@ get their own query over the same input.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -21,9 +23,10 @@ from lookout.rules import RuleSet
 from lookout.sinks.files import REJECTED_FILE
 from lookout.spark.compile import check_rules, compile_rules
 from lookout.spark.format import dead_letter_message, result_column
-from lookout.spark.parse import FLUSH_LINE, parse
+from lookout.spark.parse import FLUSH_LINE, FLUSH_TS_US, parse
 
 DLQ_SUFFIX = "-dlq"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,10 +124,13 @@ def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK
             os.utime(stage / name, (base + seq, base + seq))
             names[name] = chunk.source
             seq += 1
-    flush = stage / f"{seq:06d}.ndjson"
+    flush = stage / f"{seq:06d}{FLUSH_SUFFIX}"
     flush.write_text(FLUSH_LINE + "\n")
     os.utime(flush, (base + seq, base + seq))
     return names
+
+
+FLUSH_SUFFIX = ".end-of-input"  # the staged file holding the end-of-input line (no input ends so)
 
 
 def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None = None,
@@ -147,7 +153,8 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
         lines = (spark.readStream.option("maxFilesPerTrigger", 1).option("lineSep", "\n").text(str(work / "input"))
                  .withColumn("source", F.input_file_name())
                  .withColumn("partition", F.lit(None).cast("int"))
-                 .withColumn("offset", F.lit(None).cast("long")))
+                 .withColumn("offset", F.lit(None).cast("long"))
+                 .withColumn("flush_ts", F.when(F.col("source").endswith(FLUSH_SUFFIX), F.lit(FLUSH_TS_US))))
         results, rejected = build_queries(lines, rs, "rejected", sources)
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {r.name: f"{r.name}.jsonl" for r in rs.rules} | {"rejected": REJECTED_FILE}
@@ -186,9 +193,12 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
               conf: dict[str, str] | None = None, checkpoint: str | None = None,
               starting_offsets: str = "earliest", duration: float | None = None,
               connector: str = "auto", on_progress: Callable[[SparkStats], None] | None = None,
-              spark=None) -> SparkStats:  # noqa: ANN001
+              idle_timeout: float = 30.0, spark=None) -> SparkStats:  # noqa: ANN001
     """Read `topic`, write each rule's results to its topic and dead letters to `<topic>-dlq`.
-    Runs until stopped (or `duration` seconds). Offsets and window state live in `checkpoint`."""
+    Runs until stopped (or `duration` seconds, then every open window is closed and emitted, as
+    at the end of `--input`). Offsets and window state live in `checkpoint`. With the Python
+    connector, input idle for `idle_timeout` seconds moves the watermark to now − lateness
+    (kafka.py: heartbeats), so the last windows close without waiting for more traffic."""
     from pyspark.sql import functions as F
 
     from lookout.spark.session import build_session
@@ -198,18 +208,27 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
     use_spark = connector == "spark" or (connector == "auto" and kafka_connector_available(spark))
     ck = Path(checkpoint or ".lookout-state/spark")
     if use_spark:
+        log.warning("Spark's own Kafka connector: no heartbeats (--idle-timeout) and no final flush at the end of "
+                    "--duration; windows close only as new records move the watermark (docs/spark.md)")
+    control = Path(tempfile.mkdtemp(prefix="lookout-spark-control-"))
+    flush_file = control / "flush"  # created when --duration is up: the sources then send the final flush
+    if use_spark:
         raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-               .option("subscribe", topic).option("startingOffsets", starting_offsets).load())
+               .option("subscribe", topic).option("startingOffsets", starting_offsets).load()
+               .withColumn("beat_ts", F.lit(None).cast("long")))
     else:
         from lookout.spark.kafka import ensure_topics, register
 
         ensure_topics(bootstrap, [topic, topic + DLQ_SUFFIX, *[r.name for r in rs.rules]])
         register(spark)
         raw = (spark.readStream.format("lookout-kafka").option("bootstrap.servers", bootstrap)
-               .option("topic", topic).option("startingOffsets", starting_offsets).load())
+               .option("topic", topic).option("startingOffsets", starting_offsets)
+               .option("idleTimeoutMs", str(round(idle_timeout * 1000)))
+               .option("flushFile", str(flush_file)).option("flushTsUs", str(FLUSH_TS_US)).load())
     # binary → string keeps the bytes (no decoding): parse() sees invalid UTF-8 and rejects it.
     lines = raw.select(F.col("value").cast("string").alias("value"), F.lit(topic).alias("source"),
-                       F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"))
+                       F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"),
+                       F.col("beat_ts").alias("flush_ts"))
     results, rejected = build_queries(lines, rs, topic + DLQ_SUFFIX)
     queries = []
     for name, df in (("results", results), ("dead-letters", rejected)):
@@ -222,21 +241,58 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
     stats = SparkStats()
     deadline = None if duration is None else time.monotonic() + duration
     seen: set[tuple[str, int]] = set()
+
+    def poll() -> None:
+        queries[0].awaitTermination(1.0)
+        new = [p for p in queries[0].recentProgress if ("r", p["batchId"]) not in seen]
+        seen.update(("r", p["batchId"]) for p in new)
+        stats.add_progress(new)
+        if new and on_progress is not None:
+            on_progress(stats)
+
     try:
         while all(q.isActive for q in queries):
             if deadline is not None and time.monotonic() >= deadline:
+                if not use_spark:
+                    _final_flush(queries, flush_file, poll)
                 break
-            queries[0].awaitTermination(1.0)
-            new = [p for p in queries[0].recentProgress if ("r", p["batchId"]) not in seen]
-            seen.update(("r", p["batchId"]) for p in new)
-            stats.add_progress(new)
-            if new and on_progress is not None:
-                on_progress(stats)
+            poll()
         for q in queries:
             if q.exception() is not None:
                 raise RuntimeError(f"query {q.name} failed: {q.exception()}")
     finally:
         for q in queries:
             q.stop()
+        shutil.rmtree(control, ignore_errors=True)
     stats.seconds = time.perf_counter() - stats.started
     return stats
+
+
+FLUSH_WAIT_S = 300.0
+
+
+def _flushed(query) -> bool:  # noqa: ANN001
+    """Has `query` completed a micro-batch that read the final flush row? (Its offset is in the
+    source's `beat_ts`; the results query also evicts every window in the batch right after,
+    a no-data batch Spark runs at once when the watermark has moved.)"""
+    for p in reversed(query.recentProgress):
+        for src in p.get("sources") or []:
+            end = src.get("endOffset")
+            end = json.loads(end) if isinstance(end, str) else end
+            if isinstance(end, dict) and end.get("beat_ts") == FLUSH_TS_US:
+                return True
+    return False
+
+
+def _final_flush(queries: list, flush_file: Path, poll: Callable[[], None]) -> None:
+    """End of --duration: every open window closed and emitted, as at the end of --input."""
+    flush_file.touch()
+    limit = time.monotonic() + FLUSH_WAIT_S
+    while time.monotonic() < limit and all(q.isActive for q in queries):
+        poll()
+        if all(_flushed(q) for q in queries):
+            # the eviction batch comes after the batch that read the flush row
+            wm = [p.get("eventTime", {}).get("watermark", "") for p in queries[0].recentProgress]
+            if any(w.startswith("9999") for w in wm):
+                return
+    raise RuntimeError(f"the final flush did not complete within {FLUSH_WAIT_S:.0f} s")

@@ -19,8 +19,9 @@ from pyspark.sql import types as T
 from lookout.records import INPUT_FIELDS, MAX_TS_US
 
 # Written after the input (files mode) to push the watermark past every window, so the last
-# windows close exactly as `lookout replay` closes them at end of input. Never a record.
-FLUSH_LINE = '{"@timestamp": 253402300799, "lookout-flush": "end-of-input"}'
+# windows close exactly as `lookout replay` closes them at end of input. Never a record: the
+# input marks it (column `flush_ts`, set from where the row comes from, never from its text).
+FLUSH_LINE = '{"lookout-flush": "end-of-input"}'
 FLUSH_TS_US = MAX_TS_US - 1_000_000
 
 _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
@@ -72,11 +73,13 @@ def _unknown_to_null(c: Column) -> Column:
 
 
 def parse(lines: DataFrame) -> DataFrame:
-    """`value` (one raw line per row, plus any other columns, kept) → RECORD_FIELDS + `value`
-    + `flush`. Blank lines are dropped (not records, as in lookout replay). A row is valid when
-    `reason` is null; `flush` marks the end-of-input line."""
+    """`value` (one raw line per row) and `flush_ts` (null, or the event time of a row that only
+    moves the watermark: end of input, a heartbeat), plus any other columns, kept →
+    RECORD_FIELDS + `value` + `flush`. Blank lines are dropped (not records, as in lookout
+    replay). A row is valid when `reason` is null; `flush` marks the watermark-only rows."""
     v = F.col("value")
-    lines = lines.filter(~v.rlike(_BLANK))
+    flush = F.col("flush_ts").isNotNull()
+    lines = lines.filter(flush | ~v.rlike(_BLANK))
     # Spark strings hold the line's bytes as read (the text source and a binary→string cast do
     # not decode): invalid UTF-8 is still there to be seen, and goes to the reference parser.
     utf8 = F.is_valid_utf8(v)
@@ -98,7 +101,6 @@ def parse(lines: DataFrame) -> DataFrame:
         & rt_ok
     )
     ok = F.coalesce(ok, F.lit(False))
-    flush = v == F.lit(FLUSH_LINE)
     fast = F.struct(
         ts_us.cast("long").alias("ts"), status.alias("status"),
         F.when(rt_unknown, F.lit(None).cast("double")).otherwise(rt).alias("request_time"),
@@ -110,8 +112,8 @@ def parse(lines: DataFrame) -> DataFrame:
     )
     df = df.withColumn("_ok", ok).withColumn("flush", flush)
     slow = _reference_udf(F.when(~F.col("_ok") & ~F.col("flush"), v.cast("binary")))
-    flush_rec = F.struct(F.lit(FLUSH_TS_US).alias("ts"), *[F.lit(None).cast(f.dataType).alias(f.name)
+    flush_rec = F.struct(F.col("flush_ts").alias("ts"), *[F.lit(None).cast(f.dataType).alias(f.name)
                                                            for f in RECORD_SCHEMA.fields[1:]])
     df = df.withColumn("_r", F.when(F.col("flush"), flush_rec).when(F.col("_ok"), fast).otherwise(slow))
-    keep = [c for c in lines.columns]
+    keep = [c for c in lines.columns if c != "flush_ts"]
     return df.select(*keep, "flush", *[F.col("_r")[f].alias(f) for f in RECORD_FIELDS])
