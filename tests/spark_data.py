@@ -219,7 +219,18 @@ def messy_records(n: int, seed: int, start: float = 1_659_509_400.0) -> list[str
     return lines
 
 
-def messy_bytes(n: int, seed: int, start: float = START, cr_lines: bool = False) -> list[bytes]:
+# Records far behind the others (lateness is 10 s), each placed after the records of the time
+# in its key: late for some rules (their oldest window had closed) and on time for others.
+LATE_LINES: list[tuple[float, bytes]] = [
+    (40.0, b'{"@timestamp": T10.5, "status": 404, "client_ip": "10.8.8.1", "host": "late.example.com", '
+           b'"country": "LT", "method": "GET", "request_time": 0.2}'),
+    (60.0, b'{"@timestamp": T25, "status": 200, "client_ip": "10.8.8.2", "host": "api_1.example.com", '
+           b'"country": "US", "method": "POST", "server": "s_1", "request_time": 0.9}'),
+    (74.0, b'{"@timestamp": T1, "status": 503, "client_ip": "10.8.8.3", "host": "late.example.com", "request_time": 3}'),
+]
+
+
+def messy_bytes(n: int, seed: int, start: float = START, cr_lines: bool = False, late: bool = False) -> list[bytes]:
     """messy_records as bytes, with byte_lines (every reason code twice, in good and in broken
     UTF-8) and optionally CR_LINES mixed in near their event time (records come 120 a second)."""
     rnd = random.Random(seed + 1)
@@ -228,11 +239,14 @@ def messy_bytes(n: int, seed: int, start: float = START, cr_lines: bool = False)
         m = re.search(rb"T?(1\d{9}\.?\d*)", x)
         at = round((float(m.group(1)) - start) * 120) if m else rnd.randrange(len(lines))
         lines.insert(min(len(lines), max(0, at + rnd.randrange(-120, 120))), x)
+    if late:
+        for when, x in LATE_LINES:
+            lines.insert(min(len(lines), round(when * 120)), _at(x, start))
     return lines
 
 
-def write_messy(path: Path, n: int, seed: int, start: float = START) -> Path:
-    path.write_bytes(b"\n".join(messy_bytes(n, seed, start, cr_lines=True)) + b"\n")
+def write_messy(path: Path, n: int, seed: int, start: float = START, late: bool = False) -> Path:
+    path.write_bytes(b"\n".join(messy_bytes(n, seed, start, cr_lines=True, late=late)) + b"\n")
     return path
 
 

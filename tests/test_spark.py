@@ -16,7 +16,8 @@ import pytest
 
 from lookout.records import Rejected, parse_line
 from lookout.rules import load_rules_text
-from tests.spark_data import BYTE_LINES, INVALID_LINES, RULES_YAML, dead_letters, read_lines, utf8_twins, write_messy
+from tests.spark_data import (BYTE_LINES, INVALID_LINES, LATE_LINES, RULES_YAML, dead_letters, read_lines, utf8_twins,
+                              write_messy)
 
 import pyspark  # noqa: E402,F401  (a hard requirement: an import error fails, never skips)
 
@@ -31,7 +32,7 @@ def differential(tmp_path_factory: pytest.TempPathFactory) -> dict:
     rules.write_text(RULES_YAML)
     # Two files, one after the other in event time (b goes on where a stops, 75 s on), so the
     # dead letters' `source` must map back to each.
-    a = write_messy(d / "a.ndjson", 9000, seed=11)
+    a = write_messy(d / "a.ndjson", 9000, seed=11, late=True)  # with records beyond the lateness
     b_start = 1_659_509_400.0 + 9000 / 120 + 1
     b = write_messy(d / "b.ndjson", 3000, seed=12, start=b_start)
     exe = Path(__import__("sys").executable).parent / "lookout"
@@ -81,12 +82,28 @@ N_REJECTED = sum(map(_rejected, [x.encode() for x in INVALID_LINES] + BYTE_LINES
 def test_same_dead_letters(differential: dict) -> None:
     want = dead_letters(differential["replay"] / "rejected.jsonl")
     got = dead_letters(differential["spark"] / "rejected.jsonl")
-    assert len(want) == 2 * N_REJECTED
+    assert len(want) == 2 * N_REJECTED + len(LATE_LINES)
     assert {w[0] for w in want} >= {"invalid-utf8", "invalid-json", "not-an-object", "missing-timestamp", "invalid-timestamp",
                                      "invalid-status", "missing-status", "invalid-client_ip", "missing-client_ip",
                                      "invalid-host", "missing-host", "invalid-request_time", "invalid-country",
                                      "invalid-method", "invalid-server"}
     assert got == want
+
+
+def test_late_records_are_dead_lettered_as_in_replay(differential: dict) -> None:
+    """A record beyond the lateness is left out of each rule whose oldest window had closed at
+    its arrival (per-record watermark) and dead-lettered once, with those rules, as replay does;
+    the rules whose window was still open count it (the results above are identical)."""
+    def late(engine: str) -> list[tuple]:
+        return sorted((d["raw"], tuple(d["rules"]), d["detail"]) for d in
+                      map(json.loads, (differential[engine] / "rejected.jsonl").read_text().splitlines())
+                      if d["reason"] == "late")
+
+    want = late("replay")
+    assert len(want) == len(LATE_LINES)
+    assert any(len(rules) < len(RULE_NAMES) for _, rules, _ in want)  # late for some rules only
+    assert late("spark") == want
+    assert json.loads(differential["summary"].read_text())["late"] == len(LATE_LINES)
 
 
 def test_utf8_twins(differential: dict) -> None:
@@ -98,7 +115,8 @@ def test_utf8_twins(differential: dict) -> None:
         bad = {w[3] for w in letters if w[0] == "invalid-utf8"}
         assert len([w for w in letters if w[0] == "invalid-utf8"]) == len(differential["twins"]), engine
         assert bad == {base64.b64encode(b).decode() for _, b in differential["twins"]}, engine
-        assert not [w for w in letters if w[0] == "late"], engine  # the twins come in event-time order
+        good = {a.decode() for a, _ in differential["twins"]}
+        assert not {w[2] for w in letters if w[0] == "late"} & good, engine  # the twins come in event-time order
         text = "".join(p.read_text() for p in differential[engine].glob("*-topic.jsonl"))
         assert "\ufffd" not in text and "\\ufffd" not in text, engine
         assert "\U0001f600x.example.com" in text, engine  # the good twin of a valid record counts
@@ -108,10 +126,10 @@ def test_utf8_twins(differential: dict) -> None:
 def test_summary(differential: dict) -> None:
     s = json.loads(differential["summary"].read_text())
     assert s["engine"] == "spark"
-    assert s["rejected"] == 2 * N_REJECTED
+    assert s["rejected"] == 2 * N_REJECTED  # late records apart
     lines = sum(p.read_bytes().count(b"\n") for p in differential["inputs"])
     assert s["input_rows"] == lines  # blank lines are input rows too (and not records)
-    assert s["dropped_late_rows"] == 0
+    assert s["late"] == len(LATE_LINES)
     assert s["results"]["goal1-topic"] == len(read_lines(differential["replay"] / "goal1-topic.jsonl"))
 
 

@@ -83,7 +83,10 @@ def spark_cmd(inputs: tuple[str, ...], out_dir: str, kafka: str | None, topic: s
     else:
         def progress(st: app.SparkStats) -> None:
             if not as_json:
-                click.echo(f"batches {st.batches}  rows {st.input_rows:,}  dropped late {st.dropped_late:,}", err=True)
+                if st.batches == 0:
+                    click.echo(f"kafka connector: {st.connector}", err=True)
+                else:
+                    click.echo(f"batches {st.batches}  rows {st.input_rows:,}  late {st.late:,}", err=True)
 
         try:
             stats = app.run_kafka(kafka, topic, rs, master=master, conf=spark_conf, checkpoint=checkpoint,  # type: ignore[arg-type]
@@ -101,7 +104,7 @@ def spark_cmd(inputs: tuple[str, ...], out_dir: str, kafka: str | None, topic: s
         click.echo(f" rejected       {d['rejected']:,}")
         for name, n in d["results"].items():
             click.echo(f" → {name}  {n:,} results")
-    click.echo(f" dropped late   {d['dropped_late_rows']:,} (rule, window, key) rows (Spark's numRowsDroppedByWatermark)")
+    click.echo(f" late           {d['late']:,} records (dead-lettered, reason late)")
     click.echo(f" time           {d['seconds']:.2f} s")
     if inputs:
         click.echo(f" output         {out_dir}/")

@@ -1,9 +1,8 @@
 """`lookout spark`: the rules as one Spark Structured Streaming application.
 
-Two streaming queries share one plan of the input: `results` (every rule, parsed once, one
-aggregation) and `dead-letters` (lines that break the record contract). A query has one sink and
-a stateful aggregation only emits closed windows, so rejected lines, which must go out at once,
-get their own query over the same input.
+One streaming query: the input parsed once (compile.py); results, rejected lines and late
+records all come out of one stateful operator (panes.py), formatted; a foreachBatch sink
+delivers them: files (DIR/<rule>.jsonl, DIR/rejected.jsonl) or Kafka topics.
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ from typing import Any, Callable
 
 from lookout.rules import RuleSet
 from lookout.sinks.files import REJECTED_FILE
-from lookout.spark.compile import check_rules, compile_rules
-from lookout.spark.format import dead_letter_message, result_column
-from lookout.spark.parse import FLUSH_LINE, FLUSH_TS_US, parse
+from lookout.spark.compile import check_rules, compile_plan
+from lookout.spark.flush import FLUSH_LINE, FLUSH_TS_US
+from lookout.spark.format import messages
 
 DLQ_SUFFIX = "-dlq"
 log = logging.getLogger(__name__)
@@ -36,7 +35,8 @@ class SparkStats:
     input_rows: int = 0
     results: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
-    dropped_late: int = 0  # Spark's numRowsDroppedByWatermark: (rule, window, key) rows, not records
+    late: int = 0  # records late for some rule (each dead-lettered, reason `late`)
+    connector: str | None = None  # Kafka: "spark-sql-kafka-0-10" or "lookout-kafka"
     batches: int = 0
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
@@ -45,8 +45,6 @@ class SparkStats:
         for p in results_progress:
             self.batches += 1
             self.input_rows += int(p.get("numInputRows") or 0)
-            for op in p.get("stateOperators") or []:
-                self.dropped_late += int(op.get("numRowsDroppedByWatermark") or 0)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,44 +52,41 @@ class SparkStats:
             "input_rows": self.input_rows,
             "rejected": self.rejected,
             "results": dict(self.results),
-            "dropped_late_rows": self.dropped_late,
+            "late": self.late,
+            **({"connector": self.connector} if self.connector else {}),
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
         }
 
 
-def build_queries(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None):  # noqa: ANN001, ANN201
-    """Streaming `lines` (value, source, partition, offset) → (results, dead letters), each a
-    streaming DataFrame of (topic, key, value) messages: the shape Spark's Kafka sink takes."""
-    from pyspark.sql import functions as F
-
+def build_query(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None):  # noqa: ANN001, ANN201
+    """Streaming `lines` (value, source, partition, offset, flush_ts) → panes.OUTPUT_SCHEMA rows."""
     check_rules(rs)
-    parsed = parse(lines)
-    valid = parsed.filter(F.col("reason").isNull())
-    results = compile_rules(valid, rs).select(result_column(rs).alias("m")).select("m.*")
-    dl = dead_letter_message(dlq_topic, sources)
-    rejected = parsed.filter(F.col("reason").isNotNull() & ~F.col("flush")).select(
-        dl(F.col("reason"), F.col("detail"), F.col("value").cast("binary"), F.col("source"),
-           F.col("partition"), F.col("offset")).alias("m")).select("m.*")
-    return results, rejected
+    return compile_plan(lines, rs, dlq_topic, sources)
 
 
 # ------------------------------------------------------------------------------- files mode
 
 class _FileWriter:
-    """foreachBatch sink: appends each message's value to DIR/<topic>.jsonl (results are small:
-    aggregated rows and rejected lines)."""
+    """foreachBatch sink: appends each message's value to DIR/<topic>.jsonl (the output is small:
+    aggregated rows, rejected lines and late records)."""
 
-    def __init__(self, out_dir: Path, files: dict[str, str], counts: dict[str, int]) -> None:
+    def __init__(self, out_dir: Path, files: dict[str, str], counts: dict[str, int], rs: RuleSet,
+                 sources: dict[str, str]) -> None:
         self.out_dir = out_dir
         self.files = files  # topic -> file name
         self.counts = counts
+        self.rs = rs
+        self.sources = sources
+        self.late = 0
         self.lock = threading.Lock()
 
     def __call__(self, batch_df, batch_id: int) -> None:  # noqa: ANN001
         by_topic: dict[str, list[str]] = {}
-        for row in batch_df.select("topic", "value").toLocalIterator():
-            by_topic.setdefault(row[0], []).append(row[1])
+        msgs, late = messages([tuple(r) for r in batch_df.toLocalIterator()])
+        self.late += late
+        for topic, _key, value in msgs:
+            by_topic.setdefault(topic, []).append(value)
         with self.lock:
             for topic, lines in by_topic.items():
                 with open(self.out_dir / self.files[topic], "a", encoding="utf-8") as f:
@@ -149,28 +144,28 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
         shutil.rmtree(ck)  # files mode always starts over, as lookout replay does
     try:
         sources = _stage_inputs(inputs, work / "input")
-        spark = spark or build_session(master, conf)
+        # One partition per staged chunk, so arrow_parse sees the lines in input order (the
+        # per-record watermark); parsing is cheap, the stateful stage has the parallelism.
+        spark = spark or build_session(master, {"spark.sql.files.minPartitionNum": "1", **(conf or {})})
         lines = (spark.readStream.option("maxFilesPerTrigger", 1).option("lineSep", "\n").text(str(work / "input"))
                  .withColumn("source", F.input_file_name())
                  .withColumn("partition", F.lit(None).cast("int"))
                  .withColumn("offset", F.lit(None).cast("long"))
                  .withColumn("flush_ts", F.when(F.col("source").endswith(FLUSH_SUFFIX), F.lit(FLUSH_TS_US))))
-        results, rejected = build_queries(lines, rs, "rejected", sources)
+        out = build_query(lines, rs, "rejected", sources)
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {r.name: f"{r.name}.jsonl" for r in rs.rules} | {"rejected": REJECTED_FILE}
         for name in files.values():
             (out_dir / name).write_bytes(b"")
         counts: dict[str, int] = {}
-        writer = _FileWriter(out_dir, files, counts)
-        qr = (results.writeStream.queryName("lookout-results").outputMode("append").foreachBatch(writer)
-              .option("checkpointLocation", str(ck / "results")).trigger(availableNow=True).start())
-        qd = (rejected.writeStream.queryName("lookout-dead-letters").outputMode("append").foreachBatch(writer)
-              .option("checkpointLocation", str(ck / "dead-letters")).trigger(availableNow=True).start())
-        qr.awaitTermination()
-        qd.awaitTermination()
-        stats.add_progress(qr.recentProgress)
+        writer = _FileWriter(out_dir, files, counts, rs, sources)
+        q = (out.writeStream.queryName("lookout").outputMode("append").foreachBatch(writer)
+             .option("checkpointLocation", str(ck / "results")).trigger(availableNow=True).start())
+        q.awaitTermination()
+        stats.add_progress(q.recentProgress)
         stats.input_rows = max(0, stats.input_rows - 1)  # the end-of-input line
-        stats.rejected = counts.pop("rejected", 0)
+        stats.late = writer.late
+        stats.rejected = counts.pop("rejected", 0) - writer.late
         stats.results = {r.name: counts.get(r.name, 0) for r in rs.rules}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -179,6 +174,33 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
 
 
 # ------------------------------------------------------------------------------- kafka mode
+
+class _KafkaWriter:
+    """foreachBatch sink: each micro-batch's messages to their topics, through Spark's own Kafka
+    sink when its connector is used, through lookout.spark.kafka's producer otherwise; the
+    batch only commits once every message is acknowledged (at least once)."""
+
+    def __init__(self, spark, bootstrap: str, rs: RuleSet, dlq_topic: str, use_spark: bool, stats: SparkStats) -> None:  # noqa: ANN001
+        self.spark = spark
+        self.bootstrap = bootstrap
+        self.rs = rs
+        self.dlq_topic = dlq_topic
+        self.use_spark = use_spark
+        self.stats = stats
+
+    def __call__(self, batch_df, batch_id: int) -> None:  # noqa: ANN001
+        msgs, late = messages([tuple(r) for r in batch_df.toLocalIterator()])
+        self.stats.late += late
+        if not msgs:
+            return
+        if self.use_spark:
+            (self.spark.createDataFrame(msgs, "topic string, key string, value string").write.format("kafka")
+             .option("kafka.bootstrap.servers", self.bootstrap).save())
+        else:
+            from lookout.spark.kafka import produce
+
+            produce({"bootstrap.servers": self.bootstrap}, msgs)
+
 
 def kafka_connector_available(spark) -> bool:  # noqa: ANN001
     """Is Spark's own Kafka connector (spark-sql-kafka-0-10) on the classpath?"""
@@ -229,16 +251,14 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
     lines = raw.select(F.col("value").cast("string").alias("value"), F.lit(topic).alias("source"),
                        F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"),
                        F.col("beat_ts").alias("flush_ts"))
-    results, rejected = build_queries(lines, rs, topic + DLQ_SUFFIX)
-    queries = []
-    for name, df in (("results", results), ("dead-letters", rejected)):
-        w = df.writeStream.queryName(f"lookout-{name}").outputMode("append").option("checkpointLocation", str(ck / name))
-        if use_spark:
-            w = w.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-        else:
-            w = w.format("lookout-kafka").option("bootstrap.servers", bootstrap)
-        queries.append(w.start())
-    stats = SparkStats()
+    out = build_query(lines, rs, topic + DLQ_SUFFIX)
+    stats = SparkStats(connector="spark-sql-kafka-0-10" if use_spark else "lookout-kafka")
+    log.info("kafka connector: %s", stats.connector)
+    if on_progress is not None:
+        on_progress(stats)
+    sink = _KafkaWriter(spark, bootstrap, rs, topic + DLQ_SUFFIX, use_spark, stats)
+    queries = [out.writeStream.queryName("lookout").outputMode("append").foreachBatch(sink)
+               .option("checkpointLocation", str(ck / "results")).start()]
     deadline = None if duration is None else time.monotonic() + duration
     seen: set[tuple[str, int]] = set()
 

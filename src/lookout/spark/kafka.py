@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from pyspark.sql.datasource import (
     DataSource,
@@ -214,36 +214,44 @@ class _Sent(WriterCommitMessage):
     count: int
 
 
+def produce(options: dict[str, str], messages: Iterable[tuple]) -> int:
+    """(topic, key, value) messages to Kafka, idempotently; returns once all are acknowledged."""
+    from confluent_kafka import Producer
+
+    p = Producer(_client_conf(options) | {"linger.ms": 20, "enable.idempotence": True})
+    errors: list[str] = []
+
+    def done(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    n = 0
+    for topic, key, value in messages:
+        while True:
+            try:
+                p.produce(topic, value=value, key=key, on_delivery=done)
+                break
+            except BufferError:
+                p.poll(0.1)
+        n += 1
+        p.poll(0)
+    left = p.flush(60)
+    if left or errors:
+        raise RuntimeError(f"kafka: {left} messages not delivered; errors: {errors[:3]}")
+    return n
+
+
 class KafkaStreamWriter(DataSourceStreamWriter):
     def __init__(self, options: dict[str, str]) -> None:
         self.options = dict(options)
 
     def write(self, iterator: Iterator[Any]) -> _Sent:
-        from confluent_kafka import Producer
+        def msgs() -> Iterator[tuple]:
+            for row in iterator:
+                d = row.asDict()
+                yield (d.get("topic") or self.options["topic"], d.get("key"), d["value"])
 
-        p = Producer(_client_conf(self.options) | {"linger.ms": 20, "enable.idempotence": True})
-        errors: list[str] = []
-
-        def done(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        n = 0
-        for row in iterator:
-            d = row.asDict()
-            topic = d.get("topic") or self.options["topic"]
-            while True:
-                try:
-                    p.produce(topic, value=d["value"], key=d.get("key"), on_delivery=done)
-                    break
-                except BufferError:
-                    p.poll(0.1)
-            n += 1
-            p.poll(0)
-        left = p.flush(60)
-        if left or errors:
-            raise RuntimeError(f"kafka: {left} messages not delivered; errors: {errors[:3]}")
-        return _Sent(n)
+        return _Sent(produce(self.options, msgs()))
 
     def commit(self, messages: list, batchId: int) -> None:  # noqa: N803
         pass
