@@ -64,18 +64,18 @@ def seed_design(data: str, master: str, work: str) -> None:
     def records():  # noqa: ANN202
         df = spark.readStream.option("maxFilesPerTrigger", 1).text(str(stage))
         df = df.select(F.from_json("value", schema).alias("j")).select("j.*")
-        df = df.withColumn("@timestamp", F.expr("try_cast(`@timestamp` AS DOUBLE)").cast("timestamp"))
+        df = df.withColumn("ts", F.expr("try_cast(`@timestamp` AS DOUBLE)").cast("timestamp"))
         df = df.withColumn("status", F.expr("try_cast(status AS INT)"))
         df = df.withColumn("request_time", F.expr("try_cast(request_time AS DOUBLE)"))
-        return df.withWatermark("@timestamp", "10 seconds")
+        return df.withWatermark("ts", "10 seconds")
 
     goals = [
-        records().groupby(F.window("@timestamp", "20 seconds", "1 seconds"), F.col("client_ip")).count()
+        records().groupby(F.window("ts", "20 seconds", "1 seconds"), F.col("client_ip")).count()
         .filter("count > 10"),
-        records().filter("status between 400 and 499").groupby(F.window("@timestamp", "30 seconds", "1 seconds"),
+        records().filter("status between 400 and 499").groupby(F.window("ts", "30 seconds", "1 seconds"),
                                                                F.col("host")).count().filter("count > 15"),
-        records().filter("status between 200 and 299").groupby(F.window("@timestamp", "1 minutes"), F.col("country")).count(),
-        records().groupby(F.window("@timestamp", "1 minutes"), F.col("host")).avg("request_time"),
+        records().filter("status between 200 and 299").groupby(F.window("ts", "1 minutes"), F.col("country")).count(),
+        records().groupby(F.window("ts", "1 minutes"), F.col("host")).avg("request_time"),
     ]
     for i, g in enumerate(goals):
         q = (g.writeStream.outputMode("update").format("noop")
@@ -105,6 +105,7 @@ def main() -> None:
         t_spark, out = run([str(BIN / "lookout"), "spark", "--input", str(data), "--out", str(work / "spark"),
                             "--master", args.master, "--json"])
         spark_stats = json.loads(out.strip().splitlines()[-1])
+        print(f"replay {t_replay:.1f} s, lookout spark {t_spark:.1f} s", file=sys.stderr, flush=True)
         t_seed = None
         if not args.no_seed:
             t_seed, _ = run([sys.executable, __file__, "--seed-design", str(data), args.master, str(work)])

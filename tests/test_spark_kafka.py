@@ -126,3 +126,29 @@ def test_idle_input_closes_the_last_windows_as_run_does(kafka_broker, tmp_path: 
     assert len(want_dlq) > len(INVALID_LINES) + len(BYTE_LINES) // 2
     assert sum(1 for d in want_dlq if d[0] == "invalid-utf8") == len(BYTE_LINES) // 2
     assert all(want[n] for n in NAMES if n != "goal2-topic")  # (too few 4xx per host here for goal 2)
+
+
+def test_duration_ends_with_the_final_flush(kafka_broker, tmp_path: Path) -> None:  # noqa: ANN001
+    """`--duration` stops by itself after the same final flush as --input: every open window
+    closed and emitted (no heartbeat here: the idle timeout is an hour), results equal replay's."""
+    (tmp_path / "rules.yaml").write_text(RULES_YAML)
+    lines = messy_bytes(2000, seed=22)
+    want, want_dlq = _replay(tmp_path, lines)
+    bootstrap = kafka_broker.bootstrap
+    _produce(bootstrap, lines)
+    p = subprocess.run([str(EXE), "spark", "--kafka", bootstrap, "--rules", str(tmp_path / "rules.yaml"),
+                        "--master", "local[2]", "--checkpoint", str(tmp_path / "ck"), "--connector", "python",
+                        "--idle-timeout", "1h", "--duration", "20", "--json"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1])["connector"] == "lookout-kafka"
+    out = _Outputs(bootstrap)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and out.count() < sum(len(v) for v in want.values()):
+            out.read()
+        out.read(timeout=2.0)
+    finally:
+        out.cons.close()
+    for n in NAMES:
+        assert sorted(out.got[n]) == want[n], n
+    assert _letters(out.dlq) == want_dlq

@@ -38,7 +38,7 @@ def parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]
     import polars as pl
     from pyspark import TaskContext
 
-    from lookout.records import parse_lines
+    from lookout.records import parse_chunk, parse_lines
 
     ctx = TaskContext.get()
     base = (ctx.partitionId() if ctx is not None else 0) << 40  # rid: unique within a micro-batch
@@ -51,7 +51,9 @@ def parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]
         inp = pl.from_arrow(batch).with_columns(i=pl.int_range(n, dtype=pl.Int64))  # type: ignore[union-attr]
         values = batch.column("value").to_pylist()
         flushing = inp.get_column("flush_ts").is_not_null().to_list()
-        parsed = parse_lines([b"" if (v is None or f) else v for v, f in zip(values, flushing)])
+        lines = [b"" if (v is None or f) else v for v, f in zip(values, flushing)]
+        # one chunk (parse_chunk, the fast path) unless a line holds a newline (a Kafka message may)
+        parsed = parse_lines(lines) if any(b"\n" in x for x in lines) else parse_chunk(b"\n".join(lines) + b"\n")
         recs = parsed.records.rename({"line": "i"}).with_columns(pl.col("i").cast(pl.Int64),
                                                                  pl.col("status").cast(pl.Int32), _ok=pl.lit(True))
         rej = pl.DataFrame({"i": [r.index for r in parsed.rejected], "reason": [r.reason for r in parsed.rejected],

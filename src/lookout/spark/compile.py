@@ -86,6 +86,22 @@ def _bucket(rs: RuleSet, buckets: int) -> Column:
     return b.cast("int")
 
 
+RECORD_FIELDS = ("status", "request_time", "client_ip", "host", "country", "method", "server")
+
+
+def _read_by(rule: Rule) -> set[str]:
+    """The record fields a rule's runner reads: its keys, its filter's fields, its value."""
+    return {*rule.group_by, *(f for f, _ in rule.filter.conditions), *([rule.agg.field] if rule.agg.field else [])}
+
+
+def _only_where_read(rs: RuleSet, field: str) -> Column:
+    """`field` on the rows of the rules that read it, NULL on the others: narrower rows to
+    shuffle and hand to Python (a rejected line's row needs none)."""
+    users = [i for i, r in enumerate(rs.rules) if field in _read_by(r)]
+    return F.when(F.col("r").isin(users), F.col(field)).alias(field) if users else F.lit(None).cast(
+        "int" if field == "status" else "double" if field == "request_time" else "string").alias(field)
+
+
 def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
     """One row per (valid record, rule whose filter it passes), one per rejected line; `r` the
     rule's index (panes.REJECTED for a rejected line), `b` its bucket. Flush rows end here,
@@ -112,8 +128,7 @@ def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
     # is NULL, so Spark's own late-row filter keeps every row: lateness is judged in panes.py.
     delay = rs.lateness // 1000
     return rows.select(
-        "r", _bucket(rs, buckets).alias("b"), "rid", "ts", "cm", "status", "request_time", "client_ip", "host", "country",
-        "method", "server", "passes",
+        "r", _bucket(rs, buckets).alias("b"), "rid", "ts", "cm", *[_only_where_read(rs, f) for f in RECORD_FIELDS], "passes",
         "reason", "detail", *[F.when(carrier, F.col(c)).alias(c) for c in ("raw", "source", "partition", "offset")],
         F.lit(None).cast("timestamp").alias("_ev", metadata={WATERMARK_DELAY_KEY: delay}))
 
