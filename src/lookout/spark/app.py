@@ -71,13 +71,10 @@ class _FileWriter:
     """foreachBatch sink: appends each message's value to DIR/<topic>.jsonl (the output is small:
     aggregated rows, rejected lines and late records)."""
 
-    def __init__(self, out_dir: Path, files: dict[str, str], counts: dict[str, int], rs: RuleSet,
-                 sources: dict[str, str]) -> None:
+    def __init__(self, out_dir: Path, files: dict[str, str], counts: dict[str, int]) -> None:
         self.out_dir = out_dir
         self.files = files  # topic -> file name
         self.counts = counts
-        self.rs = rs
-        self.sources = sources
         self.late = 0
         self.lock = threading.Lock()
 
@@ -158,7 +155,7 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
         for name in files.values():
             (out_dir / name).write_bytes(b"")
         counts: dict[str, int] = {}
-        writer = _FileWriter(out_dir, files, counts, rs, sources)
+        writer = _FileWriter(out_dir, files, counts)
         q = (out.writeStream.queryName("lookout").outputMode("append").foreachBatch(writer)
              .option("checkpointLocation", str(ck / "results")).trigger(availableNow=True).start())
         q.awaitTermination()
@@ -180,11 +177,9 @@ class _KafkaWriter:
     sink when its connector is used, through lookout.spark.kafka's producer otherwise; the
     batch only commits once every message is acknowledged (at least once)."""
 
-    def __init__(self, spark, bootstrap: str, rs: RuleSet, dlq_topic: str, use_spark: bool, stats: SparkStats) -> None:  # noqa: ANN001
+    def __init__(self, spark, bootstrap: str, use_spark: bool, stats: SparkStats) -> None:  # noqa: ANN001
         self.spark = spark
         self.bootstrap = bootstrap
-        self.rs = rs
-        self.dlq_topic = dlq_topic
         self.use_spark = use_spark
         self.stats = stats
 
@@ -256,7 +251,7 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
     log.info("kafka connector: %s", stats.connector)
     if on_progress is not None:
         on_progress(stats)
-    sink = _KafkaWriter(spark, bootstrap, rs, topic + DLQ_SUFFIX, use_spark, stats)
+    sink = _KafkaWriter(spark, bootstrap, use_spark, stats)
     queries = [out.writeStream.queryName("lookout").outputMode("append").foreachBatch(sink)
                .option("checkpointLocation", str(ck / "results")).start()]
     deadline = None if duration is None else time.monotonic() + duration
