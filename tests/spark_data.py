@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -102,6 +102,23 @@ INVALID_LINES = [
     '{"@timestamp": 1659509500.5, "status": true, "client_ip": "1.2.3.4", "host": "h"}',
     '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "request_time": "1e400"}',
     '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h"',
+    # issue 20: what a fast path could read differently from the reference
+    '{"@timestamp": 1659509500.5, "status": "200", "client_ip": "1.2.3.4", "host": "h", "status": "404"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "ho\\u0073t": "x"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "ho\\u0073t": {"evil": 1}}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "\\ud800evil"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "request_time": 9.3e12}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "fe80::1%eth0", "host": "h"}',
+    '{"@timestamp": "١٦٥٩٥٠٩٥٠٠", "status": 200, "client_ip": "1.2.3.4", "host": "h"}',
+    '\ufeff{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h"}',  # a BOM
+    '{"@timestamp": "9998-01-01T00:00:00Z", "status": 200, "client_ip": "1.2.3.4", "host": "h"}',
+    '{"@timestamp": 253339228800, "status": 200, "client_ip": "1.2.3.4", "host": "h"}',
+    '{"@timestamp": "2016-12-31T12:00:60Z", "status": 200, "client_ip": "1.2.3.4", "host": "h"}',  # no leap second then
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "١.٢.٣.٤", "host": "h"}',
+    '{"@timestamp": 1659509500.5, "status": "２０１", "client_ip": "1.2.3.4", "host": "h"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "request_time": "٠.٥"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "::ffff:1.2.3.4%0", "host": "h"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "host": "h"}',
 ]
 
 
@@ -156,6 +173,11 @@ def byte_lines(start: float = START) -> list[bytes]:
 BYTE_LINES: list[bytes] = byte_lines()
 # Files only: a bare CR inside a line is JSON whitespace (one line for replay, where Spark's text
 # source would split it), and a CRLF ending is no part of the line.
+# Valid records whose values the contract normalizes (issue 20): canonical client IPs, -0 as 0.
+NORMALIZED_LINES: list[bytes] = [
+    b'{"@timestamp": T15.5, "status": "404", "client_ip": "::FFFF:102:304", "host": "norm.example.com", "request_time": "-0"}',
+    b'{"@timestamp": T16.5, "status": 404, "client_ip": "2001:DB8:0:0::1", "host": "norm.example.com", "request_time": -0.0}',
+]
 CR_LINES: list[bytes] = [
     b'{"@timestamp": T13.5,\r"status": 200, "client_ip": "10.7.7.10", "host": "cr.example.com"}',
     b'{"@timestamp": T14.5, "status": 200, "client_ip": "10.7.7.11", "host": "crlf.example.com"}\r',
@@ -163,7 +185,7 @@ CR_LINES: list[bytes] = [
 
 
 def _iso(secs: float, rnd: random.Random) -> str:
-    dt = datetime.fromtimestamp(secs, tz=timezone.utc)
+    dt = datetime.fromtimestamp(secs, tz=UTC)
     form = rnd.randrange(4)
     if form == 0:
         return dt.isoformat()  # +00:00
@@ -171,7 +193,7 @@ def _iso(secs: float, rnd: random.Random) -> str:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if form == 2:
         return dt.replace(tzinfo=None).isoformat(sep=" ")  # naive: UTC by the contract
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def messy_records(n: int, seed: int, start: float = 1_659_509_400.0) -> list[str]:
@@ -210,7 +232,7 @@ def messy_records(n: int, seed: int, start: float = 1_659_509_400.0) -> list[str
         if rnd.random() < 0.02:
             del rec["method"]
         if rnd.random() < 0.01:
-            rec["client_ip"] = "2001:db8::%x" % rnd.randrange(1, 50)  # IPv6 is valid
+            rec["client_ip"] = f"2001:db8::{rnd.randrange(1, 50):x}"  # IPv6 is valid
         out.append((ts + rnd.uniform(0, 6.0), json.dumps(rec)))
     out.sort(key=lambda t: t[0])
     lines = [line for _, line in out]
@@ -232,10 +254,10 @@ LATE_LINES: list[tuple[float, bytes]] = [
 
 def messy_bytes(n: int, seed: int, start: float = START, cr_lines: bool = False, late: bool = False) -> list[bytes]:
     """messy_records as bytes, with byte_lines (every reason code twice, in good and in broken
-    UTF-8) and optionally CR_LINES mixed in near their event time (records come 120 a second)."""
+    UTF-8), NORMALIZED_LINES and optionally CR_LINES mixed in near their event time (records come 120 a second)."""
     rnd = random.Random(seed + 1)
     lines = [x.encode() for x in messy_records(n, seed, start)]
-    for x in byte_lines(start) + ([_at(c, start) for c in CR_LINES] if cr_lines else []):
+    for x in byte_lines(start) + [_at(c, start) for c in NORMALIZED_LINES + (CR_LINES if cr_lines else [])]:
         m = re.search(rb"T?(1\d{9}\.?\d*)", x)
         at = round((float(m.group(1)) - start) * 120) if m else rnd.randrange(len(lines))
         lines.insert(min(len(lines), max(0, at + rnd.randrange(-120, 120))), x)

@@ -24,7 +24,8 @@ def print_summary(stats: Stats, out_dir: str, as_json: bool = False) -> None:
     t.add_row("rejected", f"{d['rejected']:,}" + (f"  ({', '.join(f'{k}: {v:,}' for k, v in sorted(d['reasons'].items()) if k != 'late')})" if d["rejected"] else ""))
     t.add_row("late", f"{d['late']:,}")
     for name, n in d["results"].items():
-        t.add_row(f"→ {name}", f"{n:,} results")
+        inc = d["incidents"].get(name, {}).get("firing")
+        t.add_row(f"→ {name}", f"{n:,} results" + (f", {inc:,} incidents" if inc else ""))
     t.add_row("time", f"{d['seconds']:.2f} s")
     if d["events_per_second"]:
         t.add_row("throughput", f"{d['events_per_second']:,} events/s")
@@ -37,12 +38,23 @@ def print_run_summary(stats: Stats, out_dir: str) -> None:
     res = ", ".join(f"{k}: {v}" for k, v in d["results"].items()) or "none yet"
     sys.stderr.write(
         f"lookout run stopped: {d['lines']:,} lines, {d['records']:,} valid, {d['rejected']:,} rejected, "
-        f"{d['late']:,} late; results ({res}) in {out_dir}/\n"
+        f"{d['late']:,} late; results ({res}) in {out_dir}/"
+        + ("; dead letters by reason: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(d["reasons"].items())) if d["reasons"] else "")
+        + "\n"
     )
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)}
+
+
+def plain(v: object) -> str:
+    """A record value for the terminal: control characters escaped (no terminal escapes get through)."""
+    return str(v).translate(_CONTROL)
+
+
 class LiveView:
-    """A live terminal view: throughput, recent alerts, the latest per-minute figures."""
+    """A live terminal view: throughput, incidents (firing first, then recently resolved) and the
+    latest per-minute figures. Record values (keys) are rendered as rich Text, never as markup."""
 
     def __init__(self, rs, pipeline, source_name: str) -> None:  # noqa: ANN001
         from collections import deque
@@ -53,7 +65,8 @@ class LiveView:
         self.rs = rs
         self.pipeline = pipeline
         self.source_name = source_name
-        self.alerts: deque = deque(maxlen=12)
+        self.firing: dict[str, dict] = {}  # incident id -> its latest line
+        self.resolved: deque = deque(maxlen=8)
         self.latest: dict[str, dict[str, list]] = {}  # rule -> window start -> rows
         self.rates: deque = deque(maxlen=50)
         self.console = Console()
@@ -67,20 +80,26 @@ class LiveView:
         self.live.update(self._render())
         self.live.stop()
 
-    def update(self, batches) -> None:  # noqa: ANN001
+    def update(self, batches, incidents=()) -> None:  # noqa: ANN001
         import orjson as _orjson
 
+        for t in incidents:
+            if t.status == "firing":
+                self.firing[t.id] = t.doc
+            else:
+                self.firing.pop(t.id, None)
+                if t.status == "resolved":
+                    self.resolved.appendleft(t.doc)
         for rb in batches:
             mode = rb.rule.effective_emit
+            if mode == "alert":
+                continue  # shown as incidents
             for line in rb.lines:
                 obj = _orjson.loads(line)
-                if mode == "alert":
-                    self.alerts.appendleft((rb.rule.name, obj))
-                else:
-                    per = self.latest.setdefault(rb.rule.name, {})
-                    per.setdefault(obj["window"]["start"], []).append(obj)
-                    for old in sorted(per)[:-1]:
-                        del per[old]
+                per = self.latest.setdefault(rb.rule.name, {})
+                per.setdefault(obj["window"]["start"], []).append(obj)
+                for old in sorted(per)[:-1]:
+                    del per[old]
 
     def refresh(self) -> None:
         import time as _time
@@ -101,6 +120,7 @@ class LiveView:
         from rich.console import Group
         from rich.panel import Panel
         from rich.table import Table
+        from rich.text import Text
 
         from lookout.output import iso_ms
 
@@ -112,15 +132,16 @@ class LiveView:
             f"[bold]source[/] {self.source_name}", f"[bold]{self._rate():,.0f}[/] events/s",
             f"records {st.records:,}", f"rejected {st.rejected:,}", f"late {st.late:,}", f"watermark {wm}",
         )
-        alerts = Table(title="recent alerts", title_justify="left", expand=True)
-        for c in ("rule", "window", "key", "value"):
-            alerts.add_column(c)
-        for name, obj in self.alerts:
-            rule = self.rs.by_name[name]
-            key = ", ".join(str(obj.get(k, "")) for k in rule.group_by)
-            alerts.add_row(name, f"{obj['window']['start'][11:19]}–{obj['window']['end'][11:19]}", key,
-                           str(obj.get(rule.agg.output_name)))
-        parts = [head, alerts]
+        incidents = Table(title="incidents", title_justify="left", expand=True)
+        for c in ("status", "rule", "key", "since", "until", "windows", "peak"):
+            incidents.add_column(c)
+        firing = sorted(self.firing.values(), key=lambda d: d["start"], reverse=True)[:12]
+        for d in [*firing, *list(self.resolved)[: max(0, 16 - len(firing))]]:
+            key = ", ".join(plain(v) for v in d["key"].values())
+            style = "bold red" if d["status"] == "firing" else "green"
+            incidents.add_row(Text(d["status"], style=style), Text(d["rule"]), Text(key), Text(d["start"][11:19]),
+                              Text(d["end"][11:19]), Text(str(d["windows"])), Text(str(d["peak"])))
+        parts = [head, incidents]
         for name, per in self.latest.items():
             if not per:
                 continue

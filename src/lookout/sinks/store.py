@@ -13,11 +13,22 @@ from lookout.store import StoreWriter
 class StoreSink(Sink):
     name = "store"
 
-    def __init__(self, store_dir: Path) -> None:
-        self.writer = StoreWriter(store_dir)
+    def __init__(self, store_dir: Path, retention_us: int | None = None) -> None:
+        self.writer = StoreWriter(store_dir, retention_us=retention_us)
 
     def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:
         self.writer.add(records, ids)
 
     def flush(self) -> None:
         self.writer.flush()
+
+    def checkpoint(self) -> int:
+        """The last part file's sequence number: files after it are dropped on restore."""
+        return self.writer.seq
+
+    def restore(self, state: int) -> None:
+        self.writer.drop_after(state)
+
+    def committed(self) -> None:
+        """One bounded merge and the retention sweep, over parts the checkpoint now covers."""
+        self.writer.mark_committed()

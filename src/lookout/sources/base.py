@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
@@ -57,6 +58,15 @@ class Source:
 
     name = "source"
 
+    # True for a source whose input one instance reads at a time (Kafka's instance lock): a second
+    # instance stands by in acquire() and, on takeover, may find the old one still exiting.
+    stands_by = False
+
+    def acquire(self, stop: Callable[[], bool]) -> bool:
+        """Wait until this instance may read (a source with exclusive input, e.g. Kafka's instance
+        lock, stands by here). False: `stop()` said to give up first. Nothing is read before."""
+        return True
+
     def restore(self, position: Any) -> None:
         pass
 
@@ -65,6 +75,19 @@ class Source:
 
     def commit(self, position: Any) -> None:
         pass
+
+    def caught_up(self) -> bool:
+        """Is the input quiet because everything has been read (not because a broker is
+        unreachable)? The run loop lets the clock move the watermark on idle input only then."""
+        return True
+
+    def idle_watermark(self) -> int | None:
+        """The event-time watermark this source vouches for while nothing arrives (re-asked on
+        every empty poll). None: no opinion; records alone move it (single-stream sources)."""
+        return None
+    def lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) → messages not yet read, where the source can tell (Kafka)."""
+        return {}
 
     def close(self) -> None:
         pass

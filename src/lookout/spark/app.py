@@ -14,10 +14,12 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from lookout.errors import LookoutError
 from lookout.rules import RuleSet
 from lookout.sinks.files import REJECTED_FILE
 from lookout.spark.compile import check_rules, compile_plan
@@ -26,6 +28,10 @@ from lookout.spark.format import messages
 
 DLQ_SUFFIX = "-dlq"
 log = logging.getLogger(__name__)
+
+
+class SparkQueryFailed(LookoutError):
+    """The streaming query stopped with an error, or the final flush did not complete."""
 
 
 @dataclass
@@ -192,9 +198,9 @@ class _KafkaWriter:
             (self.spark.createDataFrame(msgs, "topic string, key string, value string").write.format("kafka")
              .option("kafka.bootstrap.servers", self.bootstrap).save())
         else:
-            from lookout.spark.kafka import produce
+            from lookout.spark.kafka import produce_all
 
-            produce({"bootstrap.servers": self.bootstrap}, msgs)
+            produce_all({"bootstrap.servers": self.bootstrap}, msgs)
 
 
 def kafka_connector_available(spark) -> bool:  # noqa: ANN001
@@ -274,7 +280,7 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
             poll()
         for q in queries:
             if q.exception() is not None:
-                raise RuntimeError(f"query {q.name} failed: {q.exception()}")
+                raise SparkQueryFailed(f"query {q.name} failed: {q.exception()}")
     finally:
         for q in queries:
             q.stop()
@@ -310,4 +316,4 @@ def _final_flush(queries: list, flush_file: Path, poll: Callable[[], None]) -> N
             wm = [p.get("eventTime", {}).get("watermark", "") for p in queries[0].recentProgress]
             if any(w.startswith("9999") for w in wm):
                 return
-    raise RuntimeError(f"the final flush did not complete within {FLUSH_WAIT_S:.0f} s")
+    raise SparkQueryFailed(f"the final flush did not complete within {FLUSH_WAIT_S:.0f} s")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from lookout.errors import ConfigError
 from lookout.rules import GROUPABLE_FIELDS, Rule, RuleSet
 
 KEY_FIELDS: tuple[str, ...] = GROUPABLE_FIELDS
@@ -32,7 +33,7 @@ BUCKETS_CONF = "spark.lookout.buckets"
 DEFAULT_BUCKETS = 8
 
 
-class UnsupportedRule(ValueError):
+class UnsupportedRule(ConfigError):
     """A rule the Spark engine cannot run with results identical to the embedded engine."""
 
 
@@ -64,14 +65,15 @@ def _filter(rule: Rule) -> Column:
     return cond
 
 
-def parse_lines(lines: DataFrame) -> DataFrame:
+def parse_lines(lines: DataFrame, max_future: int | None = None) -> DataFrame:
     """`value` (string or binary; its bytes), `source`, `partition`, `offset`, `flush_ts` →
-    arrow_parse.PARSED_SCHEMA rows."""
-    from lookout.spark.arrow_parse import PARSED_SCHEMA, parse_batches
+    arrow_parse.PARSED_SCHEMA rows; records more than `max_future` µs ahead of the wall clock
+    rejected (`future-timestamp`) by the parser itself, before any watermark or running maximum."""
+    from lookout.spark.arrow_parse import PARSED_SCHEMA, parser
 
     return lines.select(F.col("value").cast("binary").alias("value"), F.col("source").cast("string").alias("source"),
                         F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"),
-                        F.col("flush_ts").cast("long").alias("flush_ts")).mapInArrow(parse_batches, PARSED_SCHEMA)
+                        F.col("flush_ts").cast("long").alias("flush_ts")).mapInArrow(parser(max_future), PARSED_SCHEMA)
 
 
 def with_watermark(records: DataFrame, rs: RuleSet) -> DataFrame:
@@ -133,17 +135,14 @@ def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
         F.lit(None).cast("timestamp").alias("_ev", metadata={WATERMARK_DELAY_KEY: delay}))
 
 
-def compile_plan(lines: DataFrame, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None,
-                 record_filter=None) -> DataFrame:  # noqa: ANN001
+def compile_plan(lines: DataFrame, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None) -> DataFrame:
     """Streaming lines → panes.OUTPUT_SCHEMA rows (results, dead letters, late records)."""
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     from lookout.spark.panes import OUTPUT_SCHEMA, make_processor, state_schema
 
     check_rules(rs)
-    records = parse_lines(lines)
-    if record_filter is not None:  # e.g. a reject reason decided on Spark: before the watermark sees the row
-        records = record_filter(records)
+    records = parse_lines(lines, rs.max_future)  # the future guard: before the watermark sees the row
     buckets = int(lines.sparkSession.conf.get(BUCKETS_CONF, str(DEFAULT_BUCKETS)))
     rows = rule_rows(with_watermark(records, rs), rs, buckets)
     return rows.groupBy("b").applyInPandasWithState(

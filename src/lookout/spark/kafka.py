@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from pyspark.sql.datasource import (
     DataSource,
@@ -40,17 +41,20 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 
+from lookout.kafka import admin
+from lookout.kafka.admin import topic_partitions
+from lookout.kafka.clients import consumer_config, produce, producer_config
+from lookout.kafka.config import KafkaConnection
+from lookout.kafka.errors import KafkaDeliveryError
+
 SOURCE_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, beat_ts long"
 BEAT_KEYS = ("beat", "beat_ts")  # offset entries that are no Kafka partition
 _TIMEOUT = 10.0
 
 
-def _client_conf(options: dict[str, str]) -> dict[str, Any]:
-    conf: dict[str, Any] = {"bootstrap.servers": options["bootstrap.servers"]}
-    for k, v in options.items():
-        if k.startswith("kafka."):
-            conf[k[len("kafka."):]] = v
-    return conf
+def _connection(options: dict[str, str]) -> KafkaConnection:
+    """`bootstrap.servers` and the `kafka.*` options (prefix dropped), as lookout's Kafka connection."""
+    return KafkaConnection.from_spark_options(options)
 
 
 def _option(options: dict[str, str], name: str) -> str | None:
@@ -60,11 +64,7 @@ def _option(options: dict[str, str], name: str) -> str | None:
 
 
 def _partitions(consumer: Any, topic: str) -> list[int]:
-    md = consumer.list_topics(topic, timeout=_TIMEOUT)
-    t = md.topics.get(topic)
-    if t is None or t.error is not None:
-        return []
-    return sorted(t.partitions)
+    return topic_partitions(consumer, topic, timeout=_TIMEOUT) or []
 
 
 @dataclass
@@ -93,8 +93,9 @@ class KafkaStreamReader(DataSourceStreamReader):
         if self._consumer is None:
             from confluent_kafka import Consumer
 
-            conf = _client_conf(self.options) | {"group.id": "lookout-spark-meta", "enable.auto.commit": False,
-                                                 "enable.partition.eof": True, "fetch.wait.max.ms": 10}
+            # quiet=False: tasks and this reader keep librdkafka's own logging (no health reporter here)
+            conf = consumer_config(_connection(self.options), "lookout-spark-meta", quiet=False,
+                                   **{"enable.partition.eof": True, "fetch.wait.max.ms": 10})
             self._consumer = Consumer(conf)
         return self._consumer
 
@@ -172,9 +173,7 @@ class KafkaStreamReader(DataSourceStreamReader):
     def _read_kafka(self, partition: KafkaPartition) -> Iterator[tuple]:
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-        conf = _client_conf(self.options) | {"group.id": "lookout-spark", "enable.auto.commit": False,
-                                             "enable.partition.eof": True}
-        c = Consumer(conf)
+        c = Consumer(consumer_config(_connection(self.options), "lookout-spark", quiet=False, **{"enable.partition.eof": True}))
         try:
             c.assign([TopicPartition(self.topic, partition.partition, partition.start)])
             pos = partition.start
@@ -195,7 +194,7 @@ class KafkaStreamReader(DataSourceStreamReader):
                         break
                     pos = off + 1
                     _, ts_ms = m.timestamp()
-                    ts = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc) if ts_ms and ts_ms > 0 else None
+                    ts = datetime.fromtimestamp(ts_ms / 1000, tz=UTC) if ts_ms and ts_ms > 0 else None
                     yield (m.key(), m.value(), self.topic, partition.partition, off, ts, None)
         finally:
             c.close()
@@ -214,11 +213,12 @@ class _Sent(WriterCommitMessage):
     count: int
 
 
-def produce(options: dict[str, str], messages: Iterable[tuple]) -> int:
-    """(topic, key, value) messages to Kafka, idempotently; returns once all are acknowledged."""
+def produce_all(options: dict[str, str], messages: Iterable[tuple]) -> int:
+    """(topic, key, value) messages to Kafka through lookout's reliable producer (idempotent,
+    acks=all); returns once all are acknowledged, raises KafkaDeliveryError otherwise."""
     from confluent_kafka import Producer
 
-    p = Producer(_client_conf(options) | {"linger.ms": 20, "enable.idempotence": True})
+    p = Producer(producer_config(_connection(options), quiet=False, **{"linger.ms": 20}))
     errors: list[str] = []
 
     def done(err: Any, _msg: Any) -> None:
@@ -227,17 +227,12 @@ def produce(options: dict[str, str], messages: Iterable[tuple]) -> int:
 
     n = 0
     for topic, key, value in messages:
-        while True:
-            try:
-                p.produce(topic, value=value, key=key, on_delivery=done)
-                break
-            except BufferError:
-                p.poll(0.1)
+        produce(p, topic, value, key, on_delivery=done)
         n += 1
         p.poll(0)
     left = p.flush(60)
     if left or errors:
-        raise RuntimeError(f"kafka: {left} messages not delivered; errors: {errors[:3]}")
+        raise KafkaDeliveryError(f"kafka: {left} messages not delivered; errors: {errors[:3]}")
     return n
 
 
@@ -251,7 +246,7 @@ class KafkaStreamWriter(DataSourceStreamWriter):
                 d = row.asDict()
                 yield (d.get("topic") or self.options["topic"], d.get("key"), d["value"])
 
-        return _Sent(produce(self.options, msgs()))
+        return _Sent(produce_all(self.options, msgs()))
 
     def commit(self, messages: list, batchId: int) -> None:  # noqa: N803
         pass
@@ -279,20 +274,9 @@ class KafkaDataSource(DataSource):
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3, extra: dict[str, str] | None = None) -> None:
     """Create the topics that do not exist yet (results and dead letters are written by tasks,
-    which should not depend on the broker auto-creating topics)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(extra or {})})
-    existing = set(admin.list_topics(timeout=_TIMEOUT).topics)
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in topics if t not in existing]
-    if not new:
-        return
-    for t, fut in admin.create_topics(new).items():
-        try:
-            fut.result(_TIMEOUT)
-        except Exception as e:  # noqa: BLE001 - created meanwhile by someone else is fine
-            if "already exists" not in str(e).lower() and "TOPIC_ALREADY_EXISTS" not in str(e):
-                raise
+    which should not depend on the broker auto-creating topics). Replication: the broker's default."""
+    admin.ensure_topics(KafkaConnection(bootstrap, extra or {}), dict.fromkeys(topics, partitions),
+                        replication=-1, give_up_after=3 * _TIMEOUT)
 
 
 def register(spark: Any) -> None:

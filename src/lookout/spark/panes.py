@@ -26,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
+from lookout.errors import StateError
 from lookout.rules import RuleSet
 
 OUTPUT_SCHEMA = "topic string, key string, value string, late boolean"
@@ -53,7 +55,7 @@ def fingerprint(yaml_text: str) -> str:
     return hashlib.sha256(yaml_text.encode()).hexdigest()[:16]
 
 
-class StateMismatch(RuntimeError):
+class StateMismatch(StateError):
     """The checkpoint's state was written with other rules."""
 
 
@@ -179,7 +181,7 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
             if frame is None or frame.height == 0:
                 return
             rb = format_results(rs.rules[rule_i], frame)
-            for k, line in zip(rb.keys, rb.lines):
+            for k, line in zip(rb.keys, rb.lines, strict=True):
                 emit(rs.rules[rule_i].name, k, line.decode())
 
         recs = None
