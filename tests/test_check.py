@@ -109,7 +109,7 @@ def test_dry_run_checks_options_and_rules_without_network(lookout_cmd: list[str]
     assert rc == 0, out
     assert "not contacted (--dry-run)" in line(out, "kafka", "✔")
     assert "not contacted" in line(out, "elasticsearch", "✔")
-    assert "sasl.password=***" in line(out, "kafka config", "✔")
+    assert "sasl.password=<redacted>" in line(out, "kafka config", "✔")
     assert SECRET not in out
     assert not (tmp_path / ".lookout-state").exists()
 
@@ -118,17 +118,27 @@ def test_dry_run_checks_options_and_rules_without_network(lookout_cmd: list[str]
     rc, out, _ = check(lookout_cmd, "--dry-run", "--rules", str(bad_rules), cwd=tmp_path)
     assert rc == 1 and line(out, "rules", "✘")
     rc, out, _ = check(lookout_cmd, "--dry-run", "--kafka", "k:9092", "--kafka-config", "no-equals-sign", cwd=tmp_path)
-    assert rc == 1 and "expected KEY=VALUE" in line(out, "kafka config", "✘")
+    bad = line(out, "kafka config", "✘")
+    assert rc == 1 and bad.endswith("--kafka-config 'no-equals-sign' (argument 1): expected KEY=VALUE"), out
+    assert "options" not in out and "pydantic" not in out and "\\x0a" not in out, out  # words, not pydantic's dump
+    # a malformed argument that looks secret is not echoed back
+    rc, out, _ = check(lookout_cmd, "--dry-run", "--kafka", "k:9092", "--kafka-config", "acks=all",
+                       "--kafka-config", f"sasl.password:{SECRET}", cwd=tmp_path)
+    assert rc == 1 and "--kafka-config <redacted> (argument 2): expected KEY=VALUE" in line(out, "kafka config", "✘")
+    assert SECRET not in out
     rc, out, _ = check(lookout_cmd, "--dry-run", "--rate", "-1", cwd=tmp_path)
-    assert rc == 1 and "rate" in line(out, "options", "✘")
+    assert rc == 1 and line(out, "options", "✘").endswith("rate: --rate must be positive"), out
+    rc, out, _ = check(lookout_cmd, "--dry-run", "--kafka", " ", cwd=tmp_path)
+    assert rc == 1 and "bootstrap servers must not be empty" in line(out, "kafka", "✘")
 
 
 def test_everything_reachable(lookout_cmd: list[str], kafka_bootstrap: str, kafka_topic: Any, es_url: str,
                               tmp_path: Path) -> None:
-    from lookout.sources.kafka import ensure_topics
+    from lookout.kafka import KafkaConnection
+    from lookout.kafka.admin import ensure_topics
 
     topic = kafka_topic("check")
-    ensure_topics(kafka_bootstrap, {}, {topic: 2})
+    ensure_topics(KafkaConnection(kafka_bootstrap), {topic: 2})
     index = f"idx-{topic}"
     assert http_json("PUT", f"{es_url}/_index_template/lookout-{index}", {"index_patterns": [index]})[0] == 200
     rc, out, took = check(lookout_cmd, "--kafka", kafka_bootstrap, "--topic", topic, "--elasticsearch", es_url,
@@ -211,8 +221,17 @@ def test_a_service_that_never_finishes_answering_is_cut_off(lookout_cmd: list[st
 
 def test_a_configuration_librdkafka_refuses(lookout_cmd: list[str], tmp_path: Path) -> None:
     rc, out, _ = check(lookout_cmd, "--kafka", f"127.0.0.1:{free_port()}", "--kafka-config", "no.such.property=1",
-                       cwd=tmp_path)
+                       "--kafka-config", f"sasl.password={SECRET}", cwd=tmp_path)
     assert rc == 1 and "librdkafka refused the configuration" in line(out, "kafka", "✘")
+    assert "sasl.password=<redacted>" in line(out, "kafka config", "✔") and SECRET not in out
+
+
+def test_the_group_id_names_the_lock_group_checked(lookout_cmd: list[str], kafka_broker: Any, tmp_path: Path) -> None:
+    """The lock group is the one run's source would join: `<group.id>.lock` when the user sets group.id."""
+    rc, out, _ = check(lookout_cmd, "--kafka", kafka_broker.bootstrap, "--kafka-config", "group.id=my-deploy",
+                       cwd=tmp_path)
+    assert rc == 0, out
+    assert "group my-deploy.lock is" in line(out, "kafka lock", "✔")
 
 
 def test_wrong_credentials_are_named_and_never_printed(lookout_cmd: list[str], es_url: str, tmp_path: Path) -> None:
@@ -289,9 +308,11 @@ def test_state_dir_contents_and_a_lock_held_by_another_process(lookout_cmd: list
 def test_kafka_lock_holder_is_reported(lookout_cmd: list[str], kafka_broker: Any, tmp_path: Path) -> None:
     from confluent_kafka import Consumer
 
-    from lookout.sources.kafka import LOCK_TOPIC, ensure_topics
+    from lookout.kafka import KafkaConnection
+    from lookout.kafka.admin import ensure_topics
+    from lookout.kafka.lock import LOCK_TOPIC
 
-    ensure_topics(kafka_broker.bootstrap, {}, {"test-inter": 1, LOCK_TOPIC: 1})
+    ensure_topics(KafkaConnection(kafka_broker.bootstrap), {"test-inter": 1, LOCK_TOPIC: 1})
     assigned = threading.Event()
     c = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "lookout-test-inter.lock",
                   "client.id": "the-active-one", "session.timeout.ms": 6000})

@@ -54,6 +54,7 @@ def test_secrets_never_appear_in_repr_str_or_redacted(key: str) -> None:
     for text in (repr(conn), str(conn), f"{conn}", str(conn.redacted())):
         assert SECRET not in text and REDACTED in text and "lookout" in text, text
     assert conn.client_config()[key] == SECRET  # ... but the client does get it
+    assert conn.secret_values() == [SECRET]  # exactly the hidden values, for scrubbing server messages
 
 
 def test_a_malformed_secret_argument_is_not_echoed() -> None:

@@ -8,6 +8,10 @@ on servers without a privileges API, an Elasticsearch index template named
 Elasticsearch password or API key, userinfo in a URL) appears in any result; and a failure is a
 result with a reason, never an exception. `dry_run` checks the options and the rules only, with
 no network and no file system writes.
+
+Kafka is checked through the connection `run` itself would build (`RunOptions.kafka_connection`,
+a `lookout.kafka.KafkaConnection`): the same librdkafka settings, the same secret properties
+(shown as `<redacted>`), the same consumer group and lock group.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,9 +33,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lookout.checkpoint import CHECKPOINT_DIR, LEGACY_PICKLE
+from lookout.kafka.config import REDACTED, KafkaConnection
 from lookout.rules import RulesError, RuleSet, load_rules, parse_duration
 
-SECRET_KEYS = re.compile(r"(password|secret|key|token|jaas)", re.I)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -55,8 +60,7 @@ class CheckOptions:
 
     rules_path: str | None = None
     lateness: str | None = None
-    kafka: str | None = None
-    kafka_config: tuple[str, ...] = ()
+    kafka: KafkaConnection | None = None
     topic: str = "test-inter"
     partitions: int = 3
     es_url: str | None = None
@@ -75,22 +79,47 @@ def clean(text: object) -> str:
 def _redact(text: str, secrets: list[str]) -> str:
     for s in secrets:
         if s and len(s) >= 3:
-            text = text.replace(s, "***")
+            text = text.replace(s, REDACTED)
     return text
+
+
+def option_results(error: ValueError) -> list[CheckResult]:
+    """Options `run` would refuse, as result lines in words (no pydantic type codes or links): one
+    per validation error of `RunOptions`, where a malformed `--kafka-config` fails the "kafka config"
+    check and the rest "options"; a connection that cannot be built (`--kafka ''`) fails "kafka".
+    Inputs are not shown (they may hold secrets; RunOptions hides them from its errors too)."""
+    from pydantic import ValidationError
+
+    from lookout.kafka.errors import KafkaConfigError
+
+    if not isinstance(error, ValidationError):
+        return [CheckResult("kafka" if isinstance(error, KafkaConfigError) else "options", False, clean(error))]
+    out: list[CheckResult] = []
+    for err in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        msg = str(cause) if isinstance(cause, Exception) else err["msg"]  # a validator's own message, unprefixed
+        if field == "kafka_config":
+            out.append(CheckResult("kafka config", False, clean(msg)))
+        else:
+            out.append(CheckResult("options", False, clean(f"{field}: {msg}" if field else msg)))
+    return out
 
 
 def run_checks(opts: CheckOptions, dry_run: bool = False) -> list[CheckResult]:
     """Every check that applies to `opts`, in a fixed order (rules, options, paths, services)."""
     results: list[CheckResult] = []
     rs = _check_rules(opts, results)
-    props = _check_properties(opts, results)
-    secrets = [v for k, v in (props or {}).items() if SECRET_KEYS.search(k)]
+    if opts.kafka is not None and opts.kafka.properties:
+        shown = ", ".join(f"{k}={v}" for k, v in opts.kafka.redacted().items())
+        results.append(CheckResult("kafka config", True, clean(shown)))
+    secrets = opts.kafka.secret_values() if opts.kafka is not None else []
     secrets += [os.environ.get(k, "") for k in ("LOOKOUT_ES_PASSWORD", "LOOKOUT_ES_API_KEY")]
     if opts.es_url and "@" in opts.es_url.split("//", 1)[-1].split("/", 1)[0]:
         secrets.append(opts.es_url.split("//", 1)[-1].split("@", 1)[0].partition(":")[2])
     if dry_run:
         results.append(CheckResult("paths", True, "not checked (--dry-run)"))
-        for name, given in (("kafka", opts.kafka), ("elasticsearch", opts.es_url)):
+        for name, given in (("kafka", opts.kafka is not None), ("elasticsearch", opts.es_url)):
             if given:
                 results.append(CheckResult(name, True, "not contacted (--dry-run)"))
         return [CheckResult(r.name, r.ok, _redact(r.detail, secrets), r.warn) for r in results]
@@ -99,8 +128,9 @@ def run_checks(opts: CheckOptions, dry_run: bool = False) -> list[CheckResult]:
     if opts.tail_path:
         results.append(check_tail(Path(opts.tail_path)))
     jobs: list[tuple[str, Callable[[], list[CheckResult]]]] = []
-    if opts.kafka and props is not None:
-        jobs.append(("kafka", lambda: check_kafka(opts.kafka or "", props, opts.topic, opts.partitions, rs, opts.timeout)))
+    kafka = opts.kafka
+    if kafka is not None:
+        jobs.append(("kafka", lambda: check_kafka(kafka, opts.topic, opts.partitions, rs, opts.timeout)))
     if opts.es_url:
         jobs.append(("elasticsearch", lambda: check_elasticsearch(opts.es_url or "", rs, opts.timeout)))
     if jobs:
@@ -144,20 +174,6 @@ def _check_rules(opts: CheckOptions, out: list[CheckResult]) -> RuleSet | None:
     where = opts.rules_path or "the built-in defaults"
     out.append(CheckResult("rules", True, f"{len(rs.rules)} rule(s) from {where}: {names}"))
     return rs
-
-
-def _check_properties(opts: CheckOptions, out: list[CheckResult]) -> dict[str, str] | None:
-    from lookout.runner import parse_properties
-
-    try:
-        props = parse_properties(opts.kafka_config)
-    except ValueError as e:
-        out.append(CheckResult("kafka config", False, clean(e)))
-        return None
-    if opts.kafka_config:
-        shown = ", ".join(f"{k}={'***' if SECRET_KEYS.search(k) else v}" for k, v in props.items())
-        out.append(CheckResult("kafka config", True, clean(shown)))
-    return props
 
 
 # ------------------------------------------------------------------------- files
@@ -294,7 +310,7 @@ API_NAMES = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "Offs
 NEEDED_APIS = (0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 19, 22)  # consumer groups, idempotent producer, topic creation
 
 
-def kafka_api_versions(host: str, port: int, props: dict[str, str], timeout: float) -> dict[int, tuple[int, int]]:
+def kafka_api_versions(host: str, port: int, props: Mapping[str, str], timeout: float) -> dict[int, tuple[int, int]]:
     """ApiVersions (v0) straight on the wire: librdkafka negotiates these but does not expose
     them. Sent before any SASL exchange, as every client does; over TLS when the protocol says so."""
     sock = socket.create_connection((host, port), timeout)
@@ -328,17 +344,20 @@ def kafka_api_versions(host: str, port: int, props: dict[str, str], timeout: flo
         sock.close()
 
 
-def check_kafka(bootstrap: str, props: dict[str, str], topic: str, partitions: int, rs: RuleSet | None,
+def check_kafka(conn: KafkaConnection, topic: str, partitions: int, rs: RuleSet | None,
                 timeout: float) -> list[CheckResult]:
+    """Reach the brokers with `run`'s own librdkafka settings, then describe what `run` would find."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from lookout.sources.kafka import LOCK_TOPIC, client_config
+    from lookout.kafka.lock import LOCK_TOPIC, InstanceLock
+    from lookout.sources.kafka import KafkaSource
 
+    bootstrap, props = conn.bootstrap, conn.properties
     errors: list[str] = []
     ms = str(int(timeout * 1000))
-    conf = client_config(bootstrap, props, **{"socket.timeout.ms": ms, "socket.connection.setup.timeout.ms": ms})
-    conf["error_cb"] = lambda err: errors.append(err.str())  # reported in the result, not logged
+    conf = conn.client_config(**{"socket.timeout.ms": ms, "socket.connection.setup.timeout.ms": ms})
+    conf["error_cb"] = lambda err: errors.append(err.str())  # reported in the result, not logged by the connection's health
     try:
         admin = AdminClient(conf)
     except (KafkaException, ValueError, TypeError) as e:
@@ -375,7 +394,9 @@ def check_kafka(bootstrap: str, props: dict[str, str], topic: str, partitions: i
         text += f"; will be created by run: {', '.join(make)} ({partitions} partitions, lock topic 1)"
     out.append(CheckResult("kafka topics", True, text))
     out.append(_kafka_permissions(admin, existing, wanted, make, timeout))
-    out.append(_kafka_lock(admin, props.get("group.id") or f"lookout-{topic}", timeout))
+    # the lock group run's source would join (its rule for the group, not a copy; nothing connects here)
+    source = KafkaSource(conn, topic, partitions=partitions)
+    out.append(_kafka_lock(admin, InstanceLock(source.conn, source.group, topic).group, timeout))
     return out
 
 
@@ -408,10 +429,9 @@ def _kafka_permissions(admin: Any, existing: dict[str, int], wanted: list[str], 
     return CheckResult("kafka access", True, "credentials may create the missing topics and write the existing ones")
 
 
-def _kafka_lock(admin: Any, group: str, timeout: float) -> CheckResult:
+def _kafka_lock(admin: Any, lock_group: str, timeout: float) -> CheckResult:
     from confluent_kafka import KafkaException
 
-    lock_group = f"{group}.lock"
     try:
         desc = admin.describe_consumer_groups([lock_group], request_timeout=timeout)[lock_group].result(timeout)
     except (KafkaException, FutureTimeout) as e:

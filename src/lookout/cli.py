@@ -131,9 +131,11 @@ def rules(rules_path: str | None, check: bool) -> None:
 @click.option("--notify", is_flag=True, help="Send the rules file's notifications (a backfill does not by default).")
 @click.option("--state-dir", default=".lookout-state", show_default=True, type=click.Path(file_okay=False),
               help="With --notify: where the notification outbox lives.")
+@click.option("--parse-workers", type=click.IntRange(0, 64), default=None,
+              help="Processes that parse input while the engine runs here (default: one per core, 0 on one core).")
 def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None, out_dir: str,
            store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool,
-           notify: bool, state_dir: str) -> None:
+           notify: bool, state_dir: str, parse_workers: int | None) -> None:
     """Run the rules over NDJSON files (`-` for stdin, .gz too), as fast as the machine allows."""
     from lookout.replay import replay as run_replay
     from lookout.sinks.files import OutputUnwritable

@@ -16,7 +16,7 @@ from lookout.cli import main, run
 
 
 def _check(**opts: object) -> None:
-    from lookout.check import CheckOptions, CheckResult, clean, run_checks
+    from lookout.check import CheckOptions, option_results, run_checks
     from lookout.runner import RunOptions
 
     dry_run, timeout, as_json = bool(opts.pop("dry_run")), float(opts.pop("timeout")), bool(opts.pop("as_json"))  # type: ignore[arg-type]
@@ -25,11 +25,12 @@ def _check(**opts: object) -> None:
     t0 = time.monotonic()
     try:
         ro = RunOptions(**opts, view=False)  # type: ignore[arg-type]
-    except ValueError as e:
-        results = [CheckResult("options", False, clean(e).replace("\n", "; "))]
+        kafka = ro.kafka_connection if ro.kafka else None
+    except ValueError as e:  # a pydantic ValidationError, or a Kafka connection that cannot be built
+        results = option_results(e)
     else:
-        co = CheckOptions(rules_path=rules_path, lateness=lateness, kafka=ro.kafka,  # type: ignore[arg-type]
-                          kafka_config=ro.kafka_config, topic=ro.topic, partitions=ro.partitions, es_url=ro.es_url,
+        co = CheckOptions(rules_path=rules_path, lateness=lateness,  # type: ignore[arg-type]
+                          kafka=kafka, topic=ro.topic, partitions=ro.partitions, es_url=ro.es_url,
                           tail_path=str(ro.tail_path) if ro.tail_path else None, state_dir=str(ro.state_dir),
                           out_dir=str(ro.out_dir), timeout=timeout)
         results = run_checks(co, dry_run=dry_run)

@@ -20,6 +20,8 @@ import numpy as np
 import orjson
 import polars as pl
 
+from lookout.linescan import Scan, scan
+
 # Input field names (the seed's schema) in a fixed order.
 INPUT_FIELDS: tuple[str, ...] = (
     "server", "client_ip", "method", "status", "request_time", "host", "country", "@timestamp",
@@ -75,6 +77,7 @@ class ParsedChunk:
     records: pl.DataFrame
     rejected: list[Rejection] = field(default_factory=list)
     lines: int = 0  # lines seen (blank lines excluded)
+    fallback: int = 0  # lines the fast path handed to `parse_line` one by one (broken lines, mostly)
 
 
 # ---------------------------------------------------------------- reference (one line)
@@ -269,7 +272,7 @@ _DECODE_SCHEMA = {f: pl.String for f in INPUT_FIELDS}
 # polars hands over a JSON number/bool/object/array in a string field as its text. Values that
 # could be such text are checked against the raw line; client_ip needs no check (no such text
 # is an IP address).
-_MAYBE_NOT_STRING = r"^(?:[-0-9]|true$|false$|\[|\{)"
+_MAYBE_NOT_STRING = r"^(?:-?[0-9]|true$|false$|\[|\{)"  # a JSON number is a digit or - and a digit
 _GUARDED = ("host", "country", "method", "server")
 _NON_STRING_VALUE = re.compile(rb'"(?:host|country|method|server)"\s*:\s*[-0-9tf\[{]')
 
@@ -287,7 +290,8 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
     rt_unknown = rt_s.is_null() | rt_s.is_in(list(UNKNOWN_MARKERS))
     rt = rt_s.cast(pl.Float64, strict=False)
     out = df.select(
-        ts=ts_us,
+        # integer µs where finite and in range (ISO timestamps are filled in later, exactly, as integers)
+        ts=pl.when(ts_us.is_finite() & (ts_us >= 0) & (ts_us < MAX_TS_US)).then(ts_us.cast(pl.Int64, strict=False)),
         status=status,
         request_time=pl.when(rt_unknown).then(None).when(rt == 0).then(0.0).otherwise(rt),  # one zero: -0 is 0.0
         client_ip=pl.col("client_ip"),
@@ -298,15 +302,18 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
         rt_ok=rt_unknown | (rt.is_not_null() & rt.is_finite() & (rt >= 0) & (rt <= MAX_REQUEST_TIME)),
     )
     maybe_not_string = pl.any_horizontal(pl.col(f).str.contains(_MAYBE_NOT_STRING) for f in _GUARDED).fill_null(False)
-    ok = (
-        pl.col("ts").is_not_null() & pl.col("ts").is_finite()
-        & (pl.col("ts") >= 0) & (pl.col("ts") < MAX_TS_US)
+    return out.with_columns(ip_ok=pl.col("client_ip").str.contains(_IPV4_PATTERN).fill_null(False), check=maybe_not_string)
+
+
+def _ok_expr() -> pl.Expr:
+    """The rows `_vectorised` (with ISO timestamps and canonical IPs filled in) can vouch for."""
+    return (
+        pl.col("ts").is_not_null() & (pl.col("ts") >= 0) & (pl.col("ts") < MAX_TS_US)
         & pl.col("status").is_between(100, 599)
-        & pl.col("client_ip").str.contains(_IPV4_PATTERN).fill_null(False)
+        & pl.col("ip_ok")
         & (pl.col("host").str.len_bytes() > 0).fill_null(False)
         & pl.col("rt_ok")
-    )
-    return out.with_columns(ok=ok.fill_null(False), check=maybe_not_string).drop("rt_ok")
+    ).fill_null(False)
 
 
 _FIELD_KEY_PATTERN = '"(?:' + "|".join(re.escape(f) for f in INPUT_FIELDS) + ')"'
@@ -384,17 +391,168 @@ def parse_lines(lines: list[bytes]) -> ParsedChunk:
 
 
 def parse_chunk(chunk: bytes) -> ParsedChunk:
-    """Parse NDJSON bytes made of whole lines. Row `line` = index among the chunk's lines."""
+    """Parse NDJSON bytes made of whole lines. Row `line` = index among the chunk's lines.
+
+    Lines a vectorised decoder cannot take (not an object, broken, control bytes, invalid UTF-8,
+    NaN, `\\u` escapes, blank) are found first by one byte scan and blanked out of the chunk, so
+    one bad line does not cost its chunk; they go to `parse_line` one by one, as do lines in a
+    small piece the decoder still refuses (`_decode`). `fallback` counts them all.
+    """
     if not chunk:
         return ParsedChunk(pl.DataFrame(schema=SCHEMA))
+    sc = scan(chunk)
+    return _from_scanned(_decode(sc.text, len(sc.rows)), chunk, sc)
+
+
+_LEAF_ROWS = 64  # a piece this small that still does not decode goes to parse_line line by line
+
+
+def _decode(text: bytes, rows: int) -> pl.DataFrame:
+    """`rows` rows of the decoded NDJSON `text`. When the decoder refuses it (a line broken in a way
+    the scan does not know), the text is halved until the pieces that fail are small; their rows
+    come back all null, so the caller hands them to parse_line. One such line costs ~log2(rows)
+    decodes of shrinking pieces, not its chunk."""
+    if not rows:
+        return pl.DataFrame(schema=_DECODE_SCHEMA)
     try:
-        df = pl.read_ndjson(chunk, schema=_DECODE_SCHEMA)
-    except Exception:  # noqa: BLE001 - polars raises several types for one bad line; find it below
-        return parse_lines(split_lines(chunk))
-    expected = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-    if df.height != expected:  # polars skipped a blank line: take the list path to keep numbering exact
-        return parse_lines(split_lines(chunk))
-    return _from_decoded(df, chunk, None, None)
+        df = pl.read_ndjson(text, schema=_DECODE_SCHEMA)
+        if df.height == rows:
+            return df
+    except Exception:  # noqa: BLE001 - polars raises several types for one bad line; the halves find it
+        pass
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    newlines = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 0x0A)
+    frames: list[pl.DataFrame] = []
+
+    def piece(lo: int, hi: int) -> None:
+        start = int(newlines[lo - 1]) + 1 if lo else 0
+        part = text[start:int(newlines[hi - 1]) + 1]
+        try:
+            df = pl.read_ndjson(part, schema=_DECODE_SCHEMA)
+            if df.height == hi - lo:
+                frames.append(df)
+                return
+        except Exception:  # noqa: BLE001
+            pass
+        if hi - lo <= _LEAF_ROWS:
+            frames.append(pl.DataFrame(schema=_DECODE_SCHEMA).clear(hi - lo))
+            return
+        mid = (lo + hi) // 2
+        piece(lo, mid)
+        piece(mid, hi)
+
+    piece(0, rows)
+    return pl.concat(frames)
+
+
+_ISO_RE = (r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{6}|[0-9]{3}))?"
+           r"(Z|[+-][0-9]{2}:[0-9]{2})?$")
+
+
+def _iso_us(s: pl.Series) -> pl.Series:
+    """Epoch µs of the ISO-8601 strings in the one strict form that is read alike by fromisoformat
+    and by this arithmetic (date, T or space, hh:mm:ss, 3 or 6 fraction digits, Z or ±hh:mm, or no
+    zone = UTC); null for anything else (leap seconds, other forms), which parse_line then reads."""
+    g = s.str.extract_groups(_ISO_RE).struct.unnest()
+    g.columns = ["date", "h", "m", "s", "frac", "tz"]
+    frac = pl.col("frac")
+    tz = pl.col("tz")
+    off_h = tz.str.slice(1, 2).cast(pl.Int64, strict=False)
+    off_m = tz.str.slice(4, 2).cast(pl.Int64, strict=False)
+    sign = pl.when(tz.str.starts_with("-")).then(-1).otherwise(1)
+    offset = pl.when(tz.is_null() | (tz == "Z")).then(0).otherwise(sign * (off_h * 3600 + off_m * 60))
+    h, m, sec = (pl.col(c).cast(pl.Int64) for c in ("h", "m", "s"))
+    days = pl.col("date").str.to_date("%Y-%m-%d", strict=False).cast(pl.Int64)
+    micro = pl.when(frac.is_null()).then(0).when(frac.str.len_bytes() == 3).then(frac.cast(pl.Int64) * 1000).otherwise(
+        frac.cast(pl.Int64))
+    valid = (h <= 23) & (m <= 59) & (sec <= 59) & (
+        tz.is_null() | (tz == "Z") | ((off_h <= 23) & (off_m <= 59)))
+    us = ((days * 86_400 + h * 3600 + m * 60 + sec - offset) * 1_000_000 + micro)
+    return g.select(pl.when(valid).then(us).otherwise(None)).to_series()
+
+
+def _canonical_ips(values: pl.Series) -> pl.Series:
+    """Canonical client IPs (null where parse_client_ip refuses), computed once per distinct value:
+    logs repeat their clients, so this costs per client, not per line."""
+    distinct = values.unique().drop_nulls().to_list()
+    canon: list[str | None] = []
+    for v in distinct:
+        try:
+            canon.append(parse_client_ip(v))
+        except Rejected:
+            canon.append(None)
+    return values.replace_strict(distinct, canon, default=None, return_dtype=pl.String)
+
+
+def _repeated_field_rows(chunk: bytes, sc: Scan, df: pl.DataFrame) -> np.ndarray:
+    """Rows (decoder positions) whose line may name a contract field twice.
+
+    polars keeps the first of two equal keys; parse_line refuses a field named twice. Every key is
+    followed by a `:` and each field polars found has a key of its own, so a row with as many `:`
+    as fields found repeats no field (first counted over the whole text at memchr speed, then per
+    line of the original chunk: blanked lines are suspects, never rows here). Only the other rows
+    (extra fields, colons in values) have their literal field keys counted, vectorised: more keys
+    than fields found (a repeat, or a field name inside a nested object or a value) sends the line
+    to parse_line. Escaped keys never get here: the scan sends every line with a `\\u` escape there."""
+    found = df.select(pl.sum_horizontal(pl.all().is_not_null())).to_series().to_numpy()
+    if sc.text.count(b":") == int(found.sum()):  # no line has a `:` beyond its fields' keys
+        return np.empty(0, dtype=np.int64)
+    rows = np.flatnonzero(sc.colons(chunk) > found)
+    rows = rows[~np.isin(sc.rows[rows], sc.suspects)]  # blanked lines: parse_line reads them anyway
+    if not len(rows):
+        return rows
+    keys = pl.from_arrow(sc.text_rows(rows)).str.count_matches(_FIELD_KEY_PATTERN).to_numpy()
+    return rows[keys > found[rows]]
+
+
+def _from_scanned(df: pl.DataFrame, chunk: bytes, scan: Scan) -> ParsedChunk:
+    """Typed rows for the lines the scan let through; suspects and unvouched rows go to parse_line."""
+    typed = _vectorised(df).with_columns(line=pl.Series("line", scan.rows, dtype=pl.Int64))
+    need_ts = typed.get_column("ts").is_null() & df.get_column("@timestamp").is_not_null()
+    if need_ts.any():
+        idx = need_ts.arg_true()
+        iso = _iso_us(df.get_column("@timestamp").gather(idx))
+        typed = typed.with_columns(typed.get_column("ts").scatter(idx, iso))
+    need_ip = ~typed.get_column("ip_ok") & typed.get_column("client_ip").is_not_null()
+    if need_ip.any():
+        idx = need_ip.arg_true()
+        ips = _canonical_ips(typed.get_column("client_ip").gather(idx))
+        typed = typed.with_columns(
+            typed.get_column("client_ip").scatter(idx, ips),
+            typed.get_column("ip_ok").scatter(idx, ips.is_not_null()),
+        )
+    typed = typed.with_columns(ok=_ok_expr())
+    n_lines = len(scan.starts)
+    drop = np.zeros(df.height, dtype=bool)
+    if len(scan.rows) == n_lines and len(scan.suspects):  # suspects were blanked in place: rows to leave out
+        drop[scan.suspects] = True
+    drop[_repeated_field_rows(chunk, scan, df)] = True
+    if typed.get_column("check").any():  # a string field whose text could be a non-string JSON value
+        rows = typed.select((pl.col("check") & pl.col("ok")).arg_true()).to_series().to_list()
+        lines = scan.rows
+        drop[[r for r in rows if _NON_STRING_VALUE.search(scan.line(int(lines[r]), chunk))]] = True
+    ok = typed.get_column("ok").to_numpy() & ~drop
+    slow = set(scan.suspects.tolist())
+    slow.update(scan.rows[~ok & ~np.isin(scan.rows, scan.suspects)].tolist())
+    blank = 0
+    good: list[dict[str, Any]] = []
+    bad: list[Rejection] = []
+    for i in sorted(slow):
+        raw = scan.line(i, chunk)
+        if not raw.strip():
+            blank += 1
+            continue
+        try:
+            rec = parse_line(raw)
+        except Rejected as r:
+            bad.append(Rejection(i, r.reason, r.detail, raw))
+        else:
+            rec["line"] = i
+            good.append(rec)
+    fast = _finish(typed.filter(pl.Series(ok)))
+    recs = pl.concat([fast, _typed_frame(good)]).sort("line") if good else fast
+    return ParsedChunk(recs, bad, n_lines - blank, fallback=len(slow) - blank)
 
 
 def _parse_indexed(lines: list[bytes], keep: list[int] | None) -> ParsedChunk:
@@ -443,7 +601,7 @@ def _parse_indexed_slow(lines: list[bytes], idx: list[int]) -> ParsedChunk:
 
 def _from_decoded(df: pl.DataFrame, text: bytes, lines: list[bytes] | None, idx: list[int] | None) -> ParsedChunk:
     n = df.height
-    typed = _vectorised(df)
+    typed = _vectorised(df).with_columns(ok=_ok_expr())
     line_no = pl.Series("line", idx, dtype=pl.Int64) if idx is not None else pl.int_range(0, n, eager=True).alias("line")
     typed = typed.with_columns(line_no)
     unvouched = _unvouched_rows(df, text, [lines[i] for i in idx] if lines is not None and idx is not None else None)

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from lookout.ahead import ParseAhead
 from lookout.checkpoint import Checkpointer
 from lookout.kafka.config import KafkaConnection, parse_properties
+from lookout.parsepool import default_parse_workers
 from lookout.pipeline import Pipeline, StepReport
 from lookout.rules import RuleSet, parse_duration
 from lookout.sinks.base import Sink, SinkSet
@@ -61,6 +63,7 @@ class RunOptions(BaseModel):
     http: str | None = "127.0.0.1:8080"  # metrics and health; "off" disables
     http_token: str | None = None  # required for a non-loopback --http
     retention: float | None = 7 * 86400.0  # seconds of event time the store keeps; None: all
+    parse_workers: int | None = None  # parse processes beside the engine (None: one per core, none on one core)
 
     @field_validator("retention", mode="before")
     @classmethod
@@ -291,18 +294,23 @@ class Runner:
         dirty = False
         if self.notifier is not None:
             self.notifier.start()
+        # Chunks polled ahead are parsed while the engine works; a chunk polled but not yet
+        # stepped is never committed (the position is that of the last chunk stepped).
+        workers = default_parse_workers() if self.opts.parse_workers is None else self.opts.parse_workers
+        ahead = ParseAhead(self.source, workers=workers)
         try:
             if self.view:
                 self.view.start()
             while not self.stop_requested:
                 if self.opts.duration is not None and time.monotonic() - started >= self.opts.duration:
                     break
-                chunk = self.source.poll(0.2)
+                got = ahead.poll(0.2)
                 now = time.monotonic()
                 reports: list[StepReport] = []
                 got_records = False
-                if chunk is not None:
-                    report = self.pipeline.step(chunk)
+                if got is not None:
+                    chunk, parsed = got
+                    report = self.pipeline.step(chunk, parsed)
                     reports.append(report)
                     self.position = chunk.position
                     dirty = True
@@ -336,6 +344,7 @@ class Runner:
                     last_commit = now
                     dirty = False
         finally:
+            ahead.close()
             if self.view:
                 self.view.stop()
         self._commit()

@@ -105,6 +105,11 @@ class KafkaConnection:
         """The properties with secret values replaced: safe to log or print."""
         return {k: REDACTED if _is_secret(k) else v for k, v in self.properties.items()}
 
+    def secret_values(self) -> list[str]:
+        """The values `redacted()` hides: for scrubbing text this connection did not build (a
+        broker's or librdkafka's error message) before it is shown."""
+        return [v for k, v in self.properties.items() if _is_secret(k) and v]
+
     def __repr__(self) -> str:
         return f"KafkaConnection(bootstrap={self.bootstrap!r}, properties={self.redacted()!r})"
 

@@ -246,7 +246,9 @@ class KafkaSource(Source):
         p, first, lines = pend.partition, pend.first, pend.values
         self.offsets[p] = first + len(lines)
         self.last_seen[p] = time.monotonic()
-        position = {"topic": self.topic, "offsets": dict(self.offsets), "maxts": dict(self.maxts)}
+        # maxts is the live map, read when the position is checkpointed (after this chunk's step):
+        # with chunks polled ahead of the engine, a copy taken now would miss the steps between
+        position = {"topic": self.topic, "offsets": dict(self.offsets), "maxts": self.maxts}
         topic = self.topic
         # The fast path (one NDJSON buffer, parsed like a file chunk) when no message holds a newline.
         data = b"\n".join(lines) + b"\n"
