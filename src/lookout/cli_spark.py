@@ -9,6 +9,7 @@ import click
 import orjson
 
 from lookout.cli import EXIT_USAGE, _load, lateness_option, main, rules_option
+from lookout.rules import parse_duration
 
 
 def _conf(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -35,7 +36,11 @@ def _conf(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--connector", type=click.Choice(["auto", "spark", "python"]), default="auto", show_default=True,
               help="Kafka: Spark's spark-sql-kafka-0-10 when on the classpath (auto), or lookout's own "
                    "Python Data Source over confluent-kafka.")
-@click.option("--duration", type=float, default=None, help="Kafka: stop after this many seconds.")
+@click.option("--duration", type=float, default=None,
+              help="Kafka: stop after this many seconds, closing and emitting every open window first (Python connector).")
+@click.option("--idle-timeout", default="30s", show_default=True,
+              help="Kafka (Python connector): input quiet this long moves the watermark to now − lateness, "
+                   "closing the windows it passes.")
 @rules_option
 @lateness_option
 @click.option("--master", default=None, help="Spark master URL (default local[*]; under spark-submit, its own).")
@@ -44,7 +49,7 @@ def _conf(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Checkpoint directory (Kafka default: .lookout-state/spark; --input: a temporary one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def spark_cmd(inputs: tuple[str, ...], out_dir: str, kafka: str | None, topic: str, starting_offsets: str,
-              connector: str, duration: float | None, rules_path: str | None, lateness: str | None,
+              connector: str, duration: float | None, idle_timeout: str, rules_path: str | None, lateness: str | None,
               master: str | None, conf: tuple[str, ...], checkpoint: str | None, as_json: bool) -> None:
     """Run the rules on Apache Spark Structured Streaming (results identical to `lookout replay`)."""
     if bool(inputs) == bool(kafka):
@@ -55,6 +60,11 @@ def spark_cmd(inputs: tuple[str, ...], out_dir: str, kafka: str | None, topic: s
             click.echo(f"error: {p}: no such file", err=True)
             sys.exit(EXIT_USAGE)
     rs = _load(rules_path, lateness)
+    try:
+        idle_s = parse_duration(idle_timeout) / 1e6
+    except ValueError as e:
+        click.echo(f"error: --idle-timeout: {e}", err=True)
+        sys.exit(EXIT_USAGE)
     try:
         from lookout.spark.compile import UnsupportedRule, check_rules
     except ImportError:
@@ -73,12 +83,15 @@ def spark_cmd(inputs: tuple[str, ...], out_dir: str, kafka: str | None, topic: s
     else:
         def progress(st: app.SparkStats) -> None:
             if not as_json:
-                click.echo(f"batches {st.batches}  rows {st.input_rows:,}  dropped late {st.dropped_late:,}", err=True)
+                if st.batches == 0:
+                    click.echo(f"kafka connector: {st.connector}", err=True)
+                else:
+                    click.echo(f"batches {st.batches}  rows {st.input_rows:,}  late {st.late:,}", err=True)
 
         try:
             stats = app.run_kafka(kafka, topic, rs, master=master, conf=spark_conf, checkpoint=checkpoint,  # type: ignore[arg-type]
                                   starting_offsets=starting_offsets, duration=duration, connector=connector,
-                                  on_progress=progress)
+                                  on_progress=progress, idle_timeout=idle_s)
         except KeyboardInterrupt:
             return
     d = stats.as_dict()
@@ -91,7 +104,7 @@ def spark_cmd(inputs: tuple[str, ...], out_dir: str, kafka: str | None, topic: s
         click.echo(f" rejected       {d['rejected']:,}")
         for name, n in d["results"].items():
             click.echo(f" → {name}  {n:,} results")
-    click.echo(f" dropped late   {d['dropped_late_rows']:,} (rule, window, key) rows (Spark's numRowsDroppedByWatermark)")
+    click.echo(f" late           {d['late']:,} records (dead-lettered, reason late)")
     click.echo(f" time           {d['seconds']:.2f} s")
     if inputs:
         click.echo(f" output         {out_dir}/")

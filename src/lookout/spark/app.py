@@ -1,29 +1,37 @@
 """`lookout spark`: the rules as one Spark Structured Streaming application.
 
-Two streaming queries share one plan of the input: `results` (every rule, parsed once, one
-aggregation) and `dead-letters` (lines that break the record contract). A query has one sink and
-a stateful aggregation only emits closed windows, so rejected lines, which must go out at once,
-get their own query over the same input.
+One streaming query: the input parsed once (compile.py); results, rejected lines and late
+records all come out of one stateful operator (panes.py), formatted; a foreachBatch sink
+delivers them: files (DIR/<rule>.jsonl, DIR/rejected.jsonl) or Kafka topics.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from lookout.errors import LookoutError
 from lookout.rules import RuleSet
 from lookout.sinks.files import REJECTED_FILE
-from lookout.spark.compile import check_rules, compile_rules
-from lookout.spark.format import dead_letter_message, result_column
-from lookout.spark.parse import FLUSH_LINE, parse, reject_future
+from lookout.spark.compile import check_rules, compile_plan
+from lookout.spark.flush import FLUSH_LINE, FLUSH_TS_US
+from lookout.spark.format import messages
 
 DLQ_SUFFIX = "-dlq"
+log = logging.getLogger(__name__)
+
+
+class SparkQueryFailed(LookoutError):
+    """The streaming query stopped with an error, or the final flush did not complete."""
 
 
 @dataclass
@@ -33,7 +41,8 @@ class SparkStats:
     input_rows: int = 0
     results: dict[str, int] = field(default_factory=dict)
     rejected: int = 0
-    dropped_late: int = 0  # Spark's numRowsDroppedByWatermark: (rule, window, key) rows, not records
+    late: int = 0  # records late for some rule (each dead-lettered, reason `late`)
+    connector: str | None = None  # Kafka: "spark-sql-kafka-0-10" or "lookout-kafka"
     batches: int = 0
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
@@ -42,8 +51,6 @@ class SparkStats:
         for p in results_progress:
             self.batches += 1
             self.input_rows += int(p.get("numInputRows") or 0)
-            for op in p.get("stateOperators") or []:
-                self.dropped_late += int(op.get("numRowsDroppedByWatermark") or 0)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,44 +58,38 @@ class SparkStats:
             "input_rows": self.input_rows,
             "rejected": self.rejected,
             "results": dict(self.results),
-            "dropped_late_rows": self.dropped_late,
+            "late": self.late,
+            **({"connector": self.connector} if self.connector else {}),
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
         }
 
 
-def build_queries(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None):  # noqa: ANN001, ANN201
-    """Streaming `lines` (value, source, partition, offset) → (results, dead letters), each a
-    streaming DataFrame of (topic, key, value) messages: the shape Spark's Kafka sink takes."""
-    from pyspark.sql import functions as F
-
+def build_query(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None):  # noqa: ANN001, ANN201
+    """Streaming `lines` (value, source, partition, offset, flush_ts) → panes.OUTPUT_SCHEMA rows."""
     check_rules(rs)
-    parsed = reject_future(parse(lines), rs.max_future)  # before withWatermark (compile_rules)
-    valid = parsed.filter(F.col("reason").isNull())
-    results = compile_rules(valid, rs).select(result_column(rs).alias("m")).select("m.*")
-    dl = dead_letter_message(dlq_topic, sources)
-    rejected = parsed.filter(F.col("reason").isNotNull() & ~F.col("flush")).select(
-        dl(F.col("reason"), F.col("detail"), F.col("value"), F.col("source"),
-           F.col("partition"), F.col("offset")).alias("m")).select("m.*")
-    return results, rejected
+    return compile_plan(lines, rs, dlq_topic, sources)
 
 
 # ------------------------------------------------------------------------------- files mode
 
 class _FileWriter:
-    """foreachBatch sink: appends each message's value to DIR/<topic>.jsonl (results are small:
-    aggregated rows and rejected lines)."""
+    """foreachBatch sink: appends each message's value to DIR/<topic>.jsonl (the output is small:
+    aggregated rows, rejected lines and late records)."""
 
     def __init__(self, out_dir: Path, files: dict[str, str], counts: dict[str, int]) -> None:
         self.out_dir = out_dir
         self.files = files  # topic -> file name
         self.counts = counts
+        self.late = 0
         self.lock = threading.Lock()
 
     def __call__(self, batch_df, batch_id: int) -> None:  # noqa: ANN001
         by_topic: dict[str, list[str]] = {}
-        for row in batch_df.select("topic", "value").toLocalIterator():
-            by_topic.setdefault(row[0], []).append(row[1])
+        msgs, late = messages([tuple(r) for r in batch_df.toLocalIterator()])
+        self.late += late
+        for topic, _key, value in msgs:
+            by_topic.setdefault(topic, []).append(value)
         with self.lock:
             for topic, lines in by_topic.items():
                 with open(self.out_dir / self.files[topic], "a", encoding="utf-8") as f:
@@ -113,15 +114,21 @@ def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK
     for p in inputs:
         for chunk in file_chunks(p, chunk_bytes):
             name = f"{seq:06d}.ndjson"
+            # Lines end at "\n" only, as in replay (Spark's default also splits at a bare "\r"),
+            # and a "\r" before it is no part of the line (records.split_lines).
             data = chunk.data or b""
-            (stage / name).write_bytes(data if data.endswith(b"\n") else data + b"\n")
+            data = (data if data.endswith(b"\n") else data + b"\n").replace(b"\r\n", b"\n")
+            (stage / name).write_bytes(data)
             os.utime(stage / name, (base + seq, base + seq))
             names[name] = chunk.source
             seq += 1
-    flush = stage / f"{seq:06d}.ndjson"
+    flush = stage / f"{seq:06d}{FLUSH_SUFFIX}"
     flush.write_text(FLUSH_LINE + "\n")
     os.utime(flush, (base + seq, base + seq))
     return names
+
+
+FLUSH_SUFFIX = ".end-of-input"  # the staged file holding the end-of-input line (no input ends so)
 
 
 def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None = None,
@@ -140,27 +147,28 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
         shutil.rmtree(ck)  # files mode always starts over, as lookout replay does
     try:
         sources = _stage_inputs(inputs, work / "input")
-        spark = spark or build_session(master, conf)
-        lines = (spark.readStream.option("maxFilesPerTrigger", 1).text(str(work / "input"))
+        # One partition per staged chunk, so arrow_parse sees the lines in input order (the
+        # per-record watermark); parsing is cheap, the stateful stage has the parallelism.
+        spark = spark or build_session(master, {"spark.sql.files.minPartitionNum": "1", **(conf or {})})
+        lines = (spark.readStream.option("maxFilesPerTrigger", 1).option("lineSep", "\n").text(str(work / "input"))
                  .withColumn("source", F.input_file_name())
                  .withColumn("partition", F.lit(None).cast("int"))
-                 .withColumn("offset", F.lit(None).cast("long")))
-        results, rejected = build_queries(lines, rs, "rejected", sources)
+                 .withColumn("offset", F.lit(None).cast("long"))
+                 .withColumn("flush_ts", F.when(F.col("source").endswith(FLUSH_SUFFIX), F.lit(FLUSH_TS_US))))
+        out = build_query(lines, rs, "rejected", sources)
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {r.name: f"{r.name}.jsonl" for r in rs.rules} | {"rejected": REJECTED_FILE}
         for name in files.values():
             (out_dir / name).write_bytes(b"")
         counts: dict[str, int] = {}
         writer = _FileWriter(out_dir, files, counts)
-        qr = (results.writeStream.queryName("lookout-results").outputMode("append").foreachBatch(writer)
-              .option("checkpointLocation", str(ck / "results")).trigger(availableNow=True).start())
-        qd = (rejected.writeStream.queryName("lookout-dead-letters").outputMode("append").foreachBatch(writer)
-              .option("checkpointLocation", str(ck / "dead-letters")).trigger(availableNow=True).start())
-        qr.awaitTermination()
-        qd.awaitTermination()
-        stats.add_progress(qr.recentProgress)
+        q = (out.writeStream.queryName("lookout").outputMode("append").foreachBatch(writer)
+             .option("checkpointLocation", str(ck / "results")).trigger(availableNow=True).start())
+        q.awaitTermination()
+        stats.add_progress(q.recentProgress)
         stats.input_rows = max(0, stats.input_rows - 1)  # the end-of-input line
-        stats.rejected = counts.pop("rejected", 0)
+        stats.late = writer.late
+        stats.rejected = counts.pop("rejected", 0) - writer.late
         stats.results = {r.name: counts.get(r.name, 0) for r in rs.rules}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -169,6 +177,31 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
 
 
 # ------------------------------------------------------------------------------- kafka mode
+
+class _KafkaWriter:
+    """foreachBatch sink: each micro-batch's messages to their topics, through Spark's own Kafka
+    sink when its connector is used, through lookout.spark.kafka's producer otherwise; the
+    batch only commits once every message is acknowledged (at least once)."""
+
+    def __init__(self, spark, bootstrap: str, use_spark: bool, stats: SparkStats) -> None:  # noqa: ANN001
+        self.spark = spark
+        self.bootstrap = bootstrap
+        self.use_spark = use_spark
+        self.stats = stats
+
+    def __call__(self, batch_df, batch_id: int) -> None:  # noqa: ANN001
+        msgs, late = messages([tuple(r) for r in batch_df.toLocalIterator()])
+        self.stats.late += late
+        if not msgs:
+            return
+        if self.use_spark:
+            (self.spark.createDataFrame(msgs, "topic string, key string, value string").write.format("kafka")
+             .option("kafka.bootstrap.servers", self.bootstrap).save())
+        else:
+            from lookout.spark.kafka import produce_all
+
+            produce_all({"bootstrap.servers": self.bootstrap}, msgs)
+
 
 def kafka_connector_available(spark) -> bool:  # noqa: ANN001
     """Is Spark's own Kafka connector (spark-sql-kafka-0-10) on the classpath?"""
@@ -183,9 +216,12 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
               conf: dict[str, str] | None = None, checkpoint: str | None = None,
               starting_offsets: str = "earliest", duration: float | None = None,
               connector: str = "auto", on_progress: Callable[[SparkStats], None] | None = None,
-              spark=None) -> SparkStats:  # noqa: ANN001
+              idle_timeout: float = 30.0, spark=None) -> SparkStats:  # noqa: ANN001
     """Read `topic`, write each rule's results to its topic and dead letters to `<topic>-dlq`.
-    Runs until stopped (or `duration` seconds). Offsets and window state live in `checkpoint`."""
+    Runs until stopped (or `duration` seconds, then every open window is closed and emitted, as
+    at the end of `--input`). Offsets and window state live in `checkpoint`. With the Python
+    connector, input idle for `idle_timeout` seconds moves the watermark to now − lateness
+    (kafka.py: heartbeats), so the last windows close without waiting for more traffic."""
     from pyspark.sql import functions as F
 
     from lookout.spark.session import build_session
@@ -195,44 +231,89 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
     use_spark = connector == "spark" or (connector == "auto" and kafka_connector_available(spark))
     ck = Path(checkpoint or ".lookout-state/spark")
     if use_spark:
+        log.warning("Spark's own Kafka connector: no heartbeats (--idle-timeout) and no final flush at the end of "
+                    "--duration; windows close only as new records move the watermark (docs/spark.md)")
+    control = Path(tempfile.mkdtemp(prefix="lookout-spark-control-"))
+    flush_file = control / "flush"  # created when --duration is up: the sources then send the final flush
+    if use_spark:
         raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-               .option("subscribe", topic).option("startingOffsets", starting_offsets).load())
+               .option("subscribe", topic).option("startingOffsets", starting_offsets).load()
+               .withColumn("beat_ts", F.lit(None).cast("long")))
     else:
         from lookout.spark.kafka import ensure_topics, register
 
         ensure_topics(bootstrap, [topic, topic + DLQ_SUFFIX, *[r.name for r in rs.rules]])
         register(spark)
         raw = (spark.readStream.format("lookout-kafka").option("bootstrap.servers", bootstrap)
-               .option("topic", topic).option("startingOffsets", starting_offsets).load())
+               .option("topic", topic).option("startingOffsets", starting_offsets)
+               .option("idleTimeoutMs", str(round(idle_timeout * 1000)))
+               .option("flushFile", str(flush_file)).option("flushTsUs", str(FLUSH_TS_US)).load())
+    # binary → string keeps the bytes (no decoding): parse() sees invalid UTF-8 and rejects it.
     lines = raw.select(F.col("value").cast("string").alias("value"), F.lit(topic).alias("source"),
-                       F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"))
-    results, rejected = build_queries(lines, rs, topic + DLQ_SUFFIX)
-    queries = []
-    for name, df in (("results", results), ("dead-letters", rejected)):
-        w = df.writeStream.queryName(f"lookout-{name}").outputMode("append").option("checkpointLocation", str(ck / name))
-        if use_spark:
-            w = w.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-        else:
-            w = w.format("lookout-kafka").option("bootstrap.servers", bootstrap)
-        queries.append(w.start())
-    stats = SparkStats()
+                       F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"),
+                       F.col("beat_ts").alias("flush_ts"))
+    out = build_query(lines, rs, topic + DLQ_SUFFIX)
+    stats = SparkStats(connector="spark-sql-kafka-0-10" if use_spark else "lookout-kafka")
+    log.info("kafka connector: %s", stats.connector)
+    if on_progress is not None:
+        on_progress(stats)
+    sink = _KafkaWriter(spark, bootstrap, use_spark, stats)
+    queries = [out.writeStream.queryName("lookout").outputMode("append").foreachBatch(sink)
+               .option("checkpointLocation", str(ck / "results")).start()]
     deadline = None if duration is None else time.monotonic() + duration
     seen: set[tuple[str, int]] = set()
+
+    def poll() -> None:
+        queries[0].awaitTermination(1.0)
+        new = [p for p in queries[0].recentProgress if ("r", p["batchId"]) not in seen]
+        seen.update(("r", p["batchId"]) for p in new)
+        stats.add_progress(new)
+        if new and on_progress is not None:
+            on_progress(stats)
+
     try:
         while all(q.isActive for q in queries):
             if deadline is not None and time.monotonic() >= deadline:
+                if not use_spark:
+                    _final_flush(queries, flush_file, poll)
                 break
-            queries[0].awaitTermination(1.0)
-            new = [p for p in queries[0].recentProgress if ("r", p["batchId"]) not in seen]
-            seen.update(("r", p["batchId"]) for p in new)
-            stats.add_progress(new)
-            if new and on_progress is not None:
-                on_progress(stats)
+            poll()
         for q in queries:
             if q.exception() is not None:
-                raise RuntimeError(f"query {q.name} failed: {q.exception()}")
+                raise SparkQueryFailed(f"query {q.name} failed: {q.exception()}")
     finally:
         for q in queries:
             q.stop()
+        shutil.rmtree(control, ignore_errors=True)
     stats.seconds = time.perf_counter() - stats.started
     return stats
+
+
+FLUSH_WAIT_S = 300.0
+
+
+def _flushed(query) -> bool:  # noqa: ANN001
+    """Has `query` completed a micro-batch that read the final flush row? (Its offset is in the
+    source's `beat_ts`; the results query also evicts every window in the batch right after,
+    a no-data batch Spark runs at once when the watermark has moved.)"""
+    for p in reversed(query.recentProgress):
+        for src in p.get("sources") or []:
+            end = src.get("endOffset")
+            end = json.loads(end) if isinstance(end, str) else end
+            if isinstance(end, dict) and end.get("beat_ts") == FLUSH_TS_US:
+                return True
+    return False
+
+
+def _final_flush(queries: list, flush_file: Path, poll: Callable[[], None]) -> None:
+    """End of --duration: every open window closed and emitted, as at the end of --input."""
+    flush_file.touch()
+    limit = time.monotonic() + FLUSH_WAIT_S
+    while time.monotonic() < limit and all(q.isActive for q in queries):
+        poll()
+        if all(_flushed(q) for q in queries):
+            # the eviction batch comes after the batch that read the flush row
+            wm = [p.get("eventTime", {}).get("watermark", "") for p in queries[0].recentProgress]
+            if any(w.startswith("9999") for w in wm):
+                return
+    raise SparkQueryFailed(f"the final flush did not complete within {FLUSH_WAIT_S:.0f} s")

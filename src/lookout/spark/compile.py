@@ -1,33 +1,39 @@
-"""A RuleSet as ONE Spark streaming aggregation: parsed records → (rule, window, key, value) rows.
+"""A RuleSet as ONE Spark streaming plan: raw lines in, every result and dead letter out.
 
-Every rule's windows come out of one `explode` (each record becomes one row per (rule, window)
-that it counts in), so the records are parsed once and grouped once for all rules. Spark's
-`window()` cannot do that (one window spec per projection), so window indices are computed
-here with the same arithmetic as engine/windows.py: [k*hop, k*hop + size), epoch-aligned.
+    lines ─ mapInArrow(parse_batches) ─ [filters on records] ─ withWatermark ─ one row per
+    (record, rule it passes), bucketed by (rule, key) ─ applyInPandasWithState(panes.process)
 
-Watermark: `withWatermark` on the records' event time (max event time − lateness, as in the
-embedded engine); the window end carries Spark's watermark metadata, exactly as Spark's own
-`window()` column does, so a (rule, window, key) is emitted in append mode once its window has
-closed, and rows for already-closed windows are dropped (Spark's numRowsDroppedByWatermark).
+1. Parse (arrow_parse.py): lookout's own parser on Arrow batches of raw bytes.
+2. Watermark: `withWatermark` on the records' event time (max event time − lateness, as in the
+   embedded engine). Rows that only move the watermark (`flush`: end of input, heartbeats)
+   pass it and go no further.
+3. Each valid record becomes one row per rule whose filter it passes (a rejected line: one row
+   of its own), hashed to one of `spark.lookout.buckets` buckets by (rule, group key).
+4. State (panes.py): per bucket, the embedded engine's RuleRunner: per-key panes of
+   gcd(size, hop), alerts when they hold, finals when the watermark closes the window, late
+   records reported one by one.
 
-Values are computed as the embedded engine computes them (engine/core.py RuleRunner):
-request_time summed as integer microseconds, so avg/sum are identical, not merely close.
+Values, thresholds and lateness are computed by the embedded engine's own code, so results are
+identical to `lookout replay`, not merely close.
 """
 
 from __future__ import annotations
 
-import math
-
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from lookout.errors import ConfigError
 from lookout.rules import GROUPABLE_FIELDS, Rule, RuleSet
 
 KEY_FIELDS: tuple[str, ...] = GROUPABLE_FIELDS
 WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
+# State buckets, the stateful stage's unit of parallelism and of state: Spark conf
+# `spark.lookout.buckets` (default 8), fixed for a checkpoint (checked: panes.StateMismatch).
+BUCKETS_CONF = "spark.lookout.buckets"
+DEFAULT_BUCKETS = 8
 
 
-class UnsupportedRule(ValueError):
+class UnsupportedRule(ConfigError):
     """A rule the Spark engine cannot run with results identical to the embedded engine."""
 
 
@@ -59,99 +65,86 @@ def _filter(rule: Rule) -> Column:
     return cond
 
 
-def _floor_div(a: str, b: int) -> Column:
-    """Exact floor division of a bigint SQL expression (a double would lose microseconds)."""
-    return F.expr(f"(({a}) - pmod({a}, {b})) div {b}")
+def parse_lines(lines: DataFrame, max_future: int | None = None) -> DataFrame:
+    """`value` (string or binary; its bytes), `source`, `partition`, `offset`, `flush_ts` →
+    arrow_parse.PARSED_SCHEMA rows; records more than `max_future` µs ahead of the wall clock
+    rejected (`future-timestamp`) by the parser itself, before any watermark or running maximum."""
+    from lookout.spark.arrow_parse import PARSED_SCHEMA, parser
+
+    return lines.select(F.col("value").cast("binary").alias("value"), F.col("source").cast("string").alias("source"),
+                        F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"),
+                        F.col("flush_ts").cast("long").alias("flush_ts")).mapInArrow(parser(max_future), PARSED_SCHEMA)
 
 
-def _value_input(rule: Rule) -> Column:
-    """The per-record input of the aggregate, as in RuleRunner._value_column."""
-    fld = rule.agg.field
-    if fld is None:
-        return F.lit(None).cast("long")
-    if fld == "request_time":
-        # exact integer microseconds, rounded half to even as polars does in the embedded engine
-        return F.bround(F.col(fld) * F.lit(1_000_000), 0).cast("long")
-    return F.col(fld).cast("long")
+def with_watermark(records: DataFrame, rs: RuleSet) -> DataFrame:
+    """The event-time watermark: max event time − lateness (Spark's, per micro-batch)."""
+    return records.withColumn("_ev", F.timestamp_micros("ts")).withWatermark("_ev", f"{rs.lateness // 1000} milliseconds")
 
 
-def _windows(rule: Rule, index: int) -> Column:
-    """array<struct> of the (rule, window, key, v) rows one record contributes to this rule."""
-    size, hop = rule.window.size, rule.window.hop
-    first = _floor_div(f"ts - {size}", hop) + 1  # oldest window containing ts
-    last = _floor_div("ts", hop)
-    keys = [(F.col(k) if k in rule.group_by else F.lit(None).cast("int" if k == "status" else "string")).alias(k)
-            for k in KEY_FIELDS]
-    v = _value_input(rule)
-    rows = F.transform(
-        F.sequence(first, last),
-        lambda k: F.struct(F.lit(index).alias("r"), (k * F.lit(hop)).alias("start"),
-                           (k * F.lit(hop) + F.lit(size)).alias("end"), *keys, v.alias("v")),
-    )
-    return F.when(_filter(rule), rows)
-
-
-def _value(rule: Rule) -> Column:
-    """The aggregate from the window's partials (cnt, n, s, mn, mx), as RuleRunner._value_expr."""
-    f, fld = rule.agg.func, rule.agg.field
-    if f == "count":
-        return F.col("cnt").cast("double")
-    scale = 1_000_000 if fld == "request_time" else 1
-    n = F.col("n")
-    if f == "avg":
-        v = F.col("s").cast("double") / (n * F.lit(scale)).cast("double")
-    else:
-        v = F.col({"sum": "s", "min": "mn", "max": "mx"}[f]).cast("double") / F.lit(float(scale))
-    return F.when(n > 0, v)
-
-
-def _holds(rule: Rule, value: Column) -> Column:
-    t = rule.threshold_spec
-    if t is None:
-        return F.lit(True)
-    lit = F.lit(float(t.value))
-    cmp = {">": value > lit, ">=": value >= lit, "<": value < lit, "<=": value <= lit}[t.op]
-    return F.coalesce(cmp, F.lit(False))
-
-
-def _emitted(rule: Rule) -> tuple[Column, Column]:
-    """(keep this window?, value to report) for a closed window of this rule."""
-    value = _value(rule)
-    keep = _holds(rule, value)
-    if rule.effective_emit == "alert":
-        t = rule.threshold_spec
-        assert t is not None and rule.agg.func == "count"
-        # Each record adds 1, so the count at the moment the condition first held is the first
-        # count that satisfies it (and a window has at least one record).
-        first_true = math.floor(t.value) + 1 if t.op == ">" else math.ceil(t.value)
-        value = F.lit(float(max(first_true, 1)))
-    return keep, value
-
-
-def compile_rules(records: DataFrame, rs: RuleSet) -> DataFrame:
-    """Valid parsed records (streaming) → rows (r, start, end, <KEY_FIELDS>, value) of results:
-    r = index of the rule in rs.rules, start/end in epoch microseconds, value a double."""
-    check_rules(rs)
-    delay_ms = rs.lateness // 1000
-    ev = records.withColumn("_ev", F.timestamp_micros("ts")).withWatermark("_ev", f"{delay_ms} milliseconds")
-    # The end-of-input line moves the watermark (above) but is no record of any rule. (Not a
-    # Filter: the optimizer would push it below the watermark, which would then never see it.)
-    arrays = [F.coalesce(F.when(~F.col("flush"), _windows(r, i)), F.array()) for i, r in enumerate(rs.rules)]
-    rows = ev.select(F.explode(F.concat(*arrays) if len(arrays) > 1 else arrays[0]).alias("w")).select("w.*")
-    rows = rows.select(
-        "r", "start",
-        F.timestamp_micros("end").alias("w_end", metadata={WATERMARK_DELAY_KEY: delay_ms}),
-        *KEY_FIELDS, "v",
-    )
-    agg = rows.groupBy("r", "start", "w_end", *KEY_FIELDS).agg(
-        F.count(F.lit(1)).alias("cnt"), F.count("v").alias("n"), F.sum("v").alias("s"),
-        F.min("v").alias("mn"), F.max("v").alias("mx"),
-    )
-    keep, value = F.lit(False), F.lit(None).cast("double")
+def _bucket(rs: RuleSet, buckets: int) -> Column:
+    b = F.pmod(F.col("rid"), F.lit(buckets))  # rejected lines: spread
     for i, r in enumerate(rs.rules):
-        k, val = _emitted(r)
-        keep = F.when(F.col("r") == i, k).otherwise(keep)
-        value = F.when(F.col("r") == i, val).otherwise(value)
-    out = agg.filter(keep).select(
-        "r", "start", F.unix_micros("w_end").alias("end"), *KEY_FIELDS, value.alias("value"))
-    return out
+        b = F.when(F.col("r") == i, F.pmod(F.xxhash64(F.lit(i), *[F.col(k) for k in r.group_by]), F.lit(buckets))).otherwise(b)
+    return b.cast("int")
+
+
+RECORD_FIELDS = ("status", "request_time", "client_ip", "host", "country", "method", "server")
+
+
+def _read_by(rule: Rule) -> set[str]:
+    """The record fields a rule's runner reads: its keys, its filter's fields, its value."""
+    return {*rule.group_by, *(f for f, _ in rule.filter.conditions), *([rule.agg.field] if rule.agg.field else [])}
+
+
+def _only_where_read(rs: RuleSet, field: str) -> Column:
+    """`field` on the rows of the rules that read it, NULL on the others: narrower rows to
+    shuffle and hand to Python (a rejected line's row needs none)."""
+    users = [i for i, r in enumerate(rs.rules) if field in _read_by(r)]
+    return F.when(F.col("r").isin(users), F.col(field)).alias(field) if users else F.lit(None).cast(
+        "int" if field == "status" else "double" if field == "request_time" else "string").alias(field)
+
+
+def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
+    """One row per (valid record, rule whose filter it passes), one per rejected line; `r` the
+    rule's index (panes.REJECTED for a rejected line), `b` its bucket. Flush rows end here,
+    after the watermark saw them (a filter on the exploded rule index: the optimizer cannot push
+    it below the watermark, which would then never see them).
+
+    Only one row of a record, its *carrier* (the row of the first rule it passes), carries the
+    raw line and where it came from, with `passes` (bit i: rule i): lateness is decided from
+    event time and watermark alone, so the carrier's bucket can dead-letter a late record with
+    every rule it was late for, and the raw bytes cross the shuffle once, not once per rule."""
+    from lookout.spark.panes import REJECTED
+
+    valid = ~F.col("flush") & F.col("reason").isNull()
+    which = [F.when(valid & _filter(r), F.lit(i)) for i, r in enumerate(rs.rules)]
+    which.append(F.when(~F.col("flush") & F.col("reason").isNotNull(), F.lit(REJECTED)))
+    rows = (stamped.withColumn("_rs", F.filter(F.array(*which), lambda x: x.isNotNull()))
+            .withColumn("passes", F.when(valid, F.aggregate(
+                "_rs", F.lit(0).cast("long"), lambda acc, x: acc + F.pow(F.lit(2), x).cast("long"))))  # exact: 2^k
+            # explode_outer, then the filter: an explode lets Spark infer `size(_rs) > 0` and push
+            # it below the watermark, which would then never see the flush rows
+            .withColumn("r", F.explode_outer("_rs")).filter(F.col("r").isNotNull()))
+    carrier = F.col("r") == F.array_min("_rs")
+    # The watermark stays defined for the stateful operator (its column keeps the metadata) but
+    # is NULL, so Spark's own late-row filter keeps every row: lateness is judged in panes.py.
+    delay = rs.lateness // 1000
+    return rows.select(
+        "r", _bucket(rs, buckets).alias("b"), "rid", "ts", "cm", *[_only_where_read(rs, f) for f in RECORD_FIELDS], "passes",
+        "reason", "detail", *[F.when(carrier, F.col(c)).alias(c) for c in ("raw", "source", "partition", "offset")],
+        F.lit(None).cast("timestamp").alias("_ev", metadata={WATERMARK_DELAY_KEY: delay}))
+
+
+def compile_plan(lines: DataFrame, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None) -> DataFrame:
+    """Streaming lines → panes.OUTPUT_SCHEMA rows (results, dead letters, late records)."""
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    from lookout.spark.panes import OUTPUT_SCHEMA, make_processor, state_schema
+
+    check_rules(rs)
+    records = parse_lines(lines, rs.max_future)  # the future guard: before the watermark sees the row
+    buckets = int(lines.sparkSession.conf.get(BUCKETS_CONF, str(DEFAULT_BUCKETS)))
+    rows = rule_rows(with_watermark(records, rs), rs, buckets)
+    return rows.groupBy("b").applyInPandasWithState(
+        make_processor(rs.to_yaml(), dlq_topic, buckets, sources), OUTPUT_SCHEMA, state_schema(rs), "append",
+        GroupStateTimeout.EventTimeTimeout)

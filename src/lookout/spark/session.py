@@ -12,9 +12,9 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
-    "spark.sql.execution.pythonUDF.arrow.enabled": "false",  # arrow UDFs need pandas; ours are small
-    # Sliding windows keep (key, window) rows for every window a record is in (20 per record for
-    # a 20 s/1 s window): RocksDB keeps them off the JVM heap.
+    # Arrow batches to the Python stages (parse, panes): larger batches, less per-batch overhead
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
+    # State is a few rows per bucket (Arrow IPC panes); RocksDB keeps them off the JVM heap.
     "spark.sql.streaming.stateStore.providerClass":
         "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     "spark.driver.memory": "2g",  # local mode: the driver is the executor
