@@ -103,6 +103,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Settings file (YAML): `common:` and per-command sections of option: value.")
 def main() -> None:
     """lookout: anomaly alerts and per-minute analytics from NGINX access-log streams."""
+    from lookout.safe_text import guard_last_resort
+
+    guard_last_resort()
 
 
 @main.command()
@@ -232,8 +235,10 @@ def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str
         rows = es_search(es_url, index, query, limit)
     else:
         rows = store.search(Path(store_dir) if store_dir else Path(state_dir) / "store", query, limit)
+    from lookout.safe_text import json_line
+
     for r in rows:
-        click.echo(orjson.dumps(r).decode())
+        click.echo(json_line(orjson.dumps(r).decode()))
 
 
 @main.command()

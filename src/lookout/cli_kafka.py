@@ -2,7 +2,8 @@
 
 `produce` is the seed's data producer (random seed-format records, or a file's lines as they
 are); `consume` is the seed's `test/kafka-consumer.py` (every message of a topic, pretty on a
-terminal, raw JSON lines when piped).
+terminal, raw JSON lines when piped). Keys, values, headers and broker errors reach a terminal as
+inert text (`lookout.safe_text`); piped output is the messages' bytes as they are.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int 
     """Print a topic's messages (the seed's test/kafka-consumer.py): pretty on a terminal, JSON lines when piped."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
+    from lookout.safe_text import decode, plain
     from lookout.sources.kafka import client_config, with_retry
 
     props = _props(kafka_config)
@@ -178,6 +180,7 @@ def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int 
     n = 0
     last = time.monotonic()
     out = sys.stdout.buffer
+    raw_on_tty = console is None and sys.stdout.isatty()  # --raw on a terminal: one escaped line per message
     try:
         while max_messages is None or n < max_messages:
             if timeout is not None and time.monotonic() - last >= timeout:
@@ -185,13 +188,13 @@ def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int 
             for m in consumer.consume(min(1000, (max_messages - n) if max_messages else 1000), 0.2):
                 if m.error() is not None:
                     if m.error().code() != KafkaError._PARTITION_EOF:
-                        click.echo(f"kafka: {m.error().str()}", err=True)
+                        click.echo(plain(f"kafka: {m.error().str()}"), err=True)
                     continue
                 last = time.monotonic()
                 n += 1
                 value = m.value() or b""
                 if console is None:
-                    out.write(value + b"\n")
+                    out.write((decode(value).encode() if raw_on_tty else value) + b"\n")
                 else:
                     _pretty(console, m, value)
             if console is None:
@@ -203,13 +206,22 @@ def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int 
 
 
 def _pretty(console: Any, m: Any, value: bytes) -> None:
-    from rich.json import JSON
+    """One message: a header line, then the value as indented JSON, or as text when it is not JSON.
+    Every part is a rich Text (never markup) with control characters escaped."""
+    import json
 
-    key = m.key().decode("utf-8", "replace") if m.key() else "-"
+    from rich.highlighter import JSONHighlighter
+    from rich.text import Text
+
+    from lookout.safe_text import decode, json_line
+
+    key = decode(m.key()) if m.key() else "-"
     rid = dict(m.headers() or []).get("lookout-id")
-    console.print(f"[dim]{m.topic()}[{m.partition()}]@{m.offset()}[/dim] key=[bold]{key}[/bold]"
-                  + (f" [dim]id={rid.decode()}[/dim]" if rid else ""))
+    console.print(Text.assemble((f"{m.topic()}[{m.partition()}]@{m.offset()}", "dim"), " key=", (key, "bold"),
+                                (f" id={decode(rid)}", "dim") if rid else ""))
     try:
-        console.print(JSON(value.decode("utf-8")))
-    except Exception:  # noqa: BLE001 - not JSON: show it as it is
-        console.print(repr(value))
+        shown = json_line(json.dumps(json.loads(value.decode("utf-8")), indent=2, ensure_ascii=False))
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8): show it as text
+        console.print(Text(decode(value)), soft_wrap=True)
+        return
+    console.print(JSONHighlighter()(Text(shown)), soft_wrap=True)

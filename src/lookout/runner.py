@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from lookout.pipeline import Pipeline
 from lookout.rules import RuleSet, parse_duration
+from lookout.safe_text import setup_logging
 from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
@@ -252,7 +252,7 @@ class Runner:
 
 
 def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(logging.INFO)
     stop = {"requested": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))

@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from lookout.safe_text import setup_logging
 from lookout.sources.tail import TailSource, load_position, save_position
 
 log = logging.getLogger("lookout.ship")
@@ -151,7 +152,7 @@ class Shipper:
 
 
 def run_ship(opts: ShipOptions) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(logging.INFO)
     shipper = Shipper(opts)
     signal.signal(signal.SIGINT, shipper.request_stop)
     signal.signal(signal.SIGTERM, shipper.request_stop)

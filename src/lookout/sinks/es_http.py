@@ -25,6 +25,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import orjson
 
+from lookout.safe_text import plain
+
 log = logging.getLogger("lookout.elasticsearch")
 
 USER_AGENT = "lookout/0.1 (+urllib3)"
@@ -38,7 +40,7 @@ class ElasticsearchError(SystemExit):
     position is committed, so the next start reads the same input again."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"error: elasticsearch: {message}")
+        super().__init__(plain(f"error: elasticsearch: {message}"))  # the server's words may quote record values
         self.message = message
 
 
