@@ -251,7 +251,8 @@ def generate(count: int, out_path: str, rate: float, start: float, seed: int) ->
     """Write COUNT seed-format records as NDJSON (test and benchmark input)."""
     from lookout.sources.generator import generate_file
 
-    generate_file("/dev/stdout" if out_path == "-" else out_path, count, rate=rate, start=start, seed=seed)
+    # stdout as the shell opened it: `>> file` appends (opening /dev/stdout anew would truncate)
+    generate_file(sys.stdout.buffer if out_path == "-" else out_path, count, rate=rate, start=start, seed=seed)
 
 
 # Commands of the integrations live beside their own code's owners; each adds itself to `main`.
