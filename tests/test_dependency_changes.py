@@ -6,7 +6,10 @@ Real subprocesses against real files, the test broker and the test search server
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -28,3 +31,91 @@ def test_generate_appends_to_stdout_opened_for_append(lookout_cmd: list[str], tm
     # through a shell, as the issue reproduced it
     sh = f"echo hello > {target}; PYTHONPATH={SRC} {' '.join(lookout_cmd)} generate 2 >> {target}; wc -l < {target}"
     assert subprocess.run(["sh", "-c", sh], capture_output=True, text=True, timeout=60).stdout.strip() == "3"
+
+
+# ------------------------------------------------------------------------------ input file edges
+
+def rec(i: int, status: int = 200) -> bytes:
+    return orjson.dumps({"client_ip": f"10.0.{i // 250}.{i % 250 + 1}", "status": str(status), "host": "h.test",
+                         "request_time": "0.1", "@timestamp": str(1_700_000_000 + i)})
+
+
+def summary_lines(stderr: str) -> tuple[int, int]:
+    """(lines, valid) from `lookout run stopped: N lines, M valid, ...`."""
+    m = re.search(r"lookout run stopped: ([\d,]+) lines, ([\d,]+) valid", stderr)
+    assert m, stderr
+    return int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))
+
+
+def replay_lines(lookout_cmd: list[str], path: Path, out: Path) -> dict:
+    p = subprocess.run(lookout_cmd + ["replay", str(path), "--out", str(out), "--json"], capture_output=True,
+                       timeout=120, env=ENV)
+    assert p.returncode == 0, p.stderr
+    return orjson.loads(p.stdout)
+
+
+def test_tail_reads_an_unterminated_last_line_at_idle_close(lookout_cmd: list[str], tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\n".join(rec(i) for i in range(50)))  # no newline after the last line
+    p = subprocess.run(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
+                                      str(tmp_path / "out"), "--idle-timeout", "1s", "--duration", "4", "--no-view"],
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert p.returncode == 0, p.stderr
+    assert summary_lines(p.stderr) == (50, 50)
+    want = replay_lines(lookout_cmd, log, tmp_path / "replayed")
+    assert want["lines"] == want["records"] == 50
+    for rule in ("goal3-topic", "goal4-topic"):
+        assert (tmp_path / "out" / f"{rule}.jsonl").read_bytes() == (tmp_path / "replayed" / f"{rule}.jsonl").read_bytes()
+    # and the position is after it: a restart reads nothing again
+    p = subprocess.run(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
+                                      str(tmp_path / "out"), "--duration", "1.5", "--no-view"],
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert summary_lines(p.stderr) == (50, 50)
+
+
+def test_tail_reads_an_unterminated_last_line_at_stop(lookout_cmd: list[str], tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\n".join(rec(i) for i in range(20)))
+    proc = subprocess.Popen(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
+                                           str(tmp_path / "out"), "--idle-timeout", "1h", "--no-view"],
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert summary_lines(err) == (20, 20)
+
+
+def test_tail_over_long_line_is_one_dead_letter_at_its_line(lookout_cmd: list[str], tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    huge = b'{"host": "' + b"x" * (9 << 20) + b'"}'  # 9 MiB: more than two 4 MiB reads
+    lines = [rec(0), rec(1), huge, rec(2), b"not json", rec(3)]
+    log.write_bytes(b"\n".join(lines) + b"\n" + b"y" * (5 << 20))  # and an unterminated over-long last line
+    p = subprocess.run(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
+                                      str(tmp_path / "out"), "--idle-timeout", "1s", "--duration", "6", "--no-view"],
+                       capture_output=True, text=True, timeout=120, env=ENV)
+    assert p.returncode == 0, p.stderr
+    assert summary_lines(p.stderr) == (7, 4)
+    dead = [orjson.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_bytes().splitlines()]
+    assert [(d["reason"], d["line"]) for d in dead] == [("line-too-long", 3), ("invalid-combined-line", 5), ("line-too-long", 7)]
+    assert dead[0]["raw"].startswith('{"host": "xxx') and len(dead[0]["raw"]) < 2000
+    assert f"{len(huge):,} bytes" in dead[0]["detail"]
+    assert f"{5 << 20:,} bytes" in dead[2]["detail"]
+
+
+def test_run_whose_every_document_is_refused_exits_non_zero(lookout_cmd: list[str], tmp_path: Path, es_url: str) -> None:
+    from tests.fixtures.elasticsearch import http_json
+
+    index = f"t-refuse-all-{os.getpid()}"
+    status, body = http_json("PUT", f"{es_url}/{index}", {"mappings": {"properties": {"host": {"type": "ip"}}}})
+    assert status == 200, body
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(rec(i) + b"\n" for i in range(40)))
+    env = {k: v for k, v in ENV.items() if not k.startswith("LOOKOUT_ES")}
+    p = subprocess.run(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
+                                      str(tmp_path / "out"), "--duration", "3", "--no-view", "--elasticsearch", es_url,
+                                      "--es-index", index], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 1, p.stderr
+    assert "40 documents refused by elasticsearch" in p.stderr
+    assert "elasticsearch refused every document it was sent (40)" in p.stderr
+    assert len((tmp_path / "out" / "rejected.jsonl").read_bytes().splitlines()) == 40

@@ -146,6 +146,16 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
     from lookout.live import print_summary
 
     print_summary(stats, out_dir, as_json=as_json)
+    _fail_if_all_refused(stats, out_dir)
+
+
+def _fail_if_all_refused(stats, out_dir: str) -> None:  # noqa: ANN001 - lookout.pipeline.Stats
+    """Exit 1 when a server refused every document it was sent: that output is missing, not partial."""
+    for name in stats.refused_everything():
+        click.echo(f"error: {name} refused every document sent ({stats.delivery[name][1]:,}); they are dead "
+                   f"letters in {out_dir}/rejected.jsonl", err=True)
+    if stats.refused_everything():
+        sys.exit(1)
 
 
 @main.command()

@@ -35,6 +35,8 @@ def print_summary(stats: Stats, out_dir: str, as_json: bool = False) -> None:
     t.add_row("late", f"{d['late']:,}")
     for name, n in d["results"].items():
         t.add_row(text(f"→ {name}"), f"{n:,} results")
+    for name, n in d["refused"].items():
+        t.add_row(text(f"refused by {name}"), f"{n:,} documents (dead letters)")
     t.add_row("time", f"{d['seconds']:.2f} s")
     if d["events_per_second"]:
         t.add_row("throughput", f"{d['events_per_second']:,} events/s")
@@ -45,9 +47,10 @@ def print_summary(stats: Stats, out_dir: str, as_json: bool = False) -> None:
 def print_run_summary(stats: Stats, out_dir: str) -> None:
     d = stats.as_dict()
     res = ", ".join(f"{k}: {v}" for k, v in d["results"].items()) or "none yet"
+    refused = "".join(f"; {n:,} documents refused by {k} (dead letters)" for k, n in d["refused"].items())
     sys.stderr.write(plain(
         f"lookout run stopped: {d['lines']:,} lines, {d['records']:,} valid, {d['rejected']:,} rejected, "
-        f"{d['late']:,} late; results ({res}) in {out_dir}/") + "\n")
+        f"{d['late']:,} late; results ({res}) in {out_dir}/{refused}") + "\n")
 
 
 class LiveView:

@@ -73,6 +73,7 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
                     done_before = chunk.position
         pipe.close_windows()
         sinks.close()
+        pipe.stats.delivery = sinks.delivery()
     finally:
         if bar is not None:
             bar.stop()

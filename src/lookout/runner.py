@@ -178,6 +178,16 @@ class Runner:
         })
         self.source.commit(self.position)
 
+    def _take_unterminated(self) -> None:
+        """Input idle or stopping: a last line without its newline is read as whole (as replay does)."""
+        chunk = self.source.read_unterminated()
+        if chunk is None:
+            return
+        report = self.pipeline.step(chunk)
+        self.position = chunk.position
+        if self.view:
+            self.view.update(report.results)
+
     def _caught_up(self) -> bool:
         """Quiet input, not an unreachable broker: sources that can tell (Kafka) say so."""
         check = getattr(self.source, "caught_up", None)
@@ -226,6 +236,7 @@ class Runner:
                 elif not idle_closed and now - last_data >= self.opts.idle_timeout and self._caught_up():
                     # Input has been quiet: close every open window so the last minute is not
                     # stuck waiting for a record that may never come.
+                    self._take_unterminated()
                     results = self.pipeline.close_windows()
                     idle_closed = True
                     dirty = True
@@ -238,17 +249,23 @@ class Runner:
                     self._commit()
                     last_commit = now
                     dirty = False
+            self._take_unterminated()
         finally:
             if self.view:
                 self.view.stop()
         self._commit()
         self.source.close()
         self.sinks.close()
+        st = self.pipeline.stats
+        st.delivery = self.sinks.delivery()
         if not self.opts.view:
             from lookout.live import print_run_summary
 
-            print_run_summary(self.pipeline.stats, str(self.opts.out_dir))
-        return 0
+            print_run_summary(st, str(self.opts.out_dir))
+        for name in st.refused_everything():
+            log.error("%s refused every document it was sent (%d); they are dead letters in %s/rejected.jsonl",
+                      name, st.delivery[name][1], self.opts.out_dir)
+        return 1 if st.refused_everything() else 0
 
 
 def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:

@@ -241,6 +241,10 @@ class ElasticsearchSink(Sink):
                f"{st['retried_items']:,} item retries")
         (log.warning if st["rejected"] else log.info)(msg)
 
+    def delivery(self) -> dict[str, tuple[int, int]]:
+        with self._lock:
+            return {self.name: (self.stats["indexed"], self.stats["rejected"])}
+
     def _deliver_dead(self) -> None:
         """Dead letters go out on the caller's thread (the dead-letter file is not thread-safe)."""
         with self._lock:
