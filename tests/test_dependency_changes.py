@@ -119,3 +119,49 @@ def test_run_whose_every_document_is_refused_exits_non_zero(lookout_cmd: list[st
     assert "40 documents refused by elasticsearch" in p.stderr
     assert "elasticsearch refused every document it was sent (40)" in p.stderr
     assert len((tmp_path / "out" / "rejected.jsonl").read_bytes().splitlines()) == 40
+
+
+# ------------------------------------------------------------------------------ produce and SIGTERM
+
+def _produce(lookout_cmd: list[str], bootstrap: str, topic: str) -> subprocess.Popen:
+    return subprocess.Popen(lookout_cmd + ["produce", "--kafka", bootstrap, "--topic", topic, "--rate", "2000",
+                                           "--partitions", "2", "--stop-timeout", "3"],
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def _stop_within(proc: subprocess.Popen, seconds: float) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # one signal only
+    try:
+        _, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"produce ignored SIGTERM for {seconds} s:\n{err}") from None
+    return proc.returncode, err, time.monotonic() - t0
+
+
+def test_produce_ends_on_one_sigterm_after_a_broker_restart(kafka_broker, lookout_cmd: list[str]) -> None:
+    proc = _produce(lookout_cmd, kafka_broker.bootstrap, "test-inter")
+    time.sleep(4)
+    kafka_broker.restart_process()  # comes back empty
+    time.sleep(4)
+    rc, err, took = _stop_within(proc, 20)
+    assert took < 10, err
+    if "not acknowledged when stopped" in err:
+        assert rc == 1, err
+    else:
+        assert rc == 0 and "failed" not in err, err
+
+
+def test_produce_reports_undelivered_messages_when_stopped_in_an_outage(kafka_broker, lookout_cmd: list[str]) -> None:
+    proc = _produce(lookout_cmd, kafka_broker.bootstrap, "test-inter")
+    time.sleep(4)
+    kafka_broker.stop()  # nothing is acknowledged any more
+    time.sleep(2)
+    rc, err, took = _stop_within(proc, 20)
+    assert took < 10, err
+    assert rc == 1, err
+    m = re.search(r"produced ([\d,]+) messages .*; ([\d,]+) not acknowledged when stopped", err)
+    assert m and int(m.group(2).replace(",", "")) > 0, err
+    assert "stopping: waiting at most 3 s" in err

@@ -78,14 +78,20 @@ def _generated(rate: float, count: int | None, seed: int | None) -> Any:
 @click.option("--input", "input_path", default=None, help="Send this file's lines as they are (`-` for stdin).")
 @click.option("--seed", type=int, default=None, help="Random seed for generated records.")
 @click.option("--partitions", default=3, show_default=True, help="Partitions if the topic has to be created.")
+@click.option("--stop-timeout", default=10.0, show_default=True,
+              help="After SIGINT/SIGTERM, wait at most this many seconds for acknowledgements, then exit 1.")
 @config_option
 def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, input_path: str | None,
-            seed: int | None, partitions: int, kafka_config: tuple[str, ...]) -> None:
-    """Feed a topic: random seed-format records (the seed's data producer) or a file's lines."""
+            seed: int | None, partitions: int, stop_timeout: float, kafka_config: tuple[str, ...]) -> None:
+    """Feed a topic: random seed-format records (the seed's data producer) or a file's lines.
+
+    Exit 0 once every message is acknowledged; on SIGINT/SIGTERM stop sending, wait at most
+    --stop-timeout for the acknowledgements, then report the undelivered count and exit 1."""
     import signal
 
-    from confluent_kafka import Producer
+    from confluent_kafka import KafkaError, Producer
 
+    from lookout.safe_text import plain
     from lookout.sources.kafka import HEALTH, client_config, ensure_topics
 
     props = _props(kafka_config)
@@ -99,7 +105,8 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
 
     def delivered(err: Any, msg: Any) -> None:
         if err is not None:
-            failed.append(err.str())
+            if err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):  # purged: counted as left
+                failed.append(err.str())
         else:
             HEALTH.ok()
 
@@ -117,12 +124,14 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
     for line in source:
         if stop["now"]:
             break
-        while True:
+        while not stop["now"]:
             try:
                 producer.produce(topic, value=line, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.05)
+        else:
+            break
         sent += 1
         if sent % 10_000 == 0:
             producer.poll(0)
@@ -133,16 +142,36 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
         if now - last_report >= 5:
             last_report = now
             click.echo(f"produced {sent:,} messages ({sent / (now - t0):,.0f} msg/s)", err=True)
-    left = producer.flush(60)
-    while left:
-        click.echo(f"waiting for the broker to acknowledge {left:,} messages", err=True)
-        left = producer.flush(10)
+    left = _await_acks(producer, stop, stop_timeout)
     elapsed = max(time.monotonic() - t0, 1e-9)
-    ok = sent - len(failed)
+    ok = sent - len(failed) - left
     click.echo(f"produced {ok:,} messages to {topic} in {elapsed:.2f} s ({ok / elapsed:,.0f} msg/s)"
-               + (f"; {len(failed):,} failed (first: {failed[0]})" if failed else ""), err=True)
-    if failed:
+               + (f"; {len(failed):,} failed (first: {plain(failed[0])})" if failed else "")
+               + (f"; {left:,} not acknowledged when stopped (may or may not have been written)" if left else ""),
+               err=True)
+    if failed or left:
         sys.exit(1)
+
+
+def _await_acks(producer: Any, stop: dict[str, bool], stop_timeout: float) -> int:
+    """Wait for the broker to acknowledge what was sent, saying so every 10 s; once a stop is
+    requested wait at most `stop_timeout` more, then drop the rest. Returns the messages dropped."""
+    deadline: float | None = None
+    last_report = time.monotonic()
+    while (left := len(producer)) > 0:
+        now = time.monotonic()
+        if stop["now"] and deadline is None:
+            deadline = now + stop_timeout
+            click.echo(f"stopping: waiting at most {stop_timeout:g} s for {left:,} unacknowledged messages", err=True)
+        if deadline is not None and now >= deadline:
+            producer.purge(in_queue=True, in_flight=True)  # their delivery reports say "purged"
+            producer.poll(0)
+            return left
+        if now - last_report >= 10:
+            last_report = now
+            click.echo(f"waiting for the broker to acknowledge {left:,} messages (signal to stop waiting)", err=True)
+        producer.flush(0.5)  # short waits: the signal handler runs between them
+    return 0
 
 
 @main.command()
