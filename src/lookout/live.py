@@ -35,7 +35,7 @@ def print_summary(stats: Stats, out_dir: str, as_json: bool = False) -> None:
     t.add_row("late", f"{d['late']:,}")
     for name, n in d["results"].items():
         t.add_row(text(f"→ {name}"), f"{n:,} results")
-    for name, n in d["refused"].items():
+    for name, n in ((k, n) for k, n in d["refused"].items() if n):
         t.add_row(text(f"refused by {name}"), f"{n:,} documents (dead letters)")
     t.add_row("time", f"{d['seconds']:.2f} s")
     if d["events_per_second"]:
@@ -47,7 +47,7 @@ def print_summary(stats: Stats, out_dir: str, as_json: bool = False) -> None:
 def print_run_summary(stats: Stats, out_dir: str) -> None:
     d = stats.as_dict()
     res = ", ".join(f"{k}: {v}" for k, v in d["results"].items()) or "none yet"
-    refused = "".join(f"; {n:,} documents refused by {k} (dead letters)" for k, n in d["refused"].items())
+    refused = "".join(f"; {n:,} documents refused by {k} (dead letters)" for k, n in d["refused"].items() if n)
     sys.stderr.write(plain(
         f"lookout run stopped: {d['lines']:,} lines, {d['records']:,} valid, {d['rejected']:,} rejected, "
         f"{d['late']:,} late; results ({res}) in {out_dir}/{refused}") + "\n")

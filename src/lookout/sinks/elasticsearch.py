@@ -45,6 +45,7 @@ REJECT_REASON = "elasticsearch-rejected"
 MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
 NDJSON = "application/x-ndjson"
 _ID_RE = re.compile(r"^(?P<source>.+):(?P<line>\d+)$")
+QUIET_RECHECK = 5.0  # s without an acknowledged bulk after which the server is checked before the next
 
 
 def doc_id(record_id: str) -> str:
@@ -69,7 +70,13 @@ class ElasticsearchSink(Sink):
         self.backoff = Backoff()
         self.on_rejected = on_rejected
         self.index = index_name(cfg.index)
-        self.stats = {"indexed": 0, "rejected": 0, "retried_items": 0, "bulks": 0}
+        self.stats = {"indexed": 0, "rejected": 0, "retried_items": 0, "bulks": 0, "lost": 0}
+        self.cluster_uuid: str | None = None
+        self._templates: dict[str, dict[str, Any]] = {}  # what _setup put, to put back if the server loses it
+        self._check_lock = threading.Lock()
+        self._checked_at = time.monotonic()  # last acknowledged bulk or check of what the server holds
+        self._index_seen = False  # the records index held documents of ours (so its absence is a loss)
+        self._indexed_at_loss = 0
         self._lock = threading.Lock()
         self._dead: list[bytes] = []
         self._buf: list[str] = []
@@ -102,6 +109,7 @@ class ElasticsearchSink(Sink):
         if r.status in (401, 403):
             raise ElasticsearchError(f"{self.cfg.url}: {r.status} {r.error_reason()} (check credentials)")
         ver = (r.data or {}).get("version", {}) if isinstance(r.data, dict) else {}
+        self.cluster_uuid = r.data.get("cluster_uuid") if isinstance(r.data, dict) else None
         log.info("elasticsearch: %s %s at %s, raw records into %s%s", ver.get("distribution", "elasticsearch"),
                  ver.get("number", "?"), self.cfg.url, self.index, " (daily indices)" if self.cfg.daily else "")
         self._put_template(f"lookout-{self.index}", records_template(self.index, self.cfg.daily))
@@ -120,6 +128,7 @@ class ElasticsearchSink(Sink):
         r = self._call("PUT", f"/_index_template/{name}", body, what=f"put index template {name}")
         if r.status >= 300:
             raise ElasticsearchError(f"index template {name}: HTTP {r.status} {r.error_reason()}")
+        self._templates[name] = body
 
     def _check_existing(self, index: str, types: dict[str, str]) -> None:
         """An index made before the template keeps its own types: say so loudly."""
@@ -239,7 +248,9 @@ class ElasticsearchSink(Sink):
         msg = (f"elasticsearch: {st['indexed']:,} documents acknowledged by {self.cfg.url} in {st['bulks']:,} bulk "
                f"requests, {st['rejected']:,} rejected (dead-lettered, reason {REJECT_REASON}), "
                f"{st['retried_items']:,} item retries")
-        (log.warning if st["rejected"] else log.info)(msg)
+        if st["lost"]:
+            msg += f"; {st['lost']:,} of the acknowledged documents were lost by the server (restarted empty or deleted)"
+        (log.warning if st["rejected"] or st["lost"] else log.info)(msg)
 
     def delivery(self) -> dict[str, tuple[int, int]]:
         with self._lock:
@@ -264,7 +275,8 @@ class ElasticsearchSink(Sink):
         started = time.monotonic()
         while pending:
             body = "".join(pending).encode()
-            r = self._call("POST", "/_bulk", body, what=f"bulk of {len(pending)} documents", content_type=NDJSON)
+            r = self._call("POST", "/_bulk", body, what=f"bulk of {len(pending)} documents", content_type=NDJSON,
+                           before_send=self._still_ours)
             with self._lock:
                 self.stats["bulks"] += 1
             if r.status == 413 and len(pending) > 1:  # larger than http.max_content_length: halve
@@ -294,6 +306,9 @@ class ElasticsearchSink(Sink):
             with self._lock:
                 self.stats["indexed"] += ok
                 self.stats["retried_items"] += len(retry)
+            if ok:
+                self._index_seen = True
+                self._checked_at = time.monotonic()
             pending = retry
             if retry:
                 waited = time.monotonic() - started
@@ -304,6 +319,59 @@ class ElasticsearchSink(Sink):
                 if self._stop.wait(d):
                     raise ElasticsearchError(f"stopped with {len(retry)} bulk items not acknowledged")
                 attempt += 1
+
+    def _still_ours(self) -> str | None:
+        """Before a bulk, after any failure or a quiet spell: does the server still hold what
+        lookout put there (same cluster uuid, the index templates, the records index)? If it lost
+        them (restarted empty, deleted), the templates go back before any document is sent, so no
+        index is ever created with dynamic types, and the loss is said loudly and counted.
+        Returns None when documents may be sent, else why not yet (the bulk is retried)."""
+        def settled() -> bool:
+            return not self.outage.suspect.is_set() and time.monotonic() - self._checked_at < QUIET_RECHECK
+
+        if settled():
+            return None
+        with self._check_lock:
+            if settled():
+                return None
+            r = self.client.request("GET", "/")
+            if r.status != 200 or not isinstance(r.data, dict):
+                return f"HTTP {r.status} from GET / while checking what the server holds"
+            lost = []
+            uuid = r.data.get("cluster_uuid")
+            if self.cluster_uuid and uuid and uuid != self.cluster_uuid:
+                lost.append(f"cluster uuid {self.cluster_uuid} is now {uuid}")
+            for name in self._templates:
+                t = self.client.request("GET", f"/_index_template/{name}")
+                if t.status == 404:
+                    lost.append(f"index template {name} is gone")
+                elif t.status != 200:
+                    return f"HTTP {t.status} reading index template {name}"
+            if self._index_seen and not self.cfg.daily:
+                i = self.client.request("HEAD", f"/{self.index}")
+                if i.status == 404:
+                    lost.append(f"index {self.index} is gone")
+                elif i.status != 200:
+                    return f"HTTP {i.status} checking index {self.index}"
+            if lost:
+                for name, body in self._templates.items():
+                    p = self.client.request("PUT", f"/_index_template/{name}", body)
+                    if p.status >= 300:
+                        return f"HTTP {p.status} {p.error_reason()} putting index template {name} back"
+                with self._lock:
+                    gone = self.stats["indexed"] - self._indexed_at_loss
+                    self._indexed_at_loss = self.stats["indexed"]
+                    self.stats["lost"] += gone
+                log.error("elasticsearch at %s lost lookout's data (%s): the %d documents it had acknowledged from this "
+                          "run before now are no longer there. Index templates put back before any document is sent "
+                          "again (no dynamically-typed index); documents not yet acknowledged are sent again. To restore "
+                          "the lost ones, replay their input into it (`lookout replay FILE --elasticsearch URL`: same ids, "
+                          "no duplicates).", self.cfg.url, "; ".join(lost), gone)
+                self.cluster_uuid = uuid or self.cluster_uuid
+                self._index_seen = False
+            self.outage.suspect.clear()
+            self._checked_at = time.monotonic()
+        return None
 
     def _reject(self, item: str, status: int, reason: str, index: str | None = None) -> None:
         action, _, rest = item.partition("\n")
