@@ -36,7 +36,7 @@ def test_generate_appends_to_stdout_opened_for_append(lookout_cmd: list[str], tm
 # ------------------------------------------------------------------------------ input file edges
 
 def rec(i: int, status: int = 200) -> bytes:
-    return orjson.dumps({"client_ip": f"10.0.{i // 250}.{i % 250 + 1}", "status": str(status), "host": "h.test",
+    return orjson.dumps({"client_ip": f"10.{i // 62_500 % 250}.{i // 250 % 250}.{i % 250 + 1}", "status": str(status), "host": "h.test",
                          "request_time": "0.1", "@timestamp": str(1_700_000_000 + i)})
 
 
@@ -231,3 +231,150 @@ def lookout_cmd_default() -> list[str]:
     import sys
 
     return [str(Path(sys.executable).parent / "lookout")]
+
+
+# ------------------------------------------------------------------------------ Kafka: the log changed under the checkpoint
+
+class KafkaRun:
+    """`lookout run --kafka` on a state dir, stderr in a file."""
+
+    def __init__(self, lookout_cmd: list[str], bootstrap: str, tmp: Path, name: str, *extra: str) -> None:
+        self.log = tmp / f"{name}.log"
+        self.proc = subprocess.Popen(
+            [*lookout_cmd, "run", "--kafka", bootstrap, "--idle-timeout", "1s", "--no-view",
+             "--state-dir", str(tmp / "state"), "--out", str(tmp / "out"), *extra],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"), env=ENV)  # noqa: SIM115
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_lines(self, n: int, timeout: float = 60) -> None:
+        """Until the run has read n lines in all (its progress is in the checkpoint's stats)."""
+        import pickle
+
+        deadline = time.monotonic() + timeout
+        ckpt = self.log.parent / "state" / "checkpoint.pkl"
+        while True:
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}:\n{self.text()}"
+            try:
+                if pickle.loads(ckpt.read_bytes())["stats"]["lines"] >= n:  # noqa: S301 - the run's own file
+                    return
+            except (FileNotFoundError, EOFError, pickle.UnpicklingError, KeyError):
+                pass
+            assert time.monotonic() < deadline, f"{n} lines not read within {timeout} s:\n{self.text()}"
+            time.sleep(0.2)
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"did not exit within {timeout} s:\n{self.text()}") from None
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit()
+
+
+def _delete_topic(bootstrap: str, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.delete_topics([topic], operation_timeout=10).values():
+        f.result()
+    deadline = time.monotonic() + 10
+    while topic in admin.list_topics(timeout=5).topics and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _records(n: int, seed: int) -> list[bytes]:
+    return [rec(seed * 100_000 + i) for i in range(n)]
+
+
+def test_recreated_topic_is_named_and_read_again_only_when_asked(kafka_broker, lookout_cmd: list[str],
+                                                                   tmp_path: Path) -> None:
+    from tests.test_kafka import create_topic, produce
+
+    bs = kafka_broker.bootstrap
+    create_topic(bs, "test-inter", 3)
+    produce(bs, "test-inter", _records(600, 1), partitions=3)
+    first = KafkaRun(lookout_cmd, bs, tmp_path, "first")
+    first.wait_lines(600)
+    assert first.stop() == 0, first.text()
+
+    # the issue's reproduction: delete, re-create with 4 partitions, 225 records each
+    _delete_topic(bs, "test-inter")
+    create_topic(bs, "test-inter", 4)
+    produce(bs, "test-inter", _records(900, 2), partitions=4)
+    second = KafkaRun(lookout_cmd, bs, tmp_path, "second")
+    assert second.wait_exit() == 2, second.text()
+    err = second.text()
+    assert "is not the log the checkpoint was taken from" in err and "re-created" in err, err
+    assert "--on-reset earliest" in err
+    assert "partition 0 ends at offset 225, before the checkpoint's 200" not in err  # 600/3 = 200 < 225: only the id tells
+
+    third = KafkaRun(lookout_cmd, bs, tmp_path, "third", "--on-reset", "earliest")
+    third.wait_lines(600 + 900)
+    time.sleep(7)  # past a periodic log check: the test broker's wrong log end after a re-create is not a reset
+    assert third.stop() == 0, third.text()
+    assert "reading every partition from its beginning" in third.text()
+    assert summary_lines(third.text()) == (1500, 1500)
+
+
+def test_log_shorter_than_the_checkpoint_is_named(kafka_broker, lookout_cmd: list[str], tmp_path: Path) -> None:
+    """The broker restarted empty (its topics gone) between two runs: the checkpoint's offsets are past the new log's end."""
+    from tests.test_kafka import create_topic, produce
+
+    bs = kafka_broker.bootstrap
+    create_topic(bs, "test-inter", 2)
+    produce(bs, "test-inter", _records(400, 3), partitions=2)
+    first = KafkaRun(lookout_cmd, bs, tmp_path, "first")
+    first.wait_lines(400)
+    assert first.stop() == 0, first.text()
+    kafka_broker.restart_process()  # in-memory broker: every topic gone
+    create_topic(bs, "test-inter", 2)
+    produce(bs, "test-inter", _records(50, 4), partitions=2)
+    second = KafkaRun(lookout_cmd, bs, tmp_path, "second")
+    assert second.wait_exit() == 2, second.text()
+    err = second.text()
+    assert "re-created" in err and "before the checkpoint's 200" in err, err
+
+
+def test_broker_restarted_empty_while_running_stops_with_a_clear_message(kafka_broker, lookout_cmd: list[str],
+                                                                         tmp_path: Path) -> None:
+    from tests.test_kafka import create_topic, produce
+
+    bs = kafka_broker.bootstrap
+    create_topic(bs, "test-inter", 2)
+    produce(bs, "test-inter", _records(300, 5), partitions=2)
+    run = KafkaRun(lookout_cmd, bs, tmp_path, "run")
+    run.wait_lines(300)
+    kafka_broker.restart_process()
+    rc = run.wait_exit(90)
+    err = run.text()
+    assert rc == 2, err
+    assert "does not exist any more" in err and "came back empty" in err, err
+    assert "still unreachable" not in err.split("restart")[-1] or "reachable again" in err
+    # the next start, once the topic is back, reads it from its beginning when told to
+    create_topic(bs, "test-inter", 2)
+    produce(bs, "test-inter", _records(100, 6), partitions=2)
+    again = KafkaRun(lookout_cmd, bs, tmp_path, "again", "--on-reset", "earliest")
+    again.wait_lines(400)
+    assert again.stop() == 0, again.text()
+
+
+def test_topic_deleted_while_running_stops_cleanly(kafka_broker, lookout_cmd: list[str], tmp_path: Path) -> None:
+    from tests.test_kafka import create_topic, produce
+
+    bs = kafka_broker.bootstrap
+    create_topic(bs, "test-inter", 2)
+    produce(bs, "test-inter", _records(200, 7), partitions=2)
+    run = KafkaRun(lookout_cmd, bs, tmp_path, "run")
+    run.wait_lines(200)
+    _delete_topic(bs, "test-inter")
+    rc = run.wait_exit(60)
+    err = run.text()
+    assert rc == 2, err  # not 139 (segmentation fault)
+    assert "kafka topic test-inter does not exist any more (while reading" in err, err
+    assert summary_lines(err) == (200, 200)  # what was read was committed before stopping

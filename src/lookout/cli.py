@@ -178,6 +178,8 @@ def _fail_if_all_refused(stats, out_dir: str) -> None:  # noqa: ANN001 - lookout
 @click.option("--kafka-config", "kafka_config", multiple=True, metavar="KEY=VALUE",
               help="librdkafka property passed through (repeatable), e.g. security.protocol=SASL_SSL.")
 @click.option("--partitions", default=3, show_default=True, help="Partitions for topics lookout creates.")
+@click.option("--on-reset", type=click.Choice(["fail", "earliest"]), default="fail", show_default=True,
+              help="Kafka input re-created or shorter than the checkpoint: stop (exit 2), or read it from its beginning.")
 @click.option("--idle-timeout", default="30s", show_default=True, help="Close open windows after input is quiet this long.")
 @click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
@@ -196,7 +198,14 @@ def run(**opts: object) -> None:
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(run_pipeline(rs, ro))
+    from lookout.safe_text import plain
+    from lookout.sources.base import InputChanged
+
+    try:
+        sys.exit(run_pipeline(rs, ro))
+    except InputChanged as e:
+        click.echo(plain(f"error: {e}"), err=True)
+        sys.exit(EXIT_USAGE)
 
 
 @main.command()

@@ -9,6 +9,7 @@ SIGINT/SIGTERM end the loop at the next step with a final flush and checkpoint (
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import pickle
@@ -25,7 +26,7 @@ from lookout.safe_text import setup_logging
 from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
-from lookout.sources.base import Source
+from lookout.sources.base import InputChanged, Source
 
 log = logging.getLogger("lookout.run")
 CHECKPOINT = "checkpoint.pkl"
@@ -47,6 +48,7 @@ class RunOptions(BaseModel):
     topic: str = "test-inter"
     kafka_config: tuple[str, ...] = ()
     partitions: int = 3
+    on_reset: str = "fail"  # Kafka input not the log the checkpoint was taken from: fail | earliest
     idle_timeout: float = 30.0  # seconds
     es_url: str | None = None
     view: bool = False
@@ -89,7 +91,7 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
         from lookout.sources.kafka import KafkaSource
 
         return KafkaSource(opts.kafka, opts.topic, config=opts.kafka_properties(), partitions=opts.partitions,
-                           lateness=rs.lateness if rs is not None else 10_000_000)
+                           lateness=rs.lateness if rs is not None else 10_000_000, on_reset=opts.on_reset)
     from lookout.sources.generator_source import GeneratorSource
 
     return GeneratorSource(opts.rate, opts.seed)
@@ -216,13 +218,18 @@ class Runner:
         last_data = time.monotonic()
         idle_closed = True
         dirty = False
+        changed: InputChanged | None = None
         try:
             if self.view:
                 self.view.start()
             while not self.stop_requested:
                 if self.opts.duration is not None and time.monotonic() - started >= self.opts.duration:
                     break
-                chunk = self.source.poll(0.2)
+                try:
+                    chunk = self.source.poll(0.2)
+                except InputChanged as e:  # stop cleanly: what was processed is committed below
+                    changed = e
+                    break
                 now = time.monotonic()
                 if chunk is not None:
                     report = self.pipeline.step(chunk)
@@ -265,11 +272,14 @@ class Runner:
         for name in st.refused_everything():
             log.error("%s refused every document it was sent (%d); they are dead letters in %s/rejected.jsonl",
                       name, st.delivery[name][1], self.opts.out_dir)
+        if changed is not None:
+            raise changed
         return 1 if st.refused_everything() else 0
 
 
 def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
     setup_logging(logging.INFO)
+    faulthandler.enable()  # a crash in a native library (librdkafka) still leaves what lookout was doing
     stop = {"requested": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))

@@ -49,6 +49,12 @@ def numbered_ids(prefix: str, numbers: pl.Series) -> pl.Series:
     return pl.select(pl.concat_str([pl.lit(prefix), numbers.cast(pl.String)]).alias("id")).to_series()
 
 
+class InputChanged(Exception):
+    """The input is not the one the checkpoint was taken from (a topic re-created, a log shorter
+    than the checkpointed offsets) or it went away (topic deleted). The run stops after
+    committing what it processed; the command line says what to do (exit 2)."""
+
+
 class Source:
     """What `lookout run` reads from. The run loop calls `poll` repeatedly; after everything from
     the chunks up to `position` is durable downstream (sinks flushed, engine state checkpointed)
