@@ -198,9 +198,12 @@ def run(**opts: object) -> None:
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
+    from lookout import supervise
     from lookout.safe_text import plain
     from lookout.sources.base import InputChanged
 
+    if ro.kafka and not supervise.is_child():  # a librdkafka crash must still leave a line
+        sys.exit(supervise.run_supervised(f"reading kafka topic {ro.topic}"))
     try:
         sys.exit(run_pipeline(rs, ro))
     except InputChanged as e:

@@ -53,8 +53,11 @@ class BrokerHealth:
     librdkafka reconnects by itself (with backoff); what the user needs is one readable line
     rather than a stream of socket errors, so its own log is kept at ERROR-only and this speaks."""
 
+    CONFIRM = 1.0  # s: one disconnect is not an outage (brokers close idle connections; see error())
+
     def __init__(self) -> None:
         self.down_since: float | None = None
+        self.first_error: float | None = None  # a connection error not yet confirmed by another
         self.last_reason = ""
         self._last_said = 0.0
         self._lock = threading.Lock()
@@ -67,8 +70,16 @@ class BrokerHealth:
                 return
             now = time.monotonic()
             self.last_reason = err.str() if hasattr(err, "str") else str(err)
+            if self.first_error is not None and now - self.first_error > 30 * self.CONFIRM:
+                self.first_error = None  # an old, lone disconnect confirms nothing
+            if self.down_since is None and (self.first_error is None or now - self.first_error < self.CONFIRM):
+                # a broker closing an idle client's connection looks like "all brokers down" to that
+                # client; an outage is only said once reconnecting keeps failing, at least 1 s apart
+                if self.first_error is None:
+                    self.first_error = now
+                return
             if self.down_since is None:
-                self.down_since = now
+                self.down_since = self.first_error or now
                 self._last_said = now
                 log.warning("kafka: broker %s unreachable (%s); retrying with backoff, nothing is committed "
                             "until it is back", bootstrap, self.last_reason)
@@ -78,6 +89,7 @@ class BrokerHealth:
                             bootstrap, now - self.down_since, self.last_reason)
 
     def ok(self) -> None:
+        self.first_error = None
         if self.down_since is None:
             return
         with self._lock:
