@@ -386,3 +386,40 @@ def test_topic_deleted_while_running_stops_cleanly(kafka_broker, lookout_cmd: li
         assert rc == 128 + signal.SIGSEGV, err
         assert "the pipeline process died of SIGSEGV while reading kafka topic test-inter" in err, err
         assert "start lookout again to resume" in err
+
+
+def test_run_ends_on_one_sigterm_while_elasticsearch_is_frozen(tmp_path: Path, es_private_server) -> None:
+    """The flush waits on a frozen server; one SIGTERM ends the run after --stop-timeout, nothing
+    unacknowledged committed (it used to need a second signal)."""
+    srv = es_private_server
+    log_file = tmp_path / "access.log"
+    log_file.write_bytes(b"".join(rec(i) + b"\n" for i in range(100)))
+    env = {k: v for k, v in ENV.items() if not k.startswith("LOOKOUT_ES")}
+    env["LOOKOUT_ES_TIMEOUT"] = "3"  # the bound is --stop-timeout plus one request timeout (a request in flight)
+    err_path = tmp_path / "run.err"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(lookout_cmd_default() + [
+            "run", "--tail", str(log_file), "--state-dir", str(tmp_path / "st"), "--out", str(tmp_path / "out"),
+            "--no-view", "--stop-timeout", "3", "--elasticsearch", srv.url, "--es-index", "t-stop"],
+            stdout=subprocess.DEVNULL, stderr=err, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while _count(srv.url, "t-stop") < 100 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with srv.frozen():
+            with open(log_file, "ab") as f:
+                f.write(b"".join(rec(i) + b"\n" for i in range(100, 150)))
+            time.sleep(3)  # the next flush is stuck
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(30)
+            took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = err_path.read_text()
+    assert rc == 1 and took < 15, (rc, took, log)
+    assert "abandoning it; nothing unacknowledged was committed" in log
+    pos = orjson.loads((tmp_path / "st" / "tail-position.json").read_bytes())
+    assert pos["line"] == 101  # the 50 lines the frozen server never acknowledged are read again on restart

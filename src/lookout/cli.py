@@ -185,6 +185,8 @@ def _fail_if_all_refused(stats, out_dir: str) -> None:  # noqa: ANN001 - lookout
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
 @es_options
 @click.option("--view/--no-view", default=None, help="Live terminal view (default: when stdout is a terminal).")
+@click.option("--stop-timeout", default=30.0, show_default=True,
+              help="Seconds after SIGINT/SIGTERM before a flush stuck on an unreachable server is abandoned (exit 1).")
 def run(**opts: object) -> None:
     """Run the pipeline: generated records by default, or --tail a log, or --kafka."""
     from lookout.runner import RunOptions, run_pipeline

@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class RunOptions(BaseModel):
     es_url: str | None = None
     view: bool = False
     commit_interval: float = 1.0
+    stop_timeout: float = 30.0  # s after a stop signal before a flush stuck on an unreachable server is abandoned
 
     @field_validator("idle_timeout", mode="before")
     @classmethod
@@ -206,6 +208,19 @@ class Runner:
             return
         self.stop_requested = True
         log.info("stopping: flushing and checkpointing (signal again to abandon a stuck flush)")
+        # one signal must be enough: a flush still stuck after stop_timeout is abandoned as by a second
+        timer = threading.Timer(self.opts.stop_timeout, self._stop_overdue)
+        timer.daemon = True
+        timer.start()
+
+    def _stop_overdue(self) -> None:
+        if self.sinks_aborted:
+            return
+        log.warning("still not stopped %.0f s after the stop signal (a flush waits on an unreachable server): "
+                    "abandoning it; nothing unacknowledged was committed, it is read again on restart",
+                    self.opts.stop_timeout)
+        self.sinks_aborted = True
+        self.sinks.abort()
 
     def run(self) -> int:
         self._restore()

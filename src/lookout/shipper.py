@@ -115,7 +115,7 @@ class Shipper:
                                  "position not saved, a restart re-sends from the last saved one")
             if left == 0:
                 break
-            if self.stop_requested and self.final:
+            if self.stop_requested:  # one signal ends it within 5 s, whichever commit it interrupts
                 raise SystemExit(f"error: stopped with {left} record(s) not acknowledged by Kafka; the position was "
                                  "not saved past them, so the next start sends them again")
             log.warning("waiting for Kafka to acknowledge %d record(s)", left)
