@@ -26,6 +26,7 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -74,19 +75,40 @@ class BrokerHealth:
                 self.first_error = None  # an old, lone disconnect confirms nothing
             if self.down_since is None and (self.first_error is None or now - self.first_error < self.CONFIRM):
                 # a broker closing an idle client's connection looks like "all brokers down" to that
-                # client; an outage is only said once reconnecting keeps failing, at least 1 s apart
+                # client: an outage is said when a second error comes 1 s later or, 1 s after the
+                # first, the brokers do not even take a TCP connection (_probe)
                 if self.first_error is None:
                     self.first_error = now
+                    timer = threading.Timer(self.CONFIRM, self._probe, (bootstrap, now))
+                    timer.daemon = True
+                    timer.start()
                 return
             if self.down_since is None:
-                self.down_since = self.first_error or now
-                self._last_said = now
-                log.warning("kafka: broker %s unreachable (%s); retrying with backoff, nothing is committed "
-                            "until it is back", bootstrap, self.last_reason)
+                self._declare(bootstrap, now)
             elif now - self._last_said >= 30:
                 self._last_said = now
                 log.warning("kafka: broker %s still unreachable after %.0f s (%s); still retrying",
                             bootstrap, now - self.down_since, self.last_reason)
+
+    def _declare(self, bootstrap: str, now: float) -> None:
+        self.down_since = self.first_error or now
+        self._last_said = now
+        log.warning("kafka: broker %s unreachable (%s); retrying with backoff, nothing is committed "
+                    "until it is back", bootstrap, self.last_reason)
+
+    def _probe(self, bootstrap: str, since: float) -> None:
+        if self.first_error != since or self.down_since is not None:
+            return  # answered since, or already said
+        for addr in bootstrap.split(","):
+            host, _, port = addr.strip().rpartition("://")[2].rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+                return  # it takes connections: a lone disconnect, unless another error confirms it
+            except (OSError, ValueError):
+                continue
+        with self._lock:
+            if self.first_error == since and self.down_since is None:
+                self._declare(bootstrap, time.monotonic())
 
     def ok(self) -> None:
         self.first_error = None
