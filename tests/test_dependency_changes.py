@@ -148,10 +148,11 @@ def test_produce_ends_on_one_sigterm_after_a_broker_restart(kafka_broker, lookou
     time.sleep(4)
     rc, err, took = _stop_within(proc, 20)
     assert took < 10, err
-    if "not acknowledged when stopped" in err:
-        assert rc == 1, err
-    else:
-        assert rc == 0 and "failed" not in err, err
+    assert "Traceback" not in err, err
+    if rc == 0:  # everything was acknowledged in the end
+        assert "failed" not in err and "not acknowledged" not in err, err
+    else:  # or what was not is counted (the idempotent producer may fail for good: unknown producer id)
+        assert rc == 1 and re.search(r"; [\d,]+ (not acknowledged|failed)", err), err
 
 
 def test_produce_reports_undelivered_messages_when_stopped_in_an_outage(kafka_broker, lookout_cmd: list[str]) -> None:
@@ -162,7 +163,7 @@ def test_produce_reports_undelivered_messages_when_stopped_in_an_outage(kafka_br
     rc, err, took = _stop_within(proc, 20)
     assert took < 10, err
     assert rc == 1, err
-    m = re.search(r"produced ([\d,]+) messages .*; ([\d,]+) not acknowledged when stopped", err)
+    m = re.search(r"produced ([\d,]+) messages .*; ([\d,]+) not acknowledged", err)
     assert m and int(m.group(2).replace(",", "")) > 0, err
     assert "stopping: waiting at most 3 s" in err
 
@@ -403,8 +404,11 @@ def test_run_ends_on_one_sigterm_while_elasticsearch_is_frozen(tmp_path: Path, e
             "--no-view", "--stop-timeout", "3", "--elasticsearch", srv.url, "--es-index", "t-stop"],
             stdout=subprocess.DEVNULL, stderr=err, env=env)
     try:
-        deadline = time.monotonic() + 30
-        while _count(srv.url, "t-stop") < 100 and time.monotonic() < deadline:
+        pos_file = tmp_path / "st" / "tail-position.json"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the first 100 lines acknowledged and committed
+            if pos_file.exists() and orjson.loads(pos_file.read_bytes())["line"] == 101:
+                break
             time.sleep(0.2)
         with srv.frozen():
             with open(log_file, "ab") as f:

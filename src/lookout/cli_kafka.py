@@ -89,7 +89,7 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
     --stop-timeout for the acknowledgements, then report the undelivered count and exit 1."""
     import signal
 
-    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka import KafkaError, KafkaException, Producer
 
     from lookout.safe_text import plain
     from lookout.sources.kafka import HEALTH, client_config, ensure_topics
@@ -119,8 +119,34 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     source = _lines(input_path, count) if input_path else _generated(rate, count, seed)
     t0 = time.monotonic()
+    progress = {"sent": 0}
+    try:
+        _send(producer, topic, source, rate, stop, delivered, progress)
+        left = _await_acks(producer, stop, stop_timeout)
+    except KafkaException as e:  # a fatal producer error (e.g. the broker came back without our producer id)
+        left = len(producer)
+        click.echo(plain(f"error: kafka producer failed for good: {e.args[0].str() if e.args else e}"), err=True)
+        try:
+            producer.purge(in_queue=True, in_flight=True)
+            producer.poll(0)
+        except KafkaException:
+            pass  # the same fatal error again: nothing more to learn
+    elapsed = max(time.monotonic() - t0, 1e-9)
+    ok = progress["sent"] - len(failed) - left
+    click.echo(f"produced {ok:,} messages to {topic} in {elapsed:.2f} s ({ok / elapsed:,.0f} msg/s)"
+               + (f"; {len(failed):,} failed (first: {plain(failed[0])})" if failed else "")
+               + (f"; {left:,} not acknowledged (may or may not have been written)" if left else ""),
+               err=True)
+    if failed or left:
+        sys.exit(1)
+
+
+def _send(producer: Any, topic: str, source: Any, rate: float, stop: dict[str, bool], delivered: Any,
+          progress: dict[str, int]) -> None:
+    """Produce every line (at `rate`/s when > 0) until the source ends or a stop is requested,
+    counting in progress["sent"] (still right when a fatal KafkaException ends it)."""
+    t0 = time.monotonic()
     last_report = t0
-    sent = 0
     for line in source:
         if stop["now"]:
             break
@@ -132,25 +158,17 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
                 producer.poll(0.05)
         else:
             break
-        sent += 1
+        progress["sent"] += 1
+        sent = progress["sent"]
         if sent % 10_000 == 0:
             producer.poll(0)
         if rate > 0:
-            while (ahead := t0 + sent / rate - time.monotonic()) > 0:
+            while (ahead := t0 + sent / rate - time.monotonic()) > 0 and not stop["now"]:
                 producer.poll(min(ahead, 0.1))
         now = time.monotonic()
         if now - last_report >= 5:
             last_report = now
             click.echo(f"produced {sent:,} messages ({sent / (now - t0):,.0f} msg/s)", err=True)
-    left = _await_acks(producer, stop, stop_timeout)
-    elapsed = max(time.monotonic() - t0, 1e-9)
-    ok = sent - len(failed) - left
-    click.echo(f"produced {ok:,} messages to {topic} in {elapsed:.2f} s ({ok / elapsed:,.0f} msg/s)"
-               + (f"; {len(failed):,} failed (first: {plain(failed[0])})" if failed else "")
-               + (f"; {left:,} not acknowledged when stopped (may or may not have been written)" if left else ""),
-               err=True)
-    if failed or left:
-        sys.exit(1)
 
 
 def _await_acks(producer: Any, stop: dict[str, bool], stop_timeout: float) -> int:

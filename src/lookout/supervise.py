@@ -58,7 +58,10 @@ def run_supervised(doing: str) -> int:
     sig = -rc
     if sig in sent:
         return 128 + sig
-    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     sys.stderr.write(
         f"{stamp} CRITICAL lookout.run: the pipeline process died of {name} while {doing} (a crash in a native "
