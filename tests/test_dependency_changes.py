@@ -36,7 +36,8 @@ def test_generate_appends_to_stdout_opened_for_append(lookout_cmd: list[str], tm
 # ------------------------------------------------------------------------------ input file edges
 
 def rec(i: int, status: int = 200) -> bytes:
-    return orjson.dumps({"client_ip": f"10.{i // 62_500 % 250}.{i // 250 % 250}.{i % 250 + 1}", "status": str(status), "host": "h.test",
+    return orjson.dumps({"client_ip": f"10.{i // 62_500 % 250}.{i // 250 % 250}.{i % 250 + 1}", "status": str(status),
+                         "host": "h.test",
                          "request_time": "0.1", "@timestamp": str(1_700_000_000 + i)})
 
 
@@ -214,6 +215,8 @@ def test_elasticsearch_restarted_empty_mid_run_is_detected_typed_and_accounted(t
         assert status == 200
         assert mapping_conflicts(mapping["t-restart"]["mappings"], RECORD_TYPES) == []  # typed, not dynamic
         assert f"{lost:,} of the acknowledged documents were lost by the server" in log
+        resent = int(re.search(r"; the (\d+) acknowledged since are sent again", log).group(1))
+        assert _count(srv.url, "t-restart") >= resent
     finally:
         srv.stop()
 
@@ -427,3 +430,45 @@ def test_run_ends_on_one_sigterm_while_elasticsearch_is_frozen(tmp_path: Path, e
     assert "abandoning it; nothing unacknowledged was committed" in log
     pos = orjson.loads((tmp_path / "st" / "tail-position.json").read_bytes())
     assert pos["line"] == 101  # the 50 lines the frozen server never acknowledged are read again on restart
+
+
+def test_elasticsearch_lost_since_checkpoint_is_sent_again(tmp_path: Path) -> None:
+    """Documents acknowledged after the last flush (checkpoint) are kept and sent again to a
+    server that came back empty; those before it are counted lost."""
+    from concurrent.futures import wait
+
+    import polars as pl
+
+    from lookout.records import SCHEMA
+    from lookout.sinks.elasticsearch import ElasticsearchSink
+    from tests.fixtures.elasticsearch import EsServer, http_json
+
+    def frame(n: int, start: int) -> tuple[pl.DataFrame, list[str]]:
+        recs = pl.DataFrame({"ts": [1_659_509_511_000_000 + i for i in range(n)], "status": [200] * n,
+                             "request_time": [0.2] * n, "client_ip": ["1.2.3.4"] * n, "host": ["h"] * n,
+                             "country": ["US"] * n, "method": ["GET"] * n, "server": ["s"] * n,
+                             "line": list(range(n))}, schema=SCHEMA)
+        return recs, [f"t:{start + i}" for i in range(n)]
+
+    srv = EsServer().start()
+    try:
+        sink = ElasticsearchSink.from_url(srv.url, index="t-resend", timeout=2.0)
+        sink.write_records(*frame(30, 0))
+        sink.flush()  # the caller checkpoints here: these 30 cannot be sent again
+        sink.write_records(*frame(20, 30))
+        sink._submit()
+        wait(set(sink._futures))  # acknowledged, no flush (no checkpoint) yet
+        assert sink.stats["indexed"] == 50
+        srv.stop()
+        srv.start()  # same port, empty
+        sink.write_records(*frame(10, 50))
+        sink.flush()
+        sink.close()
+        http_json("POST", f"{srv.url}/t-resend/_refresh")
+        status, body = http_json("GET", f"{srv.url}/t-resend/_count")
+        assert status == 200 and body["count"] == 30, body  # the 20 sent again + the 10 new
+        assert sink.stats["lost"] == 30 and sink.stats["resent"] == 20
+        status, doc = http_json("GET", f"{srv.url}/t-resend/_doc/t:35")
+        assert status == 200 and doc["found"]
+    finally:
+        srv.stop()

@@ -46,6 +46,7 @@ MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
 NDJSON = "application/x-ndjson"
 _ID_RE = re.compile(r"^(?P<source>.+):(?P<line>\d+)$")
 QUIET_RECHECK = 5.0  # s without an acknowledged bulk after which the server is checked before the next
+KEEP_ACKED_BYTES = 16 << 20  # acknowledged documents kept until the next flush, to re-send if the server loses them
 
 
 def doc_id(record_id: str) -> str:
@@ -70,13 +71,19 @@ class ElasticsearchSink(Sink):
         self.backoff = Backoff()
         self.on_rejected = on_rejected
         self.index = index_name(cfg.index)
-        self.stats = {"indexed": 0, "rejected": 0, "retried_items": 0, "bulks": 0, "lost": 0}
+        self.stats = {"indexed": 0, "rejected": 0, "retried_items": 0, "bulks": 0, "lost": 0, "resent": 0}
         self.cluster_uuid: str | None = None
         self._templates: dict[str, dict[str, Any]] = {}  # what _setup put, to put back if the server loses it
         self._check_lock = threading.Lock()
         self._checked_at = time.monotonic()  # last acknowledged bulk or check of what the server holds
         self._index_seen = False  # the records index held documents of ours (so its absence is a loss)
         self._indexed_at_loss = 0
+        # acknowledged since the last flush() returned (the caller checkpoints after it): what a
+        # server that lost its data lacks and lookout can still send, up to KEEP_ACKED_BYTES
+        self._acked: list[str] = []
+        self._acked_bytes = 0
+        self._acked_complete = True
+        self._resend: list[str] = []  # taken from _acked on a loss; sent by the next flush
         self._lock = threading.Lock()
         self._dead: list[bytes] = []
         self._buf: list[str] = []
@@ -218,7 +225,12 @@ class ElasticsearchSink(Sink):
     def flush(self) -> None:
         """Block until everything given so far is acknowledged (or dead-lettered)."""
         self._submit()
-        while self._futures:
+        while self._futures or self._resend:
+            with self._lock:
+                again, self._resend = self._resend, []
+            if again:  # documents a server that lost its data acknowledged before: send them again
+                self._add(again)
+                self._submit()
             done, _ = wait(self._futures, return_when=FIRST_EXCEPTION)
             for f in done:
                 self._futures.discard(f)
@@ -229,6 +241,8 @@ class ElasticsearchSink(Sink):
                     raise exc
         if self._stop.is_set():
             raise ElasticsearchError("aborted: documents may not all be acknowledged; nothing was committed")
+        with self._lock:
+            self._acked, self._acked_bytes, self._acked_complete = [], 0, True
         self._deliver_dead()
 
     def close(self) -> None:
@@ -293,19 +307,25 @@ class ElasticsearchSink(Sink):
             if len(answers) != len(pending):
                 raise ElasticsearchError(f"bulk answered {len(answers)} items for {len(pending)} sent")
             retry: list[str] = []
-            ok = 0
+            acked: list[str] = []
             for item, ans in zip(pending, answers):
                 op = next(iter(ans.values())) if isinstance(ans, dict) and ans else {}
                 st = int(op.get("status", 0))
                 if 200 <= st < 300:
-                    ok += 1
+                    acked.append(item)
                 elif st == 429 or st >= 500 or st == 0:
                     retry.append(item)
                 else:
                     self._reject(item, st, error_reason(op.get("error")), op.get("_index"))
+            ok = len(acked)
             with self._lock:
                 self.stats["indexed"] += ok
                 self.stats["retried_items"] += len(retry)
+                if self._acked_complete:
+                    self._acked.extend(acked)
+                    self._acked_bytes += sum(len(s) for s in acked)
+                    if self._acked_bytes > KEEP_ACKED_BYTES:  # too many to keep: these count as lost if lost
+                        self._acked, self._acked_bytes, self._acked_complete = [], 0, False
             if ok:
                 self._index_seen = True
                 self._checked_at = time.monotonic()
@@ -327,7 +347,8 @@ class ElasticsearchSink(Sink):
         index is ever created with dynamic types, and the loss is said loudly and counted.
         Returns None when documents may be sent, else why not yet (the bulk is retried)."""
         def settled() -> bool:
-            return not self.outage.suspect.is_set() and time.monotonic() - self._checked_at < QUIET_RECHECK
+            return (not self.outage.suspect.is_set() and time.monotonic() - self._checked_at < QUIET_RECHECK
+                    and not self.client.needs_new_connection())
 
         if settled():
             return None
@@ -359,14 +380,19 @@ class ElasticsearchSink(Sink):
                     if p.status >= 300:
                         return f"HTTP {p.status} {p.error_reason()} putting index template {name} back"
                 with self._lock:
-                    gone = self.stats["indexed"] - self._indexed_at_loss
+                    resend = self._acked if self._acked_complete else []
+                    gone = self.stats["indexed"] - self._indexed_at_loss - len(resend)
                     self._indexed_at_loss = self.stats["indexed"]
                     self.stats["lost"] += gone
+                    self.stats["resent"] += len(resend)
+                    self._resend.extend(resend)
+                    self._acked, self._acked_bytes, self._acked_complete = [], 0, True
                 log.error("elasticsearch at %s lost lookout's data (%s): the %d documents it had acknowledged from this "
-                          "run before now are no longer there. Index templates put back before any document is sent "
-                          "again (no dynamically-typed index); documents not yet acknowledged are sent again. To restore "
-                          "the lost ones, replay their input into it (`lookout replay FILE --elasticsearch URL`: same ids, "
-                          "no duplicates).", self.cfg.url, "; ".join(lost), gone)
+                          "run before the last checkpoint are no longer there; the %d acknowledged since are sent again, "
+                          "as are those not yet acknowledged. Index templates put back before any document is sent "
+                          "again (no dynamically-typed index). To restore the lost ones, replay their input into it "
+                          "(`lookout replay FILE --elasticsearch URL`: same ids, no duplicates).",
+                          self.cfg.url, "; ".join(lost), gone, len(resend))
                 self.cluster_uuid = uuid or self.cluster_uuid
                 self._index_seen = False
             self.outage.suspect.clear()

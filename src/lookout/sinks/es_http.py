@@ -164,6 +164,15 @@ class EsClient:
                                         timeout=urllib3.Timeout(connect=min(10.0, cfg.timeout), read=cfg.timeout), **kw)
         self.transport_errors: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
 
+    def needs_new_connection(self) -> bool:
+        """True when no pooled keep-alive connection is still open: the next request connects anew,
+        maybe to another server process than the last one (restarted on the same port)."""
+        from urllib3.util.connection import is_connection_dropped
+
+        pool = self.pool.connection_from_url(self.cfg.url)
+        idle = [c for c in list(pool.pool.queue) if c is not None and getattr(c, "sock", None) is not None]  # type: ignore[union-attr]
+        return not any(not is_connection_dropped(c) for c in idle)
+
     def request(self, method: str, path: str, body: bytes | dict | list | None = None,
                 content_type: str = "application/json", params: dict[str, str] | None = None) -> Response:
         """Send one request; raises a transport error (see `transport_errors`) when no answer came."""
