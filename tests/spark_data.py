@@ -101,6 +101,14 @@ INVALID_LINES = [
     '{"@timestamp": 1659509500.5, "status": true, "client_ip": "1.2.3.4", "host": "h"}',
     '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "request_time": "1e400"}',
     '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h"',
+    # issue 20: what a fast path could read differently from the reference
+    '{"@timestamp": 1659509500.5, "status": "200", "client_ip": "1.2.3.4", "host": "h", "status": "404"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "ho\\u0073t": "x"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "ho\\u0073t": {"evil": 1}}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "\\ud800evil"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "request_time": 9.3e12}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "fe80::1%eth0", "host": "h"}',
+    '{"@timestamp": "١٦٥٩٥٠٩٥٠٠", "status": 200, "client_ip": "1.2.3.4", "host": "h"}',
 ]
 
 

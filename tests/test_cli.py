@@ -130,7 +130,7 @@ def test_run_sigkill_then_restart_loses_nothing(lookout_cmd, tmp_path):
     # the store holds exactly what the checkpointed stats say was read
     n = json.loads(run(lookout_cmd + ["count", "--state-dir", str(state)]).stdout)["count"]
     assert n == ck["stats"]["records"] > 0
-    for name, size in ck["files"].items():
+    for name, size in ck["sinks"]["files"].items():
         f = out / ("rejected.jsonl" if name == "rejected" else f"{name}.jsonl")
         assert f.stat().st_size == size
 

@@ -133,13 +133,15 @@ def test_429_answers_lead_to_backoff_then_success(tmp_path: Path, fault_proxy, e
 
 
 def test_mapping_rejection_goes_to_dead_letters_with_the_servers_reason(tmp_path: Path, es_url: str) -> None:
-    """Two records valid for lookout (Python's ipaddress takes IPv6 zone ids) that the typed
-    mapping refuses: an Elasticsearch `ip` has no zone id."""
+    """Two records valid for lookout that an index made by someone else refuses: its `server` is
+    a `long`, and they say `s_v3`. (lookout's own mapping takes every valid record: the contract
+    refuses the IPv6 zone ids an Elasticsearch `ip` has no room for.)"""
+    status, _ = http_json("PUT", f"{es_url}/t-reject", {"mappings": {"properties": {"server": {"type": "long"}}}})
+    assert status == 200
     src = generate(tmp_path / "in.ndjson", 1000, seed=3)
-    base = orjson.loads(src.read_bytes().split(b"\n", 1)[0])
-    bad = [dict(base, client_ip="fe80::1%eth0"), dict(base, client_ip="fe80::abcd%2")]
-    with open(src, "ab") as f:
-        f.write(b"".join(orjson.dumps(b) + b"\n" for b in bad))
+    good = [dict(orjson.loads(ln), server="7") for ln in src.read_bytes().splitlines()]
+    bad = [dict(good[0], server="s_v3"), dict(good[1], server="s_v4")]
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in good + bad))
     p = lookout("replay", str(src), "--out", str(tmp_path / "out"), "--json",
                 "--elasticsearch", es_url, "--es-index", "t-reject")
     assert orjson.loads(p.stdout)["records"] == 1002  # lookout accepts both
@@ -149,10 +151,10 @@ def test_mapping_rejection_goes_to_dead_letters_with_the_servers_reason(tmp_path
     assert [d["reason"] for d in dead] == ["elasticsearch-rejected"] * 2
     by_line = {d["line"]: d for d in dead}
     assert set(by_line) == {1001, 1002} and all(d["source"] == str(src) for d in dead)
-    for line, ip in ((1001, "fe80::1%eth0"), (1002, "fe80::abcd%2")):
-        assert "failed to parse field [client_ip] of type [ip]" in by_line[line]["detail"]
-        assert f"'{ip}' is not an IP string literal" in by_line[line]["detail"]
-        assert orjson.loads(by_line[line]["raw"])["client_ip"] == ip  # the document sent
+    for line, server in ((1001, "s_v3"), (1002, "s_v4")):
+        assert "failed to parse field [server] of type [long]" in by_line[line]["detail"]
+        assert f'For input string: "{server}"' in by_line[line]["detail"]
+        assert orjson.loads(by_line[line]["raw"])["server"] == server  # the document sent
     assert all(d["status"] == 400 and d["index"] == "t-reject" for d in dead)
     assert "2 rejected" in p.stderr
 
@@ -216,3 +218,19 @@ def test_credentials_are_sent_as_configured(tmp_path: Path, fault_proxy, es_url:
                 "--elasticsearch", *args, env=env)
         assert proxy.authorization == {want}, (args, proxy.authorization)
     assert server_count(es_url, "t-auth") == 50
+
+
+def test_incidents_are_indexed_by_id_with_their_last_status(tmp_path: Path, es_url: str) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: [{name: busy, window: {size: 20s, hop: 1s}, group_by: client_ip, aggregate: count, "
+                     "threshold: count > 3}]\n")
+    src = generate(tmp_path / "in.ndjson", 3000)
+    lookout("replay", str(src), "--rules", str(rules), "--out", str(tmp_path / "out"), "--json",
+            "--elasticsearch", es_url, "--es-index", "t-incidents")
+    lines = [orjson.loads(x) for x in (tmp_path / "out" / "incidents.jsonl").read_bytes().splitlines()]
+    ids = {d["id"] for d in lines}
+    assert ids and server_count(es_url, "lookout-incidents") >= len(ids)
+    for d in lines[-5:]:
+        status, body = http_json("GET", f"{es_url}/lookout-incidents/_doc/{d['id']}")
+        assert status == 200, body
+        assert body["_source"]["status"] == "resolved" and body["_source"]["windows"] == d["windows"]

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from tests.fixtures.kafka import ProxiedBroker
+from tests.fixtures.ports import free_port
 
 GOALS = ["goal1-topic", "goal2-topic", "goal3-topic", "goal4-topic"]
 pytestmark = pytest.mark.timeout(240)
@@ -44,9 +45,10 @@ def generate(lookout_cmd: list[str], path: Path, n: int, seed: int = 7) -> list[
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
-    from lookout.sources.kafka import ensure_topics
+    from lookout.kafka.admin import ensure_topics
+    from lookout.kafka.config import KafkaConnection
 
-    ensure_topics(bootstrap, None, {topic: partitions})
+    ensure_topics(KafkaConnection(bootstrap), {topic: partitions})
 
 
 def produce(bootstrap: str, topic: str, lines: list[bytes], partitions: int | None = 3, rate: float | None = None) -> None:
@@ -111,12 +113,12 @@ class Run:
     """`lookout run --kafka` as a subprocess, its stderr in a file."""
 
     def __init__(self, lookout_cmd: list[str], bootstrap: str, tmp: Path, name: str, topic: str = "test-inter",
-                 state: str = "state", out: str = "out", idle: str = "2s") -> None:
+                 state: str = "state", out: str = "out", idle: str = "2s", extra: tuple[str, ...] = ()) -> None:
         self.log = tmp / f"{name}.log"
         self.out = tmp / out
         self.proc = subprocess.Popen(
             [*lookout_cmd, "run", "--kafka", bootstrap, "--topic", topic, "--idle-timeout", idle, "--no-view",
-             "--state-dir", str(tmp / state), "--out", str(self.out)],
+             "--state-dir", str(tmp / state), "--out", str(self.out), *extra],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))  # noqa: SIM115
         _RUNS.append(self.proc)
 
@@ -176,14 +178,30 @@ def test_backlog_on_3_partitions_equals_replay(kafka_broker: ProxiedBroker, look
     expected = replay(lookout_cmd, tmp_path / "in.ndjson", tmp_path / "replay")
     create_topic(bs, "test-inter", 3)
     produce(bs, "test-inter", lines, partitions=3)
-    run = Run(lookout_cmd, bs, tmp_path, "run")
+    port = free_port()
+    run = Run(lookout_cmd, bs, tmp_path, "run", extra=("--http", f"127.0.0.1:{port}"))
     run.wait_results(counts(expected))
+    # consumer lag per partition, read to the end: 0 on each of the 3
+    from tests.test_metrics import scrape
+
+    lag = scrape(f"http://127.0.0.1:{port}")["lookout_kafka_consumer_lag"]
+    assert sorted((lb["topic"], lb["partition"], v) for lb, v in lag) == [("test-inter", str(p), 0.0) for p in range(3)]
     assert run.stop() == 0
     assert "0 late" in run.text() and "0 rejected" in run.text(), run.text()
     for g in GOALS:  # the run's own files too
         assert sorted((run.out / f"{g}.jsonl").read_bytes().splitlines()) == sorted(expected[g])
     assert assert_topics_match(bs, expected) == 0
     assert read_topic(bs, "test-inter-dlq") == []
+    # incidents: topic lookout-incidents, key = incident id; the resolved ones equal the replay's
+    def resolved(docs: list[dict]) -> list[tuple]:
+        return sorted((d["rule"], str(d["key"]), d["start"], d["end"], d["windows"], d["peak"])
+                      for d in docs if d["status"] == "resolved")
+
+    want = [orjson.loads(x) for x in (tmp_path / "replay" / "incidents.jsonl").read_bytes().splitlines()]
+    msgs = read_topic(bs, "lookout-incidents")
+    got = [orjson.loads(v) for _, v, _ in msgs]
+    assert want and resolved(got) == resolved(want)
+    assert all(k.decode() == orjson.loads(v)["id"] for k, v, _ in msgs)
 
 
 def test_seed_flow_produce_run_consume_and_kafka_python(kafka_broker: ProxiedBroker, lookout_cmd: list[str],

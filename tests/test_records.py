@@ -136,3 +136,183 @@ def test_fast_path_equals_reference(ls):
             assert g == w, ls[i]
         else:
             assert g == w, ls[i]
+
+
+# ---------------------------------------------------------------- issue 20: one contract, one truth
+
+GOOD_LINE = rec()
+BROKEN_LINE = b'{"client_ip": "1.2.3.4", oops'
+
+
+def _contexts(line: bytes) -> dict[str, tuple[bytes, int]]:
+    """The same line alone, among good lines, next to a broken line, after a blank line: (chunk, index)."""
+    return {
+        "alone": (line + b"\n", 0),
+        "among good lines": (b"\n".join([GOOD_LINE, GOOD_LINE, line, GOOD_LINE]) + b"\n", 2),
+        "next to a broken line": (b"\n".join([GOOD_LINE, BROKEN_LINE, line, GOOD_LINE]) + b"\n", 2),
+        "after a blank line": (b"\n".join([GOOD_LINE, b"", line]) + b"\n", 2),
+    }
+
+
+def _fast(chunk: bytes, index: int):
+    parsed = parse_chunk(chunk)
+    for r in parsed.rejected:
+        if r.index == index:
+            return r.reason
+    for row in parsed.records.iter_rows(named=True):
+        if row.pop("line") == index:
+            return row
+    raise AssertionError(f"line {index} neither accepted nor rejected")
+
+
+def assert_one_truth(line: bytes):
+    """parse_line and parse_chunk agree on `line` wherever it sits; returns the reference result."""
+    want = _ref(line)
+    for where, (chunk, i) in _contexts(line).items():
+        got = _fast(chunk, i)
+        assert got == want, (where, line, got, want)
+        if isinstance(want, dict) and want["request_time"] is not None:  # -0.0 == 0.0, so compare signs too
+            assert str(got["request_time"]) == str(want["request_time"]), (where, line)
+    return want
+
+
+def raw(*pairs: tuple[str, str]) -> bytes:
+    """A JSON object line written by hand (keys and values as JSON text), so keys may repeat or be escaped."""
+    return ("{" + ",".join(f"{k}:{v}" for k, v in pairs) + "}").encode()
+
+
+BASE = [('"client_ip"', '"1.2.3.4"'), ('"status"', '"200"'), ('"host"', '"h"'), ('"@timestamp"', '"1659509500"')]
+
+
+@pytest.mark.parametrize("line", [
+    raw(*BASE, ('"status"', '"404"')),                       # the issue's line: 200 on one path, 404 on the other
+    raw(*BASE, ('"host"', '{"evil":1}')), raw(*BASE, ('"@timestamp"', '"never"')), raw(*BASE, ('"client_ip"', '"x"')),
+    raw(('"client_ip"', '"::1"'), *BASE[1:], ('"status"', '"404"')),
+    raw(*BASE, ('"ho\\u0073t"', '"other"')), raw(*BASE, ('"country"', '"US"'), ('"country"', 'null')),
+])
+def test_duplicate_fields_are_rejected_on_every_path(line):
+    assert assert_one_truth(line) == "duplicate-key"
+
+
+def test_duplicates_of_ignored_keys_are_ignored():
+    assert isinstance(assert_one_truth(raw(*BASE, ('"extra"', "1"), ('"extra"', "2"))), dict)
+
+
+@pytest.mark.parametrize("key,reason", [("ho\\u0073t", "invalid-host"), ("\\u0063ountry", "invalid-country"),
+                                        ("m\\u0065thod", "invalid-method"), ("serve\\u0072", "invalid-server")])
+def test_escaped_key_names_are_decoded_before_guarding(key, reason):
+    fields = [p for p in BASE if key.startswith("ho") is False or p[0] != '"host"']
+    assert assert_one_truth(raw(*fields, (f'"{key}"', '{"evil":1}'))) == reason
+
+
+def test_escaped_key_names_are_the_field():
+    r = assert_one_truth(raw(*BASE[:2], ('"ho\\u0073t"', '"h2"'), BASE[3]))
+    assert r["host"] == "h2"
+
+
+@pytest.mark.parametrize("fld,value,reason", [
+    ("client_ip", "١.٢.٣.٤", "invalid-client_ip"), ("client_ip", "１.２.３.４", "invalid-client_ip"),
+    ("@timestamp", "١٦٥٩٥٠٩٥٠٠", "invalid-timestamp"), ("@timestamp", "１６５９５０９５００", "invalid-timestamp"),
+    ("@timestamp", "٢٠٢٢-08-03T06:51:51Z", "invalid-timestamp"),
+    ("request_time", "٠.٥", "invalid-request_time"), ("request_time", "０.５", "invalid-request_time"),
+    ("status", "٢٠٠", "invalid-status"), ("status", "２００", "invalid-status"),
+])
+def test_non_ascii_digits_are_refused_everywhere(fld, value, reason):
+    assert assert_one_truth(rec(**{fld: value})) == reason
+
+
+@pytest.mark.parametrize("value", ['"\\ud800evil"', '"evil\\udfff"', '"\\udc00\\ud800"'])
+def test_lone_surrogates_are_rejected_on_every_path(value):
+    assert assert_one_truth(raw(*BASE[:2], ('"host"', value), BASE[3])) == "invalid-json"
+
+
+def test_escaped_values_agree():
+    r = assert_one_truth(raw(*BASE[:2], ('"host"', '"a\\u00e9\\ud83d\\ude00\\n"'), BASE[3]))
+    assert r["host"] == "aé😀\n"
+
+
+def test_minus_zero_request_time_is_zero():
+    for v in ("-0", "-0.0", -0.0, "-0e5"):
+        r = assert_one_truth(rec(request_time=v))
+        assert str(r["request_time"]) == "0.0", v
+
+
+@pytest.mark.parametrize("ip,canonical", [
+    ("::ffff:1.2.3.4", "1.2.3.4"), ("::FFFF:102:304", "1.2.3.4"), ("2001:DB8:0:0::1", "2001:db8::1"),
+    ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"), ("1.2.3.4", "1.2.3.4"), ("::1", "::1"),
+])
+def test_client_ips_are_canonical(ip, canonical):
+    assert assert_one_truth(rec(client_ip=ip))["client_ip"] == canonical
+
+
+@pytest.mark.parametrize("ip", ["fe80::1%eth0", "fe80::1%1", "::ffff:1.2.3.4%0"])
+def test_client_ip_zone_ids_are_refused(ip):
+    assert assert_one_truth(rec(client_ip=ip)) == "invalid-client_ip"
+
+
+@pytest.mark.parametrize("ts,us", [
+    ("2016-12-31T23:59:60Z", 1483228800_000000), ("2016-12-31T23:59:60.5Z", 1483228800_500000),
+    ("2017-01-01T05:44:60+05:45", 1483228800_000000), ("2016-12-31 23:59:60", 1483228800_000000),
+])
+def test_leap_second_is_the_next_day_start(ts, us):
+    assert assert_one_truth(rec(**{"@timestamp": ts}))["ts"] == us
+
+
+@pytest.mark.parametrize("ts", ["2016-12-31T12:00:60Z", "2016-12-31T23:59:61Z", "2016-12-31T23:58:60Z"])
+def test_sixty_seconds_elsewhere_is_refused(ts):
+    assert assert_one_truth(rec(**{"@timestamp": ts})) == "invalid-timestamp"
+
+
+# hostile lines written by hand: repeated and escaped keys, Unicode digits, surrogates, control characters
+
+def _escape_key(name: str, draw) -> str:
+    out = []
+    for ch in name:
+        out.append(f"\\u{ord(ch):04x}" if draw(st.integers(0, 5)) == 0 else ch)
+    return '"' + "".join(out) + '"'
+
+
+hostile_text = st.one_of(
+    st.sampled_from(["1.2.3.4", "::1", "::ffff:1.2.3.4", "fe80::1%eth0", "١.٢.٣.٤", "１.２.３.４", "201", "٢٠١", "２０１",
+                     "1659509511", "١٦٥٩٥٠٩٥١١", "2016-12-31T23:59:60Z", "0.5", "٠.٥", "-0", "-", "", "h",
+                     "api.example.com", "1e3", "nan", "inf", "true", "{", "-1"]),
+    st.text(alphabet=st.sampled_from("0123456789.:-abfx٠١٢３\u00e9\x00\x01\x1f\x7f \t"), max_size=8),
+)
+
+
+@st.composite
+def json_value(draw) -> str:
+    kind = draw(st.integers(0, 6))
+    if kind == 0:
+        return draw(st.sampled_from(["null", "true", "false", "0", "-0", "201", "201.0", "1659509511.5", "[]", "{}",
+                                     '{"a":1}', "[1]", "1e400", "-1"]))
+    if kind == 1:  # escapes: surrogates, control characters, plain letters
+        esc = draw(st.sampled_from(["\\ud800", "\\udfff", "\\ud83d\\ude00", "\\u0000", "\\u001f", "\\u0041", "\\n",
+                                    "\\t", "\\\\", '\\"', "\\u0031"]))
+        return '"' + draw(st.sampled_from(["", "h", "1"])) + esc + draw(st.sampled_from(["", "x", "0"])) + '"'
+    if kind == 2:  # a raw control character inside a string (invalid JSON)
+        return '"a' + draw(st.sampled_from(["\x00", "\x01", "\x1f", "\t"])) + 'b"'
+    return orjson.dumps(draw(hostile_text)).decode()
+
+
+@st.composite
+def hostile_lines(draw) -> bytes:
+    pairs = [(f'"{f}"', orjson.dumps(v).decode()) for f, v in GOOD.items()]
+    for _ in range(draw(st.integers(0, 4))):
+        op = draw(st.integers(0, 3))
+        name = draw(field_names)
+        if op == 0:  # replace a field's value
+            pairs = [(k, draw(json_value()) if k == f'"{name}"' else v) for k, v in pairs]
+        elif op == 1:  # the field again (maybe with an escaped name)
+            pairs.insert(draw(st.integers(0, len(pairs))), (_escape_key(name, draw), draw(json_value())))
+        elif op == 2:  # drop it
+            pairs = [p for p in pairs if p[0] != f'"{name}"']
+        else:  # its name escaped
+            pairs = [(_escape_key(name, draw) if k == f'"{name}"' else k, v) for k, v in pairs]
+    return raw(*pairs)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_lines())
+def test_result_does_not_depend_on_neighbours(line):
+    assert_one_truth(line)

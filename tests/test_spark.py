@@ -95,3 +95,34 @@ def test_unsupported_rules_are_refused(tmp_path: Path, lookout_cmd: list[str]) -
     assert p.returncode == 2 and "alert on sum(request_time)" in p.stderr
     p = subprocess.run([*lookout_cmd, "spark", "--rules", str(rules)], capture_output=True, text=True)
     assert p.returncode == 2 and "either --input" in p.stderr
+
+
+def test_a_record_from_2100_is_rejected_as_replay_rejects_it(tmp_path: Path, lookout_cmd: list[str]) -> None:
+    """Issue 18's case through `lookout spark --input`: 3,000 records 0.1 s apart, ten minutes
+    old, record 1,000 stamped in 2100. The future guard runs before withWatermark: the same
+    rejection as replay (`future-timestamp`), nothing dropped late, the same results."""
+    import time
+
+    import orjson
+
+    start = time.time() - 600
+    lines = [orjson.dumps({"@timestamp": f"{start + 0.1 * i:.3f}", "client_ip": f"10.1.{i % 4}.1",
+                           "host": f"h{i % 3}.example.com", "status": "404" if i % 6 == 0 else "200",
+                           "request_time": "0.12", "country": ["US", "DE"][i % 2]}) for i in range(3000)]
+    lines[999] = orjson.dumps({**orjson.loads(lines[999]), "@timestamp": "4102444800"})
+    data = tmp_path / "poisoned.ndjson"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    p = subprocess.run([*lookout_cmd, "replay", str(data), "--out", str(tmp_path / "replay"), "--no-progress"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([*lookout_cmd, "spark", "--input", str(data), "--out", str(tmp_path / "spark"),
+                        "--master", "local[2]", "--json"], capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stderr[-4000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["rejected"] == 1 and summary["dropped_late_rows"] == 0
+    want = dead_letters(tmp_path / "replay" / "rejected.jsonl")
+    assert [w[0] for w in want] == ["future-timestamp"] and "4102444800" in want[0][2]
+    assert dead_letters(tmp_path / "spark" / "rejected.jsonl") == want
+    for rule in ("goal1-topic", "goal2-topic", "goal3-topic", "goal4-topic"):
+        got = read_lines(tmp_path / "spark" / f"{rule}.jsonl")
+        assert got and got == read_lines(tmp_path / "replay" / f"{rule}.jsonl"), rule

@@ -232,3 +232,13 @@ def test_a_writer_racing_the_reader_loses_nothing(tmp_path: Path) -> None:
     got = seqs(drain(src, idle=1.5))
     t.join()
     assert got == list(range(n))
+
+
+def test_byte_order_mark_at_file_start_is_skipped(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    append(log, b"\xef\xbb\xbf" + rec(0) + rec(1))
+    src = src_for(log, tmp_path)
+    chunks = drain(src)
+    assert seqs(chunks) == [0, 1]  # the first record is a record, not invalid-json
+    assert chunks[-1].position["offset"] == 3 + len(rec(0) + rec(1))
+    src.close()

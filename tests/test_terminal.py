@@ -216,10 +216,11 @@ def test_consume_shows_hostile_keys_and_values_as_text(terminal: Any, lookout_cm
                                                        kafka_topic: Any, tmp_path: Path) -> None:
     from confluent_kafka import Producer
 
-    from lookout.sources.kafka import ensure_topics
+    from lookout.kafka.admin import ensure_topics
+    from lookout.kafka.config import KafkaConnection
 
     topic = kafka_topic("hostile")
-    ensure_topics(kafka_bootstrap, {}, {topic: 1})
+    ensure_topics(KafkaConnection(kafka_bootstrap), {topic: 1})
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     sent = list(HOSTILE.items())
     for i, (value, _) in enumerate(sent):
@@ -248,10 +249,11 @@ def test_consume_raw_piped_keeps_bytes(lookout_cmd: list[str], kafka_bootstrap: 
     """Piped (not a terminal), consume writes the values' bytes as they are: the data contract."""
     from confluent_kafka import Producer
 
-    from lookout.sources.kafka import ensure_topics
+    from lookout.kafka.admin import ensure_topics
+    from lookout.kafka.config import KafkaConnection
 
     topic = kafka_topic("rawpipe")
-    ensure_topics(kafka_bootstrap, {}, {topic: 1})
+    ensure_topics(KafkaConnection(kafka_bootstrap), {topic: 1})
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     p.produce(topic, value=orjson.dumps({"host": "m3\x1b[2J\u202e"}))
     assert p.flush(30) == 0
@@ -316,7 +318,7 @@ def test_live_view_render_error_is_logged_once_and_view_goes_on(caplog: pytest.L
         view.mode = "ok"
         pipe.stats.records = 10
         out = draw()
-        assert "records 10" in out and "recent alerts" in out
+        assert "records 10" in out and "incidents" in out
     messages = [r.getMessage() for r in caplog.records if r.name == "lookout.view"]
     assert len(messages) == 3, messages  # one per kind of failure, not one per refresh
     assert any("MarkupError" in m for m in messages) and any("KeyError" in m for m in messages)

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 import orjson
 
+from lookout.cli_errors import EXIT_USAGE, LookoutGroup
 from lookout.rules import RuleSet, RulesError, load_rules, parse_duration
 
-EXIT_USAGE = 2
-
+EXIT_INPUT_DAMAGED = 3  # replay: some input was damaged; everything readable was processed
 
 def _load(rules_path: str | None, lateness: str | None) -> RuleSet:
     try:
@@ -64,12 +64,12 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     then environment (LOOKOUT_KAFKA, ...), then this file, then built-in defaults."""
     if not value:
         return
-    import yaml
+    from lookout.rules import safe_yaml
 
     try:
-        data = yaml.safe_load(Path(value).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise click.BadParameter(f"{value}: {e}") from None
+        data = safe_yaml(Path(value).read_text(), value) or {}
+    except (OSError, UnicodeDecodeError, RulesError) as e:
+        raise click.BadParameter(str(e)) from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"{value}: expected a mapping of command: {{option: value}}")
     common = data.pop("common", None) or {}
@@ -96,7 +96,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     ctx.default_map = default_map
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LookoutGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="lookout")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), envvar="LOOKOUT_CONFIG", is_eager=True,
               expose_value=False, callback=_load_config,
@@ -115,7 +115,7 @@ def rules(rules_path: str | None, check: bool) -> None:
     """Print the effective rules (validated)."""
     rs = _load(rules_path, None)
     if not check:
-        click.echo(rs.to_yaml(), nl=False)
+        click.echo(rs.to_yaml(include_notify=True), nl=False)
 
 
 @main.command()
@@ -131,22 +131,35 @@ def rules(rules_path: str | None, check: bool) -> None:
 @es_options
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--notify", is_flag=True, help="Send the rules file's notifications (a backfill does not by default).")
+@click.option("--state-dir", default=".lookout-state", show_default=True, type=click.Path(file_okay=False),
+              help="With --notify: where the notification outbox lives.")
 def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None, out_dir: str,
-           store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool) -> None:
+           store_dir: str | None, es_url: str | None, progress: bool | None, as_json: bool,
+           notify: bool, state_dir: str) -> None:
     """Run the rules over NDJSON files (`-` for stdin, .gz too), as fast as the machine allows."""
     from lookout.replay import replay as run_replay
+    from lookout.sinks.files import OutputUnwritable
+    from lookout.sources.files import InputUnreadable
 
     rs = _load(rules_path, lateness)
-    for p in inputs:
-        if p != "-" and not Path(p).is_file():
-            click.echo(f"error: {p}: no such file", err=True)
-            sys.exit(EXIT_USAGE)
     show = sys.stderr.isatty() if progress is None else progress
-    stats = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show)
+    try:
+        outcome = run_replay(list(inputs), rs, Path(out_dir), store_dir=store_dir, es_url=es_url, progress=show,
+                             notify_dir=Path(state_dir) if notify else None)
+    except (InputUnreadable, OutputUnwritable) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
     from lookout.live import print_summary
 
-    print_summary(stats, out_dir, as_json=as_json)
-    _fail_if_all_refused(stats, out_dir)
+    print_summary(outcome.stats, out_dir, as_json=as_json)
+    from lookout.safe_text import plain
+
+    for damage in outcome.damaged:
+        click.echo(plain(f"error: {damage}"), err=True)
+    _fail_if_all_refused(outcome.stats, out_dir)  # exit 1: output missing outweighs damaged input
+    if outcome.damaged:
+        sys.exit(EXIT_INPUT_DAMAGED)
 
 
 def _fail_if_all_refused(stats, out_dir: str) -> None:  # noqa: ANN001 - lookout.pipeline.Stats
@@ -180,37 +193,62 @@ def _fail_if_all_refused(stats, out_dir: str) -> None:  # noqa: ANN001 - lookout
 @click.option("--partitions", default=3, show_default=True, help="Partitions for topics lookout creates.")
 @click.option("--on-reset", type=click.Choice(["fail", "earliest"]), default="fail", show_default=True,
               help="Kafka input re-created or shorter than the checkpoint: stop (exit 2), or read it from its beginning.")
-@click.option("--idle-timeout", default="30s", show_default=True, help="Close open windows after input is quiet this long.")
+@click.option("--idle-timeout", default="30s", show_default=True,
+              help="Once input is quiet this long, a window closes when the wall clock is lateness past its end.")
 @click.option("--elasticsearch", "es_url", envvar="LOOKOUT_ELASTICSEARCH", default=None,
               help="Index every valid record into Elasticsearch/OpenSearch at this URL.")
 @es_options
 @click.option("--view/--no-view", default=None, help="Live terminal view (default: when stdout is a terminal).")
 @click.option("--stop-timeout", default=30.0, show_default=True,
               help="Seconds after SIGINT/SIGTERM before a flush stuck on an unreachable server is abandoned (exit 1).")
+@click.option("--http", "http", envvar="LOOKOUT_HTTP", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT|off",
+              help="Serve /metrics (Prometheus) and /healthz here; a non-loopback address needs --http-token.")
+@click.option("--http-token", "http_token", envvar="LOOKOUT_HTTP_TOKEN", default=None,
+              help="Bearer token required by every HTTP path but /healthz.")
 def run(**opts: object) -> None:
     """Run the pipeline: generated records by default, or --tail a log, or --kafka."""
     from lookout.runner import RunOptions, run_pipeline
+    from lookout.sinks.files import OutputUnwritable, ensure_writable_dir
 
     rs = _load(opts.pop("rules_path"), opts.pop("lateness"))  # type: ignore[arg-type]
     view = opts.pop("view")
     if view is None:
         view = sys.stdout.isatty()
+    from lookout.statelock import StateDirBusy
+
     try:
         ro = RunOptions(**opts, view=bool(view))  # type: ignore[arg-type]
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
     from lookout import supervise
-    from lookout.safe_text import plain
-    from lookout.sources.base import InputChanged
+    from lookout.http import HttpBindError
 
-    if ro.kafka and not supervise.is_child():  # a librdkafka crash must still leave a line
-        sys.exit(supervise.run_supervised(f"reading kafka topic {ro.topic}"))
     try:
+        ensure_writable_dir(ro.out_dir, "--out")
+        ensure_writable_dir(ro.state_dir, "--state-dir")
+        if ro.kafka and not supervise.is_child():  # a librdkafka crash must still leave a line
+            sys.exit(supervise.run_supervised(f"reading kafka topic {ro.topic}"))
+        # InputChanged (the Kafka log is not the checkpoint's) reaches LookoutGroup: message, exit 2
         sys.exit(run_pipeline(rs, ro))
-    except InputChanged as e:
-        click.echo(plain(f"error: {e}"), err=True)
+    except (StateDirBusy, OutputUnwritable, HttpBindError) as e:
+        click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+def _store_dir(state_dir: str, store_dir: str | None) -> Path:
+    """The store a query reads; a state dir or store that does not exist is an error (exit 2), not 0 records."""
+    from lookout import store
+
+    try:
+        if store_dir:
+            store.require_dir(Path(store_dir), "--store")
+            return Path(store_dir)
+        store.require_dir(Path(state_dir), "--state-dir")
+    except store.StoreMissing as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    return Path(state_dir) / "store"
 
 
 @main.command()
@@ -227,7 +265,7 @@ def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str)
 
         n = es_count(es_url, index)
     else:
-        n = store.count(Path(store_dir) if store_dir else Path(state_dir) / "store")
+        n = store.count(_store_dir(state_dir, store_dir))
     click.echo(orjson.dumps({"count": n}).decode())
 
 
@@ -243,7 +281,8 @@ def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str)
 @click.option("--status", default=None, help="A status, a range (400-499) or a class (4xx).")
 @click.option("--since", default=None, help="ISO-8601 time or epoch seconds.")
 @click.option("--until", default=None, help="ISO-8601 time or epoch seconds.")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="At most this many records (1-100,000).")
 def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str, limit: int, **filters: str | None) -> None:
     """Find stored raw records (newest first), one JSON object per line."""
     from lookout import store
@@ -258,7 +297,7 @@ def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str
 
         rows = es_search(es_url, index, query, limit)
     else:
-        rows = store.search(Path(store_dir) if store_dir else Path(state_dir) / "store", query, limit)
+        rows = store.search(_store_dir(state_dir, store_dir), query, limit)
     from lookout.safe_text import json_line
 
     for r in rows:
@@ -281,3 +320,4 @@ def generate(count: int, out_path: str, rate: float, start: float, seed: int) ->
 
 # Commands of the integrations live beside their own code's owners; each adds itself to `main`.
 from lookout import cli_kafka, cli_nginx, cli_spark  # noqa: E402,F401
+from lookout import cli_check, cli_dashboard, cli_deploy  # noqa: E402,F401  (lookout check, serve, kibana-setup)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lookout.cli import EXIT_USAGE, main
+
+if TYPE_CHECKING:
+    from lookout.kafka.config import KafkaConnection
 
 kafka_option = click.option("--kafka", "bootstrap", envvar="LOOKOUT_KAFKA", required=True,
                             help="Kafka bootstrap servers (env LOOKOUT_KAFKA).")
@@ -22,12 +25,14 @@ config_option = click.option("--kafka-config", "kafka_config", multiple=True, me
                              help="librdkafka property passed through (repeatable), e.g. security.protocol=SASL_SSL.")
 
 
-def _props(kvs: tuple[str, ...]) -> dict[str, str]:
-    from lookout.runner import parse_properties
+def connection(bootstrap: str, kvs: tuple[str, ...]) -> KafkaConnection:
+    """`--kafka` and `--kafka-config` as one connection; a malformed property is a usage error."""
+    from lookout.kafka.config import KafkaConnection
+    from lookout.kafka.errors import KafkaConfigError
 
     try:
-        return parse_properties(kvs)
-    except ValueError as e:
+        return KafkaConnection.from_options(bootstrap, kvs)
+    except KafkaConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
 
@@ -91,16 +96,17 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
 
     from confluent_kafka import KafkaError, KafkaException, Producer
 
+    from lookout.kafka.admin import ensure_topics
+    from lookout.kafka.clients import producer_config
     from lookout.safe_text import plain
-    from lookout.sources.kafka import HEALTH, client_config, ensure_topics
 
-    props = _props(kafka_config)
+    conn = connection(bootstrap, kafka_config)
     if rate is None:
         rate = 0.0 if input_path else 100.0
     if rate < 0:
         click.echo("error: --rate must not be negative", err=True)
         sys.exit(EXIT_USAGE)
-    ensure_topics(bootstrap, props, {topic: partitions})
+    ensure_topics(conn, {topic: partitions})
     failed: list[str] = []
 
     def delivered(err: Any, msg: Any) -> None:
@@ -108,11 +114,10 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
             if err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):  # purged: counted as left
                 failed.append(err.str())
         else:
-            HEALTH.ok()
+            conn.health.ok()
 
-    producer = Producer(client_config(bootstrap, props, **{
-        "enable.idempotence": True, "acks": "all", "linger.ms": 20, "batch.size": 1_000_000,
-        "queue.buffering.max.messages": 1_000_000, "message.timeout.ms": 0,
+    producer = Producer(producer_config(conn, **{
+        "linger.ms": 20, "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000, "message.timeout.ms": 0,
     }))
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
@@ -150,6 +155,7 @@ def _send(producer: Any, topic: str, source: Any, rate: float, stop: dict[str, b
     for line in source:
         if stop["now"]:
             break
+        # not lookout.kafka.clients.produce: waiting for room in a full queue must end on a stop request
         while not stop["now"]:
             try:
                 producer.produce(topic, value=line, on_delivery=delivered)
@@ -205,20 +211,20 @@ def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int 
     """Print a topic's messages (the seed's test/kafka-consumer.py): pretty on a terminal, JSON lines when piped."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
+    from lookout.kafka.admin import topic_partitions
+    from lookout.kafka.clients import consumer_config
+    from lookout.kafka.health import with_retry
     from lookout.safe_text import decode, plain
-    from lookout.sources.kafka import client_config, with_retry
 
-    props = _props(kafka_config)
+    conn = connection(bootstrap, kafka_config)
     show_pretty = sys.stdout.isatty() if pretty is None else pretty
-    conf = client_config(bootstrap, props, **{"group.id": "lookout-consume", "enable.auto.commit": False})
-    consumer = Consumer(conf)
-    md = with_retry("reading topic metadata", lambda: consumer.list_topics(topic, timeout=5))
-    t = md.topics.get(topic)
-    if t is None or t.error is not None or not t.partitions:
-        click.echo(f"error: topic {topic} does not exist", err=True)
+    consumer = Consumer(consumer_config(conn, "lookout-consume"))
+    parts = with_retry("reading topic metadata", lambda: topic_partitions(consumer, topic), conn.health)
+    if parts is None:
+        click.echo(plain(f"error: topic {topic} does not exist"), err=True)
         sys.exit(1)
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-    consumer.assign([TopicPartition(topic, p, start) for p in sorted(t.partitions)])
+    consumer.assign([TopicPartition(topic, p, start) for p in parts])
     console = None
     if show_pretty:
         from rich.console import Console

@@ -86,13 +86,17 @@ def ship(path: str, bootstrap: str, topic: str, state_dir: str, log_format: str,
          geoip: str | None, kafka_config: tuple[str, ...], partitions: int, duration: float | None,
          commit_interval: float) -> None:
     """Tail an nginx access log and produce seed-format records to Kafka (at-least-once)."""
+    from lookout.cli_kafka import connection
     from lookout.shipper import ShipOptions, run_ship
 
-    from lookout.cli_kafka import _props
-
-    props = _props(kafka_config)
-    opts = ShipOptions(path=Path(path), bootstrap=bootstrap, topic=topic, state_dir=Path(state_dir),
+    opts = ShipOptions(path=Path(path), kafka=connection(bootstrap, kafka_config), topic=topic, state_dir=Path(state_dir),
                        log_format=log_format, host=log_host, geoip=Path(geoip) if geoip else None,
-                       kafka_config=props, partitions=partitions, duration=duration,
+                       partitions=partitions, duration=duration,
                        commit_interval=commit_interval)
-    sys.exit(run_ship(opts))
+    from lookout.statelock import StateDirBusy
+
+    try:
+        sys.exit(run_ship(opts))
+    except StateDirBusy as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)

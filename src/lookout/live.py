@@ -34,7 +34,8 @@ def print_summary(stats: Stats, out_dir: str, as_json: bool = False) -> None:
     t.add_row("rejected", text(f"{d['rejected']:,}" + (f"  ({reasons})" if d["rejected"] else "")))
     t.add_row("late", f"{d['late']:,}")
     for name, n in d["results"].items():
-        t.add_row(text(f"→ {name}"), f"{n:,} results")
+        inc = d["incidents"].get(name, {}).get("firing")
+        t.add_row(text(f"→ {name}"), f"{n:,} results" + (f", {inc:,} incidents" if inc else ""))
     for name, n in ((k, n) for k, n in d["refused"].items() if n):
         t.add_row(text(f"refused by {name}"), f"{n:,} documents (dead letters)")
     t.add_row("time", f"{d['seconds']:.2f} s")
@@ -50,11 +51,14 @@ def print_run_summary(stats: Stats, out_dir: str) -> None:
     refused = "".join(f"; {n:,} documents refused by {k} (dead letters)" for k, n in d["refused"].items() if n)
     sys.stderr.write(plain(
         f"lookout run stopped: {d['lines']:,} lines, {d['records']:,} valid, {d['rejected']:,} rejected, "
-        f"{d['late']:,} late; results ({res}) in {out_dir}/{refused}") + "\n")
+        f"{d['late']:,} late; results ({res}) in {out_dir}/{refused}"
+        + ("; dead letters by reason: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(d["reasons"].items())) if d["reasons"] else "")
+    ) + "\n")
 
 
 class LiveView:
-    """A live terminal view: throughput, recent alerts, the latest per-minute figures."""
+    """A live terminal view: throughput, incidents (firing first, then recently resolved) and the
+    latest per-minute figures. Record values (keys) are rendered as rich Text, never as markup."""
 
     def __init__(self, rs, pipeline, source_name: str) -> None:  # noqa: ANN001
         from collections import deque
@@ -65,7 +69,8 @@ class LiveView:
         self.rs = rs
         self.pipeline = pipeline
         self.source_name = source_name
-        self.alerts: deque = deque(maxlen=12)
+        self.firing: dict[str, dict] = {}  # incident id -> its latest line
+        self.resolved: deque = deque(maxlen=8)
         self.latest: dict[str, dict[str, list]] = {}  # rule -> window start -> rows
         self.rates: deque = deque(maxlen=50)
         self.console = Console()
@@ -81,26 +86,32 @@ class LiveView:
         self.live.update(self._guarded())
         self.live.stop()
 
-    def update(self, batches) -> None:  # noqa: ANN001
+    def update(self, batches, incidents=()) -> None:  # noqa: ANN001
         try:
-            self._take(batches)
+            self._take(batches, incidents)
         except Exception as e:  # noqa: BLE001 - the view must never stop the pipeline
             self._failed(e)
 
-    def _take(self, batches) -> None:  # noqa: ANN001
+    def _take(self, batches, incidents) -> None:  # noqa: ANN001
         import orjson as _orjson
 
+        for t in incidents:
+            if t.status == "firing":
+                self.firing[t.id] = t.doc
+            else:
+                self.firing.pop(t.id, None)
+                if t.status == "resolved":
+                    self.resolved.appendleft(t.doc)
         for rb in batches:
             mode = rb.rule.effective_emit
+            if mode == "alert":
+                continue  # shown as incidents
             for line in rb.lines:
                 obj = _orjson.loads(line)
-                if mode == "alert":
-                    self.alerts.appendleft((rb.rule.name, obj))
-                else:
-                    per = self.latest.setdefault(rb.rule.name, {})
-                    per.setdefault(obj["window"]["start"], []).append(obj)
-                    for old in sorted(per)[:-1]:
-                        del per[old]
+                per = self.latest.setdefault(rb.rule.name, {})
+                per.setdefault(obj["window"]["start"], []).append(obj)
+                for old in sorted(per)[:-1]:
+                    del per[old]
 
     def refresh(self) -> None:
         import time as _time
@@ -158,15 +169,16 @@ class LiveView:
             Text.assemble((f"{self._rate():,.0f}", "bold"), " events/s"),
             f"records {st.records:,}", f"rejected {st.rejected:,}", f"late {st.late:,}", f"watermark {wm}",
         )
-        alerts = Table(title="recent alerts", title_justify="left", expand=True)
-        for c in ("rule", "window", "key", "value"):
-            alerts.add_column(c)
-        for name, obj in self.alerts:
-            rule = self.rs.by_name[name]
-            key = ", ".join(str(obj.get(k, "")) for k in rule.group_by)
-            alerts.add_row(text(name), text(f"{obj['window']['start'][11:19]}–{obj['window']['end'][11:19]}"), text(key),
-                           text(obj.get(rule.agg.output_name)))
-        parts = [head, alerts]
+        incidents = Table(title="incidents", title_justify="left", expand=True)
+        for c in ("status", "rule", "key", "since", "until", "windows", "peak"):
+            incidents.add_column(c)
+        firing = sorted(self.firing.values(), key=lambda d: d["start"], reverse=True)[:12]
+        for d in [*firing, *list(self.resolved)[: max(0, 16 - len(firing))]]:
+            key = ", ".join(plain(v) for v in d["key"].values())
+            style = "bold red" if d["status"] == "firing" else "green"
+            incidents.add_row(text(d["status"], style=style), text(d["rule"]), text(key), text(d["start"][11:19]),
+                              text(d["end"][11:19]), text(d["windows"]), text(d["peak"]))
+        parts = [head, incidents]
         for name, per in self.latest.items():
             if not per:
                 continue

@@ -2,8 +2,10 @@
 
 Every line ends up in exactly one of: a valid record, or a dead letter with a reason. Valid
 records that are late for some rule are dead-lettered too (reason `late`, with the rules) and
-still published raw. The caller (replay, run, the Kafka loop) decides when to flush sinks and
-acknowledge input; `Pipeline` never does I/O of its own.
+still published raw. Records stamped too far ahead of the wall clock are rejected here, before
+any watermark sees them (`future-timestamp`, lookout.clock), whatever the source. The caller
+(replay, run, the Kafka loop) decides when to flush sinks and acknowledge input; `Pipeline`
+never does I/O of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from lookout.clock import FUTURE_REASON, Clock, FutureGuard, now_us
 from lookout.engine import Engine, EngineOutput
+from lookout.incidents import IncidentTracker, Transition
 from lookout.output import ResultBatch, dead_letter, format_results, iso_ms
 from lookout.records import ParsedChunk, parse_chunk, parse_lines
 from lookout.rules import RuleSet
@@ -30,6 +34,7 @@ class Stats:
     late: int = 0
     reasons: Counter = field(default_factory=Counter)
     results: Counter = field(default_factory=Counter)
+    incidents: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> status -> transitions
     started: float = field(default_factory=time.perf_counter)
     # per sink that can refuse documents (Elasticsearch): (accepted, refused for good), set at the end
     delivery: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -52,6 +57,7 @@ class Stats:
             "reasons": dict(self.reasons),
             "results": dict(self.results),
             "refused": {name: refused for name, (_, refused) in self.delivery.items()},
+            "incidents": {r: dict(c) for r, c in self.incidents.items()},
             "seconds": round(el, 3),
             "events_per_second": round(self.lines / el) if el > 0 else None,
         }
@@ -61,12 +67,22 @@ class Stats:
 class StepReport:
     results: list[ResultBatch]
     records: pl.DataFrame | None = None
+    incidents: list[Transition] = field(default_factory=list)
+
+
+RESULT_SLICE = 2_000  # results are formatted and handed to the sinks this many at a time
 
 
 class Pipeline:
-    def __init__(self, ruleset: RuleSet, sink: Sink) -> None:
+    def __init__(self, ruleset: RuleSet, sink: Sink, keep_results: bool = True, clock: Clock = time.time) -> None:
+        """`keep_results=False`: steps return no formatted results (replay: nobody reads them), so a
+        step with half a million alerts holds one slice of them at a time, not all."""
         self.ruleset = ruleset
+        self.keep_results = keep_results
         self.engine = Engine(ruleset)
+        self.clock = clock
+        self.guard = FutureGuard(ruleset.max_future)
+        self.incidents = IncidentTracker(ruleset)
         self.sink = sink
         self.stats = Stats()
         self._wants_records = sink.wants_records if isinstance(sink, SinkSet) else type(sink).write_records is not Sink.write_records
@@ -81,7 +97,8 @@ class Pipeline:
             parsed = self.parse(chunk)
         st = self.stats
         st.lines += parsed.lines
-        recs = parsed.records
+        now = now_us(self.clock)
+        recs, future = self.guard.split(parsed.records, now)
         st.records += recs.height
         if parsed.rejected:
             st.rejected += len(parsed.rejected)
@@ -93,13 +110,24 @@ class Pipeline:
                 st.reasons[reason] += 1
                 entries.append(dead_letter(reason, detail, r.raw, chunk.source, chunk.first_line + r.index))
             self.sink.write_rejected(entries)
+        if future is not None:
+            self._future(chunk, future)
         wms = chunk.watermarks(recs.get_column("ts")) if chunk.watermarks is not None and recs.height else None
-        out = self.engine.process(recs, wms)
+        out = self.engine.process(recs, wms, now=now)
         if out.late is not None:
             self._late(chunk, out)
         if self._wants_records and recs.height:
             self.sink.write_records(recs, chunk.ids(recs.get_column("line")))
-        return StepReport(self._emit(out), recs)
+        results = self._emit(out)
+        return StepReport(results, recs, self._emit_incidents(self.incidents.step(out, self.engine.watermark)))
+
+    def _future(self, chunk: Chunk, lines: pl.Series) -> None:
+        detail = self.guard.detail
+        entries = [dead_letter(FUTURE_REASON, detail, chunk.raw_line(i), chunk.source, chunk.first_line + i)
+                   for i in lines.to_list()]
+        self.stats.rejected += len(entries)
+        self.stats.reasons[FUTURE_REASON] += len(entries)
+        self.sink.write_rejected(entries)
 
     def _late(self, chunk: Chunk, out: EngineOutput) -> None:
         assert out.late is not None
@@ -116,12 +144,45 @@ class Pipeline:
     def _emit(self, out: EngineOutput) -> list[ResultBatch]:
         batches = []
         for name, frame in out.results.items():
-            rb = format_results(self.ruleset.by_name[name], frame)
-            self.sink.write_results(rb)
-            self.stats.results[name] += len(rb)
-            batches.append(rb)
+            for part in frame.iter_slices(RESULT_SLICE):  # streamed: formatted lines live one slice at a time
+                rb = format_results(self.ruleset.by_name[name], part)
+                self.sink.write_results(rb)
+                self.stats.results[name] += len(rb)
+                if self.keep_results:
+                    batches.append(rb)
         return batches
 
-    def close_windows(self) -> list[ResultBatch]:
-        """End of input or idle input: close every open window and emit what it holds."""
-        return self._emit(self.engine.close_all())
+    def advance(self, watermark: int) -> StepReport:
+        """Move the watermark without a record (idle Kafka partitions, the idle clock), never past
+        the clock's bound; emit the windows that closes and the incidents it resolves."""
+        out = self.engine.advance(min(watermark, now_us(self.clock) - self.ruleset.lateness))
+        results = self._emit(out)
+        return StepReport(results, None, self._emit_incidents(self.incidents.step(out, self.engine.watermark)))
+
+    def idle_advance(self) -> StepReport:
+        """Input is idle: the watermark follows the wall clock, to now - lateness, but no further
+        than the end of the newest open window (with nothing open there is nothing to close, and
+        a backlog that comes later should not be made late for nothing). So an open window closes
+        once the clock is `lateness` past its end, and a record stamped now is never late; a quiet
+        key's incident resolves when that watermark passes, not before."""
+        newest = self.engine.open_window_end()
+        if newest is None:
+            return StepReport([], None, [])
+        return self.advance(newest)
+
+    def _emit_incidents(self, transitions: list[Transition]) -> list[Transition]:
+        if transitions:
+            self.sink.write_incidents(transitions)
+            for t in transitions:
+                c = self.stats.incidents.setdefault(t.rule.name, {})
+                c[t.status] = c.get(t.status, 0) + 1
+        return transitions
+
+    def close_windows(self) -> StepReport:
+        """End of input (replay of finite files): close every open window and emit what it holds;
+        every open incident resolves (nothing more is expected to join it). Never for live input:
+        windows still open on the clock would make the present late."""
+        out = self.engine.close_all()
+        results = self._emit(out)
+        trans = self.incidents.step(out, self.engine.watermark) + self.incidents.resolve_all()
+        return StepReport(results, None, self._emit_incidents(trans))

@@ -9,12 +9,14 @@ The two are held equal by property tests (tests/test_records.py).
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -38,11 +40,14 @@ SCHEMA: dict[str, pl.DataType] = {
     "line": pl.Int64(),  # index of the line within its chunk (source positions derive from it)
 }
 UNKNOWN_MARKERS = ("", "-")
-MAX_TS_US = 253_402_300_800 * 1_000_000  # year 10000: beyond this no calendar can show it
+# 9998-01-01T00:00:00Z: a window (up to 366 days, rules.MAX_DURATION) of any record still ends
+# before year 10000, beyond which no calendar (datetime, ISO-8601 output) can show it
+MAX_TS_US = 253_339_228_800 * 1_000_000
 MAX_REQUEST_TIME = 1e6  # seconds (11.6 days): anything longer is a broken clock, and sums stay exact in int64 µs
 
-_NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_IPV4_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# ASCII digits only, on both paths: Python's and polars' `\d` also match Arabic-Indic, fullwidth, ... digits.
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_PATTERN = rf"^{_IPV4_OCTET}\.{_IPV4_OCTET}\.{_IPV4_OCTET}\.{_IPV4_OCTET}$"
 
 
@@ -85,26 +90,46 @@ def parse_timestamp(v: Any) -> int:
     if _is_number(v):
         secs = float(v)
     elif isinstance(v, str):
-        s = v
-        if _NUMBER_RE.fullmatch(s):
-            secs = float(s)
+        if _NUMBER_RE.fullmatch(v):
+            secs = float(v)
         else:
-            try:
-                dt = datetime.fromisoformat(s)
-            except ValueError:
-                raise Rejected("invalid-timestamp", f"@timestamp {v!r} is neither epoch seconds nor ISO-8601") from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone.utc)
-            delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
-            us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-            if not 0 <= us < MAX_TS_US:
-                raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
-            return us
+            return _parse_iso(v)
     else:
         raise Rejected("invalid-timestamp", f"@timestamp must be a number or a string, not {type(v).__name__}")
     if not math.isfinite(secs):
         raise Rejected("invalid-timestamp", f"@timestamp {v!r} is not finite")
     us = round(secs * 1_000_000)
+    if not 0 <= us < MAX_TS_US:
+        raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
+    return us
+
+
+_LEAP_SECOND_RE = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}):60(?=$|[.,Z+-])")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _parse_iso(v: str) -> int:
+    """ISO-8601 → epoch µs. A leap second (`23:59:60Z`, or the same instant in another offset) is read
+    as the first instant of the next day, as POSIX time does (epoch seconds have no leap seconds);
+    `:60` anywhere else is refused."""
+    bad = Rejected("invalid-timestamp", f"@timestamp {v!r} is neither epoch seconds nor ISO-8601")
+    if not v.isascii():  # fromisoformat's digits must be ASCII digits, like everywhere in the contract
+        raise bad
+    leap = _LEAP_SECOND_RE.match(v)
+    s = f"{leap.group(1)}:59{v[leap.end():]}" if leap else v
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise bad from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    if leap:
+        utc = dt.astimezone(timezone.utc)
+        if (utc.hour, utc.minute, utc.second) != (23, 59, 59):
+            raise Rejected("invalid-timestamp", f"@timestamp {v!r}: a leap second can only be 23:59:60 UTC")
+        dt = dt + timedelta(seconds=1)
+    delta = dt - _EPOCH
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if not 0 <= us < MAX_TS_US:
         raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
     return us
@@ -137,7 +162,7 @@ def parse_request_time(v: Any) -> float | None:
         raise Rejected("invalid-request_time", f"request_time {v!r} is not a number")
     if not math.isfinite(x) or x < 0 or x > MAX_REQUEST_TIME:
         raise Rejected("invalid-request_time", f"request_time {v!r} must be a number from 0 to {MAX_REQUEST_TIME:g} seconds")
-    return x
+    return x + 0.0  # -0.0 + 0.0 is 0.0: one zero
 
 
 def parse_client_ip(v: Any) -> str:
@@ -146,10 +171,17 @@ def parse_client_ip(v: Any) -> str:
     if not isinstance(v, str):
         raise Rejected("invalid-client_ip", f"client_ip must be a string, not {type(v).__name__}")
     try:
-        ipaddress.ip_address(v)
+        ip = ipaddress.ip_address(v)
     except ValueError:
         raise Rejected("invalid-client_ip", f"client_ip {v!r} is not an IPv4 or IPv6 address") from None
-    return v
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id is not None:
+            raise Rejected("invalid-client_ip",
+                           f"client_ip {v!r} has a zone id (%...), which names a local interface, not a client")
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+    # one client, one text: an IPv4-mapped address is its IPv4 address, IPv6 is compressed lower case
+    return str(ip)
 
 
 def parse_host(v: Any) -> str:
@@ -186,6 +218,34 @@ def parse_object(obj: Any) -> dict[str, Any]:
     }
 
 
+_FIELD_KEYS: tuple[bytes, ...] = tuple(f'"{f}"'.encode() for f in INPUT_FIELDS)
+
+
+def duplicate_field(line: bytes) -> str | None:
+    """The first contract field named twice at the top level of a valid JSON object line, if any.
+
+    RFC 8259 leaves duplicate names open and parsers differ (orjson keeps the last, polars the
+    first), so the contract refuses them: a record must not mean two things. Other keys are
+    ignored, their duplicates too. Keys are compared decoded (`"ho\\u0073t"` is `host`).
+    """
+    if b"\\" not in line and all(line.count(k) <= 1 for k in _FIELD_KEYS):
+        return None  # every key is literal and no field name occurs twice anywhere in the line
+    try:
+        pairs = json.loads(line, object_pairs_hook=lambda p: p)
+    except RecursionError:
+        raise Rejected("invalid-json", "nested too deeply") from None
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in _FIELD_SET:
+            if key in seen:
+                return key
+            seen.add(key)
+    return None
+
+
+_FIELD_SET = frozenset(INPUT_FIELDS)
+
+
 def parse_line(line: bytes) -> dict[str, Any]:
     """The reference parser: one raw line → typed record, or `Rejected` with the reason."""
     try:
@@ -193,9 +253,13 @@ def parse_line(line: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise Rejected("invalid-utf8", f"not valid UTF-8 at byte {e.start}") from None
     try:
-        obj = orjson.loads(line)
+        obj = orjson.loads(line)  # strict: lone surrogates, raw control characters, NaN are refused
     except orjson.JSONDecodeError as e:
         raise Rejected("invalid-json", str(e)) from None
+    if isinstance(obj, dict):
+        dup = duplicate_field(line)
+        if dup is not None:
+            raise Rejected("duplicate-key", f"{dup} appears twice")
     return parse_object(obj)
 
 
@@ -225,7 +289,7 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
     out = df.select(
         ts=ts_us,
         status=status,
-        request_time=pl.when(rt_unknown).then(None).otherwise(rt),
+        request_time=pl.when(rt_unknown).then(None).when(rt == 0).then(0.0).otherwise(rt),  # one zero: -0 is 0.0
         client_ip=pl.col("client_ip"),
         host=pl.col("host"),
         country=pl.when(pl.col("country").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("country")),
@@ -243,6 +307,36 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
         & pl.col("rt_ok")
     )
     return out.with_columns(ok=ok.fill_null(False), check=maybe_not_string).drop("rt_ok")
+
+
+_FIELD_KEY_PATTERN = '"(?:' + "|".join(re.escape(f) for f in INPUT_FIELDS) + ')"'
+
+
+_COLON = ord(":")
+
+
+def _unvouched_rows(df: pl.DataFrame, text: bytes, row_lines: list[bytes] | None) -> list[int] | None:
+    """Rows (positions in df) polars may have read differently from parse_line, or None for none.
+
+    polars decodes keys silently and keeps the first of two equal keys; parse_line decodes keys
+    and refuses a field named twice. Every key is followed by a `:` and each field polars found
+    has a key of its own, so when the chunk holds exactly as many `:` as fields found, no row
+    repeats a field (one memchr-speed count; seed-like lines pass it). Otherwise the literal
+    field keys are counted (one vectorised pass; a key can only differ from its literal text
+    through a `\\u` escape); if those are still more than the fields found, or the chunk has a
+    `\\u` escape, only the lines with a `\\u` or a field key seen twice go to the reference.
+    """
+    escaped = text.find(b"\\") >= 0 and b"\\u" in text  # memchr first: the two-byte search is slower
+    if not escaped:
+        found = df.select(pl.sum_horizontal(pl.all().is_not_null().sum())).item()
+        if int(np.count_nonzero(np.frombuffer(text, np.uint8) == _COLON)) == found:  # vectorised: half of bytes.count
+            return None
+        keys = pl.Series([text.decode("utf-8", "replace")]).str.count_matches(_FIELD_KEY_PATTERN).item()
+        if keys == found:
+            return None
+    lines = row_lines if row_lines is not None else split_lines(text)
+    return [k for k, raw in enumerate(lines)
+            if (escaped and b"\\u" in raw) or any(raw.count(key) > 1 for key in _FIELD_KEYS)]
 
 
 def _typed_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -322,10 +416,13 @@ def _parse_indexed(lines: list[bytes], keep: list[int] | None) -> ParsedChunk:
                     raise ValueError
             except Exception:  # noqa: BLE001
                 undecodable.append(i)
+        if not undecodable:  # polars refuses what every line's own decoder takes: no retry loop, one by one
+            return _parse_indexed_slow(lines, idx)
         g, b = _slow(lines, undecodable)
         bad.extend(b)
         good.extend(g)
-        rest = [i for i in idx if i not in set(undecodable)]
+        broken = set(undecodable)
+        rest = [i for i in idx if i not in broken]
         if rest:
             inner = _parse_indexed(lines, rest)
             frames = [inner.records]
@@ -349,6 +446,9 @@ def _from_decoded(df: pl.DataFrame, text: bytes, lines: list[bytes] | None, idx:
     typed = _vectorised(df)
     line_no = pl.Series("line", idx, dtype=pl.Int64) if idx is not None else pl.int_range(0, n, eager=True).alias("line")
     typed = typed.with_columns(line_no)
+    unvouched = _unvouched_rows(df, text, [lines[i] for i in idx] if lines is not None and idx is not None else None)
+    if unvouched:
+        typed = typed.with_columns(ok=pl.col("ok") & ~pl.int_range(0, n).is_in(unvouched))
     if typed.get_column("check").any():
         if lines is None:
             lines = split_lines(text)

@@ -1,9 +1,14 @@
-"""`lookout replay`: files in, results and dead letters out, as fast as the machine allows."""
+"""`lookout replay`: files in, results and dead letters out, as fast as the machine allows.
+
+A damaged input file does not cost the others: what was read before the damage is processed,
+the next file is read, and the damage is reported in the outcome (the CLI exits 3 on it).
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -11,18 +16,30 @@ from lookout.pipeline import Pipeline, Stats
 from lookout.records import ParsedChunk
 from lookout.rules import RuleSet
 from lookout.sinks.base import Sink, SinkSet
-from lookout.sinks.files import FileSink
+from lookout.sinks.files import FileSink, OutputUnwritable
 from lookout.sources.base import Chunk
-from lookout.sources.files import file_chunks, input_size
+from lookout.sources.files import InputDamaged, check_readable, file_chunks, input_size
+
+
+@dataclass
+class ReplayOutcome:
+    stats: Stats
+    damaged: list[InputDamaged] = field(default_factory=list)
 
 
 def build_sinks(rs: RuleSet, out_dir: Path, store_dir: str | None, es_url: str | None, append: bool = False) -> SinkSet:
-    files = FileSink(out_dir, [r.name for r in rs.rules], append=append)
+    try:
+        files = FileSink(out_dir, [r.name for r in rs.rules], append=append)
+    except OSError as e:
+        raise OutputUnwritable(f"{out_dir}: cannot write results there: {e.strerror or e}") from None
     sinks: list[Sink] = [files]
     if store_dir:
         from lookout.sinks.store import StoreSink
 
-        sinks.append(StoreSink(Path(store_dir)))
+        try:
+            sinks.append(StoreSink(Path(store_dir)))
+        except OSError as e:
+            raise OutputUnwritable(f"{store_dir}: cannot keep the store there: {e.strerror or e}") from None
     if es_url:
         from lookout.sinks.elasticsearch import ElasticsearchSink
 
@@ -52,9 +69,31 @@ def _parsed_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chu
 
 
 def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None = None,
-           es_url: str | None = None, progress: bool = False, sink: Sink | None = None) -> Stats:
+           es_url: str | None = None, progress: bool = False, sink: Sink | None = None,
+           notify_dir: Path | None = None, notify_wait: float = 30.0) -> ReplayOutcome:
+    """Raises `InputUnreadable` (before any output is touched) or `OutputUnwritable`.
+    `notify_dir`: send the rules' notifications through an outbox there (a backfill does not
+    notify unless asked); at the end wait up to `notify_wait` s for them to be delivered."""
+    for path in inputs:
+        check_readable(path)
+    outcome = ReplayOutcome(Stats())
     sinks = sink or build_sinks(rs, out_dir, store_dir, es_url)
-    pipe = Pipeline(rs, sinks)
+    pipe = Pipeline(rs, sinks, keep_results=False)
+    notifier = None
+    if notify_dir is not None and rs.notify:
+        from lookout.notify.outbox import REPLAY_OUTBOX_FILE
+        from lookout.notify.sender import Notifier
+
+        notifier = Notifier(rs, notify_dir, REPLAY_OUTBOX_FILE)
+        notifier.recover(0)  # replay has no checkpoints: its rows are released as soon as staged
+        notifier.start()
+
+    def notify(transitions: list) -> None:
+        if notifier is not None and transitions:
+            notifier.add(transitions)
+            notifier.stage(0)
+            notifier.release(0)
+
     bar = None
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -66,15 +105,21 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
     try:
         for path in inputs:
             done_before = 0
-            for chunk, parsed in _parsed_ahead(file_chunks(path)):
-                pipe.step(chunk, parsed)
-                if bar is not None:
-                    bar.update(task, advance=chunk.position - done_before, lines=pipe.stats.lines)
-                    done_before = chunk.position
-        pipe.close_windows()
+            try:
+                for chunk, parsed in _parsed_ahead(file_chunks(path)):
+                    notify(pipe.step(chunk, parsed).incidents)
+                    if bar is not None:
+                        bar.update(task, advance=chunk.position - done_before, lines=pipe.stats.lines)
+                        done_before = chunk.position
+            except InputDamaged as e:
+                outcome.damaged.append(e)
+        notify(pipe.close_windows().incidents)
         sinks.close()
         pipe.stats.delivery = sinks.delivery()
     finally:
         if bar is not None:
             bar.stop()
-    return pipe.stats
+        if notifier is not None:
+            notifier.stop(drain=notify_wait)
+    outcome.stats = pipe.stats
+    return outcome

@@ -3,6 +3,7 @@
 A rules file is YAML:
 
     lateness: 10s            # allowed lateness (watermark = max event time - lateness)
+    max_future: 5m           # records stamped further ahead of the wall clock are rejected
     rules:
       - name: goal1-topic    # also the output topic / file name
         window: {size: 20s, hop: 1s}   # or `window: 1 minute` for tumbling
@@ -11,14 +12,21 @@ A rules file is YAML:
         aggregate: count               # or avg(request_time), sum(..), min(..), max(..)
         threshold: count > 10          # optional
         emit: alert                    # alert | final | update
+        incident_gap: 10s              # optional: runs of alerting windows this close are one incident
 
 Validation errors name the rule and the field (`lookout rules` exits 2 on them).
+
+A rules file cannot hurt the machine that reads it: YAML aliases are refused (no expansion
+bombs), the file is at most MAX_RULES_BYTES and MAX_RULES rules, every number is finite and
+bounded (durations up to MAX_DURATION, thresholds up to MAX_THRESHOLD), a window may put a
+record into at most MAX_WINDOWS_PER_RECORD windows (size/hop), and every check is linear.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -27,6 +35,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lookout.notify.config import NotifyTarget, target_labels
 
 GROUPABLE_FIELDS = ("client_ip", "host", "country", "method", "server", "status")
 NUMERIC_FIELDS = ("request_time", "status")
@@ -41,31 +51,48 @@ _UNITS_US = {
     "h": 3_600_000_000, "hour": 3_600_000_000, "hours": 3_600_000_000,
     "d": 86_400_000_000, "day": 86_400_000_000, "days": 86_400_000_000,
 }
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
+# ASCII digits only: Python's \d also matches Arabic-Indic, fullwidth, ... digits, and float() reads them
+_DURATION_RE = re.compile(r"^\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*([a-zA-Z]+)\s*$")
+
+MAX_RULES_BYTES = 1 << 20  # a rules file is written by hand: 1 MiB is thousands of rules
+MAX_RULES = 1_000  # each rule is an engine of its own; beyond this a run is a denial of service
+MAX_DURATION = 366 * 86_400_000_000  # µs: windows, hops and lateness up to a (leap) year
+MAX_WINDOWS_PER_RECORD = 1_000  # size/hop: each record lands in this many windows (20s/1s is 20)
+MAX_THRESHOLD = 1e15  # counts and sums of request_time (µs-exact in int64) stay far below this
 
 
 class RulesError(ValueError):
     """A rules file that cannot be used; the message names the rule and field."""
 
 
+def _show(v: Any, limit: int = 60) -> str:
+    """A user value for an error message, cut short: messages must not grow with the input."""
+    r = repr(v) if isinstance(v, (str, int, float, bool, type(None))) else f"a {type(v).__name__}"
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
 def parse_duration(value: Any) -> int:
-    """`20s`, `1 minute`, `500ms`, `2h` (or a number of seconds) → microseconds."""
+    """`20s`, `1 minute`, `500ms`, `2h` (or a number of seconds) → microseconds, 0 … MAX_DURATION."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
+        raise ValueError(f"{_show(value)} is not a duration")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value) or not 0 <= value <= MAX_DURATION / 1_000_000:
+            raise ValueError(f"{_show(value)}: a duration must be from 0 to {format_duration(MAX_DURATION)}")
         us = round(value * 1_000_000)
     elif isinstance(value, str):
         m = _DURATION_RE.match(value)
         if not m or m.group(2).lower() not in _UNITS_US:
-            raise ValueError(f"{value!r} is not a duration (try '20s', '1 minute', '500ms')")
+            raise ValueError(f"{_show(value)} is not a duration (try '20s', '1 minute', '500ms')")
         us = round(float(m.group(1)) * _UNITS_US[m.group(2).lower()])
     else:
-        raise ValueError(f"{value!r} is not a duration")
+        raise ValueError(f"{_show(value)} is not a duration")
+    if us > MAX_DURATION:
+        raise ValueError(f"{_show(value)}: a duration must be at most {format_duration(MAX_DURATION)}")
     return us
 
 
 def format_duration(us: int) -> str:
-    for unit, size in (("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1_000)):
+    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1_000)):
         if us % size == 0:
             return f"{us // size}{unit}"
     return f"{us}us"
@@ -102,6 +129,12 @@ class Window(BaseModel):
             raise ValueError("hop must not exceed size (windows would leave gaps)")
         if self.size % 1000 or self.hop % 1000:
             raise ValueError("window size and hop must be whole milliseconds")
+        per_record = -(-self.size // self.hop)
+        if per_record > MAX_WINDOWS_PER_RECORD:
+            raise ValueError(
+                f"size/hop = {per_record:,} windows per record; the limit is {MAX_WINDOWS_PER_RECORD:,} "
+                f"(each record is counted in every window it falls in: use a longer hop)"
+            )
         return self
 
     @property
@@ -131,7 +164,7 @@ class Aggregate:
 
 
 _AGG_RE = re.compile(r"^\s*(count|sum|avg|min|max)\s*(?:\(\s*([A-Za-z_@][\w@]*)?\s*\))?\s*$")
-_THRESHOLD_RE = re.compile(r"^\s*(?:(.+?)\s*)?(>=|<=|>|<)\s*([-+]?\d+(?:\.\d+)?)\s*$")
+_THRESHOLD_RE = re.compile(r"^\s*(?:(.{1,40}?)\s*)?(>=|<=|>|<)\s*([-+]?[0-9]{1,16}(?:\.[0-9]{1,9})?)\s*$")
 
 
 def parse_aggregate(v: Any) -> Aggregate:
@@ -193,41 +226,76 @@ class Filter(BaseModel):
             vals = vals if isinstance(vals, list) else [vals]
             if not vals:
                 raise ValueError(f"{fld}: needs at least one value")
+            for x in vals:
+                if isinstance(x, bool) or not isinstance(x, (str, int, float)):
+                    raise ValueError(f"{fld}: {_show(x)} is not a value (a string or a number)")
             if fld == "status":
                 vals = [_status_range(x) for x in vals]
             elif fld == "request_time":
                 vals = [_number_range(x) for x in vals]
+            elif fld == "client_ip":
+                vals = [_client_ip(x) for x in vals]
             else:
                 vals = [str(x) for x in vals]
             conds.append((fld, tuple(vals)))
         return {"conditions": tuple(conds)}
 
 
-def _status_range(x: Any) -> tuple[int, int]:
+def parse_status_range(x: Any) -> tuple[int, int]:
+    """A status (404), a range (400-499, 400..499, 400 to 499) or a class (4xx), within 100-599.
+    Shared by rules and queries (`lookout search --status`)."""
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
     if isinstance(x, int) and not isinstance(x, bool):
-        return (x, x)
-    s = str(x).strip().lower()
-    if re.fullmatch(r"[1-5]xx", s):
-        base = int(s[0]) * 100
-        return (base, base + 99)
-    m = re.fullmatch(r"(\d{3})\s*(?:-|\.\.|to)\s*(\d{3})", s)
-    if m:
-        lo, hi = int(m.group(1)), int(m.group(2))
-        if lo > hi:
-            raise ValueError(f"status range {x!r} is empty")
-        return (lo, hi)
-    if re.fullmatch(r"\d{3}", s):
-        return (int(s), int(s))
-    raise ValueError(f"status {x!r} is not a status, range (400-499) or class (4xx)")
+        lo = hi = x
+    else:
+        s = str(x).strip().lower()
+        if re.fullmatch(r"[1-5]xx", s):
+            base = int(s[0]) * 100
+            return (base, base + 99)
+        m = re.fullmatch(r"([0-9]{3})\s*(?:-|\.\.|to)\s*([0-9]{3})", s)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+        elif re.fullmatch(r"[0-9]{3}", s):
+            lo = hi = int(s)
+        else:
+            raise ValueError(f"status {_show(x)} is not a status, range (400-499) or class (4xx)")
+    if not (100 <= lo <= 599 and 100 <= hi <= 599):
+        raise ValueError(f"status {_show(x)} is outside 100-599")
+    if lo > hi:
+        raise ValueError(f"status range {_show(x)} is empty")
+    return (lo, hi)
+
+
+_status_range = parse_status_range
 
 
 def _number_range(x: Any) -> tuple[float, float]:
+    """request_time value or range (0.5-2), seconds from 0 to the contract's maximum."""
+    from lookout.records import MAX_REQUEST_TIME
+
     if isinstance(x, (int, float)) and not isinstance(x, bool):
-        return (float(x), float(x))
-    m = re.fullmatch(r"\s*([\d.]+)\s*-\s*([\d.]+)\s*", str(x))
-    if not m:
-        raise ValueError(f"request_time {x!r} is not a number or range (0.5-2)")
-    return (float(m.group(1)), float(m.group(2)))
+        lo = hi = float(x)
+    else:
+        m = re.fullmatch(r"\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*-\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*", str(x))
+        if not m:
+            raise ValueError(f"request_time {_show(x)} is not a number or range (0.5-2)")
+        lo, hi = float(m.group(1)), float(m.group(2))
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= MAX_REQUEST_TIME and 0 <= hi <= MAX_REQUEST_TIME):
+        raise ValueError(f"request_time {_show(x)} must be from 0 to {MAX_REQUEST_TIME:g} seconds")
+    if lo > hi:
+        raise ValueError(f"request_time range {_show(x)} is empty")
+    return (lo, hi)
+
+
+def _client_ip(x: Any) -> str:
+    """A client_ip filter value in the records' canonical text, so `::ffff:1.2.3.4` matches 1.2.3.4."""
+    from lookout.records import Rejected, parse_client_ip
+
+    try:
+        return parse_client_ip(str(x))
+    except Rejected as e:
+        raise ValueError(e.detail) from None
 
 
 class Rule(BaseModel):
@@ -240,7 +308,16 @@ class Rule(BaseModel):
     aggregate: str = "count"
     threshold: str | None = None
     emit: Literal["alert", "final", "update"] | None = None
+    incident_gap: int = 0  # microseconds: alerting windows this close still form one incident
     description: str | None = None
+
+    @field_validator("incident_gap", mode="before")
+    @classmethod
+    def _incident_gap(cls, v: Any) -> int:
+        us = parse_duration(v)
+        if us < 0:
+            raise ValueError("incident_gap must not be negative")
+        return us
 
     @field_validator("group_by", mode="before")
     @classmethod
@@ -266,8 +343,12 @@ class Rule(BaseModel):
         if v is None:
             return None
         if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(v):
+                raise ValueError(f"threshold {_show(v)} must be a finite number")
             return f"> {v}"
-        return str(v)
+        if not isinstance(v, str):
+            raise ValueError(f"threshold {_show(v)}: write it like 'count > 10'")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "Rule":
@@ -275,10 +356,13 @@ class Rule(BaseModel):
         if self.threshold is not None:
             m = _THRESHOLD_RE.match(self.threshold)
             if not m:
-                raise ValueError(f"threshold {self.threshold!r}: write it like 'count > 10'")
+                raise ValueError(f"threshold {_show(self.threshold)}: write it like 'count > 10' (ASCII digits, "
+                                 f"at most 16 before the point)")
             subject = m.group(1)
             if subject is not None and subject.replace(" ", "") not in (agg.output_name, "value"):
-                raise ValueError(f"threshold {self.threshold!r} must test the rule's aggregate {agg.output_name!r}")
+                raise ValueError(f"threshold {_show(self.threshold)} must test the rule's aggregate {agg.output_name!r}")
+            if not 0 <= float(m.group(3)) <= MAX_THRESHOLD:
+                raise ValueError(f"threshold {_show(self.threshold)}: the value must be from 0 to {MAX_THRESHOLD:g}")
         if self.effective_emit == "alert":
             if self.threshold_spec is None:
                 raise ValueError("emit: alert needs a threshold (e.g. 'count > 10')")
@@ -334,6 +418,8 @@ class Rule(BaseModel):
         if self.threshold_spec is not None:
             d["threshold"] = f"{self.aggregate} {self.threshold_spec}"
         d["emit"] = self.effective_emit
+        if self.incident_gap:
+            d["incident_gap"] = format_duration(self.incident_gap)
         if self.description:
             d["description"] = self.description
         return d
@@ -348,10 +434,17 @@ def _fmt_cond(fld: str, v: Any) -> Any:
     return v
 
 
+MAX_FUTURE_BOUNDS = (1_000_000, 86_400_000_000)  # 1 s .. 1 day
+
+
 class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     lateness: int = 10_000_000  # microseconds
+    # A record stamped more than this ahead of the wall clock when read is rejected
+    # (`future-timestamp`): one skewed clock must not move the watermark years ahead.
+    max_future: int = 300_000_000
     rules: tuple[Rule, ...]
+    notify: tuple[NotifyTarget, ...] = ()  # where incidents are sent (lookout.notify)
 
     @field_validator("lateness", mode="before")
     @classmethod
@@ -361,16 +454,39 @@ class RuleSet(BaseModel):
             raise ValueError("lateness must not be negative")
         return us
 
+    @field_validator("max_future", mode="before")
+    @classmethod
+    def _max_future(cls, v: Any) -> int:
+        us = parse_duration(v)
+        lo, hi = MAX_FUTURE_BOUNDS
+        if not lo <= us <= hi:
+            raise ValueError(f"max_future must be between {format_duration(lo)} and {format_duration(hi)} "
+                             f"(clocks skew by seconds, not days), not {format_duration(us)}")
+        return us
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _few_enough(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)) and len(v) > MAX_RULES:
+            raise ValueError(f"{len(v):,} rules; the limit is {MAX_RULES:,}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> "RuleSet":
         if not self.rules:
             raise ValueError("a rules file needs at least one rule")
         names = [r.name for r in self.rules]
-        dup = {n for n in names if names.count(n) > 1}
+        dup = {n for n, c in Counter(names).items() if c > 1}  # linear: 1,000 rules must not cost a million compares
         if dup:
             raise ValueError(f"rule names must be unique: {', '.join(sorted(dup))}")
-        if any(n in ("rejected", "records") for n in names):
-            raise ValueError("'rejected' and 'records' are reserved names")
+        if any(n in ("rejected", "records", "incidents") for n in names):
+            raise ValueError("'rejected', 'records' and 'incidents' are reserved names")
+        for i, t in enumerate(self.notify):
+            unknown = [r for r in t.rules or () if r not in names]
+            if unknown:
+                raise ValueError(f"notify.{i}.rules: unknown rule(s) {', '.join(unknown)}")
+        labels = target_labels(self.notify)
+        if len(set(labels)) != len(labels):
+            raise ValueError("notify: target names must be unique")
         return self
 
     @cached_property
@@ -378,13 +494,26 @@ class RuleSet(BaseModel):
         return {r.name: r for r in self.rules}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lateness": format_duration(self.lateness), "rules": [r.to_dict() for r in self.rules]}
+        return {"lateness": format_duration(self.lateness), "max_future": format_duration(self.max_future),
+                "rules": [r.to_dict() for r in self.rules]}
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, width=1000)
+    def windows_dict(self) -> dict[str, Any]:
+        """What engine state depends on (checkpoints compare it): everything but max_future,
+        which only decides which records reach the engine."""
+        d = self.to_dict()
+        del d["max_future"]
+        return d
+
+    def to_yaml(self, include_notify: bool = False) -> str:
+        """The rules as YAML; `include_notify` adds the targets as written (`${VAR}`, never a secret)."""
+        d = self.to_dict()
+        if include_notify and self.notify:
+            d["notify"] = [t.to_dict() for t in self.notify]
+        return yaml.safe_dump(d, sort_keys=False, width=1000)
 
     def with_lateness(self, lateness_us: int) -> "RuleSet":
-        return RuleSet.model_validate({"lateness": f"{lateness_us}us", "rules": self.rules})
+        return RuleSet.model_validate({"lateness": f"{lateness_us}us", "max_future": f"{self.max_future}us",
+                                       "rules": self.rules, "notify": self.notify})
 
 
 def _format_error(e: ValidationError, source: str) -> str:
@@ -396,11 +525,32 @@ def _format_error(e: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_rules_text(text: str, source: str = "<rules>") -> RuleSet:
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: `&a [*a, *a, ...]` nine levels deep is a kilobyte that expands
+    to billions of nodes. A rules file has no use for them, so an alias is an error."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a rules file",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str, source: str, max_bytes: int = MAX_RULES_BYTES) -> Any:
+    """Parse a small YAML document written by hand: size-capped, no aliases, no deep nesting."""
+    if len(text) > max_bytes:
+        raise RulesError(f"{source}: {len(text):,} bytes; the limit is {max_bytes:,}")
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise RulesError(f"{source}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise RulesError(f"{source}: nested too deeply") from None
+
+
+def load_rules_text(text: str, source: str = "<rules>") -> RuleSet:
+    data = safe_yaml(text, source)
     if isinstance(data, list):
         data = {"rules": data}
     if not isinstance(data, dict):
@@ -410,11 +560,13 @@ def load_rules_text(text: str, source: str = "<rules>") -> RuleSet:
         return RuleSet.model_validate(data)
     except ValidationError as e:
         msg = _format_error(e, source)
-        if isinstance(rules, list):
+        if isinstance(rules, list) and len(rules) <= MAX_RULES:
             for i, r in enumerate(rules):
-                if isinstance(r, dict) and "name" in r:
+                if isinstance(r, dict) and isinstance(r.get("name"), str) and len(r["name"]) <= 200:
                     msg = msg.replace(f"rules.{i}.", f"rules.{i}({r['name']}).")
         raise RulesError(msg) from None
+    except RecursionError:
+        raise RulesError(f"{source}: nested too deeply") from None
 
 
 def load_rules(path: str | Path | None = None) -> RuleSet:
@@ -424,7 +576,14 @@ def load_rules(path: str | Path | None = None) -> RuleSet:
         return load_rules_text(text, "built-in rules")
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:
+            data = f.read(MAX_RULES_BYTES + 1)  # never more: the path may be /dev/zero or a 10 GB log
     except OSError as e:
         raise RulesError(f"{path}: {e.strerror}") from None
+    if len(data) > MAX_RULES_BYTES:
+        raise RulesError(f"{path}: more than {MAX_RULES_BYTES:,} bytes; the limit is {MAX_RULES_BYTES:,}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RulesError(f"{path}: not UTF-8 text (byte {e.start})") from None
     return load_rules_text(text, str(path))

@@ -16,25 +16,32 @@ import pickle
 import signal
 import threading
 import time
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from lookout.pipeline import Pipeline
+from lookout.errors import InputChanged, StateError
+from lookout.kafka.config import KafkaConnection, parse_properties
+from lookout.pipeline import Pipeline, StepReport
 from lookout.rules import RuleSet, parse_duration
 from lookout.safe_text import setup_logging
 from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
-from lookout.sources.base import InputChanged, Source
+from lookout.sources.base import Source
+from lookout.statelock import StateDirBusy, StateDirLock
+
+if TYPE_CHECKING:
+    from lookout.dashboard.feed import DashboardFeed
 
 log = logging.getLogger("lookout.run")
 CHECKPOINT = "checkpoint.pkl"
 
 
 class RunOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs may hold secrets (--kafka-config)
 
     out_dir: Path = Path("lookout-out")
     state_dir: Path = Path(".lookout-state")
@@ -55,6 +62,8 @@ class RunOptions(BaseModel):
     view: bool = False
     commit_interval: float = 1.0
     stop_timeout: float = 30.0  # s after a stop signal before a flush stuck on an unreachable server is abandoned
+    http: str | None = "127.0.0.1:8080"  # metrics and health; "off" disables
+    http_token: str | None = None  # required for a non-loopback --http
 
     @field_validator("idle_timeout", mode="before")
     @classmethod
@@ -68,19 +77,29 @@ class RunOptions(BaseModel):
             raise ValueError("--rate must be positive")
         return v
 
-    def kafka_properties(self) -> dict[str, str]:
-        return parse_properties(self.kafka_config)
+    @field_validator("kafka_config")
+    @classmethod
+    def _kafka_config(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        parse_properties(v)  # a malformed --kafka-config is an option error, reported before anything starts
+        return v
 
+    @cached_property
+    def kafka_connection(self) -> KafkaConnection:
+        """The one connection the Kafka source and sink share (and with it, one broker-health report)."""
+        if not self.kafka:
+            raise ValueError("no --kafka bootstrap servers given")
+        return KafkaConnection.from_options(self.kafka, self.kafka_config)
 
-def parse_properties(kvs: tuple[str, ...]) -> dict[str, str]:
-    """`--kafka-config KEY=VALUE` pairs → librdkafka properties; ValueError names a bad one."""
-    props = {}
-    for kv in kvs:
-        if "=" not in kv:
-            raise ValueError(f"--kafka-config {kv!r}: expected KEY=VALUE")
-        k, v = kv.split("=", 1)
-        props[k.strip()] = v.strip()
-    return props
+    @model_validator(mode="after")
+    def _http(self) -> "RunOptions":
+        from lookout.http.bind import check_token, parse_bind
+
+        check_token(parse_bind(self.http), self.http_token)
+        return self
+
+    def source_kind(self) -> str:
+        """The `source` label of lookout_records_total: a kind, never a path or a host."""
+        return "tail" if self.tail_path is not None else "kafka" if self.kafka else "generator"
 
 
 def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
@@ -92,7 +111,7 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
     if opts.kafka:
         from lookout.sources.kafka import KafkaSource
 
-        return KafkaSource(opts.kafka, opts.topic, config=opts.kafka_properties(), partitions=opts.partitions,
+        return KafkaSource(opts.kafka_connection, opts.topic, partitions=opts.partitions,
                            lateness=rs.lateness if rs is not None else 10_000_000, on_reset=opts.on_reset)
     from lookout.sources.generator_source import GeneratorSource
 
@@ -104,8 +123,8 @@ def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
     if opts.kafka:
         from lookout.sinks.kafka import KafkaSink
 
-        sinks.append(KafkaSink(opts.kafka, dlq_topic=f"{opts.topic}-dlq", rules=rs,
-                               config=opts.kafka_properties(), partitions=opts.partitions))
+        sinks.append(KafkaSink(opts.kafka_connection, dlq_topic=f"{opts.topic}-dlq", rules=rs,
+                               partitions=opts.partitions))
     if opts.es_url:
         from lookout.sinks.elasticsearch import ElasticsearchSink
 
@@ -148,54 +167,131 @@ class Runner:
         self.source = source or make_source(opts, rs)
         self.ckpt = Checkpointer(opts.state_dir)
         self.position: Any = None
-        self.store = next(s for s in self.sinks.sinks if isinstance(s, StoreSink))
         self.view = None
+        self.notifier = None
+        self.metrics = None
+        self.health = None
+        self.http = None
+        self.notify_ckpt = 0  # number of the last checkpoint; outbox rows are staged under it
+        if rs.notify:
+            from lookout.notify.sender import Notifier
+
+            self.notifier = Notifier(rs, opts.state_dir)
+        self.feed: DashboardFeed | None = None  # the web dashboard's live feed, when one is served
 
     def _restore(self) -> None:
         state = self.ckpt.load()
+        self.notify_ckpt = int(state.get("notify_ckpt", 0)) if state else 0
+        if self.notifier is not None:
+            self.notifier.recover(self.notify_ckpt)
         if state is None:
             self.source.restore(None)
             return
         try:
             self.pipeline.engine.restore(state["engine"])
         except ValueError as e:
-            raise SystemExit(f"error: {e} ({self.ckpt.path})") from None
-        self.files.truncate_to(state["files"])
-        self.store.writer.drop_after(state["store_seq"])
+            raise StateError(f"{e} ({self.ckpt.path})") from None
+        # checkpoints written before sinks kept their own state had these two keys instead
+        old = {k: v for k, v in (("files", state.get("files")), ("store", state.get("store_seq"))) if v is not None}
+        self.sinks.restore(state["sinks"] if "sinks" in state else old)
         st = self.pipeline.stats
         for k, v in state.get("stats", {}).items():
             setattr(st, k, v)
+        if state.get("incidents") is not None:
+            self.pipeline.incidents.restore(state["incidents"])
         self.position = state["position"]
         self.source.restore(self.position)
         log.info("resumed from checkpoint at %s", self.position)
 
+    def _start_http(self) -> None:
+        """Metrics and health on --http (bound now: a busy port is an error at start)."""
+        from lookout.http.bind import parse_bind
+
+        bind = parse_bind(self.opts.http)
+        if bind is None:
+            return
+        from lookout.http import HttpServer, create_app
+        from lookout.http.metrics import Health, RunMetrics
+
+        self.metrics = RunMetrics(self.opts.source_kind(), self.pipeline, self.notifier)
+        self.health = Health(self.opts.commit_interval)
+        self._publish()
+        from lookout.dashboard.live import live_routes
+
+        self.http = HttpServer(create_app(self.metrics.registry, self.health.check, self.opts.http_token,
+                                          routes=live_routes(self)), *bind)
+        self.http.start()
+
+    def _publish(self) -> None:
+        if self.metrics is not None:
+            self.metrics.publish(self.pipeline, self.sinks.errors(), self.source.lag())
+
     def _commit(self) -> None:
+        t0 = time.perf_counter()
+        self._commit_now()
+        if self.metrics is not None and self.health is not None:
+            self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
+            self.health.committed()
+            self._publish()
+
+    def _commit_now(self) -> None:
         self.sinks.flush()
         st = self.pipeline.stats
+        n = self.notify_ckpt + 1
+        if self.notifier is not None:  # durable before the checkpoint, sendable after it
+            self.notifier.stage(n)
         self.ckpt.save({
+            "notify_ckpt": n,
             "engine": self.pipeline.engine.snapshot(),
+            "incidents": self.pipeline.incidents.snapshot(),  # JSON bytes, its own blob
             "position": self.position,
-            "files": self.files.sizes(),
-            "store_seq": self.store.writer.seq,
+            "sinks": self.sinks.checkpoint(),
             "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
-                      "reasons": st.reasons, "results": st.results},
+                      "reasons": st.reasons, "results": st.results, "incidents": st.incidents},
         })
+        self.notify_ckpt = n
+        if self.notifier is not None:
+            self.notifier.release(n)
         self.source.commit(self.position)
+        if self.feed is not None:
+            self.feed.committed()
 
-    def _take_unterminated(self) -> None:
+    def _take_unterminated(self) -> StepReport | None:
         """Input idle or stopping: a last line without its newline is read as whole (as replay does)."""
         chunk = self.source.read_unterminated()
         if chunk is None:
-            return
+            return None
         report = self.pipeline.step(chunk)
         self.position = chunk.position
-        if self.view:
-            self.view.update(report.results)
+        return report
 
-    def _caught_up(self) -> bool:
-        """Quiet input, not an unreachable broker: sources that can tell (Kafka) say so."""
-        check = getattr(self.source, "caught_up", None)
-        return True if check is None else bool(check())
+    def _deliver(self, reports: list[StepReport]) -> None:
+        """A step's results and incidents to the notifier, the live view and the dashboard feed."""
+        for rep in reports:
+            if self.notifier is not None:
+                self.notifier.add(rep.incidents)
+            if self.view and (rep.results or rep.incidents):
+                self.view.update(rep.results, rep.incidents)
+            if self.feed is not None:
+                self.feed.step(rep.results, rep.records, self.pipeline, [t.doc for t in rep.incidents])
+
+    def _advance_idle(self, quiet: float) -> tuple[list[StepReport], bool]:
+        """No record this poll: let the watermark move without data (re-evaluated every poll).
+        First what the source vouches for (Kafka partitions at their end and quiet), then, once
+        input has been quiet for the idle timeout, the wall clock: now - lateness. Windows ending
+        after that stay open, so records of the present are never late after a quiet spell;
+        a backlog far behind the clock still has every window closed. Returns (reports, moved)."""
+        engine = self.pipeline.engine
+        before = engine.watermark
+        reports = []
+        wm = self.source.idle_watermark()
+        if wm is not None and wm > before:
+            reports.append(self.pipeline.advance(wm))
+        # (open windows first: caught_up() may ask the broker, and with nothing open there is
+        # nothing for the clock to close)
+        if quiet >= self.opts.idle_timeout and engine.open_window_end() is not None and self.source.caught_up():
+            reports.append(self.pipeline.idle_advance())
+        return reports, engine.watermark != before
 
     def request_stop(self, *_: Any) -> None:
         """First signal: stop after this step, flush, checkpoint, exit 0. A second one while a
@@ -224,6 +320,7 @@ class Runner:
 
     def run(self) -> int:
         self._restore()
+        self._start_http()
         if self.opts.view:
             from lookout.live import LiveView
 
@@ -231,9 +328,14 @@ class Runner:
         started = time.monotonic()
         last_commit = time.monotonic()
         last_data = time.monotonic()
-        idle_closed = True
+        # False at start: windows restored from a checkpoint are open too and close on quiet input
+        # like any others (a restart after everything was read); the log says so.
+        idle_said = False
         dirty = False
+        unterminated_taken = False  # once per quiet spell: a line without its newline is taken as whole
         changed: InputChanged | None = None
+        if self.notifier is not None:
+            self.notifier.start()
         try:
             if self.view:
                 self.view.start()
@@ -246,38 +348,58 @@ class Runner:
                     changed = e
                     break
                 now = time.monotonic()
+                reports: list[StepReport] = []
+                got_records = False
                 if chunk is not None:
                     report = self.pipeline.step(chunk)
+                    reports.append(report)
                     self.position = chunk.position
                     dirty = True
                     if report.records is not None and report.records.height:
+                        got_records = True
                         last_data = now
-                        idle_closed = False
-                    if self.view:
-                        self.view.update(report.results)
-                elif not idle_closed and now - last_data >= self.opts.idle_timeout and self._caught_up():
-                    # Input has been quiet: close every open window so the last minute is not
-                    # stuck waiting for a record that may never come.
-                    self._take_unterminated()
-                    results = self.pipeline.close_windows()
-                    idle_closed = True
-                    dirty = True
-                    log.info("input idle for %.0fs: closed open windows", self.opts.idle_timeout)
-                    if self.view:
-                        self.view.update(results)
+                        idle_said = False
+                        unterminated_taken = False
+                if not got_records:  # nothing arrived (the generator hands out empty chunks)
+                    if not unterminated_taken and now - last_data >= self.opts.idle_timeout:
+                        # quiet: a last line still without its newline will not get one; it is read
+                        # before the clock closes the window it belongs to
+                        unterminated_taken = True
+                        last = self._take_unterminated()
+                        if last is not None:
+                            reports.append(last)
+                            dirty = True
+                    idle, moved = self._advance_idle(now - last_data)
+                    reports += idle
+                    dirty = dirty or moved
+                    if moved and not idle_said and now - last_data >= self.opts.idle_timeout:
+                        idle_said = True
+                        log.info("input idle for %.0fs: the watermark follows the clock (now - lateness); "
+                                 "windows close as the clock passes their end", self.opts.idle_timeout)
+                self._deliver(reports)
                 if self.view:
                     self.view.refresh()
+                if self.health is not None:
+                    self.health.beat(dirty)
+                    if dirty:  # something happened since the last commit (a step, an idle close)
+                        self._publish()
                 if dirty and now - last_commit >= self.opts.commit_interval:
                     self._commit()
                     last_commit = now
                     dirty = False
-            self._take_unterminated()
+            last = self._take_unterminated()  # stopping: nothing more will complete it
+            if last is not None:
+                self._deliver([last])
         finally:
             if self.view:
                 self.view.stop()
         self._commit()
         self.source.close()
         self.sinks.close()
+        if self.notifier is not None:
+            self.notifier.stop(drain=5.0)
+        if self.http is not None:
+            self.http.stop()
         st = self.pipeline.stats
         st.delivery = self.sinks.delivery()
         if not self.opts.view:
@@ -301,10 +423,14 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
     source = make_source(opts, rs)
     # A source with exclusive input (Kafka) may have to stand by until another instance stops.
     # Nothing in the state dir is touched before that: a standby may share it with the active one.
-    acquire = getattr(source, "acquire", None)
-    if acquire is not None and not acquire(lambda: stop["requested"]):
+    if not source.acquire(lambda: stop["requested"]):
         source.close()
         return 0
+    try:  # a standby taking over may find the old holder still exiting: it waits a little
+        lock = StateDirLock(opts.state_dir, wait=30.0 if source.stands_by else 0.0)
+    except StateDirBusy:
+        source.close()
+        raise
     runner = Runner(rs, opts, source=source)
     runner.stop_requested = stop["requested"]
     signal.signal(signal.SIGINT, runner.request_stop)
@@ -316,3 +442,5 @@ def run_pipeline(rs: RuleSet, opts: RunOptions) -> int:
             log.error("stopped without committing the last steps (%s); they are read again on restart", e)
             return 1
         raise
+    finally:
+        lock.release()

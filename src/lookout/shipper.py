@@ -14,14 +14,19 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from lookout.kafka.admin import ensure_topics
+from lookout.kafka.clients import produce, producer_config
+from lookout.kafka.config import KafkaConnection
+from lookout.kafka.errors import KafkaDeliveryError
 from lookout.safe_text import setup_logging
 from lookout.sources.tail import TailSource, load_position, save_position
+from lookout.statelock import StateDirLock
 
 log = logging.getLogger("lookout.ship")
 REASON_HEADER = "lookout-reason"
@@ -30,25 +35,21 @@ REASON_HEADER = "lookout-reason"
 @dataclass
 class ShipOptions:
     path: Path
-    bootstrap: str
+    kafka: KafkaConnection
     topic: str = "test-inter"
     state_dir: Path = Path(".lookout-ship")
     log_format: str = "auto"
     host: str | None = None
     geoip: Path | None = None
-    kafka_config: dict[str, str] = field(default_factory=dict)
     partitions: int = 3
     duration: float | None = None
     commit_interval: float = 1.0
 
 
-def producer_config(opts: ShipOptions) -> dict[str, Any]:
-    """acks=all + idempotence: a message counts as shipped only once every in-sync replica has it,
-    and librdkafka's retries cannot write it twice. The user's --kafka-config wins."""
-    from lookout.sources.kafka import client_config
-
-    return client_config(opts.bootstrap, opts.kafka_config, **{
-        "acks": "all", "enable.idempotence": True, "linger.ms": 20, "client.id": "lookout-ship"})
+def ship_producer_config(opts: ShipOptions) -> dict[str, Any]:
+    """acks=all + idempotence (lookout.kafka.clients): a message counts as shipped only once every
+    in-sync replica has it, and librdkafka's retries cannot write it twice. --kafka-config wins."""
+    return producer_config(opts.kafka, **{"linger.ms": 20, "client.id": "lookout-ship"})
 
 
 class Shipper:
@@ -62,10 +63,8 @@ class Shipper:
         self.final = False  # the last commit: a stop request may then give up waiting
         self.source = TailSource(opts.path, state_dir=opts.state_dir, log_format=opts.log_format,
                                  host=opts.host, geoip=opts.geoip)
-        from lookout.sources.kafka import ensure_topics
-
-        ensure_topics(opts.bootstrap, opts.kafka_config, {opts.topic: opts.partitions}, stop=lambda: self.stop_requested)
-        self.producer = Producer(producer_config(opts))
+        ensure_topics(opts.kafka, {opts.topic: opts.partitions}, stop=lambda: self.stop_requested)
+        self.producer = Producer(ship_producer_config(opts))
         self.errors: list[str] = []
         self.pending: Any = None  # position of the last chunk produced, not yet acknowledged
         self.lines = 0
@@ -79,13 +78,7 @@ class Shipper:
             self.acked += 1
 
     def _produce(self, value: bytes, key: str, headers: list[tuple[str, bytes]] | None) -> None:
-        while True:
-            try:
-                self.producer.produce(self.opts.topic, value=value, key=key, headers=headers,
-                                      on_delivery=self._delivered)
-                return
-            except BufferError:  # local queue full: let deliveries drain
-                self.producer.poll(0.1)
+        produce(self.producer, self.opts.topic, value, key, headers, self._delivered)  # waits while the queue is full
 
     def ship_chunk(self, chunk: Any) -> None:
         data: bytes = chunk.data or b""
@@ -111,13 +104,13 @@ class Shipper:
         while True:
             left = self.producer.flush(5.0)
             if self.errors:
-                raise SystemExit(f"error: Kafka did not take {len(self.errors)} record(s): {self.errors[0]}; "
-                                 "position not saved, a restart re-sends from the last saved one")
+                raise KafkaDeliveryError(f"Kafka did not take {len(self.errors)} record(s): {self.errors[0]}; "
+                                         "position not saved, a restart re-sends from the last saved one")
             if left == 0:
                 break
             if self.stop_requested:  # one signal ends it within 5 s, whichever commit it interrupts
-                raise SystemExit(f"error: stopped with {left} record(s) not acknowledged by Kafka; the position was "
-                                 "not saved past them, so the next start sends them again")
+                raise KafkaDeliveryError(f"stopped with {left} record(s) not acknowledged by Kafka; the position was "
+                                         "not saved past them, so the next start sends them again")
             log.warning("waiting for Kafka to acknowledge %d record(s)", left)
         if self.pending is not None:
             save_position(self.opts.state_dir, self.pending)
@@ -152,8 +145,13 @@ class Shipper:
 
 
 def run_ship(opts: ShipOptions) -> int:
+    """Raises `StateDirBusy` when another process ships from the same state dir."""
     setup_logging(logging.INFO)
-    shipper = Shipper(opts)
-    signal.signal(signal.SIGINT, shipper.request_stop)
-    signal.signal(signal.SIGTERM, shipper.request_stop)
-    return shipper.run()
+    lock = StateDirLock(opts.state_dir)
+    try:
+        shipper = Shipper(opts)
+        signal.signal(signal.SIGINT, shipper.request_stop)
+        signal.signal(signal.SIGTERM, shipper.request_stop)
+        return shipper.run()
+    finally:
+        lock.release()

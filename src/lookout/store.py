@@ -7,7 +7,6 @@ It is the no-services answer to the seed's `curl …/test-inter/_count`: `lookou
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,18 +35,30 @@ class Query:
     def from_options(cls, client_ip: str | None = None, host: str | None = None, country: str | None = None,
                      method: str | None = None, status: str | None = None, since: str | None = None,
                      until: str | None = None) -> "Query":
+        from lookout.records import Rejected, parse_client_ip
+        from lookout.rules import parse_status_range
+
         st = None
-        if status:
-            s = status.strip().lower()
-            if re.fullmatch(r"[1-5]xx", s):
-                st = (int(s[0]) * 100, int(s[0]) * 100 + 99)
-            elif m := re.fullmatch(r"(\d{3})-(\d{3})", s):
-                st = (int(m.group(1)), int(m.group(2)))
-            elif re.fullmatch(r"\d{3}", s):
-                st = (int(s), int(s))
-            else:
-                raise ValueError(f"--status {status!r}: use 404, 400-499 or 4xx")
+        if status:  # read like a rules file's status filter: 404, 400-499 or 4xx, within 100-599
+            try:
+                st = parse_status_range(status)
+            except ValueError as e:
+                raise ValueError(f"--status: {e} (use 404, 400-499 or 4xx)") from None
+        if client_ip is not None:  # stored addresses are canonical (records.parse_client_ip): so is the query
+            try:
+                client_ip = parse_client_ip(client_ip)
+            except Rejected as e:
+                raise ValueError(f"--client-ip: {e.detail}") from None
         return cls(client_ip, host, country, method, st, _time(since, "--since"), _time(until, "--until"))
+
+
+class StoreMissing(ValueError):
+    """A query names a state dir or store that does not exist (a typo must not read as 'no records')."""
+
+
+def require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise StoreMissing(f"{what} {path}: no such directory")
 
 
 def _time(v: str | None, opt: str) -> int | None:
@@ -63,7 +74,7 @@ def _files(store_dir: Path) -> list[str]:
     return sorted(str(p) for p in store_dir.glob(FILE_GLOB))
 
 
-def _connect() -> Any:
+def connect() -> Any:
     import duckdb
 
     con = duckdb.connect()
@@ -75,7 +86,7 @@ def count(store_dir: Path) -> int:
     files = _files(store_dir)
     if not files:
         return 0
-    return int(_connect().execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0])
+    return int(connect().execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0])
 
 
 def search(store_dir: Path, q: Query, limit: int = 20) -> list[dict[str, Any]]:
@@ -98,7 +109,7 @@ def search(store_dir: Path, q: Query, limit: int = 20) -> list[dict[str, Any]]:
         where.append("ts < ?")
         params.append(q.until_us)
     sql = "SELECT * FROM read_parquet(?)" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts DESC LIMIT ?"
-    cur = _connect().execute(sql, [files, *params, limit])
+    cur = connect().execute(sql, [files, *params, limit])
     cols = [d[0] for d in cur.description]
     out = []
     for row in cur.fetchall():

@@ -2,8 +2,11 @@
 
 Vocabulary (Apache Beam's):
 - *window*: [k*hop, k*hop + size), aligned to the epoch (see windows.py);
-- *watermark*: highest event time seen minus the allowed lateness, advanced per record;
-  a window *closes* when the watermark reaches its end, and its state is freed;
+- *watermark*: highest event time seen minus the allowed lateness, advanced per record, and
+  never past the wall clock minus the lateness when the caller passes the clock (`now`): a
+  record stamped ahead of the clock cannot make the present late. `advance()` moves it with no
+  record (idle input: the clock; idle Kafka partitions: their event time); a window *closes*
+  when the watermark reaches its end, and its state is freed;
 - *late*: a record one of whose windows had already closed when it arrived. It is left out of
   that rule (counted nowhere in it) and reported, so totals never depend on batch boundaries;
 - *trigger*: `alert` emits a (window, key) once, as soon as its condition first holds, with the
@@ -30,6 +33,7 @@ from lookout.engine.windows import WindowMath
 from lookout.rules import Rule, RuleSet, Threshold
 
 NEVER = -(1 << 62)  # a watermark / window index below any real one
+EXPLODE_ROWS = 250_000  # peak rows of one pane-to-window explosion; bigger ones go in key slices
 
 _PARTIAL_COLS = ("cnt", "n", "s", "mn", "mx")
 
@@ -54,6 +58,7 @@ def _filter_expr(rule: Rule) -> pl.Expr:
 class RuleOutput:
     results: pl.DataFrame | None  # columns: _start, _end, <group_by...>, value
     late_lines: pl.Series | None  # `line` of records late for this rule
+    closed_alerts: pl.DataFrame | None = None  # alert mode: final values of alerted windows that closed
 
 
 class RuleRunner:
@@ -68,6 +73,10 @@ class RuleRunner:
         self.threshold: Threshold | None = rule.threshold_spec
         self.panes: pl.DataFrame | None = None  # keys..., q, partial columns
         self.closed_k = NEVER  # every window k <= closed_k has closed
+        # alert mode: (keys..., k) of windows that alerted and are still open; their final values
+        # are reported when they close (incidents need each window's peak, not just the crossing)
+        self.alerted: pl.DataFrame | None = None
+        self._closed_alerts: pl.DataFrame | None = None
         self._filter = _filter_expr(rule)
         self._has_value = self.agg.field is not None
         self._pcols = ["cnt", "n", "s", "mn", "mx"] if self._has_value else ["cnt"]
@@ -142,13 +151,30 @@ class RuleRunner:
         return pl.col(fld).cast(pl.Int64)
 
     # ---- exploding panes into the windows that contain them ---------------------------------
-    def _explode(self, panes: pl.DataFrame, k_lo: int | None = None, k_hi: int | None = None) -> pl.DataFrame:
+    def _explode(self, panes: pl.DataFrame, k_lo: int | None = None, k_hi: int | None = None,
+                 only: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Windows (keys, k) with their merged partials; `only` (keys + k) keeps just those windows,
+        inside each slice, so the result is no bigger than what the caller needs."""
+        # Each pane is copied into every window containing it before the group-by folds them: with
+        # many keys that intermediate is the peak of a run (10,000 hosts on a 30 s/1 s window: ~12M
+        # rows). Windows never mix keys, so slices of keys explode one after another, each bounded.
+        slices = -(-panes.height * -(-self.w.size // self.w.hop) // EXPLODE_ROWS)
+        if slices > 1:
+            parts = panes.with_columns(_slice=pl.struct(self.keys).hash(seed=0) % slices).partition_by(
+                "_slice", include_key=False)
+            return pl.concat([self._explode_slice(p, k_lo, k_hi, only) for p in parts])
+        return self._explode_slice(panes, k_lo, k_hi, only)
+
+    def _explode_slice(self, panes: pl.DataFrame, k_lo: int | None, k_hi: int | None,
+                       only: pl.DataFrame | None = None) -> pl.DataFrame:
         first, last = self.w.pane_windows_expr(pl.col("q"))
         if k_lo is not None:
             first = pl.max_horizontal(first, pl.lit(k_lo))
         if k_hi is not None:
             last = pl.min_horizontal(last, pl.lit(k_hi))
         out = panes.with_columns(k=pl.int_ranges(first, last + 1)).explode("k").drop_nulls("k")
+        if only is not None:
+            out = out.join(only, on=self.keys + ["k"], how="semi")
         return out.group_by(self.keys + ["k"]).agg(self._merge_exprs())
 
     def _windows_frame(self, df: pl.DataFrame, value: pl.Series | None = None) -> pl.DataFrame:
@@ -183,6 +209,8 @@ class RuleRunner:
                     alerts = self._alerts(old, delta, sel)
                     if alerts is not None:
                         results.append(alerts)
+                        fired = alerts.select(*self.keys, k=pl.col("_start") // self.w.hop)
+                        self.alerted = fired if self.alerted is None else pl.concat([self.alerted, fired])
                 self.panes = delta if old is None else self._merge(old, delta)
                 if self.mode == "update":
                     touched = delta.select(self.keys).unique()
@@ -196,7 +224,11 @@ class RuleRunner:
         if closed is not None:
             results.append(closed)
         out = pl.concat(results) if results else None
-        return RuleOutput(out if out is not None and out.height else None, late_lines)
+        return RuleOutput(out if out is not None and out.height else None, late_lines, self.take_closed_alerts())
+
+    def take_closed_alerts(self) -> pl.DataFrame | None:
+        out, self._closed_alerts = self._closed_alerts, None
+        return out
 
     def _merge(self, old: pl.DataFrame, delta: pl.DataFrame) -> pl.DataFrame:
         """Fold a batch's panes into the state. Only panes up to the newest old one can exist in
@@ -235,16 +267,16 @@ class RuleRunner:
         # panes that can sit in a candidate window: buckets b and b+1 of each candidate (key, b)
         pane_buckets = pl.concat([cand, cand.with_columns(_b=pl.col("_b") + 1)]).unique()
 
-        def windows(panes: pl.DataFrame) -> pl.DataFrame:
+        def windows(panes: pl.DataFrame, k_lo: int = NEVER, k_hi: int | None = None) -> pl.DataFrame:
             p = panes.with_columns(_b=bucket).join(pane_buckets, on=self.keys + ["_b"], how="semi").drop("_b")
-            w = self._explode(p, k_lo=self.closed_k + 1)
+            w = self._explode(p, k_lo=max(self.closed_k + 1, k_lo), k_hi=k_hi)
             return w.with_columns(_b=(pl.col("k") * self.w.hop) // size).join(cand, on=self.keys + ["_b"], how="semi").drop("_b")
 
         d = windows(delta)
         if d.height == 0:
             return None
-        if old is not None:
-            o = windows(old)
+        if old is not None:  # only the windows the batch touched matter (joined on them below)
+            o = windows(old, d.get_column("k").min(), d.get_column("k").max())  # type: ignore[arg-type]
             j = d.join(o, on=self.keys + ["k"], how="left", suffix="_o")
         else:
             j = d.with_columns(*[pl.lit(None, dtype=d.schema[c]).alias(c + "_o") for c in self._pcols])
@@ -304,6 +336,8 @@ class RuleRunner:
             return None
         out = None
         panes = self.panes
+        if self.mode == "alert" and self.alerted is not None and self.alerted.height:
+            self._final_values_of_alerted(k_close)
         if panes is not None and panes.height:
             if self.mode == "final":
                 if self.w.size == self.w.hop:  # tumbling: a pane is a window
@@ -318,6 +352,22 @@ class RuleRunner:
             self.panes = panes.filter(keep)
         self.closed_k = k_close
         return out
+
+    def advance(self, watermark: int) -> pl.DataFrame | None:
+        """Close the windows this watermark closes (no record needed): emit and free them."""
+        return self._close(self.w.last_closed(watermark))
+    def _final_values_of_alerted(self, k_close: int) -> None:
+        """Final values of the alerted windows closing now (k <= k_close), before their panes go."""
+        assert self.alerted is not None
+        done = self.alerted.filter(pl.col("k") <= k_close)
+        if done.height == 0:
+            return
+        self.alerted = self.alerted.filter(pl.col("k") > k_close)
+        assert self.panes is not None
+        panes = self.panes.join(done.select(self.keys).unique(), on=self.keys, how="semi")
+        wins = self._explode(panes, k_lo=int(done.get_column("k").min()), k_hi=k_close, only=done.unique())
+        frame = self._windows_frame(wins).sort("_start", *self.keys)
+        self._closed_alerts = frame if self._closed_alerts is None else pl.concat([self._closed_alerts, frame])
 
     def close_all(self) -> pl.DataFrame | None:
         if self.panes is None or self.panes.height == 0:
@@ -335,6 +385,7 @@ class RuleRunner:
 @dataclass
 class EngineOutput:
     results: dict[str, pl.DataFrame] = field(default_factory=dict)  # rule name -> emitted rows
+    closed_alerts: dict[str, pl.DataFrame] = field(default_factory=dict)  # alert rules: final values of alerted windows
     late: pl.DataFrame | None = None  # columns: line, rules (list of rule names)
 
     @property
@@ -349,12 +400,13 @@ class Engine:
         self.ruleset = ruleset
         self.lateness = ruleset.lateness
         self.max_ts: int | None = None
-        self.watermark = NEVER  # only moves forward; close_all() raises it past closed windows
+        self.watermark = NEVER  # only moves forward; advance() and close_all() raise it too
         self.runners = [RuleRunner(r) for r in ruleset.rules]
 
-    def process(self, batch: pl.DataFrame, watermarks: pl.Series | None = None) -> EngineOutput:
+    def process(self, batch: pl.DataFrame, watermarks: pl.Series | None = None, now: int | None = None) -> EngineOutput:
         """Run one batch in arrival order. `watermarks` (per record) overrides the default
-        max-event-time watermark, e.g. the minimum over Kafka partitions."""
+        max-event-time watermark, e.g. the minimum over Kafka partitions. `now` (wall clock, µs)
+        caps the watermark at now - lateness, so no record can move it ahead of the clock."""
         if batch.height == 0:
             return EngineOutput()
         ts = batch.get_column("ts")
@@ -365,6 +417,8 @@ class Engine:
             wm = running - self.lateness
         else:
             wm = watermarks.cast(pl.Int64).cum_max()
+        if now is not None:
+            wm = wm.clip(upper_bound=now - self.lateness)
         wm = wm.clip(lower_bound=self.watermark)
         batch_max = ts.max()
         self.max_ts = batch_max if self.max_ts is None else max(self.max_ts, batch_max)
@@ -377,24 +431,51 @@ class Engine:
             ro = r.process(df, wm_end)
             if ro.results is not None:
                 out.results[r.rule.name] = ro.results
+            if ro.closed_alerts is not None:
+                out.closed_alerts[r.rule.name] = ro.closed_alerts
             if ro.late_lines is not None and len(ro.late_lines):
                 late_parts.append(pl.DataFrame({"line": ro.late_lines, "rule": r.rule.name}))
         if late_parts:
             out.late = pl.concat(late_parts).group_by("line", maintain_order=True).agg(rules=pl.col("rule")).sort("line")
         return out
 
+    def advance(self, watermark: int) -> EngineOutput:
+        """Move the watermark to `watermark` (never back) without a record, closing and emitting
+        the windows it closes; windows ending after it stay open. The run loop calls it on idle
+        input with the wall clock minus the lateness, and with idle Kafka partitions' watermark."""
+        out = EngineOutput()
+        if watermark <= self.watermark:
+            return out
+        self.watermark = watermark
+        for r in self.runners:
+            res = r.advance(watermark)
+            if res is not None:
+                out.results[r.rule.name] = res
+            fin = r.take_closed_alerts()
+            if fin is not None:
+                out.closed_alerts[r.rule.name] = fin
+        return out
+
     def close_all(self) -> EngineOutput:
-        """Close every open window (end of input, or input idle): emit finals and free state.
-        Records for windows closed here are late from now on."""
+        """End of input (replay): close every open window, emit finals and free state. Records
+        for windows closed here are late from now on, so a live source never calls this."""
         out = EngineOutput()
         newest = [e for r in self.runners if (e := r.open_window_end()) is not None]
         for r in self.runners:
             res = r.close_all()
             if res is not None:
                 out.results[r.rule.name] = res
+            fin = r.take_closed_alerts()
+            if fin is not None:
+                out.closed_alerts[r.rule.name] = fin
         if newest:
             self.watermark = max(self.watermark, max(newest))
         return out
+
+    def open_window_end(self) -> int | None:
+        """End of the newest window that holds state in any rule (None when none does)."""
+        ends = [e for r in self.runners if (e := r.open_window_end()) is not None]
+        return max(ends) if ends else None
 
     def open_state_rows(self) -> int:
         return sum(r.panes.height for r in self.runners if r.panes is not None)
@@ -403,19 +484,21 @@ class Engine:
     def snapshot(self) -> bytes:
         state: dict[str, Any] = {
             "version": 1,
-            "rules": self.ruleset.to_dict(),
+            "rules": self.ruleset.windows_dict(),
             "max_ts": self.max_ts,
             "watermark": self.watermark,
-            "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k} for r in self.runners},
+            "runners": {r.rule.name: {"panes": r.panes, "closed_k": r.closed_k, "alerted": r.alerted} for r in self.runners},
         }
         return pickle.dumps(state, protocol=5)
 
     def restore(self, blob: bytes) -> None:
         state = pickle.loads(blob)  # noqa: S301 - our own checkpoint file in the user's state dir
-        if state.get("rules") != self.ruleset.to_dict():
+        rules = dict(state.get("rules") or {})
+        rules.pop("max_future", None)
+        if rules != self.ruleset.windows_dict():
             raise ValueError("checkpoint was written with different rules; remove the state dir to start over")
         self.max_ts = state["max_ts"]
         self.watermark = state["watermark"]
         for r in self.runners:
             s = state["runners"][r.rule.name]
-            r.panes, r.closed_k = s["panes"], s["closed_k"]
+            r.panes, r.closed_k, r.alerted = s["panes"], s["closed_k"], s.get("alerted")

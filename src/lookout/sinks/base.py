@@ -4,11 +4,12 @@ once what it was given is durable (fsynced, acknowledged by a broker or a server
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 if TYPE_CHECKING:
+    from lookout.incidents import Transition
     from lookout.output import ResultBatch
 
 
@@ -17,10 +18,13 @@ class Sink:
 
     name = "sink"
 
-    def write_results(self, batch: "ResultBatch") -> None:  # one rule's results
+    def write_results(self, batch: ResultBatch) -> None:  # one rule's results
         pass
 
     def write_rejected(self, entries: list[bytes]) -> None:  # dead-letter JSON lines
+        pass
+
+    def write_incidents(self, transitions: list["Transition"]) -> None:  # incident lines, in order
         pass
 
     def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:  # valid raw records
@@ -28,6 +32,21 @@ class Sink:
 
     def flush(self) -> None:
         pass
+
+    def checkpoint(self) -> Any:
+        """Plain data saved with the run's checkpoint, right after `flush()` (None: nothing to save).
+        A sink whose output could run ahead of the checkpoint (appended files) says where it stood."""
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Cut the output back to what `checkpoint()` returned, before a resumed run writes again."""
+
+    def abort(self) -> None:
+        """A second stop signal: stop waiting on an unreachable server; a pending flush then fails
+        (so nothing unacknowledged is committed)."""
+    def error_count(self) -> int:
+        """Items refused for good so far (dead-lettered or fatal), for metrics."""
+        return 0
 
     def close(self) -> None:
         self.flush()
@@ -46,7 +65,7 @@ class SinkSet(Sink):
     def __init__(self, sinks: list[Sink]) -> None:
         self.sinks = sinks
 
-    def write_results(self, batch: "ResultBatch") -> None:
+    def write_results(self, batch: ResultBatch) -> None:
         for s in self.sinks:
             s.write_results(batch)
 
@@ -58,17 +77,29 @@ class SinkSet(Sink):
         for s in self.sinks:
             s.write_records(records, ids)
 
+    def write_incidents(self, transitions: list["Transition"]) -> None:
+        for s in self.sinks:
+            s.write_incidents(transitions)
+
     def flush(self) -> None:
         # Downstream sinks first: their flush may hand dead letters (refused documents) to the
         # files sink, which must come after to make them durable in the same flush.
         for s in reversed(self.sinks):
             s.flush()
 
+    def checkpoint(self) -> dict[str, Any]:
+        """Each sink's checkpoint state, by sink name."""
+        return {s.name: state for s in self.sinks if (state := s.checkpoint()) is not None}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for s in self.sinks:
+            if s.name in state:
+                s.restore(state[s.name])
+
     def abort(self) -> None:
         """Stop waiting on unreachable servers; their pending flushes fail (nothing is committed)."""
         for s in self.sinks:
-            if hasattr(s, "abort"):
-                s.abort()
+            s.abort()
 
     def close(self) -> None:
         # Flush all before closing any: a later sink's flush may still hand dead letters to an
@@ -82,6 +113,9 @@ class SinkSet(Sink):
         for s in self.sinks:
             out.update(s.delivery())
         return out
+
+    def errors(self) -> dict[str, int]:
+        return {s.name: s.error_count() for s in self.sinks}
 
     @property
     def wants_records(self) -> bool:

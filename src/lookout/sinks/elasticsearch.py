@@ -35,6 +35,7 @@ from lookout.sinks.es_http import Backoff, EsClient, EsConfig, ElasticsearchErro
 from lookout.sinks.es_mapping import RECORD_TYPES, index_name, mapping_conflicts, records_template, results_template
 
 if TYPE_CHECKING:
+    from lookout.incidents import Transition
     from lookout.output import ResultBatch
     from lookout.rules import RuleSet
     from lookout.store import Query
@@ -93,6 +94,7 @@ class ElasticsearchSink(Sink):
         self._pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="lookout-es")
         self._written: set[str] = set()  # index names (for the refresh at close)
         self._results: dict[str, str] = {}  # rule -> index
+        self._incidents: list[str] = []  # sent in order at flush: a later status overwrites an earlier one
         self._closed = False
         self._stop = threading.Event()  # set: workers stop retrying (fatal error elsewhere, or abort())
         self._setup(rules)
@@ -188,6 +190,23 @@ class ElasticsearchSink(Sink):
         self._written.add(idx)
         self._add(items)
 
+    def write_incidents(self, transitions: list["Transition"]) -> None:
+        from lookout.incidents import INCIDENTS_NAME
+
+        for t in transitions:
+            doc = {"@timestamp": t.doc["start"], **t.doc}
+            self._incidents.append(_action(INCIDENTS_NAME, t.id) + orjson.dumps(doc).decode() + "\n")
+
+    def _flush_incidents(self) -> None:
+        """Incident documents go in one ordered bulk after the others (concurrent bulks could land a
+        `firing` after the `resolved` of the same _id)."""
+        from lookout.incidents import INCIDENTS_NAME
+
+        if self._incidents:
+            items, self._incidents = self._incidents, []
+            self._send(items)
+            self._written.add(INCIDENTS_NAME)
+
     def _add(self, items: list[str]) -> None:
         for s in items:
             n = len(s)
@@ -217,6 +236,9 @@ class ElasticsearchSink(Sink):
                 self._stop.set()  # the other workers give up too, so the process can exit
                 raise exc
 
+    def error_count(self) -> int:
+        return self.stats["rejected"]
+
     def abort(self) -> None:
         """Stop waiting for the server (shutdown requested during an outage): pending and
         future flushes raise ElasticsearchError, so nothing unacknowledged gets committed."""
@@ -225,6 +247,17 @@ class ElasticsearchSink(Sink):
     def flush(self) -> None:
         """Block until everything given so far is acknowledged (or dead-lettered)."""
         self._submit()
+        self._drain()
+        self._flush_incidents()
+        self._drain()  # documents to send again if the server was found empty while the incidents went
+        if self._stop.is_set():
+            raise ElasticsearchError("aborted: documents may not all be acknowledged; nothing was committed")
+        with self._lock:
+            self._acked, self._acked_bytes, self._acked_complete = [], 0, True
+        self._deliver_dead()
+
+    def _drain(self) -> None:
+        """Wait for the submitted bulks, sending again what a server that lost its data had acknowledged."""
         while self._futures or self._resend:
             with self._lock:
                 again, self._resend = self._resend, []
@@ -239,11 +272,6 @@ class ElasticsearchSink(Sink):
                     self._stop.set()
                     self._deliver_dead()
                     raise exc
-        if self._stop.is_set():
-            raise ElasticsearchError("aborted: documents may not all be acknowledged; nothing was committed")
-        with self._lock:
-            self._acked, self._acked_bytes, self._acked_complete = [], 0, True
-        self._deliver_dead()
 
     def close(self) -> None:
         if self._closed:

@@ -19,12 +19,14 @@ import random
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import orjson
 
+from lookout.errors import ConfigError, DeliveryError, ServiceUnavailable
 from lookout.safe_text import plain
 
 log = logging.getLogger("lookout.elasticsearch")
@@ -33,15 +35,19 @@ USER_AGENT = "lookout/0.1 (+urllib3)"
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class ElasticsearchError(SystemExit):
+class ElasticsearchError(ServiceUnavailable, DeliveryError):
     """The server refused for good (bad credentials, a bulk it will never accept) or stayed away
-    past `max_retry_time`. A SystemExit on purpose: no `except Exception` may swallow it, and at
-    the command line it ends the process with the message and status 1, before any offset or
-    position is committed, so the next start reads the same input again."""
+    past `max_retry_time`. It propagates out of flush before any offset or position is committed
+    (nothing in the run loop catches it), so the next start reads the same input again; the
+    command line reports it and exits 1."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(plain(f"error: elasticsearch: {message}"))  # the server's words may quote record values
+        super().__init__(plain(f"elasticsearch: {message}"))  # the server's words may quote record values
         self.message = message
+
+
+class ElasticsearchConfigError(ElasticsearchError, ConfigError):
+    """Settings the sink cannot work with (the command has to change: exit 2)."""
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -79,7 +85,7 @@ class EsConfig:
     refresh_on_close: bool = True
 
     @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> "EsConfig":
+    def from_url(cls, url: str, **overrides: Any) -> EsConfig:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         user = unquote(parts.username) if parts.username else None
         pw = unquote(parts.password) if parts.password else None
@@ -109,7 +115,7 @@ class EsConfig:
         overrides = {k: v for k, v in overrides.items() if v is not None}
         cfg = replace(cfg, **overrides)
         if cfg.bulk_docs < 1 or cfg.bulk_bytes < 1 or cfg.concurrency < 1:
-            raise ElasticsearchError("bulk sizes and concurrency must be positive")
+            raise ElasticsearchConfigError("bulk sizes and concurrency must be positive")
         return cfg
 
 

@@ -17,34 +17,41 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from lookout.kafka.admin import ensure_topics
+from lookout.kafka.clients import produce, producer_config
+from lookout.kafka.config import KafkaConnection
+from lookout.kafka.errors import KafkaDeliveryError
 from lookout.sinks.base import Sink
-from lookout.sources.kafka import HEALTH, client_config, ensure_topics
 
 if TYPE_CHECKING:
+    from lookout.incidents import Transition
     from lookout.output import ResultBatch
     from lookout.rules import RuleSet
 
 log = logging.getLogger("lookout.kafka")
 
 
-class KafkaDeliveryError(RuntimeError):
-    """The broker refused a message for good; the run stops without committing."""
+__all__ = ["KafkaDeliveryError", "KafkaSink"]
 
 
 class KafkaSink(Sink):
     name = "kafka"
 
-    def __init__(self, bootstrap: str, dlq_topic: str, rules: "RuleSet", config: dict[str, str] | None = None,
-                 partitions: int = 3) -> None:
+    def __init__(self, conn: KafkaConnection, dlq_topic: str, rules: RuleSet, partitions: int = 3) -> None:
         from confluent_kafka import Producer
 
-        self.bootstrap = bootstrap
+        self.conn = conn
+        self.health = conn.health
         self.dlq_topic = dlq_topic
         topics = {r.name: partitions for r in rules.rules}
         topics[dlq_topic] = partitions
-        ensure_topics(bootstrap, config, topics)
-        self.producer = Producer(client_config(bootstrap, config, **{
-            "enable.idempotence": True, "acks": "all", "message.timeout.ms": 0,  # 0: retry forever
+        from lookout.incidents import INCIDENTS_NAME
+
+        self.incidents_topic = INCIDENTS_NAME
+        topics[INCIDENTS_NAME] = partitions
+        ensure_topics(conn, topics)
+        self.producer = Producer(producer_config(conn, **{
+            "message.timeout.ms": 0,  # 0: retry forever
             "partitioner": "murmur2_random", "linger.ms": 10, "compression.type": "none",
             "queue.buffering.max.messages": 1_000_000,
         }))
@@ -54,23 +61,25 @@ class KafkaSink(Sink):
 
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is None:
-            HEALTH.ok()
+            self.health.ok()
             return
         self.failed.append(f"{msg.topic()}: {err.str()}")
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._delivered)
-                self.sent += 1
-                return
-            except BufferError:  # local queue full: wait for acknowledgements, never drop
-                self.producer.poll(0.1)
+    def _produce(self, topic: str, value: bytes, key: bytes | None = None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        produce(self.producer, topic, value, key, headers, self._delivered)  # waits while the queue is full
+        self.sent += 1
 
-    def write_results(self, batch: "ResultBatch") -> None:
+    def write_results(self, batch: ResultBatch) -> None:
         topic = batch.rule.name
-        for value, key, rid in zip(batch.lines, batch.keys, batch.ids):
+        for value, key, rid in zip(batch.lines, batch.keys, batch.ids, strict=True):
             self._produce(topic, value, key.encode(), [("lookout-id", rid.encode())])
+        self.producer.poll(0)
+
+    def write_incidents(self, transitions: list["Transition"]) -> None:
+        # key = incident id: every transition of an incident lands on one partition, in order
+        for t in transitions:
+            self._produce(self.incidents_topic, t.line, t.id.encode(), [("lookout-id", t.idempotency_key.encode())])
         self.producer.poll(0)
 
     def write_rejected(self, entries: list[bytes]) -> None:
@@ -97,7 +106,7 @@ class KafkaSink(Sink):
             if waited >= 5 and (not said or waited - said >= 30):
                 log.warning("kafka: waiting for the broker to acknowledge %d messages (%.0f s)%s; input is not "
                             "committed until it does", left, waited,
-                            f": broker unreachable ({HEALTH.last_reason})" if HEALTH.down else "")
+                            f": broker unreachable ({self.health.last_reason})" if self.health.down else "")
                 said = waited
 
     def _raise_failed(self) -> None:
@@ -105,6 +114,9 @@ class KafkaSink(Sink):
             first = self.failed[0]
             raise KafkaDeliveryError(f"kafka: {len(self.failed)} message(s) refused by the broker (first: {first}); "
                                      "stopping without committing, a restart re-sends them")
+
+    def error_count(self) -> int:
+        return len(self.failed)
 
     def abort(self) -> None:
         """A second stop signal: stop waiting for the broker (nothing unacknowledged is committed)."""

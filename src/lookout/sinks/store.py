@@ -21,3 +21,10 @@ class StoreSink(Sink):
 
     def flush(self) -> None:
         self.writer.flush()
+
+    def checkpoint(self) -> int:
+        """The last part file's sequence number: files after it are dropped on restore."""
+        return self.writer.seq
+
+    def restore(self, state: int) -> None:
+        self.writer.drop_after(state)

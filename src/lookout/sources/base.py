@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
@@ -49,12 +50,6 @@ def numbered_ids(prefix: str, numbers: pl.Series) -> pl.Series:
     return pl.select(pl.concat_str([pl.lit(prefix), numbers.cast(pl.String)]).alias("id")).to_series()
 
 
-class InputChanged(Exception):
-    """The input is not the one the checkpoint was taken from (a topic re-created, a log shorter
-    than the checkpointed offsets) or it went away (topic deleted). The run stops after
-    committing what it processed; the command line says what to do (exit 2)."""
-
-
 class Source:
     """What `lookout run` reads from. The run loop calls `poll` repeatedly; after everything from
     the chunks up to `position` is durable downstream (sinks flushed, engine state checkpointed)
@@ -62,6 +57,15 @@ class Source:
     (None on a first start), so nothing is skipped and nothing counted twice."""
 
     name = "source"
+
+    # True for a source whose input one instance reads at a time (Kafka's instance lock): a second
+    # instance stands by in acquire() and, on takeover, may find the old one still exiting.
+    stands_by = False
+
+    def acquire(self, stop: Callable[[], bool]) -> bool:
+        """Wait until this instance may read (a source with exclusive input, e.g. Kafka's instance
+        lock, stands by here). False: `stop()` said to give up first. Nothing is read before."""
+        return True
 
     def restore(self, position: Any) -> None:
         pass
@@ -76,6 +80,19 @@ class Source:
 
     def commit(self, position: Any) -> None:
         pass
+
+    def caught_up(self) -> bool:
+        """Is the input quiet because everything has been read (not because a broker is
+        unreachable)? The run loop lets the clock move the watermark on idle input only then."""
+        return True
+
+    def idle_watermark(self) -> int | None:
+        """The event-time watermark this source vouches for while nothing arrives (re-asked on
+        every empty poll). None: no opinion; records alone move it (single-stream sources)."""
+        return None
+    def lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) → messages not yet read, where the source can tell (Kafka)."""
+        return {}
 
     def close(self) -> None:
         pass

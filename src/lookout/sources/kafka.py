@@ -13,7 +13,8 @@ Why it looks the way it does:
 - *Event time per partition* (as Flink does): the watermark is the minimum over partitions of
   their highest event time, minus the allowed lateness, so reading one partition's backlog
   faster than another's cannot make the other's records late. A partition that is at its end
-  of log and has been quiet for `idle_grace` seconds does not hold the watermark back.
+  of log and has been quiet for `idle_grace` seconds does not hold the watermark back; the run
+  loop re-asks `idle_watermark()` on every empty poll, so that happens on a timer too.
 - *Chunks are per partition with contiguous offsets*, so a dead letter's `source` is
   `<topic>/<partition>` and its `line` is the exact offset.
 - *The log is checked against the checkpoint* at start, every few seconds and when the broker
@@ -26,171 +27,28 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
-from lookout.sources.base import Chunk, InputChanged, Source, numbered_ids
+from lookout.errors import InputChanged
+from lookout.kafka.admin import ensure_topics
+from lookout.kafka.clients import consumer_config
+from lookout.kafka.config import KafkaConnection
+from lookout.kafka.errors import CheckpointMismatch, ConsumerFailed, Fenced
+from lookout.kafka.health import with_retry
+from lookout.kafka.lock import LOCK_TOPIC, InstanceLock
+from lookout.sources.base import Chunk, Source, numbered_ids
 
 log = logging.getLogger("lookout.kafka")
 
-LOCK_TOPIC = "lookout-lock"
+NEVER = -(1 << 62)  # same sentinel as the engine: "no watermark yet"
 LOG_CHECK_EVERY = 5.0  # s between checks of the input log (topic id, partition ends) while running
 ON_RESET = ("fail", "earliest")
-NEVER = -(1 << 62)  # same sentinel as the engine: "no watermark yet"
-_DOWN_CODES = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_TIMED_OUT", "_AUTHENTICATION", "_SSL"}
-
-
-# ---------------------------------------------------------------- shared client plumbing
-
-class BrokerHealth:
-    """Says clearly when the brokers become unreachable and when they are back, once per outage.
-
-    librdkafka reconnects by itself (with backoff); what the user needs is one readable line
-    rather than a stream of socket errors, so its own log is kept at ERROR-only and this speaks."""
-
-    CONFIRM = 1.0  # s: one disconnect is not an outage (brokers close idle connections; see error())
-
-    def __init__(self) -> None:
-        self.down_since: float | None = None
-        self.first_error: float | None = None  # a connection error not yet confirmed by another
-        self.last_reason = ""
-        self._last_said = 0.0
-        self._lock = threading.Lock()
-
-    def error(self, err: Any, bootstrap: str) -> None:
-        code = err.name() if hasattr(err, "name") else str(err)
-        with self._lock:
-            if code not in _DOWN_CODES:
-                log.warning("kafka: %s", err.str() if hasattr(err, "str") else err)
-                return
-            now = time.monotonic()
-            self.last_reason = err.str() if hasattr(err, "str") else str(err)
-            if self.first_error is not None and now - self.first_error > 30 * self.CONFIRM:
-                self.first_error = None  # an old, lone disconnect confirms nothing
-            if self.down_since is None and (self.first_error is None or now - self.first_error < self.CONFIRM):
-                # a broker closing an idle client's connection looks like "all brokers down" to that
-                # client: an outage is said when a second error comes 1 s later or, 1 s after the
-                # first, the brokers do not even take a TCP connection (_probe)
-                if self.first_error is None:
-                    self.first_error = now
-                    timer = threading.Timer(self.CONFIRM, self._probe, (bootstrap, now))
-                    timer.daemon = True
-                    timer.start()
-                return
-            if self.down_since is None:
-                self._declare(bootstrap, now)
-            elif now - self._last_said >= 30:
-                self._last_said = now
-                log.warning("kafka: broker %s still unreachable after %.0f s (%s); still retrying",
-                            bootstrap, now - self.down_since, self.last_reason)
-
-    def _declare(self, bootstrap: str, now: float) -> None:
-        self.down_since = self.first_error or now
-        self._last_said = now
-        log.warning("kafka: broker %s unreachable (%s); retrying with backoff, nothing is committed "
-                    "until it is back", bootstrap, self.last_reason)
-
-    def _probe(self, bootstrap: str, since: float) -> None:
-        if self.first_error != since or self.down_since is not None:
-            return  # answered since, or already said
-        for addr in bootstrap.split(","):
-            host, _, port = addr.strip().rpartition("://")[2].rpartition(":")
-            try:
-                socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
-                return  # it takes connections: a lone disconnect, unless another error confirms it
-            except (OSError, ValueError):
-                continue
-        with self._lock:
-            if self.first_error == since and self.down_since is None:
-                self._declare(bootstrap, time.monotonic())
-
-    def ok(self) -> None:
-        self.first_error = None
-        if self.down_since is None:
-            return
-        with self._lock:
-            if self.down_since is not None:
-                log.warning("kafka: broker reachable again after %.1f s; carrying on", time.monotonic() - self.down_since)
-                self.down_since = None
-
-    @property
-    def down(self) -> bool:
-        return self.down_since is not None
-
-
-HEALTH = BrokerHealth()
-
-
-def client_config(bootstrap: str, extra: dict[str, str] | None = None, **defaults: Any) -> dict[str, Any]:
-    """librdkafka settings: our defaults, then the user's pass-through properties (they win)."""
-    client_log = logging.getLogger("lookout.kafka.client")
-    if client_log.level == logging.NOTSET:
-        client_log.setLevel(logging.CRITICAL)  # BrokerHealth reports outages in one line instead
-    conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "logger": client_log,
-        "log.connection.close": False,
-        "error_cb": lambda err: HEALTH.error(err, bootstrap),
-        **defaults,
-    }
-    conf.update(extra or {})
-    return conf
-
-
-def with_retry(what: str, fn: Callable[[], Any], stop: Callable[[], bool] = lambda: False) -> Any:
-    """Call fn until it succeeds: the broker may be down at start, and that is not a reason to die."""
-    delay = 0.5
-    t0 = time.monotonic()
-    while True:
-        try:
-            out = fn()
-            HEALTH.ok()
-            return out
-        except Exception as e:  # noqa: BLE001 - KafkaException and friends: report and retry
-            if stop():
-                raise
-            log.warning("kafka: %s failed (%s); retrying in %.1f s (%.0f s so far)", what, e, delay, time.monotonic() - t0)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
-def ensure_topics(bootstrap: str, config: dict[str, str] | None, topics: dict[str, int],
-                  stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
-    """Create missing topics (name -> partitions); return every topic's partition count."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient(client_config(bootstrap, config))
-
-    def meta() -> dict[str, int]:
-        md = admin.list_topics(timeout=5)
-        return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
-
-    existing = with_retry("reading topic metadata", meta, stop)
-    missing = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
-    if missing:
-        def create() -> None:
-            for name, fut in admin.create_topics(missing, operation_timeout=10, request_timeout=15).items():
-                try:
-                    fut.result()
-                    log.info("kafka: created topic %s (%d partitions)", name, topics[name])
-                except KafkaException as e:
-                    if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                        raise
-        with_retry("creating topics " + ", ".join(t.topic for t in missing), create, stop)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # wait until metadata shows them
-            existing = with_retry("reading topic metadata", meta, stop)
-            if all(name in existing for name in topics):
-                break
-            time.sleep(0.1)
-    return {name: existing.get(name, 0) for name in topics}
 
 
 # ---------------------------------------------------------------- the source
@@ -206,8 +64,9 @@ class KafkaSource(Source):
     """All partitions of one input topic, one chunk per partition run of contiguous offsets."""
 
     name = "kafka"
+    stands_by = True
 
-    def __init__(self, bootstrap: str, topic: str, config: dict[str, str] | None = None, partitions: int = 3,
+    def __init__(self, conn: KafkaConnection, topic: str, partitions: int = 3,
                  lateness: int = 10_000_000, batch: int = 100_000, idle_grace: float = 2.0,
                  on_reset: str = "fail") -> None:
         if on_reset not in ON_RESET:
@@ -218,10 +77,13 @@ class KafkaSource(Source):
         self._log_checked = 0.0
         self._was_down = False
         self._out_of_range: set[int] = set()  # partitions whose fetch said our offset is outside the log
-        self.bootstrap = bootstrap
+        # group.id names this deployment (offsets and the lock group); it is set apart so the
+        # lock consumer's own group id is not overridden by the user's.
+        self.group = conn.properties.get("group.id") or f"lookout-{topic}"
+        self.conn = conn.without("group.id")
+        self.health = conn.health
+        self.bootstrap = conn.bootstrap
         self.topic = topic
-        self.user_config = dict(config or {})
-        self.group = self.user_config.pop("group.id", None) or f"lookout-{topic}"
         self.create_partitions = partitions
         self.lateness = lateness
         self.batch = batch
@@ -234,70 +96,51 @@ class KafkaSource(Source):
         self.last_seen: dict[int, float] = {}
         self.pending: deque[_Pending] = deque()
         self.consumer: Any = None
-        self.lock: Any = None
-        self.lock_held = False
-        self.lock_lost_at: float | None = None
+        self.lock: InstanceLock | None = None
         self.committed_ok: dict[int, int] = {}  # last offsets the group acknowledged from us
         self._caught_up_checked = 0.0
         self._caught_up = False
 
     # ---- exclusivity ------------------------------------------------------------------------
+    @property
+    def lock_held(self) -> bool:
+        return self.lock is not None and self.lock.held
+
+    @property
+    def lock_lost_at(self) -> float | None:
+        return self.lock.lost_at if self.lock is not None else None
+
+    @lock_lost_at.setter
+    def lock_lost_at(self, value: float | None) -> None:
+        if self.lock is not None:
+            self.lock.lost_at = value
+
     def acquire(self, stop: Callable[[], bool] = lambda: False) -> bool:
-        """Block until this instance holds the input lock. False when asked to stop first."""
-        from confluent_kafka import Consumer
-
-        if self.lock is not None and self.lock_held:
+        """Block until this instance holds the input lock (lookout.kafka.lock). False when asked to stop first."""
+        if self.lock_held:
             return True
-        ensure_topics(self.bootstrap, self.user_config, {self.topic: self.create_partitions, LOCK_TOPIC: 1}, stop)
+        ensure_topics(self.conn, {self.topic: self.create_partitions, LOCK_TOPIC: 1}, stop)
         if self.lock is None:
-            conf = client_config(self.bootstrap, self.user_config, **{
-                "group.id": f"{self.group}.lock", "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
-                "enable.auto.commit": False, "auto.offset.reset": "latest",
-                # sticky: an instance joining the group must not move the lock off the active one
-                "partition.assignment.strategy": "cooperative-sticky",
-            })
-            self.lock = Consumer(conf)
-            self.lock.subscribe([LOCK_TOPIC], on_assign=self._lock_assigned, on_revoke=self._lock_revoked,
-                                on_lost=self._lock_revoked)
-        log.info("kafka: joining %s (group %s.lock) to become the only reader of %s", LOCK_TOPIC, self.group, self.topic)
-        t0 = time.monotonic()
-        said = False
-        while not self.lock_held:
-            if stop():
-                return False
-            self.lock.poll(0.2)
-            if not self.lock_held and not said and time.monotonic() - t0 > 12:
-                said = True
-                log.warning("kafka: another lookout instance holds the input lock for %s (group %s); "
-                            "standing by, will take over if it stops", self.topic, self.group)
-        if said:
-            log.warning("kafka: took over the input lock for %s after %.1f s on standby", self.topic, time.monotonic() - t0)
-        else:
-            log.info("kafka: holding the input lock for %s", self.topic)
-        return True
+            self.lock = InstanceLock(self.conn, self.group, self.topic)
+            self.lock.on_lost = self._lock_lost
+        return self.lock.acquire(stop)
 
-    def _lock_assigned(self, consumer: Any, parts: list[Any]) -> None:
-        if parts:
-            self.lock_held = True
-
-    def _lock_revoked(self, consumer: Any, parts: list[Any]) -> None:
-        if self.lock_held and parts:  # (cooperative rebalances may revoke nothing)
-            self.lock_held = False
-            self.lock_lost_at = time.monotonic()
-            if self.consumer is not None:
-                log.warning("kafka: lost the input lock (session expired or the group rebalanced); pausing input")
+    def _lock_lost(self) -> None:
+        if self.consumer is not None:
+            log.warning("kafka: lost the input lock (session expired or the group rebalanced); pausing input")
 
     def _check_fence(self) -> None:
         """The lock came back after being lost: go on only if nobody committed progress meanwhile."""
         from confluent_kafka import TopicPartition
 
         tps = [TopicPartition(self.topic, p) for p in self.partitions]
-        got = with_retry("reading the group's committed offsets", lambda: self.consumer.committed(tps, timeout=5))
+        got = with_retry("reading the group's committed offsets", lambda: self.consumer.committed(tps, timeout=5),
+                         self.health)
         theirs = {tp.partition: tp.offset for tp in got if tp.offset >= 0}
         mine = dict(self.committed_ok)  # the group's offsets at start, then our acknowledged commits
         if theirs != mine:
-            raise SystemExit(
-                f"error: another instance committed progress on {self.topic} while this one had lost the input "
+            raise Fenced(
+                f"another instance committed progress on {self.topic} while this one had lost the input "
                 f"lock (group offsets {theirs}, ours {mine}); exiting without committing. Restart to resume "
                 "from the checkpoint.")
         log.warning("kafka: input lock is back after %.1f s and nobody else made progress; resuming",
@@ -309,29 +152,29 @@ class KafkaSource(Source):
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.acquire()
-        counts = ensure_topics(self.bootstrap, self.user_config, {self.topic: self.create_partitions})
+        counts = ensure_topics(self.conn, {self.topic: self.create_partitions})
         self.partitions = list(range(counts[self.topic]))
         if position is not None:
             if position.get("topic") != self.topic:
-                raise SystemExit(f"error: the checkpoint is for topic {position.get('topic')!r}, not {self.topic!r}; "
-                                 "use another --state-dir")
+                raise CheckpointMismatch(f"the checkpoint is for topic {position.get('topic')!r}, not {self.topic!r}; "
+                                         "use another --state-dir")
             self.offsets = {int(p): int(o) for p, o in position["offsets"].items()}
             self.maxts = {int(p): int(t) for p, t in position["maxts"].items()}
             self.topic_id = position.get("topic_id")
-        conf = client_config(self.bootstrap, self.user_config, **{
-            "group.id": self.group, "enable.auto.commit": False, "enable.auto.offset.store": False,
+        conf = consumer_config(self.conn, self.group, **{
             # an offset outside the log is an error to us, never a silent jump: _check_log decides
-            "auto.offset.reset": "error", "enable.partition.eof": True, "on_commit": self._committed,
+            "enable.auto.offset.store": False, "auto.offset.reset": "error", "enable.partition.eof": True,
+            "on_commit": self._committed,
             # big fetches, a deep prefetch queue and a short broker wait: a backlog streams in
             # instead of arriving one half-second fetch at a time (measured: 2x on Tansu)
             "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20,
             "fetch.wait.max.ms": 10, "queued.min.messages": 1_000_000,
         })
         self.consumer = Consumer(conf)
-        self._check_log("at start", with_retry("reading the topic's id and log ends", self._topic_state))
+        self._check_log("at start", with_retry("reading the topic's id and log ends", self._topic_state, self.health))
         self._log_checked = time.monotonic()
         self.consumer.assign([TopicPartition(self.topic, p, self.offsets.get(p, OFFSET_BEGINNING)) for p in self.partitions])
-        self.committed_ok = with_retry("reading the group's committed offsets", self._group_offsets)
+        self.committed_ok = with_retry("reading the group's committed offsets", self._group_offsets, self.health)
         start = ", ".join(f"{p}@{self.offsets[p]}" if p in self.offsets else f"{p}@earliest" for p in self.partitions)
         log.info("kafka: reading %s partitions %s (from the %s)", self.topic, start,
                  "checkpoint" if position is not None else "beginning: no checkpoint yet")
@@ -343,7 +186,7 @@ class KafkaSource(Source):
         from confluent_kafka.admin import AdminClient
 
         if self._admin is None:
-            self._admin = AdminClient(client_config(self.bootstrap, self.user_config))
+            self._admin = AdminClient(self.conn.client_config())
         try:
             desc = self._admin.describe_topics(TopicCollection([self.topic]), request_timeout=5)[self.topic].result()
         except KafkaException as e:
@@ -352,7 +195,7 @@ class KafkaSource(Source):
             raise
         marks = {pi.id: self.consumer.get_watermark_offsets(TopicPartition(self.topic, pi.id), timeout=5)
                  for pi in desc.partitions}
-        HEALTH.ok()
+        self.health.ok()
         return str(desc.topic_id), marks
 
     def _check_log(self, when: str, state: tuple[str, dict[int, tuple[int, int]]] | None) -> None:
@@ -414,8 +257,8 @@ class KafkaSource(Source):
     def _watch_log(self) -> None:
         """While running: every LOG_CHECK_EVERY s, and as soon as the broker is reachable again."""
         now = time.monotonic()
-        back = self._was_down and not HEALTH.down
-        self._was_down = HEALTH.down
+        back = self._was_down and not self.health.down
+        self._was_down = self.health.down
         if self.consumer is None or (not back and now - self._log_checked < LOG_CHECK_EVERY):
             return
         self._log_checked = now
@@ -425,21 +268,6 @@ class KafkaSource(Source):
             log.debug("kafka: log check failed: %s", e)
             return
         self._check_log("after the broker was unreachable" if back else "while reading", state)
-
-    def _lock_topic_back(self) -> None:
-        """Waiting for the lock: if the lock topic is gone (a broker restarted empty), nobody can
-        ever be given it; re-create it and rejoin the group."""
-        md = self.lock.list_topics(LOCK_TOPIC, timeout=5)
-        HEALTH.ok()
-        t = md.topics.get(LOCK_TOPIC)
-        if t is not None and t.error is None and t.partitions:
-            return
-        log.warning("kafka: the lock topic %s is gone (deleted, or the broker came back empty); re-creating it and "
-                    "rejoining group %s.lock", LOCK_TOPIC, self.group)
-        ensure_topics(self.bootstrap, self.user_config, {LOCK_TOPIC: 1})
-        self.lock.unsubscribe()
-        self.lock.subscribe([LOCK_TOPIC], on_assign=self._lock_assigned, on_revoke=self._lock_revoked,
-                            on_lost=self._lock_revoked)
 
     def _group_offsets(self) -> dict[int, int]:
         from confluent_kafka import TopicPartition
@@ -457,7 +285,7 @@ class KafkaSource(Source):
                 if time.monotonic() - self._log_checked >= LOG_CHECK_EVERY:
                     self._log_checked = time.monotonic()
                     try:
-                        self._lock_topic_back()
+                        self.lock.recreate_if_gone()
                     except Exception as e:  # noqa: BLE001 - unreachable: BrokerHealth says so
                         log.debug("kafka: lock topic check failed: %s", e)
                 self.lock.poll(timeout)
@@ -467,7 +295,7 @@ class KafkaSource(Source):
                         self._split([msg])
                     return None
                 self._check_log("when the input lock came back",
-                                with_retry("reading the topic's id and log ends", self._topic_state))
+                                with_retry("reading the topic's id and log ends", self._topic_state, self.health))
                 self._log_checked = time.monotonic()
                 self._check_fence()
         self._watch_log()
@@ -485,22 +313,27 @@ class KafkaSource(Source):
 
         values: dict[int, list[bytes]] = {}
         offsets: dict[int, list[int]] = {}
+        # a partition is at its end when its end-of-partition event comes after its last message
+        # (one batch often holds both: the event must not be undone by the messages before it)
+        at_end: set[int] = set()
         if any(m.error() is not None for m in msgs):
             good = []
             for m in msgs:
                 err = m.error()
                 if err is None:
                     good.append(m)
+                    at_end.discard(m.partition())
                 elif err.code() == KafkaError._PARTITION_EOF:
                     self.eof[m.partition()] = True
-                    HEALTH.ok()
+                    at_end.add(m.partition())
+                    self.health.ok()
                 elif err.fatal():
-                    raise SystemExit(f"error: kafka consumer failed: {err.str()}")
+                    raise ConsumerFailed(f"kafka consumer failed: {err.str()}")
                 elif err.code() == KafkaError._AUTO_OFFSET_RESET:
                     self._out_of_range.add(m.partition())
                     self._log_checked = 0.0  # our offset is outside the log: find out why now
                 else:
-                    HEALTH.error(err, self.bootstrap)
+                    self.health.error(err, self.bootstrap)
             msgs = good
         # The per-message cost is the Kafka path's bottleneck: one pass per attribute, in C-level
         # comprehensions, then slices per partition.
@@ -520,9 +353,9 @@ class KafkaSource(Source):
                 else:
                     values[p], offsets[p] = [v], [o]
         if values:
-            HEALTH.ok()
+            self.health.ok()
         for p, offs in offsets.items():
-            self.eof[p] = False
+            self.eof[p] = p in at_end
             vals = values[p]
             if offs[-1] - offs[0] == len(offs) - 1:  # contiguous (offsets only grow): one chunk
                 self.pending.append(_Pending(p, offs[0], vals))
@@ -580,6 +413,27 @@ class KafkaSource(Source):
             run = run.clip(upper_bound=min(others))
         return (run - self.lateness).alias("wm")
 
+    def idle_watermark(self) -> int | None:
+        """The per-partition watermark with no new record, re-evaluated by the run loop on every
+        empty poll: the minimum over live partitions of their highest event time, minus the
+        lateness. A partition at its end of log and quiet for `idle_grace` does not count (as in
+        `_watermarks`), so an empty or drained partition releases the watermark on a timer, not
+        only when the next record arrives (Flink's withIdleness). All idle: the highest."""
+        now = time.monotonic()
+        live, idle = [], []
+        for q in self.partitions:
+            m = self.maxts.get(q)
+            if self._idle(q, now):
+                if m is not None:
+                    idle.append(m)
+            elif m is None:  # never heard from, not known to be empty: it may hold older records
+                return None
+            else:
+                live.append(m)
+        if live:
+            return min(live) - self.lateness
+        return max(idle) - self.lateness if idle else None
+
     def caught_up(self) -> bool:
         """True when every partition has been read to its end (asked of the broker, at most once a
         second). The run loop closes windows on idle input only then: a broker outage or a lost
@@ -598,12 +452,29 @@ class KafkaSource(Source):
                 lo, hi = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=2)
                 if self.offsets.get(p, lo) < hi:
                     ok = False
-            HEALTH.ok()
+            self.health.ok()
         except Exception as e:  # noqa: BLE001 - unreachable broker: not caught up
             log.debug("kafka: end-of-log check failed: %s", e)
             ok = False
         self._caught_up = ok
         return ok
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per partition, the end offset the consumer last saw (cached: no broker round trip)
+        minus the next offset to read."""
+        if self.consumer is None:
+            return {}
+        from confluent_kafka import TopicPartition
+
+        out = {}
+        for p in self.partitions:
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+            except Exception:  # noqa: BLE001 - not known yet
+                continue
+            if hi >= 0:
+                out[(self.topic, p)] = max(0, hi - self.offsets.get(p, lo if lo >= 0 else 0))
+        return out
 
     def commit(self, position: Any) -> None:
         """Tell the group where the checkpoint is (for lag monitoring and the lock fence)."""
@@ -633,10 +504,5 @@ class KafkaSource(Source):
                 log.debug("kafka: consumer close: %s", e)
             self.consumer = None
         if self.lock is not None:
-            try:
-                self.lock.close()  # leave the lock group now, so a standby takes over at once
-            except Exception as e:  # noqa: BLE001
-                log.debug("kafka: lock close: %s", e)
+            self.lock.close()  # leave the lock group now, so a standby takes over at once
             self.lock = None
-
-

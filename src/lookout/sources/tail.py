@@ -33,15 +33,18 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import polars as pl
 
+from lookout.errors import ConfigError
 from lookout.sources.base import Chunk, Source, numbered_ids
+from lookout.sources.files import BOM
 from lookout.sources.nginx import LineConverter, converter_for
 
 log = logging.getLogger("lookout.tail")
@@ -128,7 +131,7 @@ class TailSource(Source):
         try:
             self.conv = converter or converter_for(log_format, host, geoip)
         except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+            raise ConfigError(str(e)) from None
         self.rotate_wait = rotate_wait
         self.read_bytes = read_bytes
         self.sleep = sleep
@@ -287,6 +290,9 @@ class TailSource(Source):
         if f.scan is not None:
             return self._skip_long_line(f, size, final)
         data = os.pread(f.fd, min(self.read_bytes, size - f.offset), f.offset)
+        if f.offset == 0 and data.startswith(BOM):  # a byte-order mark is not part of the first record
+            f.offset = len(BOM)
+            data = data[len(BOM):]
         if not data:
             return None
         f.last_growth = time.monotonic()

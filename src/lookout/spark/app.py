@@ -21,7 +21,7 @@ from lookout.rules import RuleSet
 from lookout.sinks.files import REJECTED_FILE
 from lookout.spark.compile import check_rules, compile_rules
 from lookout.spark.format import dead_letter_message, result_column
-from lookout.spark.parse import FLUSH_LINE, parse
+from lookout.spark.parse import FLUSH_LINE, parse, reject_future
 
 DLQ_SUFFIX = "-dlq"
 
@@ -63,7 +63,7 @@ def build_queries(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | 
     from pyspark.sql import functions as F
 
     check_rules(rs)
-    parsed = parse(lines)
+    parsed = reject_future(parse(lines), rs.max_future)  # before withWatermark (compile_rules)
     valid = parsed.filter(F.col("reason").isNull())
     results = compile_rules(valid, rs).select(result_column(rs).alias("m")).select("m.*")
     dl = dead_letter_message(dlq_topic, sources)

@@ -15,9 +15,10 @@ Options: bootstrap.servers, topic (source), startingOffsets (earliest|latest), a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from pyspark.sql.datasource import (
     DataSource,
@@ -27,24 +28,22 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 
+from lookout.kafka import admin
+from lookout.kafka.admin import topic_partitions
+from lookout.kafka.clients import consumer_config, produce, producer_config
+from lookout.kafka.config import KafkaConnection
+
 SOURCE_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
 _TIMEOUT = 10.0
 
 
-def _client_conf(options: dict[str, str]) -> dict[str, Any]:
-    conf: dict[str, Any] = {"bootstrap.servers": options["bootstrap.servers"]}
-    for k, v in options.items():
-        if k.startswith("kafka."):
-            conf[k[len("kafka."):]] = v
-    return conf
+def _connection(options: dict[str, str]) -> KafkaConnection:
+    """`bootstrap.servers` and the `kafka.*` options (prefix dropped), as lookout's Kafka connection."""
+    return KafkaConnection.from_spark_options(options)
 
 
 def _partitions(consumer: Any, topic: str) -> list[int]:
-    md = consumer.list_topics(topic, timeout=_TIMEOUT)
-    t = md.topics.get(topic)
-    if t is None or t.error is not None:
-        return []
-    return sorted(t.partitions)
+    return topic_partitions(consumer, topic, timeout=_TIMEOUT) or []
 
 
 @dataclass
@@ -64,8 +63,9 @@ class KafkaStreamReader(DataSourceStreamReader):
         if self._consumer is None:
             from confluent_kafka import Consumer
 
-            conf = _client_conf(self.options) | {"group.id": "lookout-spark-meta", "enable.auto.commit": False,
-                                                 "enable.partition.eof": True, "fetch.wait.max.ms": 10}
+            # quiet=False: tasks and this reader keep librdkafka's own logging (no health reporter here)
+            conf = consumer_config(_connection(self.options), "lookout-spark-meta", quiet=False,
+                                   **{"enable.partition.eof": True, "fetch.wait.max.ms": 10})
             self._consumer = Consumer(conf)
         return self._consumer
 
@@ -124,9 +124,7 @@ class KafkaStreamReader(DataSourceStreamReader):
     def read(self, partition: KafkaPartition) -> Iterator[tuple]:  # type: ignore[override]
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-        conf = _client_conf(self.options) | {"group.id": "lookout-spark", "enable.auto.commit": False,
-                                             "enable.partition.eof": True}
-        c = Consumer(conf)
+        c = Consumer(consumer_config(_connection(self.options), "lookout-spark", quiet=False, **{"enable.partition.eof": True}))
         try:
             c.assign([TopicPartition(self.topic, partition.partition, partition.start)])
             pos = partition.start
@@ -147,7 +145,7 @@ class KafkaStreamReader(DataSourceStreamReader):
                         break
                     pos = off + 1
                     _, ts_ms = m.timestamp()
-                    ts = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc) if ts_ms and ts_ms > 0 else None
+                    ts = datetime.fromtimestamp(ts_ms / 1000, tz=UTC) if ts_ms and ts_ms > 0 else None
                     yield (m.key(), m.value(), self.topic, partition.partition, off, ts)
         finally:
             c.close()
@@ -173,7 +171,7 @@ class KafkaStreamWriter(DataSourceStreamWriter):
     def write(self, iterator: Iterator[Any]) -> _Sent:
         from confluent_kafka import Producer
 
-        p = Producer(_client_conf(self.options) | {"linger.ms": 20, "enable.idempotence": True})
+        p = Producer(producer_config(_connection(self.options), quiet=False, **{"linger.ms": 20}))
         errors: list[str] = []
 
         def done(err: Any, _msg: Any) -> None:
@@ -184,12 +182,7 @@ class KafkaStreamWriter(DataSourceStreamWriter):
         for row in iterator:
             d = row.asDict()
             topic = d.get("topic") or self.options["topic"]
-            while True:
-                try:
-                    p.produce(topic, value=d["value"], key=d.get("key"), on_delivery=done)
-                    break
-                except BufferError:
-                    p.poll(0.1)
+            produce(p, topic, d["value"], d.get("key"), on_delivery=done)
             n += 1
             p.poll(0)
         left = p.flush(60)
@@ -223,20 +216,9 @@ class KafkaDataSource(DataSource):
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3, extra: dict[str, str] | None = None) -> None:
     """Create the topics that do not exist yet (results and dead letters are written by tasks,
-    which should not depend on the broker auto-creating topics)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(extra or {})})
-    existing = set(admin.list_topics(timeout=_TIMEOUT).topics)
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in topics if t not in existing]
-    if not new:
-        return
-    for t, fut in admin.create_topics(new).items():
-        try:
-            fut.result(_TIMEOUT)
-        except Exception as e:  # noqa: BLE001 - created meanwhile by someone else is fine
-            if "already exists" not in str(e).lower() and "TOPIC_ALREADY_EXISTS" not in str(e):
-                raise
+    which should not depend on the broker auto-creating topics). Replication: the broker's default."""
+    admin.ensure_topics(KafkaConnection(bootstrap, extra or {}), dict.fromkeys(topics, partitions),
+                        replication=-1, give_up_after=3 * _TIMEOUT)
 
 
 def register(spark: Any) -> None:

@@ -12,16 +12,18 @@ ANSI casts refuse "1659509511.865323" as BIGINT, and the contract wants microsec
 
 from __future__ import annotations
 
+import re
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lookout.records import INPUT_FIELDS, MAX_TS_US
+from lookout.records import INPUT_FIELDS, MAX_REQUEST_TIME, MAX_TS_US
 
 # Written after the input (files mode) to push the watermark past every window, so the last
 # windows close exactly as `lookout replay` closes them at end of input. Never a record.
-FLUSH_LINE = '{"@timestamp": 253402300799, "lookout-flush": "end-of-input"}'
 FLUSH_TS_US = MAX_TS_US - 1_000_000
+FLUSH_LINE = f'{{"@timestamp": {FLUSH_TS_US // 1_000_000}, "lookout-flush": "end-of-input"}}'
 
 _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -32,6 +34,10 @@ _NON_STRING_VALUE = r'"(?:host|country|method|server)"\s*:\s*[-0-9tf\[{]'
 _WELL_FORMED = r"^\s*\{.*\}\s*$"
 _TWO_OBJECTS = r"\}\s*\{"
 _BLANK = r"^[ \t\r\n\x0b\x0c]*$"
+# Keys: a `\u` escape may spell a field's name (or hide a lone surrogate): ask the reference.
+# A field named twice: from_json and parse_line must not pick different ones (parse_line refuses
+# it, `duplicate-key`); a line whose literal field keys are no more than the fields found has none.
+_FIELD_KEY = '"(?:' + "|".join(re.escape(f) for f in INPUT_FIELDS) + ')"'
 
 _DECODE = T.StructType([T.StructField(f, T.StringType()) for f in INPUT_FIELDS])
 
@@ -84,10 +90,12 @@ def parse(lines: DataFrame) -> DataFrame:
     status = F.when(st_s.rlike(r"^\d{1,3}$"), st_s.cast("int"))
     rt_unknown = rt_s.isNull() | rt_s.isin("", "-")
     rt = F.when(rt_s.rlike(_NUMBER), F.expr("try_cast(_j.request_time AS DOUBLE)"))
-    rt_ok = rt_unknown | (rt.isNotNull() & ~F.isnan(rt) & (rt < F.lit(float("inf"))) & (rt >= 0))
+    rt_ok = rt_unknown | (rt.isNotNull() & ~F.isnan(rt) & (rt >= 0) & (rt <= F.lit(MAX_REQUEST_TIME)))
     host = F.col("_j.host")
+    found = sum((F.col(f"_j.`{f}`").isNotNull().cast("int") for f in INPUT_FIELDS), F.lit(0))
     ok = (
         v.rlike(_WELL_FORMED) & ~v.rlike(_TWO_OBJECTS) & ~v.rlike(_NON_STRING_VALUE)
+        & ~v.contains("\\u") & (F.regexp_count(v, F.lit(_FIELD_KEY)) == found)
         & ts_us.isNotNull() & (ts_us >= 0) & (ts_us < F.lit(float(MAX_TS_US)))
         & status.between(100, 599)
         & F.col("_j.client_ip").rlike(_IPV4)
@@ -98,7 +106,7 @@ def parse(lines: DataFrame) -> DataFrame:
     flush = v == F.lit(FLUSH_LINE)
     fast = F.struct(
         ts_us.cast("long").alias("ts"), status.alias("status"),
-        F.when(rt_unknown, F.lit(None).cast("double")).otherwise(rt).alias("request_time"),
+        F.when(rt_unknown, F.lit(None).cast("double")).when(rt == 0, F.lit(0.0)).otherwise(rt).alias("request_time"),
         F.col("_j.client_ip").alias("client_ip"), host.alias("host"),
         _unknown_to_null(F.col("_j.country")).alias("country"),
         _unknown_to_null(F.col("_j.method")).alias("method"),
@@ -112,3 +120,20 @@ def parse(lines: DataFrame) -> DataFrame:
     df = df.withColumn("_r", F.when(F.col("flush"), flush_rec).when(F.col("_ok"), fast).otherwise(slow))
     keep = [c for c in lines.columns]
     return df.select(*keep, "flush", *[F.col("_r")[f].alias(f) for f in RECORD_FIELDS])
+
+
+def reject_future(parsed: DataFrame, max_future_us: int) -> DataFrame:
+    """lookout.clock's future guard in the plan, before any watermark sees the rows: a valid
+    record stamped more than `max_future_us` ahead of the wall clock (the micro-batch's
+    current_timestamp) gets reason `future-timestamp`, so it is dead-lettered like the other
+    rejections and never reaches withWatermark's max event time."""
+    from lookout.clock import FUTURE_REASON, FutureGuard
+
+    ahead = (F.col("reason").isNull() & ~F.col("flush")
+             & (F.col("ts") > F.unix_micros(F.current_timestamp()) + F.lit(max_future_us)))
+    cols = parsed.columns
+    return (parsed.withColumn("_future", F.coalesce(ahead, F.lit(False)))
+            .withColumn("reason", F.when(F.col("_future"), F.lit(FUTURE_REASON)).otherwise(F.col("reason")))
+            .withColumn("detail", F.when(F.col("_future"), F.lit(FutureGuard(max_future_us).detail)).otherwise(F.col("detail")))
+            .select(*cols))
+

@@ -1,0 +1,1 @@
+"""Notifications of incident transitions: at-least-once, through a durable outbox."""
