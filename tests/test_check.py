@@ -125,10 +125,11 @@ def test_dry_run_checks_options_and_rules_without_network(lookout_cmd: list[str]
 
 def test_everything_reachable(lookout_cmd: list[str], kafka_bootstrap: str, kafka_topic: Any, es_url: str,
                               tmp_path: Path) -> None:
-    from lookout.sources.kafka import ensure_topics
+    from lookout.kafka.admin import ensure_topics
+    from lookout.kafka.config import KafkaConnection
 
     topic = kafka_topic("check")
-    ensure_topics(kafka_bootstrap, {}, {topic: 2})
+    ensure_topics(KafkaConnection(kafka_bootstrap), {topic: 2})
     index = f"idx-{topic}"
     assert http_json("PUT", f"{es_url}/_index_template/lookout-{index}", {"index_patterns": [index]})[0] == 200
     rc, out, took = check(lookout_cmd, "--kafka", kafka_bootstrap, "--topic", topic, "--elasticsearch", es_url,
@@ -283,9 +284,11 @@ def test_state_dir_contents_and_a_lock_held_by_another_process(lookout_cmd: list
 def test_kafka_lock_holder_is_reported(lookout_cmd: list[str], kafka_broker: Any, tmp_path: Path) -> None:
     from confluent_kafka import Consumer
 
-    from lookout.sources.kafka import LOCK_TOPIC, ensure_topics
+    from lookout.kafka.admin import ensure_topics
+    from lookout.kafka.config import KafkaConnection
+    from lookout.kafka.lock import LOCK_TOPIC
 
-    ensure_topics(kafka_broker.bootstrap, {}, {"test-inter": 1, LOCK_TOPIC: 1})
+    ensure_topics(KafkaConnection(kafka_broker.bootstrap), {"test-inter": 1, LOCK_TOPIC: 1})
     assigned = threading.Event()
     c = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "lookout-test-inter.lock",
                   "client.id": "the-active-one", "session.timeout.ms": 6000})

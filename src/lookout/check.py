@@ -324,11 +324,13 @@ def check_kafka(bootstrap: str, props: dict[str, str], topic: str, partitions: i
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from lookout.sources.kafka import LOCK_TOPIC, client_config
+    from lookout.kafka.config import KafkaConnection
+    from lookout.kafka.lock import LOCK_TOPIC
 
     errors: list[str] = []
     ms = str(int(timeout * 1000))
-    conf = client_config(bootstrap, props, **{"socket.timeout.ms": ms, "socket.connection.setup.timeout.ms": ms})
+    conf = KafkaConnection(bootstrap, props).client_config(**{"socket.timeout.ms": ms,
+                                                              "socket.connection.setup.timeout.ms": ms})
     conf["error_cb"] = lambda err: errors.append(err.str())  # reported in the result, not logged
     try:
         admin = AdminClient(conf)
