@@ -145,6 +145,7 @@ def test_mapping_rejection_goes_to_dead_letters_with_the_servers_reason(tmp_path
     p = lookout("replay", str(src), "--out", str(tmp_path / "out"), "--json",
                 "--elasticsearch", es_url, "--es-index", "t-reject")
     assert orjson.loads(p.stdout)["records"] == 1002  # lookout accepts both
+    assert orjson.loads(p.stdout)["refused"] == {"elasticsearch": 2}  # the server refused two: partial, exit 0
     assert server_count(es_url, "t-reject") == 1000
     dead = [orjson.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_bytes().splitlines()]
     assert [d["reason"] for d in dead] == ["elasticsearch-rejected"] * 2
@@ -162,12 +163,15 @@ def test_existing_index_with_other_types_is_reported_and_its_rejections_dead_let
         tmp_path: Path, es_url: str) -> None:
     """An index created before lookout's template keeps its own mapping (templates apply at
     creation only): here `host` is an `ip`, so every document is refused - and every one is
-    accounted for."""
+    accounted for, in the dead letters and the summary, and the command fails (exit 1)."""
     status, body = http_json("PUT", f"{es_url}/t-conflict", {"mappings": {"properties": {"host": {"type": "ip"}}}})
     assert status == 200, body
     src = generate(tmp_path / "in.ndjson", 300, seed=5)
     p = lookout("replay", str(src), "--out", str(tmp_path / "out"), "--json",
-                "--elasticsearch", es_url, "--es-index", "t-conflict")
+                "--elasticsearch", es_url, "--es-index", "t-conflict", check=False)
+    assert p.returncode == 1, p.stderr
+    assert orjson.loads(p.stdout)["refused"] == {"elasticsearch": 300}
+    assert "error: elasticsearch refused every document sent (300)" in p.stderr
     assert "already exists with other types (host is ip, not keyword)" in p.stderr
     assert server_count(es_url, "t-conflict") == 0
     dead = (tmp_path / "out" / "rejected.jsonl").read_bytes().splitlines()

@@ -103,6 +103,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Settings file (YAML): `common:` and per-command sections of option: value.")
 def main() -> None:
     """lookout: anomaly alerts and per-minute analytics from NGINX access-log streams."""
+    from lookout.safe_text import guard_last_resort
+
+    guard_last_resort()
 
 
 @main.command()
@@ -152,10 +155,22 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
     from lookout.live import print_summary
 
     print_summary(outcome.stats, out_dir, as_json=as_json)
+    from lookout.safe_text import plain
+
     for damage in outcome.damaged:
-        click.echo(f"error: {damage}", err=True)
+        click.echo(plain(f"error: {damage}"), err=True)
+    _fail_if_all_refused(outcome.stats, out_dir)  # exit 1: output missing outweighs damaged input
     if outcome.damaged:
         sys.exit(EXIT_INPUT_DAMAGED)
+
+
+def _fail_if_all_refused(stats, out_dir: str) -> None:  # noqa: ANN001 - lookout.pipeline.Stats
+    """Exit 1 when a server refused every document it was sent: that output is missing, not partial."""
+    for name in stats.refused_everything():
+        click.echo(f"error: {name} refused every document sent ({stats.delivery[name][1]:,}); they are dead "
+                   f"letters in {out_dir}/rejected.jsonl", err=True)
+    if stats.refused_everything():
+        sys.exit(1)
 
 
 @main.command()
@@ -182,6 +197,8 @@ def replay(inputs: tuple[str, ...], rules_path: str | None, lateness: str | None
 @click.option("--kafka-config", "kafka_config", multiple=True, metavar="KEY=VALUE",
               help="librdkafka property passed through (repeatable), e.g. security.protocol=SASL_SSL.")
 @click.option("--partitions", default=3, show_default=True, help="Partitions for topics lookout creates.")
+@click.option("--on-reset", type=click.Choice(["fail", "earliest"]), default="fail", show_default=True,
+              help="Kafka input re-created or shorter than the checkpoint: stop (exit 2), or read it from its beginning.")
 @click.option("--idle-timeout", default="30s", show_default=True,
               help="Once input is quiet this long, a window closes when the wall clock is lateness past its end.")
 @click.option("--retention", default="7d", show_default=True, metavar="DURATION|off",
@@ -214,13 +231,17 @@ def run(**opts: object) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
     from lookout.checkpoint import CheckpointError
+    from lookout import supervise
     from lookout.http import HttpBindError
 
     try:
         ensure_writable_dir(ro.out_dir, "--out")
         ensure_writable_dir(ro.state_dir, "--state-dir")
+        if ro.kafka and not supervise.is_child():  # a librdkafka crash must still leave a line
+            sys.exit(supervise.run_supervised(f"reading kafka topic {ro.topic}"))
         from lookout.cli_exit import hard_exit
 
+        # InputChanged (the Kafka log is not the checkpoint's) reaches LookoutGroup: message, exit 2
         code = run_pipeline(rs, ro, exit_now=hard_exit)
     except (StateDirBusy, OutputUnwritable, HttpBindError, CheckpointError) as e:
         click.echo(f"error: {e}", err=True)
@@ -297,8 +318,10 @@ def search(state_dir: str, store_dir: str | None, es_url: str | None, index: str
         rows = es_search(es_url, index, query, limit)
     else:
         rows = store.search(_store_dir(state_dir, store_dir), query, limit)
+    from lookout.safe_text import json_line
+
     for r in rows:
-        click.echo(orjson.dumps(r).decode())
+        click.echo(json_line(orjson.dumps(r).decode()))
 
 
 @main.command()
@@ -311,7 +334,8 @@ def generate(count: int, out_path: str, rate: float, start: float, seed: int) ->
     """Write COUNT seed-format records as NDJSON (test and benchmark input)."""
     from lookout.sources.generator import generate_file
 
-    generate_file("/dev/stdout" if out_path == "-" else out_path, count, rate=rate, start=start, seed=seed)
+    # stdout as the shell opened it: `>> file` appends (opening /dev/stdout anew would truncate)
+    generate_file(sys.stdout.buffer if out_path == "-" else out_path, count, rate=rate, start=start, seed=seed)
 
 
 # Commands of the integrations live beside their own code's owners; each adds itself to `main`.

@@ -11,13 +11,15 @@ from typing import Any
 
 import click
 
-from lookout.errors import ConfigError, LookoutError
+from lookout.errors import ConfigError, InputChanged, LookoutError
+from lookout.safe_text import plain
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 # first match wins; anything else that is a LookoutError exits EXIT_FAILURE
-EXIT_CODES: tuple[tuple[type[LookoutError], int], ...] = ((ConfigError, EXIT_USAGE),)
+# (InputChanged: the run must be started again with --on-reset or another state dir)
+EXIT_CODES: tuple[tuple[type[LookoutError], int], ...] = ((ConfigError, EXIT_USAGE), (InputChanged, EXIT_USAGE))
 
 
 def exit_code(e: LookoutError) -> int:
@@ -33,5 +35,5 @@ class LookoutGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LookoutError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(plain(f"error: {e}"), err=True)  # messages may quote input (topic names, server answers)
             ctx.exit(exit_code(e))

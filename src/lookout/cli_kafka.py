@@ -2,7 +2,8 @@
 
 `produce` is the seed's data producer (random seed-format records, or a file's lines as they
 are); `consume` is the seed's `test/kafka-consumer.py` (every message of a topic, pretty on a
-terminal, raw JSON lines when piped).
+terminal, raw JSON lines when piped). Keys, values, headers and broker errors reach a terminal as
+inert text (`lookout.safe_text`); piped output is the messages' bytes as they are.
 """
 
 from __future__ import annotations
@@ -82,17 +83,22 @@ def _generated(rate: float, count: int | None, seed: int | None) -> Any:
 @click.option("--input", "input_path", default=None, help="Send this file's lines as they are (`-` for stdin).")
 @click.option("--seed", type=int, default=None, help="Random seed for generated records.")
 @click.option("--partitions", default=3, show_default=True, help="Partitions if the topic has to be created.")
+@click.option("--stop-timeout", default=10.0, show_default=True,
+              help="After SIGINT/SIGTERM, wait at most this many seconds for acknowledgements, then exit 1.")
 @config_option
 def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, input_path: str | None,
-            seed: int | None, partitions: int, kafka_config: tuple[str, ...]) -> None:
-    """Feed a topic: random seed-format records (the seed's data producer) or a file's lines."""
+            seed: int | None, partitions: int, stop_timeout: float, kafka_config: tuple[str, ...]) -> None:
+    """Feed a topic: random seed-format records (the seed's data producer) or a file's lines.
+
+    Exit 0 once every message is acknowledged; on SIGINT/SIGTERM stop sending, wait at most
+    --stop-timeout for the acknowledgements, then report the undelivered count and exit 1."""
     import signal
 
-    from confluent_kafka import Producer
+    from confluent_kafka import KafkaError, KafkaException, Producer
 
     from lookout.kafka.admin import ensure_topics
-    from lookout.kafka.clients import produce as produce_one
     from lookout.kafka.clients import producer_config
+    from lookout.safe_text import plain
 
     conn = connection(bootstrap, kafka_config)
     if rate is None:
@@ -105,7 +111,8 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
 
     def delivered(err: Any, msg: Any) -> None:
         if err is not None:
-            failed.append(err.str())
+            if err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):  # purged: counted as left
+                failed.append(err.str())
         else:
             conn.health.ok()
 
@@ -117,32 +124,78 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     source = _lines(input_path, count) if input_path else _generated(rate, count, seed)
     t0 = time.monotonic()
+    progress = {"sent": 0}
+    try:
+        _send(producer, topic, source, rate, stop, delivered, progress)
+        left = _await_acks(producer, stop, stop_timeout)
+    except KafkaException as e:  # a fatal producer error (e.g. the broker came back without our producer id)
+        left = len(producer)
+        click.echo(plain(f"error: kafka producer failed for good: {e.args[0].str() if e.args else e}"), err=True)
+        try:
+            producer.purge(in_queue=True, in_flight=True)
+            producer.poll(0)
+        except KafkaException:
+            pass  # the same fatal error again: nothing more to learn
+    elapsed = max(time.monotonic() - t0, 1e-9)
+    ok = progress["sent"] - len(failed) - left
+    click.echo(f"produced {ok:,} messages to {topic} in {elapsed:.2f} s ({ok / elapsed:,.0f} msg/s)"
+               + (f"; {len(failed):,} failed (first: {plain(failed[0])})" if failed else "")
+               + (f"; {left:,} not acknowledged (may or may not have been written)" if left else ""),
+               err=True)
+    if failed or left:
+        sys.exit(1)
+
+
+def _send(producer: Any, topic: str, source: Any, rate: float, stop: dict[str, bool], delivered: Any,
+          progress: dict[str, int]) -> None:
+    """Produce every line (at `rate`/s when > 0) until the source ends or a stop is requested,
+    counting in progress["sent"] (still right when a fatal KafkaException ends it)."""
+    t0 = time.monotonic()
     last_report = t0
-    sent = 0
     for line in source:
         if stop["now"]:
             break
-        produce_one(producer, topic, line, on_delivery=delivered, wait=0.05)
-        sent += 1
+        # not lookout.kafka.clients.produce: waiting for room in a full queue must end on a stop request
+        while not stop["now"]:
+            try:
+                producer.produce(topic, value=line, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        else:
+            break
+        progress["sent"] += 1
+        sent = progress["sent"]
         if sent % 10_000 == 0:
             producer.poll(0)
         if rate > 0:
-            while (ahead := t0 + sent / rate - time.monotonic()) > 0:
+            while (ahead := t0 + sent / rate - time.monotonic()) > 0 and not stop["now"]:
                 producer.poll(min(ahead, 0.1))
         now = time.monotonic()
         if now - last_report >= 5:
             last_report = now
             click.echo(f"produced {sent:,} messages ({sent / (now - t0):,.0f} msg/s)", err=True)
-    left = producer.flush(60)
-    while left:
-        click.echo(f"waiting for the broker to acknowledge {left:,} messages", err=True)
-        left = producer.flush(10)
-    elapsed = max(time.monotonic() - t0, 1e-9)
-    ok = sent - len(failed)
-    click.echo(f"produced {ok:,} messages to {topic} in {elapsed:.2f} s ({ok / elapsed:,.0f} msg/s)"
-               + (f"; {len(failed):,} failed (first: {failed[0]})" if failed else ""), err=True)
-    if failed:
-        sys.exit(1)
+
+
+def _await_acks(producer: Any, stop: dict[str, bool], stop_timeout: float) -> int:
+    """Wait for the broker to acknowledge what was sent, saying so every 10 s; once a stop is
+    requested wait at most `stop_timeout` more, then drop the rest. Returns the messages dropped."""
+    deadline: float | None = None
+    last_report = time.monotonic()
+    while (left := len(producer)) > 0:
+        now = time.monotonic()
+        if stop["now"] and deadline is None:
+            deadline = now + stop_timeout
+            click.echo(f"stopping: waiting at most {stop_timeout:g} s for {left:,} unacknowledged messages", err=True)
+        if deadline is not None and now >= deadline:
+            producer.purge(in_queue=True, in_flight=True)  # their delivery reports say "purged"
+            producer.poll(0)
+            return left
+        if now - last_report >= 10:
+            last_report = now
+            click.echo(f"waiting for the broker to acknowledge {left:,} messages (signal to stop waiting)", err=True)
+        producer.flush(0.5)  # short waits: the signal handler runs between them
+    return 0
 
 
 @main.command()
@@ -161,13 +214,14 @@ def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int 
     from lookout.kafka.admin import topic_partitions
     from lookout.kafka.clients import consumer_config
     from lookout.kafka.health import with_retry
+    from lookout.safe_text import decode, plain
 
     conn = connection(bootstrap, kafka_config)
     show_pretty = sys.stdout.isatty() if pretty is None else pretty
     consumer = Consumer(consumer_config(conn, "lookout-consume"))
     parts = with_retry("reading topic metadata", lambda: topic_partitions(consumer, topic), conn.health)
     if parts is None:
-        click.echo(f"error: topic {topic} does not exist", err=True)
+        click.echo(plain(f"error: topic {topic} does not exist"), err=True)
         sys.exit(1)
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
     consumer.assign([TopicPartition(topic, p, start) for p in parts])
@@ -179,6 +233,7 @@ def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int 
     n = 0
     last = time.monotonic()
     out = sys.stdout.buffer
+    raw_on_tty = console is None and sys.stdout.isatty()  # --raw on a terminal: one escaped line per message
     try:
         while max_messages is None or n < max_messages:
             if timeout is not None and time.monotonic() - last >= timeout:
@@ -186,13 +241,13 @@ def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int 
             for m in consumer.consume(min(1000, (max_messages - n) if max_messages else 1000), 0.2):
                 if m.error() is not None:
                     if m.error().code() != KafkaError._PARTITION_EOF:
-                        click.echo(f"kafka: {m.error().str()}", err=True)
+                        click.echo(plain(f"kafka: {m.error().str()}"), err=True)
                     continue
                 last = time.monotonic()
                 n += 1
                 value = m.value() or b""
                 if console is None:
-                    out.write(value + b"\n")
+                    out.write((decode(value).encode() if raw_on_tty else value) + b"\n")
                 else:
                     _pretty(console, m, value)
             if console is None:
@@ -204,13 +259,22 @@ def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int 
 
 
 def _pretty(console: Any, m: Any, value: bytes) -> None:
-    from rich.json import JSON
+    """One message: a header line, then the value as indented JSON, or as text when it is not JSON.
+    Every part is a rich Text (never markup) with control characters escaped."""
+    import json
 
-    key = m.key().decode("utf-8", "replace") if m.key() else "-"
+    from rich.highlighter import JSONHighlighter
+    from rich.text import Text
+
+    from lookout.safe_text import decode, json_line
+
+    key = decode(m.key()) if m.key() else "-"
     rid = dict(m.headers() or []).get("lookout-id")
-    console.print(f"[dim]{m.topic()}[{m.partition()}]@{m.offset()}[/dim] key=[bold]{key}[/bold]"
-                  + (f" [dim]id={rid.decode()}[/dim]" if rid else ""))
+    console.print(Text.assemble((f"{m.topic()}[{m.partition()}]@{m.offset()}", "dim"), " key=", (key, "bold"),
+                                (f" id={decode(rid)}", "dim") if rid else ""))
     try:
-        console.print(JSON(value.decode("utf-8")))
-    except Exception:  # noqa: BLE001 - not JSON: show it as it is
-        console.print(repr(value))
+        shown = json_line(json.dumps(json.loads(value.decode("utf-8")), indent=2, ensure_ascii=False))
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8): show it as text
+        console.print(Text(decode(value)), soft_wrap=True)
+        return
+    console.print(JSONHighlighter()(Text(shown)), soft_wrap=True)

@@ -4,6 +4,7 @@ maps them to a message and an exit code (`lookout.cli_errors`), other callers ca
     LookoutError
     ├── ConfigError         bad settings or options: the user must change the command (exit 2)
     ├── StateError          the state directory or a checkpoint does not fit this run
+    │   └── InputChanged    the input is not the one the checkpoint was taken from (exit 2)
     ├── InputError          input that cannot be read at all (a missing file, a missing topic)
     ├── ServiceUnavailable  a server stayed unreachable or stopped answering
     └── DeliveryError       a server refused data for good; nothing past it was committed
@@ -22,6 +23,12 @@ class ConfigError(LookoutError, ValueError):
 
 class StateError(LookoutError):
     """The saved state (checkpoint, position, lock) does not allow going on safely."""
+
+
+class InputChanged(StateError):
+    """The input is not the one the checkpoint was taken from (a topic re-created, a log shorter
+    than the checkpointed offsets) or it went away (topic deleted). The run stops after
+    committing what it processed; the command has to change (`--on-reset`, another state dir)."""
 
 
 class InputError(LookoutError):

@@ -87,8 +87,13 @@ def _recv_frame(f: BinaryIO) -> bytes | None:
 def worker_main() -> None:
     """A parse worker: length-prefixed chunks on stdin, length-prefixed results on stdout; an empty
     chunk or end of input ends it."""
+    import signal
+
     from lookout.records import parse_chunk
 
+    # Ctrl-C reaches the whole foreground process group: the parent stops in order and ends its
+    # workers by closing their input, so the signal is not theirs to act on (no traceback, no early exit)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames may reach the parent's pipe
     while data := _recv_frame(inp):

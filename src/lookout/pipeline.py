@@ -38,10 +38,16 @@ class Stats:
     results: Counter = field(default_factory=Counter)
     incidents: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> status -> transitions
     started: float = field(default_factory=time.perf_counter)
+    # per sink that can refuse documents (Elasticsearch): (accepted, refused for good), set at the end
+    delivery: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def refused_everything(self) -> list[str]:
+        """Sinks that were sent documents and accepted none: the output is missing, not partial."""
+        return [name for name, (ok, refused) in self.delivery.items() if refused and not ok]
 
     def as_dict(self) -> dict:
         el = self.elapsed
@@ -53,6 +59,7 @@ class Stats:
             "duplicates": self.duplicates,
             "reasons": dict(self.reasons),
             "results": dict(self.results),
+            "refused": {name: refused for name, (_, refused) in self.delivery.items()},
             "incidents": {r: dict(c) for r, c in self.incidents.items()},
             "seconds": round(el, 3),
             "events_per_second": round(self.lines / el) if el > 0 else None,

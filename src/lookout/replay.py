@@ -126,6 +126,7 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
                 outcome.damaged.append(e)
         notify(pipe.close_windows().incidents)
         sinks.close()
+        pipe.stats.delivery = sinks.delivery()
     finally:
         if pool is not None:
             pool.close()

@@ -11,10 +11,10 @@ is abandoned, the last checkpoint stands, and what came after it is re-read on r
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,10 +28,12 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from lookout.ahead import ParseAhead
 from lookout.checkpoint import Checkpointer
 from lookout.errors import DeliveryError
+from lookout.errors import InputChanged
 from lookout.kafka.config import KafkaConnection, parse_properties
 from lookout.parsepool import default_parse_workers
 from lookout.pipeline import Pipeline, StepReport
 from lookout.rules import RuleSet, parse_duration
+from lookout.safe_text import setup_logging
 from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink
 from lookout.sinks.store import StoreSink
@@ -63,6 +65,7 @@ class RunOptions(BaseModel):
     topic: str = "test-inter"
     kafka_config: tuple[str, ...] = ()
     partitions: int = 3
+    on_reset: str = "fail"  # Kafka input not the log the checkpoint was taken from: fail | earliest
     idle_timeout: float = 30.0  # seconds
     es_url: str | None = None
     view: bool = False
@@ -85,8 +88,14 @@ class RunOptions(BaseModel):
 
     @field_validator("idle_timeout", "stop_timeout", "rotate_wait", mode="before")
     @classmethod
-    def _idle(cls, v: Any) -> float:
-        return parse_duration(v) / 1e6 if isinstance(v, str) else float(v)
+    def _durations(cls, v: Any) -> float:
+        """A duration (`30s`, `5m`) or a plain number of seconds (`3`, as the options said before)."""
+        if isinstance(v, str):
+            plain = v.strip()
+            if plain.isascii() and plain.replace(".", "", 1).isdigit():
+                return float(plain)
+            return parse_duration(v) / 1e6
+        return float(v)
 
     @field_validator("stop_timeout")
     @classmethod
@@ -137,7 +146,7 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
         from lookout.sources.kafka import KafkaSource
 
         return KafkaSource(opts.kafka_connection, opts.topic, partitions=opts.partitions,
-                           lateness=rs.lateness if rs is not None else 10_000_000)
+                           lateness=rs.lateness if rs is not None else 10_000_000, on_reset=opts.on_reset)
     from lookout.sources.generator_source import GeneratorSource
 
     return GeneratorSource(opts.rate, opts.seed)
@@ -270,6 +279,25 @@ class Runner:
         if self.feed is not None:
             self.feed.committed()
 
+    def _take_unterminated(self) -> StepReport | None:
+        """Input idle or stopping: a last line without its newline is read as whole (as replay does)."""
+        chunk = self.source.read_unterminated()
+        if chunk is None:
+            return None
+        report = self.pipeline.step(chunk)
+        self.position = chunk.position
+        return report
+
+    def _deliver(self, reports: list[StepReport]) -> None:
+        """A step's results and incidents to the notifier, the live view and the dashboard feed."""
+        for rep in reports:
+            if self.notifier is not None:
+                self.notifier.add(rep.incidents)
+            if self.view and (rep.results or rep.incidents):
+                self.view.update(rep.results, rep.incidents)
+            if self.feed is not None:
+                self.feed.step(rep.results, rep.records, self.pipeline, [t.doc for t in rep.incidents])
+
     def _advance_idle(self, quiet: float) -> tuple[list[StepReport], bool]:
         """No record this poll: let the watermark move without data (re-evaluated every poll).
         First what the source vouches for (Kafka partitions at their end and quiet), then, once
@@ -325,6 +353,8 @@ class Runner:
         # like any others (a restart after everything was read); the log says so.
         idle_said = False
         dirty = False
+        unterminated_taken = False  # once per quiet spell: a line without its newline is taken as whole
+        changed: InputChanged | None = None
         if self.notifier is not None:
             self.notifier.start()
         # Chunks polled ahead are parsed while the engine works; a chunk polled but not yet
@@ -337,7 +367,11 @@ class Runner:
             while not self.stop_requested:
                 if self.opts.duration is not None and time.monotonic() - started >= self.opts.duration:
                     break
-                got = ahead.poll(0.2)
+                try:
+                    got = ahead.poll(0.2)
+                except InputChanged as e:  # stop cleanly: what was processed is committed below
+                    changed = e
+                    break
                 now = time.monotonic()
                 reports: list[StepReport] = []
                 got_records = False
@@ -351,7 +385,16 @@ class Runner:
                         got_records = True
                         last_data = now
                         idle_said = False
+                        unterminated_taken = False
                 if not got_records:  # nothing arrived (the generator hands out empty chunks)
+                    if not unterminated_taken and now - last_data >= self.opts.idle_timeout:
+                        # quiet: a last line still without its newline will not get one; it is read
+                        # before the clock closes the window it belongs to
+                        unterminated_taken = True
+                        last = self._take_unterminated()
+                        if last is not None:
+                            reports.append(last)
+                            dirty = True
                     idle, moved = self._advance_idle(now - last_data)
                     reports += idle
                     dirty = dirty or moved
@@ -359,13 +402,7 @@ class Runner:
                         idle_said = True
                         log.info("input idle for %.0fs: the watermark follows the clock (now - lateness); "
                                  "windows close as the clock passes their end", self.opts.idle_timeout)
-                for rep in reports:
-                    if self.notifier is not None:
-                        self.notifier.add(rep.incidents)
-                    if self.view and (rep.results or rep.incidents):
-                        self.view.update(rep.results, rep.incidents)
-                    if self.feed is not None:
-                        self.feed.step(rep.results, rep.records, self.pipeline, [t.doc for t in rep.incidents])
+                self._deliver(reports)
                 if self.view:
                     self.view.refresh()
                 if self.health is not None:
@@ -376,6 +413,9 @@ class Runner:
                     self._commit()
                     last_commit = now
                     dirty = False
+            last = self._take_unterminated()  # stopping: nothing more will complete it
+            if last is not None:
+                self._deliver([last])
         except DeliveryError:
             if not self.deadline.abandoned:  # a sink failed for good: stop without committing
                 raise
@@ -394,28 +434,41 @@ class Runner:
                         "acknowledged downstream; %s", self.position_committed, REREAD)
             self._summary()  # (before the source's close, which an unreachable broker may hold up)
             self.source.close()  # leave the lock group, so a standby takes over at once
+            if changed is not None:
+                raise changed
             return 0
         try:
             self.sinks.close()  # (ES: a refresh, which a frozen server would hold up)
         except DeliveryError:
             if not self.deadline.abandoned:
                 raise
-        self._summary()
+        refused = self._summary()
         self.source.close()  # last: with the broker gone, the consumer's close may block until the deadline
-        return 0
+        if changed is not None:
+            raise changed
+        return 1 if refused else 0
 
-    def _summary(self) -> None:
+    def _summary(self) -> list[str]:
+        """Print the run's summary; the sinks that refused every document they were sent."""
+        st = self.pipeline.stats
+        st.delivery = self.sinks.delivery()
         if not self.opts.view:
             from lookout.live import print_run_summary
 
-            print_run_summary(self.pipeline.stats, str(self.opts.out_dir))
+            print_run_summary(st, str(self.opts.out_dir))
+        refused = st.refused_everything()
+        for name in refused:
+            log.error("%s refused every document it was sent (%d); they are dead letters in %s/rejected.jsonl",
+                      name, st.delivery[name][1], self.opts.out_dir)
+        return refused
 
 
 def run_pipeline(rs: RuleSet, opts: RunOptions, exit_now: Callable[[int], None] | None = None) -> int:
     """Run until a signal (or --duration). `exit_now`, from the command line, ends the process at
     the stop deadline if something still blocks then (lookout.stopping)."""
-    level = os.environ.get("LOOKOUT_LOG_LEVEL", "INFO").upper()  # DEBUG: per-commit costs (bench/soak.py)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = getattr(logging, os.environ.get("LOOKOUT_LOG_LEVEL", "INFO").upper(), logging.INFO)  # DEBUG: commit costs
+    setup_logging(level)
+    faulthandler.enable()  # a crash in a native library (librdkafka) still leaves what lookout was doing
     stop = {"requested": False}
     # bounded from the first signal on, also while set-up waits on an unreachable broker or server
     deadline = StopDeadline(opts.stop_timeout, exit_now=exit_now)

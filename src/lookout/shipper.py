@@ -26,6 +26,7 @@ from lookout.kafka.admin import ensure_topics
 from lookout.kafka.clients import produce, producer_config
 from lookout.kafka.config import KafkaConnection
 from lookout.kafka.errors import KafkaDeliveryError
+from lookout.safe_text import setup_logging
 from lookout.sources.tail import ROTATE_WAIT, TailSource, load_position, save_position
 from lookout.statelock import StateDirLock
 
@@ -112,7 +113,7 @@ class Shipper:
                                          "position not saved, a restart re-sends from the last saved one")
             if left == 0:
                 break
-            if self.stop_requested and self.final:
+            if self.stop_requested:  # one signal ends it within 5 s, whichever commit it interrupts
                 raise KafkaDeliveryError(f"stopped with {left} record(s) not acknowledged by Kafka; the position was "
                                          "not saved past them, so the next start sends them again")
             log.warning("waiting for Kafka to acknowledge %d record(s)", left)
@@ -150,7 +151,7 @@ class Shipper:
 
 def run_ship(opts: ShipOptions) -> int:
     """Raises `StateDirBusy` when another process ships from the same state dir."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(logging.INFO)
     lock = StateDirLock(opts.state_dir)
     try:
         shipper = Shipper(opts)

@@ -4,11 +4,16 @@ librdkafka reconnects by itself (with backoff); what the user needs is one reada
 the brokers become unreachable and one when they are back, not a stream of socket errors. A
 `BrokerHealth` belongs to a connection (`KafkaConnection.health`), never to the module: two
 pipelines in one process do not report each other's outages.
+
+One disconnect is not an outage: a broker closing an idle client's connection looks like "all
+brokers down" to that client. An outage is said when a second error confirms the first within
+`CONFIRM` s or, `CONFIRM` s after the first, the brokers do not even take a TCP connection.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,8 +29,11 @@ DOWN_CODES = frozenset({"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_TIMED_O
 class BrokerHealth:
     """Tracks whether the brokers are reachable; logs the change, not every failed attempt."""
 
+    CONFIRM = 1.0  # s: one disconnect is not an outage (brokers close idle connections; see error())
+
     def __init__(self) -> None:
         self.down_since: float | None = None
+        self.first_error: float | None = None  # a connection error not yet confirmed by another
         self.last_reason = ""
         self._last_said = 0.0
         self._lock = threading.Lock()
@@ -40,14 +48,19 @@ class BrokerHealth:
                 return
             now = time.monotonic()
             self.last_reason = text
+            if self.first_error is not None and now - self.first_error > 30 * self.CONFIRM:
+                self.first_error = None  # an old, lone disconnect confirms nothing
+            if self.down_since is None and (self.first_error is None or now - self.first_error < self.CONFIRM):
+                # unconfirmed: said when a second error comes CONFIRM s later, or when the brokers
+                # do not take a TCP connection CONFIRM s after the first (_probe)
+                if self.first_error is None:
+                    self.first_error = now
+                    timer = threading.Timer(self.CONFIRM, self._probe, (bootstrap, now))
+                    timer.daemon = True
+                    timer.start()
+                return
             if self.down_since is None:
-                self.down_since = now
-                self._last_said = now
-                log.warning(
-                    "kafka: broker %s unreachable (%s); retrying with backoff, nothing is committed until it is back",
-                    bootstrap,
-                    self.last_reason,
-                )
+                self._declare(bootstrap, now)
             elif now - self._last_said >= 30:
                 self._last_said = now
                 log.warning(
@@ -57,8 +70,33 @@ class BrokerHealth:
                     self.last_reason,
                 )
 
+    def _declare(self, bootstrap: str, now: float) -> None:
+        self.down_since = self.first_error or now
+        self._last_said = now
+        log.warning(
+            "kafka: broker %s unreachable (%s); retrying with backoff, nothing is committed until it is back",
+            bootstrap,
+            self.last_reason,
+        )
+
+    def _probe(self, bootstrap: str, since: float) -> None:
+        """CONFIRM s after a lone error: brokers that refuse a TCP connection are down."""
+        if self.first_error != since or self.down_since is not None:
+            return  # answered since, or already said
+        for addr in bootstrap.split(","):
+            host, _, port = addr.strip().rpartition("://")[2].rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+                return  # it takes connections: a lone disconnect, unless another error confirms it
+            except (OSError, ValueError):
+                continue
+        with self._lock:
+            if self.first_error == since and self.down_since is None:
+                self._declare(bootstrap, time.monotonic())
+
     def ok(self) -> None:
         """Something succeeded against the broker."""
+        self.first_error = None
         if self.down_since is None:
             return
         with self._lock:

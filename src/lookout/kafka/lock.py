@@ -4,7 +4,9 @@ A one-partition topic (`lookout-lock`) that every instance subscribes to in the 
 `<group>.lock`. Kafka's group protocol gives that partition to exactly one member; whoever holds
 it is active, the others stand by in `acquire()` and take over when the holder leaves (close)
 or its session expires (6 s). The assignment strategy is cooperative-sticky, so an instance
-joining the group does not move the lock off the active one.
+joining the group does not move the lock off the active one. A lock topic that disappeared
+(a broker restarted empty) is re-created by a waiting instance (`recreate_if_gone`): nobody could
+ever be given a partition of a topic that does not exist.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lookout.kafka.admin import ensure_topics, topic_partitions
 from lookout.kafka.clients import consumer_config
 from lookout.kafka.config import KafkaConnection
 
@@ -85,6 +88,20 @@ class InstanceLock:
         """Serve the group protocol (heartbeats, rebalances); may change `held`."""
         if self._consumer is not None:
             self._consumer.poll(timeout)
+
+    def recreate_if_gone(self) -> None:
+        """While waiting for the lock: if the lock topic is gone (deleted, or the broker came back
+        empty), re-create it and rejoin the group. Raises what the metadata request raises."""
+        if self._consumer is None:
+            return
+        if topic_partitions(self._consumer, LOCK_TOPIC) is not None:
+            self.conn.health.ok()
+            return
+        log.warning("kafka: the lock topic %s is gone (deleted, or the broker came back empty); re-creating it and "
+                    "rejoining group %s", LOCK_TOPIC, self.group)
+        ensure_topics(self.conn, {LOCK_TOPIC: 1})
+        self._consumer.unsubscribe()
+        self._consumer.subscribe([LOCK_TOPIC], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked)
 
     def _assigned(self, consumer: Any, parts: list[Any]) -> None:
         if parts:

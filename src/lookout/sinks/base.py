@@ -55,6 +55,11 @@ class Sink:
     def close(self) -> None:
         self.flush()
 
+    def delivery(self) -> dict[str, tuple[int, int]]:
+        """For sinks a server may refuse documents to: {sink name: (accepted, refused for good)}
+        so far (the refused ones are dead letters); empty for sinks that cannot refuse."""
+        return {}
+
 
 class SinkSet(Sink):
     """Fans each call out to several sinks, in order."""
@@ -110,6 +115,12 @@ class SinkSet(Sink):
         self.flush()
         for s in self.sinks:
             s.close()
+
+    def delivery(self) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for s in self.sinks:
+            out.update(s.delivery())
+        return out
 
     def errors(self) -> dict[str, int]:
         return {s.name: s.error_count() for s in self.sinks}

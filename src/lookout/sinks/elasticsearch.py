@@ -46,6 +46,8 @@ REJECT_REASON = "elasticsearch-rejected"
 MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
 NDJSON = "application/x-ndjson"
 _ID_RE = re.compile(r"^(?P<source>.+):(?P<line>\d+)$")
+QUIET_RECHECK = 5.0  # s without an acknowledged bulk after which the server is checked before the next
+KEEP_ACKED_BYTES = 16 << 20  # acknowledged documents kept until the next flush, to re-send if the server loses them
 
 
 def doc_id(record_id: str) -> str:
@@ -70,7 +72,19 @@ class ElasticsearchSink(Sink):
         self.backoff = Backoff()
         self.on_rejected = on_rejected
         self.index = index_name(cfg.index)
-        self.stats = {"indexed": 0, "rejected": 0, "retried_items": 0, "bulks": 0}
+        self.stats = {"indexed": 0, "rejected": 0, "retried_items": 0, "bulks": 0, "lost": 0, "resent": 0}
+        self.cluster_uuid: str | None = None
+        self._templates: dict[str, dict[str, Any]] = {}  # what _setup put, to put back if the server loses it
+        self._check_lock = threading.Lock()
+        self._checked_at = time.monotonic()  # last acknowledged bulk or check of what the server holds
+        self._index_seen = False  # the records index held documents of ours (so its absence is a loss)
+        self._indexed_at_loss = 0
+        # acknowledged since the last flush() returned (the caller checkpoints after it): what a
+        # server that lost its data lacks and lookout can still send, up to KEEP_ACKED_BYTES
+        self._acked: list[str] = []
+        self._acked_bytes = 0
+        self._acked_complete = True
+        self._resend: list[str] = []  # taken from _acked on a loss; sent by the next flush
         self._lock = threading.Lock()
         self._dead: list[bytes] = []
         self._buf: list[str] = []
@@ -104,6 +118,7 @@ class ElasticsearchSink(Sink):
         if r.status in (401, 403):
             raise ElasticsearchError(f"{self.cfg.url}: {r.status} {r.error_reason()} (check credentials)")
         ver = (r.data or {}).get("version", {}) if isinstance(r.data, dict) else {}
+        self.cluster_uuid = r.data.get("cluster_uuid") if isinstance(r.data, dict) else None
         log.info("elasticsearch: %s %s at %s, raw records into %s%s", ver.get("distribution", "elasticsearch"),
                  ver.get("number", "?"), self.cfg.url, self.index, " (daily indices)" if self.cfg.daily else "")
         self._put_template(f"lookout-{self.index}", records_template(self.index, self.cfg.daily))
@@ -122,6 +137,7 @@ class ElasticsearchSink(Sink):
         r = self._call("PUT", f"/_index_template/{name}", body, what=f"put index template {name}")
         if r.status >= 300:
             raise ElasticsearchError(f"index template {name}: HTTP {r.status} {r.error_reason()}")
+        self._templates[name] = body
 
     def _check_existing(self, index: str, types: dict[str, str]) -> None:
         """An index made before the template keeps its own types: say so loudly."""
@@ -233,7 +249,23 @@ class ElasticsearchSink(Sink):
     def flush(self) -> None:
         """Block until everything given so far is acknowledged (or dead-lettered)."""
         self._submit()
-        while self._futures:
+        self._drain()
+        self._flush_incidents()
+        self._drain()  # documents to send again if the server was found empty while the incidents went
+        if self._stop.is_set():
+            raise ElasticsearchError("aborted: documents may not all be acknowledged; nothing was committed")
+        with self._lock:
+            self._acked, self._acked_bytes, self._acked_complete = [], 0, True
+        self._deliver_dead()
+
+    def _drain(self) -> None:
+        """Wait for the submitted bulks, sending again what a server that lost its data had acknowledged."""
+        while self._futures or self._resend:
+            with self._lock:
+                again, self._resend = self._resend, []
+            if again:  # documents a server that lost its data acknowledged before: send them again
+                self._add(again)
+                self._submit()
             # (woken every 0.2 s: after abort() a worker may stay stuck in a read from a frozen server)
             done, _ = wait(self._futures, timeout=0.2, return_when=FIRST_EXCEPTION)
             if not done and self._stop.is_set():
@@ -245,10 +277,6 @@ class ElasticsearchSink(Sink):
                     self._stop.set()
                     self._deliver_dead()
                     raise exc
-        if self._stop.is_set():
-            raise ElasticsearchError("aborted: documents may not all be acknowledged; nothing was committed")
-        self._flush_incidents()
-        self._deliver_dead()
 
     def close(self) -> None:
         if self._closed:
@@ -268,7 +296,13 @@ class ElasticsearchSink(Sink):
         msg = (f"elasticsearch: {st['indexed']:,} documents acknowledged by {self.cfg.url} in {st['bulks']:,} bulk "
                f"requests, {st['rejected']:,} rejected (dead-lettered, reason {REJECT_REASON}), "
                f"{st['retried_items']:,} item retries")
-        (log.warning if st["rejected"] else log.info)(msg)
+        if st["lost"]:
+            msg += f"; {st['lost']:,} of the acknowledged documents were lost by the server (restarted empty or deleted)"
+        (log.warning if st["rejected"] or st["lost"] else log.info)(msg)
+
+    def delivery(self) -> dict[str, tuple[int, int]]:
+        with self._lock:
+            return {self.name: (self.stats["indexed"], self.stats["rejected"])}
 
     def _deliver_dead(self) -> None:
         """Dead letters go out on the caller's thread (the dead-letter file is not thread-safe)."""
@@ -289,7 +323,8 @@ class ElasticsearchSink(Sink):
         started = time.monotonic()
         while pending:
             body = "".join(pending).encode()
-            r = self._call("POST", "/_bulk", body, what=f"bulk of {len(pending)} documents", content_type=NDJSON)
+            r = self._call("POST", "/_bulk", body, what=f"bulk of {len(pending)} documents", content_type=NDJSON,
+                           before_send=self._still_ours)
             with self._lock:
                 self.stats["bulks"] += 1
             if r.status == 413 and len(pending) > 1:  # larger than http.max_content_length: halve
@@ -306,19 +341,28 @@ class ElasticsearchSink(Sink):
             if len(answers) != len(pending):
                 raise ElasticsearchError(f"bulk answered {len(answers)} items for {len(pending)} sent")
             retry: list[str] = []
-            ok = 0
+            acked: list[str] = []
             for item, ans in zip(pending, answers):
                 op = next(iter(ans.values())) if isinstance(ans, dict) and ans else {}
                 st = int(op.get("status", 0))
                 if 200 <= st < 300:
-                    ok += 1
+                    acked.append(item)
                 elif st == 429 or st >= 500 or st == 0:
                     retry.append(item)
                 else:
                     self._reject(item, st, error_reason(op.get("error")), op.get("_index"))
+            ok = len(acked)
             with self._lock:
                 self.stats["indexed"] += ok
                 self.stats["retried_items"] += len(retry)
+                if self._acked_complete:
+                    self._acked.extend(acked)
+                    self._acked_bytes += sum(len(s) for s in acked)
+                    if self._acked_bytes > KEEP_ACKED_BYTES:  # too many to keep: these count as lost if lost
+                        self._acked, self._acked_bytes, self._acked_complete = [], 0, False
+            if ok:
+                self._index_seen = True
+                self._checked_at = time.monotonic()
             pending = retry
             if retry:
                 waited = time.monotonic() - started
@@ -329,6 +373,65 @@ class ElasticsearchSink(Sink):
                 if self._stop.wait(d):
                     raise ElasticsearchError(f"stopped with {len(retry)} bulk items not acknowledged")
                 attempt += 1
+
+    def _still_ours(self) -> str | None:
+        """Before a bulk, after any failure or a quiet spell: does the server still hold what
+        lookout put there (same cluster uuid, the index templates, the records index)? If it lost
+        them (restarted empty, deleted), the templates go back before any document is sent, so no
+        index is ever created with dynamic types, and the loss is said loudly and counted.
+        Returns None when documents may be sent, else why not yet (the bulk is retried)."""
+        def settled() -> bool:
+            return (not self.outage.suspect.is_set() and time.monotonic() - self._checked_at < QUIET_RECHECK
+                    and not self.client.needs_new_connection())
+
+        if settled():
+            return None
+        with self._check_lock:
+            if settled():
+                return None
+            r = self.client.request("GET", "/")
+            if r.status != 200 or not isinstance(r.data, dict):
+                return f"HTTP {r.status} from GET / while checking what the server holds"
+            lost = []
+            uuid = r.data.get("cluster_uuid")
+            if self.cluster_uuid and uuid and uuid != self.cluster_uuid:
+                lost.append(f"cluster uuid {self.cluster_uuid} is now {uuid}")
+            for name in self._templates:
+                t = self.client.request("GET", f"/_index_template/{name}")
+                if t.status == 404:
+                    lost.append(f"index template {name} is gone")
+                elif t.status != 200:
+                    return f"HTTP {t.status} reading index template {name}"
+            if self._index_seen and not self.cfg.daily:
+                i = self.client.request("HEAD", f"/{self.index}")
+                if i.status == 404:
+                    lost.append(f"index {self.index} is gone")
+                elif i.status != 200:
+                    return f"HTTP {i.status} checking index {self.index}"
+            if lost:
+                for name, body in self._templates.items():
+                    p = self.client.request("PUT", f"/_index_template/{name}", body)
+                    if p.status >= 300:
+                        return f"HTTP {p.status} {p.error_reason()} putting index template {name} back"
+                with self._lock:
+                    resend = self._acked if self._acked_complete else []
+                    gone = self.stats["indexed"] - self._indexed_at_loss - len(resend)
+                    self._indexed_at_loss = self.stats["indexed"]
+                    self.stats["lost"] += gone
+                    self.stats["resent"] += len(resend)
+                    self._resend.extend(resend)
+                    self._acked, self._acked_bytes, self._acked_complete = [], 0, True
+                log.error("elasticsearch at %s lost lookout's data (%s): the %d documents it had acknowledged from this "
+                          "run before the last checkpoint are no longer there; the %d acknowledged since are sent again, "
+                          "as are those not yet acknowledged. Index templates put back before any document is sent "
+                          "again (no dynamically-typed index). To restore the lost ones, replay their input into it "
+                          "(`lookout replay FILE --elasticsearch URL`: same ids, no duplicates).",
+                          self.cfg.url, "; ".join(lost), gone, len(resend))
+                self.cluster_uuid = uuid or self.cluster_uuid
+                self._index_seen = False
+            self.outage.suspect.clear()
+            self._checked_at = time.monotonic()
+        return None
 
     def _reject(self, item: str, status: int, reason: str, index: str | None = None) -> None:
         action, _, rest = item.partition("\n")

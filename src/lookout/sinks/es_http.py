@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import orjson
 
 from lookout.errors import ConfigError, DeliveryError, ServiceUnavailable
+from lookout.safe_text import plain
 
 log = logging.getLogger("lookout.elasticsearch")
 
@@ -41,7 +42,7 @@ class ElasticsearchError(ServiceUnavailable, DeliveryError):
     command line reports it and exits 1."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"elasticsearch: {message}")
+        super().__init__(plain(f"elasticsearch: {message}"))  # the server's words may quote record values
         self.message = message
 
 
@@ -169,6 +170,15 @@ class EsClient:
                                         timeout=urllib3.Timeout(connect=min(10.0, cfg.timeout), read=cfg.timeout), **kw)
         self.transport_errors: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
 
+    def needs_new_connection(self) -> bool:
+        """True when no pooled keep-alive connection is still open: the next request connects anew,
+        maybe to another server process than the last one (restarted on the same port)."""
+        from urllib3.util.connection import is_connection_dropped
+
+        pool = self.pool.connection_from_url(self.cfg.url)
+        idle = [c for c in list(pool.pool.queue) if c is not None and getattr(c, "sock", None) is not None]  # type: ignore[union-attr]
+        return not any(not is_connection_dropped(c) for c in idle)
+
     def request(self, method: str, path: str, body: bytes | dict | list | None = None,
                 content_type: str = "application/json", params: dict[str, str] | None = None) -> Response:
         """Send one request; raises a transport error (see `transport_errors`) when no answer came."""
@@ -202,9 +212,13 @@ class Outage:
         self.since: float | None = None
         self.last_log = 0.0
         self.failures = 0
+        # set by any failure: the server may have been restarted (empty) since; the sink checks
+        # what it still holds before it sends documents again
+        self.suspect = threading.Event()
 
     def failed(self, what: str, reason: str, delay: float) -> None:
         now = time.monotonic()
+        self.suspect.set()
         with self.lock:
             self.failures += 1
             if self.since is None:
@@ -241,23 +255,30 @@ class Backoff:
 def call(client: EsClient, method: str, path: str, body: Any = None, *, what: str, outage: Outage,
          max_retry_time: float | None, content_type: str = "application/json",
          params: dict[str, str] | None = None, backoff: Backoff | None = None,
-         stop: threading.Event | None = None) -> Response:
+         stop: threading.Event | None = None, before_send: Callable[[], str | None] | None = None) -> Response:
     """One request, retried on transport errors and transient statuses (429, 5xx, 408) with
     backoff; any other answer (2xx or a permanent 4xx) is returned to the caller. `stop` set
-    ends the retrying with ElasticsearchError (the process is shutting down)."""
+    ends the retrying with ElasticsearchError (the process is shutting down). `before_send`
+    runs before each attempt: a reason string (the server is not ready for it) makes the
+    attempt count as failed; its transport errors count the same way."""
     backoff = backoff or Backoff()
     started = time.monotonic()
     attempt = 0
     while True:
         try:
-            r = client.request(method, path, body, content_type=content_type, params=params)
+            not_ready = before_send() if before_send is not None else None
+            if not_ready is None:
+                r = client.request(method, path, body, content_type=content_type, params=params)
         except client.transport_errors as e:
             reason = f"{type(e).__name__}: {e}"
         else:
-            if r.status not in TRANSIENT_STATUS:
+            if not_ready is not None:
+                reason = not_ready
+            elif r.status not in TRANSIENT_STATUS:
                 outage.ok()
                 return r
-            reason = f"HTTP {r.status} {r.error_reason()}"
+            else:
+                reason = f"HTTP {r.status} {r.error_reason()}"
         waited = time.monotonic() - started
         if max_retry_time is not None and waited >= max_retry_time:
             raise ElasticsearchError(f"{what}: gave up after {waited:.0f}s ({reason})")

@@ -76,6 +76,11 @@ class Source:
     def poll(self, timeout: float) -> Chunk | None:  # None: nothing arrived within timeout
         raise NotImplementedError
 
+    def read_unterminated(self) -> Chunk | None:
+        """A last line that lacks its newline, taken as whole because input is idle or stopping
+        (files); None when there is none or the source has no such thing."""
+        return None
+
     def commit(self, position: Any) -> None:
         pass
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -119,17 +120,26 @@ class Generator:
         return df.write_ndjson().encode() if df.height else b""
 
 
-def generate_file(path: str, count: int, rate: float = 100.0, start: float = 1_659_509_400.0, seed: int = 7,
+def generate_file(path: str | BinaryIO, count: int, rate: float = 100.0, start: float = 1_659_509_400.0, seed: int = 7,
                   chunk: int = 200_000) -> None:
-    """Write `count` seed-format lines (the benchmark input)."""
+    """Write `count` seed-format lines (the benchmark input) to a new file, or to an open binary
+    stream as it is (stdout: `>> file` appends, because the shell opened it for appending)."""
+    if not isinstance(path, str):
+        _write_records(path, count, rate, start, seed, chunk)
+        path.flush()
+        return
+    with open(path, "wb") as f:
+        _write_records(f, count, rate, start, seed, chunk)
+
+
+def _write_records(f: BinaryIO, count: int, rate: float, start: float, seed: int, chunk: int) -> None:
     gen = Generator(GeneratorConfig(rate=rate, seed=seed), start=start)
     written = 0
-    with open(path, "wb") as f:
-        while written < count:
-            n = min(chunk, count - written)
-            df = gen.records(n)
-            df = df.head(count - written)
-            f.write(df.write_ndjson().encode())
-            written += df.height
+    while written < count:
+        n = min(chunk, count - written)
+        df = gen.records(n)
+        df = df.head(count - written)
+        f.write(df.write_ndjson().encode())
+        written += df.height
 
 

@@ -17,6 +17,11 @@ Why it looks the way it does:
   loop re-asks `idle_watermark()` on every empty poll, so that happens on a timer too.
 - *Chunks are per partition with contiguous offsets*, so a dead letter's `source` is
   `<topic>/<partition>` and its `line` is the exact offset.
+- *The log is checked against the checkpoint* at start, every few seconds and when the broker
+  is back: the topic id (saved with the offsets) and each partition's log end. A re-created
+  topic or a log shorter than the checkpoint is `InputChanged` (`on_reset="fail"`) or read from
+  its beginning, loudly (`"earliest"`); a deleted topic stops the run cleanly. A lock topic
+  that disappeared (broker restarted empty) is re-created and the lock group rejoined.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 
 import polars as pl
 
+from lookout.errors import InputChanged
 from lookout.kafka.admin import ensure_topics
 from lookout.kafka.clients import consumer_config
 from lookout.kafka.config import KafkaConnection
@@ -41,6 +47,8 @@ from lookout.sources.base import Chunk, Source, numbered_ids
 log = logging.getLogger("lookout.kafka")
 
 NEVER = -(1 << 62)  # same sentinel as the engine: "no watermark yet"
+LOG_CHECK_EVERY = 5.0  # s between checks of the input log (topic id, partition ends) while running
+ON_RESET = ("fail", "earliest")
 
 
 # ---------------------------------------------------------------- the source
@@ -72,7 +80,16 @@ class KafkaSource(Source):
     stands_by = True
 
     def __init__(self, conn: KafkaConnection, topic: str, partitions: int = 3,
-                 lateness: int = 10_000_000, batch: int = 100_000, idle_grace: float = 2.0) -> None:
+                 lateness: int = 10_000_000, batch: int = 100_000, idle_grace: float = 2.0,
+                 on_reset: str = "fail") -> None:
+        if on_reset not in ON_RESET:
+            raise ValueError(f"on_reset must be one of {', '.join(ON_RESET)}, not {on_reset!r}")
+        self.on_reset = on_reset
+        self.topic_id: str | None = None  # of the log the offsets refer to
+        self._admin: Any = None
+        self._log_checked = 0.0
+        self._was_down = False
+        self._out_of_range: set[int] = set()  # partitions whose fetch said our offset is outside the log
         # group.id names this deployment (offsets and the lock group); it is set apart so the
         # lock consumer's own group id is not overridden by the user's.
         self.group = conn.properties.get("group.id") or f"lookout-{topic}"
@@ -156,8 +173,10 @@ class KafkaSource(Source):
                                          "use another --state-dir")
             self.offsets = {int(p): int(o) for p, o in position["offsets"].items()}
             self.maxts = {int(p): int(t) for p, t in position["maxts"].items()}
+            self.topic_id = position.get("topic_id")
         conf = consumer_config(self.conn, self.group, **{
-            "enable.auto.offset.store": False, "auto.offset.reset": "earliest", "enable.partition.eof": True,
+            # an offset outside the log is an error to us, never a silent jump: _check_log decides
+            "enable.auto.offset.store": False, "auto.offset.reset": "error", "enable.partition.eof": True,
             "on_commit": self._committed,
             # big fetches, a deep prefetch queue and a short broker wait: a backlog streams in
             # instead of arriving one half-second fetch at a time (measured: 2x on Tansu)
@@ -165,11 +184,103 @@ class KafkaSource(Source):
             "fetch.wait.max.ms": 10, "queued.min.messages": 1_000_000,
         })
         self.consumer = Consumer(conf)
+        self._check_log("at start", with_retry("reading the topic's id and log ends", self._topic_state, self.health))
+        self._log_checked = time.monotonic()
         self.consumer.assign([TopicPartition(self.topic, p, self.offsets.get(p, OFFSET_BEGINNING)) for p in self.partitions])
         self.committed_ok = with_retry("reading the group's committed offsets", self._group_offsets, self.health)
         start = ", ".join(f"{p}@{self.offsets[p]}" if p in self.offsets else f"{p}@earliest" for p in self.partitions)
         log.info("kafka: reading %s partitions %s (from the %s)", self.topic, start,
                  "checkpoint" if position is not None else "beginning: no checkpoint yet")
+
+    # ---- is it still the log the checkpoint was taken from? --------------------------------------
+    def _topic_state(self) -> tuple[str, dict[int, tuple[int, int]]] | None:
+        """The input topic's id and each partition's (log start, log end); None when it does not exist."""
+        from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
+        from confluent_kafka.admin import AdminClient
+
+        if self._admin is None:
+            self._admin = AdminClient(self.conn.client_config())
+        try:
+            desc = self._admin.describe_topics(TopicCollection([self.topic]), request_timeout=5)[self.topic].result()
+        except KafkaException as e:
+            if e.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return None
+            raise
+        marks = {pi.id: self.consumer.get_watermark_offsets(TopicPartition(self.topic, pi.id), timeout=5)
+                 for pi in desc.partitions}
+        self.health.ok()
+        return str(desc.topic_id), marks
+
+    def _check_log(self, when: str, state: tuple[str, dict[int, tuple[int, int]]] | None) -> None:
+        """Compare the checkpointed offsets and topic id with the log as it is: a re-created topic
+        or a log that ends before our offsets is never read on from silently."""
+        if state is None:
+            raise InputChanged(f"kafka topic {self.topic} does not exist any more ({when}: deleted, or the broker came "
+                               f"back empty). Nothing after the last checkpoint was lost; once the topic is there again, "
+                               f"start lookout with --on-reset earliest to read it from its beginning.")
+        tid, marks = state
+        problems = []
+        skipped = False
+        if self.topic_id is not None and tid != self.topic_id:
+            problems.append(f"topic {self.topic} was re-created (id {self.topic_id}, now {tid})")
+        for p, o in sorted(self.offsets.items()):
+            if p not in marks:
+                problems.append(f"partition {p} (checkpoint offset {o}) no longer exists")
+                continue
+            lo, hi = marks[p]
+            # A log end before our offset is believed when the topic id cannot tell (a checkpoint
+            # without one) or a fetch confirmed it (offset out of range): some brokers (the test
+            # broker, after a topic is re-created) answer a wrong log end while serving the records.
+            if o > hi and (self.topic_id is None or p in self._out_of_range or tid != self.topic_id):
+                problems.append(f"partition {p} ends at offset {hi}, before the checkpoint's {o}")
+            elif o < lo:
+                log.warning("kafka: %s/%d: offsets %d to %d were deleted (retention) before lookout read them; "
+                            "reading on from %d", self.topic, p, o, lo - 1, lo)
+                self.offsets[p] = lo
+                skipped = True
+        first_id = self.topic_id is None
+        self.topic_id = tid
+        self._out_of_range.clear()
+        if not problems:
+            if first_id or skipped or set(marks) != set(self.partitions):
+                self._follow_partitions(sorted(marks), reassign=skipped)
+            return
+        what = "; ".join(problems)
+        if self.on_reset == "fail":
+            raise InputChanged(f"kafka: {self.topic} is not the log the checkpoint was taken from ({when}): {what}. "
+                               f"Start again with --on-reset earliest to read every partition of {self.topic} from its "
+                               f"beginning as it is now (results already published stay), or use a new --state-dir.")
+        log.error("kafka: %s is not the log the checkpoint was taken from (%s): %s; --on-reset earliest: reading every "
+                  "partition from its beginning", self.topic, when, what)
+        self.offsets, self.maxts, self.committed_ok = {}, {}, {}
+        self.pending.clear()
+        self.eof.clear()
+        self._follow_partitions(sorted(marks), reset=True)
+
+    def _follow_partitions(self, parts: list[int], reset: bool = False, reassign: bool = False) -> None:
+        """Read these partitions from self.offsets (partitions without one from their beginning)."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        changed = set(parts) != set(self.partitions)
+        self.partitions = parts
+        if self.consumer is not None and (reset or reassign or changed) and self.consumer.assignment():
+            self.pending.clear()  # fetched beyond self.offsets: fetched again from there
+            self.consumer.assign([TopicPartition(self.topic, p, self.offsets.get(p, OFFSET_BEGINNING)) for p in parts])
+
+    def _watch_log(self) -> None:
+        """While running: every LOG_CHECK_EVERY s, and as soon as the broker is reachable again."""
+        now = time.monotonic()
+        back = self._was_down and not self.health.down
+        self._was_down = self.health.down
+        if self.consumer is None or (not back and now - self._log_checked < LOG_CHECK_EVERY):
+            return
+        self._log_checked = now
+        try:
+            state = self._topic_state()
+        except Exception as e:  # noqa: BLE001 - unreachable: BrokerHealth says so; checked again when back
+            log.debug("kafka: log check failed: %s", e)
+            return
+        self._check_log("after the broker was unreachable" if back else "while reading", state)
 
     def _group_offsets(self) -> dict[int, int]:
         from confluent_kafka import TopicPartition
@@ -184,13 +295,23 @@ class KafkaSource(Source):
                 if self.lock_lost_at is not None and time.monotonic() - self.lock_lost_at > 60:
                     log.warning("kafka: still waiting for the input lock (%.0f s)", time.monotonic() - self.lock_lost_at)
                     self.lock_lost_at = time.monotonic()
+                if time.monotonic() - self._log_checked >= LOG_CHECK_EVERY:
+                    self._log_checked = time.monotonic()
+                    try:
+                        self.lock.recreate_if_gone()
+                    except Exception as e:  # noqa: BLE001 - unreachable: BrokerHealth says so
+                        log.debug("kafka: lock topic check failed: %s", e)
                 self.lock.poll(timeout)
                 if not self.lock_held:
                     msg = self.consumer.poll(0)  # serves commit callbacks; may also return a message:
                     if msg is not None:  # keep it for when the lock is back, never drop it
                         self._split([msg])
                     return None
+                self._check_log("when the input lock came back",
+                                with_retry("reading the topic's id and log ends", self._topic_state, self.health))
+                self._log_checked = time.monotonic()
                 self._check_fence()
+        self._watch_log()
         if not self.pending:
             msgs = self.consumer.consume(self.batch, timeout)
             if msgs:
@@ -221,6 +342,9 @@ class KafkaSource(Source):
                     self.health.ok()
                 elif err.fatal():
                     raise ConsumerFailed(f"kafka consumer failed: {err.str()}")
+                elif err.code() == KafkaError._AUTO_OFFSET_RESET:
+                    self._out_of_range.add(m.partition())
+                    self._log_checked = 0.0  # our offset is outside the log: find out why now
                 else:
                     self.health.error(err, self.bootstrap)
             msgs = good
@@ -270,7 +394,7 @@ class KafkaSource(Source):
         self.last_seen[p] = time.monotonic()
         # maxts is the live map, read when the position is checkpointed (after this chunk's step):
         # with chunks polled ahead of the engine, a copy taken now would miss the steps between
-        position = {"topic": self.topic, "offsets": dict(self.offsets), "maxts": self.maxts}
+        position = {"topic": self.topic, "offsets": dict(self.offsets), "maxts": self.maxts, "topic_id": self.topic_id}
         topic = self.topic
         # The fast path (one NDJSON buffer, parsed like a file chunk) when no message holds a newline.
         data = b"\n".join(lines) + b"\n"

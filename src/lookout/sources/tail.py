@@ -24,6 +24,10 @@ file still being read (`rotated`): a restart resumes each of them.
 - Only whole lines are emitted: a partial last line waits for its newline (a rotated file's
   unterminated last line is emitted once the file is left, since nothing can complete it).
 - Waiting: on inotify where available (lookout.sources.fswait), polling otherwise.
+  unterminated last line is emitted once the file is left, since nothing can complete it; the
+  runner asks for it with `read_unterminated` when input is idle and when it stops).
+- A line longer than `read_bytes` (4 MiB) is one dead letter (`line-too-long`, its first KiB
+  kept) with its true line number, however long it is; it is skipped, never held in memory.
 
 Record ids (for Elasticsearch) are `<fingerprint>-<byte offset of the line>`: the same line of
 the same file always gets the same id, so a replay after a crash overwrites instead of adding.
@@ -55,7 +59,9 @@ log = logging.getLogger("lookout.tail")
 
 POSITION_FILE = "tail-position.json"
 FP_BYTES = 256  # fingerprint: the first line, at most this many bytes
-READ_BYTES = 4 << 20  # per poll: bounded steps on a first run over a big log
+READ_BYTES = 4 << 20  # per poll: bounded steps on a first run over a big log; also the longest line read
+LONG_LINE_KEPT = 1024  # bytes of an over-long line kept in its dead letter
+LINE_TOO_LONG = "line-too-long"
 SKIP_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 ROTATE_WAIT = 300.0  # seconds a rotated file is still read after its last growth
 MAX_ROTATED = 16  # rotated files read at once (open descriptors); beyond, the idlest is finished early
@@ -88,6 +94,7 @@ class OpenFile:
     fp: str | None = None
     last_growth: float = 0.0
     mtime_ns: int = 0  # last modification seen: orders the files of a rotation chain
+    scan: int | None = None  # inside an over-long line starting at `offset`: scanned up to here
 
     def position(self) -> dict[str, Any]:
         return {"dev": self.dev, "ino": self.ino, "fp": self.fp, "offset": self.offset, "line": self.line,
@@ -472,7 +479,22 @@ class TailSource(Source):
                 return chunk
         return self._maybe_switch(f, size)
 
+    def read_unterminated(self) -> Chunk | None:
+        """The file's last line though it has no newline (input idle, or stopping), once every
+        whole line before it has been read; None when there is none."""
+        f = self.cur
+        if f is None:
+            return None
+        size = os.fstat(f.fd).st_size
+        if f.scan is not None:  # an over-long line is pending: it ends here
+            return self._read(f, size, final=True)
+        if size <= f.offset or b"\n" in os.pread(f.fd, min(self.read_bytes, size - f.offset), f.offset):
+            return None  # nothing, or whole lines are still to be read: the last line is not next
+        return self._read(f, size, final=True)
+
     def _read(self, f: OpenFile, size: int, final: bool = False) -> Chunk | None:
+        if f.scan is not None:
+            return self._skip_long_line(f, size, final)
         data = os.pread(f.fd, min(self.read_bytes, size - f.offset), f.offset)
         if f.offset == 0 and data.startswith(BOM):  # a byte-order mark is not part of the first record
             f.offset = len(BOM)
@@ -482,9 +504,12 @@ class TailSource(Source):
         f.last_growth = time.monotonic()
         cut = data.rfind(b"\n")
         if cut < 0:
-            if len(data) < self.read_bytes and not final:
+            if len(data) >= self.read_bytes:  # longer than any line we read: skip to its end
+                f.scan = f.offset
+                return self._skip_long_line(f, size, final)
+            if not final:
                 return None  # a partial line: wait for its newline
-            data += b"\n"  # a line longer than a read, or the unterminated end of a rotated file
+            data += b"\n"  # the unterminated end of a rotated file, or of idle/stopping input
             consumed = len(data) - 1
         else:
             data = data[: cut + 1]
@@ -492,6 +517,40 @@ class TailSource(Source):
         if f.fp is None:
             f.fp = fingerprint(_head(f.fd)) or fingerprint(data)
         return self._chunk(f, data, consumed)
+
+    def _skip_long_line(self, f: OpenFile, size: int, final: bool) -> Chunk | None:
+        """Scan an over-long line for its end without keeping it; at its end (newline, or end of
+        input when `final`) emit it as one dead letter at its own line number."""
+        assert f.scan is not None
+        end = None
+        while f.scan < size:
+            block = os.pread(f.fd, min(self.read_bytes, size - f.scan), f.scan)
+            if not block:
+                break
+            f.last_growth = time.monotonic()
+            self.rotated_at = None
+            nl = block.find(b"\n")
+            if nl >= 0:
+                end = f.scan + nl
+                break
+            f.scan += len(block)
+        if end is None:
+            if not final:
+                return None
+            end = f.scan
+        length = end - f.offset
+        head = os.pread(f.fd, min(LONG_LINE_KEPT, length), f.offset)
+        # the head plus a marker can never parse as a record, so it is dead-lettered with our reason
+        placeholder = head + b" [...]\n"
+        f.scan = None
+        start, first_line, prefix = f.offset, f.line, f"{f.fp}-"
+        f.offset = end + 1 if end < size else end
+        f.line += 1
+        detail = (f"line of {length:,} bytes is longer than the {self.read_bytes:,}-byte limit; "
+                  f"its first {min(length, LONG_LINE_KEPT):,} bytes are kept here")
+        return Chunk(source=f.name, data=placeholder, first_line=first_line, position=f.position(),
+                     record_ids=lambda line: numbered_ids(prefix, pl.Series([start], dtype=pl.Int64).gather(line)),
+                     meta={"reasons": {0: (LINE_TOO_LONG, detail)}, "file": f.name})
 
     def _chunk(self, f: OpenFile, raw: bytes, consumed: int) -> Chunk:
         lines = raw.split(b"\n")
