@@ -120,9 +120,15 @@ def one(mode: str, dashboard: bool, args: argparse.Namespace, log: Path) -> dict
             out, _ = reader.communicate()
             stream_bytes = int(out.strip() or 0)
             server.should_exit = True  # type: ignore[attr-defined]
-        return {"records_per_s": records / wall, "cpu_s": cpu, "wall_s": wall,
-                "stream_kib_per_s": stream_bytes / 1024 / wall, "feed_step_cpu_s": cost["step"],
-                "snapshot_cpu_s": cost["snapshot"], "steps": cost["steps"]}
+        return {
+            "records_per_s": records / wall,
+            "cpu_s": cpu,
+            "wall_s": wall,
+            "stream_kib_per_s": stream_bytes / 1024 / wall,
+            "feed_step_cpu_s": cost["step"],
+            "snapshot_cpu_s": cost["snapshot"],
+            "steps": cost["steps"],
+        }
 
 
 def main() -> None:
@@ -144,16 +150,21 @@ def main() -> None:
                 for dash in (False, True):
                     r = one(mode, dash, args, log)
                     res[dash].append(r)
-                    print(f"{mode:8} dashboard {'open  ' if dash else 'closed'} {r['records_per_s']:>10,.0f} records/s  "
-                          f"cpu {r['cpu_s']:6.1f} s  wall {r['wall_s']:5.1f} s  stream {r['stream_kib_per_s']:.1f} KiB/s  "
-                          f"feed.step {r['feed_step_cpu_s'] * 1000:.0f} ms cpu over {r['steps']} steps, "
-                          f"snapshots {r['snapshot_cpu_s'] * 1000:.0f} ms cpu",
-                          flush=True)
+                    print(
+                        f"{mode:8} dashboard {'open  ' if dash else 'closed'} {r['records_per_s']:>10,.0f} records/s  "
+                        f"cpu {r['cpu_s']:6.1f} s  wall {r['wall_s']:5.1f} s  stream {r['stream_kib_per_s']:.1f} KiB/s  "
+                        f"feed.step {r['feed_step_cpu_s'] * 1000:.0f} ms cpu over {r['steps']} steps, "
+                        f"snapshots {r['snapshot_cpu_s'] * 1000:.0f} ms cpu",
+                        flush=True,
+                    )
             for dash in (False, True):
                 rs = res[dash]
-                print(f"== {mode} dashboard {'open' if dash else 'closed'}: median "
-                      f"{statistics.median(r['records_per_s'] for r in rs):,.0f} records/s, "
-                      f"cpu {statistics.median(r['cpu_s'] for r in rs):.1f} s", flush=True)
+                print(
+                    f"== {mode} dashboard {'open' if dash else 'closed'}: median "
+                    f"{statistics.median(r['records_per_s'] for r in rs):,.0f} records/s, "
+                    f"cpu {statistics.median(r['cpu_s'] for r in rs):.1f} s",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

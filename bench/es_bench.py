@@ -33,8 +33,11 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(exe), "-addr", f"127.0.0.1:{port}", "-no-stdin-watch", "-parent-pid", str(os.getpid())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "-addr", f"127.0.0.1:{port}", "-no-stdin-watch", "-parent-pid", str(os.getpid())],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -53,9 +56,9 @@ def count(url: str, index: str) -> int:
 
 def encode_rate(path: Path, url: str) -> float:
     """Records/s for turning parsed records into bulk bodies (polars + one join), no sending."""
+    from lookout.records import parse_chunk
     from lookout.sinks.elasticsearch import ElasticsearchSink
     from lookout.sources.files import file_chunks
-    from lookout.records import parse_chunk
 
     sink = ElasticsearchSink.from_url(url, index="bench-encode")
     chunks = [(c, parse_chunk(c.data or b"").records) for c in file_chunks(str(path))]
@@ -84,13 +87,16 @@ def main() -> None:
             src = Path(d) / "in.ndjson"
             subprocess.run([LOOKOUT, "generate", str(args.records), "--out", str(src)], check=True)
             t = time.perf_counter()
-            subprocess.run([LOOKOUT, "replay", str(src), "--out", f"{d}/out0", "--json"], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run([LOOKOUT, "replay", str(src), "--out", f"{d}/out0", "--json"], check=True, stdout=subprocess.DEVNULL)
             engine_s = time.perf_counter() - t
             index = f"bench-{int(time.time())}"
             t = time.perf_counter()
-            p = subprocess.run([LOOKOUT, "replay", str(src), "--out", f"{d}/out1", "--json", "--elasticsearch", url,
-                                "--es-index", index], check=True, capture_output=True, text=True)
+            p = subprocess.run(
+                [LOOKOUT, "replay", str(src), "--out", f"{d}/out1", "--json", "--elasticsearch", url, "--es-index", index],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             es_s = time.perf_counter() - t
             n = count(url, index)
             enc = encode_rate(src, url)

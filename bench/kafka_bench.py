@@ -72,8 +72,9 @@ def bench_kafka(data: Path, keep: str | None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     with open(data, "rb") as f:
         records = sum(1 for _ in f)
-    rep = subprocess.run([LOOKOUT, "replay", str(data), "--out", str(work / "replay"), "--json", "--no-progress"],
-                         capture_output=True, text=True)
+    rep = subprocess.run(
+        [LOOKOUT, "replay", str(data), "--out", str(work / "replay"), "--json", "--no-progress"], capture_output=True, text=True
+    )
     replay_stats = json.loads(rep.stdout)
     expected = {k: v for k, v in replay_stats["results"].items()}
 
@@ -84,9 +85,23 @@ def bench_kafka(data: Path, keep: str | None) -> dict:
         log_path = work / "run.log"
         t0 = time.monotonic()
         wall0 = time.time()
-        run = subprocess.Popen([LOOKOUT, "run", "--kafka", broker.bootstrap, "--idle-timeout", "1s", "--no-view",
-                                "--state-dir", str(work / "state"), "--out", str(work / "out")],
-                               stderr=open(log_path, "wb"), stdout=subprocess.DEVNULL)  # noqa: SIM115
+        run = subprocess.Popen(
+            [
+                LOOKOUT,
+                "run",
+                "--kafka",
+                broker.bootstrap,
+                "--idle-timeout",
+                "1s",
+                "--no-view",
+                "--state-dir",
+                str(work / "state"),
+                "--out",
+                str(work / "out"),
+            ],
+            stderr=open(log_path, "wb"),
+            stdout=subprocess.DEVNULL,
+        )  # noqa: SIM115
         got, done_at = count_results(broker.bootstrap, expected, deadline=t0 + 1800)
         total = done_at - t0
         run.terminate()

@@ -39,8 +39,20 @@ P_BROKEN = 0.006
 
 IPV6_POOL = 400
 BROKEN_KINDS = (
-    "truncated", "invalid-utf8", "array", "number", "null", "string", "combined-log", "concatenated",
-    "nan", "control-char", "lone-surrogate", "duplicate-key", "missing-host", "bad-status",
+    "truncated",
+    "invalid-utf8",
+    "array",
+    "number",
+    "null",
+    "string",
+    "combined-log",
+    "concatenated",
+    "nan",
+    "control-char",
+    "lone-surrogate",
+    "duplicate-key",
+    "missing-host",
+    "bad-status",
 )
 _UTC = UTC
 

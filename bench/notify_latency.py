@@ -63,15 +63,34 @@ def main() -> None:
     log = tmp / "access.log"
     log.touch()
     env = {**os.environ, "PORT": str(server.server_address[1])}
-    proc = subprocess.Popen([LOOKOUT, "run", "--tail", str(log), "--rules", str(tmp / "rules.yaml"), "--state-dir",
-                             str(tmp / "state"), "--out", str(tmp / "out"), "--no-view", "--http", "off"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "run.log", "wb"))  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            LOOKOUT,
+            "run",
+            "--tail",
+            str(log),
+            "--rules",
+            str(tmp / "rules.yaml"),
+            "--state-dir",
+            str(tmp / "state"),
+            "--out",
+            str(tmp / "out"),
+            "--no-view",
+            "--http",
+            "off",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "run.log", "wb"),
+    )  # noqa: SIM115
     written: dict[str, float] = {}
     try:
         with open(log, "ab", buffering=0) as f:
+
             def line(client: str) -> None:
-                f.write(orjson.dumps({"@timestamp": round(time.time(), 3), "client_ip": client, "host": "h",
-                                      "status": 200}) + b"\n")
+                f.write(
+                    orjson.dumps({"@timestamp": round(time.time(), 3), "client_ip": client, "host": "h", "status": 200}) + b"\n"
+                )
 
             time.sleep(2)
             n = 0
@@ -101,8 +120,10 @@ def main() -> None:
     print(f"bursts: {len(written)}, notified: {len(lat)}" + (f", MISSING {missing}" if missing else ""))
     if lat:
         p90 = lat[min(len(lat) - 1, int(0.9 * len(lat)))]
-        print(f"firing latency (line written -> receiver): median {statistics.median(lat):.3f} s, "
-              f"p90 {p90:.3f} s, max {lat[-1]:.3f} s")
+        print(
+            f"firing latency (line written -> receiver): median {statistics.median(lat):.3f} s, "
+            f"p90 {p90:.3f} s, max {lat[-1]:.3f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -95,8 +95,9 @@ def run_replay(path: Path, out: Path) -> tuple[float, dict, float]:
     """Wall seconds, replay's --json summary and the peak memory (MiB) of the command: the sum over
     its process and its parse processes (PSS, sampled every 50 ms)."""
     t0 = time.perf_counter()
-    p = subprocess.Popen([LOOKOUT, "replay", str(path), "--out", str(out), "--json", "--no-progress"],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [LOOKOUT, "replay", str(path), "--out", str(out), "--json", "--no-progress"], stdout=subprocess.PIPE, text=True
+    )
     peak = [0.0]
 
     def sample() -> None:
@@ -127,9 +128,17 @@ def bench_replay(kind: str, path: Path, runs: int) -> dict:
     assert best is not None
     wall, summary = best
     n = summary["lines"]
-    return {"input": kind, "lines": n, "rejected": summary["rejected"], "json_loads_per_s": round(yard),
-            "replay_per_s": summary["events_per_second"], "replay_ratio": summary["events_per_second"] / yard,
-            "whole_command_per_s": round(n / wall), "peak_rss_mib": round(rss), "load": load()}
+    return {
+        "input": kind,
+        "lines": n,
+        "rejected": summary["rejected"],
+        "json_loads_per_s": round(yard),
+        "replay_per_s": summary["events_per_second"],
+        "replay_ratio": summary["events_per_second"] / yard,
+        "whole_command_per_s": round(n / wall),
+        "peak_rss_mib": round(rss),
+        "load": load(),
+    }
 
 
 def main() -> None:
@@ -142,21 +151,26 @@ def main() -> None:
     print(f"machine: {machine()}; load average before: {load()}")
     rows = [bench_replay(kind, ensure_input(kind, args.records), args.runs) for kind in ("messy", "clean")]
     print()
-    print(f"replay, {args.records:,} records, four default rules (best of {args.runs}; "
-          "ratio = replay / json.loads loop, same run)")
+    print(
+        f"replay, {args.records:,} records, four default rules (best of {args.runs}; ratio = replay / json.loads loop, same run)"
+    )
     print()
     print("| input | json.loads loop | replay (pipeline) | ratio | whole command | peak PSS (all processes) | rejected | load |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['input']} | {r['json_loads_per_s']:,}/s | {r['replay_per_s']:,}/s | **{r['replay_ratio']:.2f}x** "
-              f"| {r['whole_command_per_s']:,}/s | {r['peak_rss_mib']:,} MiB | {r['rejected']:,} | {r['load']} |")
+        print(
+            f"| {r['input']} | {r['json_loads_per_s']:,}/s | {r['replay_per_s']:,}/s | **{r['replay_ratio']:.2f}x** "
+            f"| {r['whole_command_per_s']:,}/s | {r['peak_rss_mib']:,} MiB | {r['rejected']:,} | {r['load']} |"
+        )
     if args.no_kafka:
         return
     from kafka_bench import bench_kafka
 
     print()
-    print(f"run --kafka, {args.kafka_records:,} records through the Tansu test broker (3 partitions), until every result is on "
-          "the goal topics; replay of the same file and a json.loads loop in the same run")
+    print(
+        f"run --kafka, {args.kafka_records:,} records through the Tansu test broker (3 partitions), until every result is on "
+        "the goal topics; replay of the same file and a json.loads loop in the same run"
+    )
     print()
     print("| input | json.loads loop | replay | run --kafka (after start-up) | kafka / replay | kafka / json.loads | load avg |")
     print("|---|---|---|---|---|---|---|")

@@ -22,8 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-COMMIT_RE = re.compile(r"^(\S+ \S+) DEBUG lookout.run: commit: flush ([\d.]+) ms, checkpoint ([\d.]+) ms \((\w+), (\d+) bytes\), "
-                       r"store upkeep ([\d.]+) ms, store files (\d+)")
+COMMIT_RE = re.compile(
+    r"^(\S+ \S+) DEBUG lookout.run: commit: flush ([\d.]+) ms, checkpoint ([\d.]+) ms \((\w+), (\d+) bytes\), "
+    r"store upkeep ([\d.]+) ms, store files (\d+)"
+)
 
 
 def lookout_cmd() -> list[str]:
@@ -83,8 +85,20 @@ def main() -> int:
     log_path = work / "run.log"
     duration = args.minutes * 60
     env = dict(os.environ, LOOKOUT_LOG_LEVEL="DEBUG")
-    cmd = lookout_cmd() + ["run", "--rate", str(args.rate), "--duration", str(duration), "--no-view",
-                           "--state-dir", str(state), "--out", str(out), "--seed", "21"]
+    cmd = lookout_cmd() + [
+        "run",
+        "--rate",
+        str(args.rate),
+        "--duration",
+        str(duration),
+        "--no-view",
+        "--state-dir",
+        str(state),
+        "--out",
+        str(out),
+        "--seed",
+        "21",
+    ]
     samples = []
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
@@ -96,10 +110,16 @@ def main() -> int:
             if wb is None:
                 break
             store_dir = state / "store"
-            samples.append({"t": round(time.monotonic() - t0, 1), "write_bytes": wb, "rss_mib": rss,
-                            "store_files": sum(1 for _ in store_dir.glob("**/*.parquet")) if store_dir.exists() else 0,
-                            "store_bytes": dir_bytes(store_dir) if store_dir.exists() else 0,
-                            "load": os.getloadavg()[0]})
+            samples.append(
+                {
+                    "t": round(time.monotonic() - t0, 1),
+                    "write_bytes": wb,
+                    "rss_mib": rss,
+                    "store_files": sum(1 for _ in store_dir.glob("**/*.parquet")) if store_dir.exists() else 0,
+                    "store_bytes": dir_bytes(store_dir) if store_dir.exists() else 0,
+                    "load": os.getloadavg()[0],
+                }
+            )
         rc = proc.wait()
     text = log_path.read_text(errors="replace")
     commits = []
@@ -107,8 +127,17 @@ def main() -> int:
         m = COMMIT_RE.match(line)
         if m:
             at = time.mktime(time.strptime(m.group(1).split(",")[0], "%Y-%m-%d %H:%M:%S"))
-            commits.append({"at": at, "flush_ms": float(m.group(2)), "ckpt_ms": float(m.group(3)), "kind": m.group(4),
-                            "bytes": int(m.group(5)), "upkeep_ms": float(m.group(6)), "files": int(m.group(7))})
+            commits.append(
+                {
+                    "at": at,
+                    "flush_ms": float(m.group(2)),
+                    "ckpt_ms": float(m.group(3)),
+                    "kind": m.group(4),
+                    "bytes": int(m.group(5)),
+                    "upkeep_ms": float(m.group(6)),
+                    "files": int(m.group(7)),
+                }
+            )
     m = re.search(r"lookout run stopped: ([\d,]+) lines", text)
     lines = int(m.group(1).replace(",", "")) if m else None
     kept = {"store": dir_bytes(state / "store"), "results": dir_bytes(out), "checkpoint": dir_bytes(state / "checkpoint")}
@@ -128,7 +157,8 @@ def main() -> int:
             "write_MBps": round((sel[-1]["write_bytes"] - sel[0]["write_bytes"]) / dt / 1e6, 2),
             "rss_mib": round(max(s["rss_mib"] or 0 for s in sel)),
             "store_files": max(s["store_files"] for s in sel),
-            "ckpt_p50_ms": round(pct(ck, 50), 1), "ckpt_p99_ms": round(pct(ck, 99), 1),
+            "ckpt_p50_ms": round(pct(ck, 50), 1),
+            "ckpt_p99_ms": round(pct(ck, 99), 1),
             "ckpt_bytes_p50": int(pct([c["bytes"] for c in cs if c["kind"] == "delta"], 50)) if cs else None,
             "flush_p50_ms": round(pct([c["flush_ms"] for c in cs], 50), 1),
             "upkeep_p99_ms": round(pct([c["upkeep_ms"] for c in cs], 99), 1),
@@ -144,32 +174,48 @@ def main() -> int:
             if len(sel) < 2 or not cs:
                 continue
             dt = sel[-1]["t"] - sel[0]["t"]
-            out.append({"minute": i + 1, "commits": len(cs),
-                        "write_MBps": round((sel[-1]["write_bytes"] - sel[0]["write_bytes"]) / dt / 1e6, 2),
-                        "ckpt_p50_ms": round(pct([c["ckpt_ms"] for c in cs], 50)),
-                        "ckpt_max_ms": round(max(c["ckpt_ms"] for c in cs)),
-                        "delta_kB_p50": round(pct([c["bytes"] for c in cs if c["kind"] == "delta"], 50) / 1e3),
-                        "flush_p50_ms": round(pct([c["flush_ms"] for c in cs], 50)),
-                        "upkeep_max_ms": round(max(c["upkeep_ms"] for c in cs)),
-                        "store_files_max": max(s["store_files"] for s in sel),
-                        "rss_mib_max": round(max(s["rss_mib"] or 0 for s in sel)),
-                        "load_avg": round(statistics.mean(s["load"] for s in sel), 1)})
+            out.append(
+                {
+                    "minute": i + 1,
+                    "commits": len(cs),
+                    "write_MBps": round((sel[-1]["write_bytes"] - sel[0]["write_bytes"]) / dt / 1e6, 2),
+                    "ckpt_p50_ms": round(pct([c["ckpt_ms"] for c in cs], 50)),
+                    "ckpt_max_ms": round(max(c["ckpt_ms"] for c in cs)),
+                    "delta_kB_p50": round(pct([c["bytes"] for c in cs if c["kind"] == "delta"], 50) / 1e3),
+                    "flush_p50_ms": round(pct([c["flush_ms"] for c in cs], 50)),
+                    "upkeep_max_ms": round(max(c["upkeep_ms"] for c in cs)),
+                    "store_files_max": max(s["store_files"] for s in sel),
+                    "rss_mib_max": round(max(s["rss_mib"] or 0 for s in sel)),
+                    "load_avg": round(statistics.mean(s["load"] for s in sel), 1),
+                }
+            )
         return out
 
     report = {
-        "rate": args.rate, "seconds": elapsed, "exit": rc, "lines": lines,
+        "rate": args.rate,
+        "seconds": elapsed,
+        "exit": rc,
+        "lines": lines,
         "records_per_s": round(lines / elapsed) if lines and elapsed else None,
-        "load_avg_1m_at_start": round(load0[0], 2), "cpus": os.cpu_count(),
-        "written_bytes": written, "written_MBps": round(written / elapsed / 1e6, 2) if elapsed else None,
-        "kept_bytes": kept, "written_over_kept": round(written / kept_total, 2) if kept_total else None,
-        "commits": len(commits), "snapshots": sum(1 for c in commits if c["kind"] == "snapshot"),
+        "load_avg_1m_at_start": round(load0[0], 2),
+        "cpus": os.cpu_count(),
+        "written_bytes": written,
+        "written_MBps": round(written / elapsed / 1e6, 2) if elapsed else None,
+        "kept_bytes": kept,
+        "written_over_kept": round(written / kept_total, 2) if kept_total else None,
+        "commits": len(commits),
+        "snapshots": sum(1 for c in commits if c["kind"] == "snapshot"),
         "ckpt_ms_p50": round(pct([c["ckpt_ms"] for c in commits], 50), 1),
         "ckpt_ms_p99": round(pct([c["ckpt_ms"] for c in commits], 99), 1),
         "upkeep_ms_p99": round(pct([c["upkeep_ms"] for c in commits], 99), 1),
         "store_files_max": max((s["store_files"] for s in samples), default=0),
-        "first_minute": window(True), "last_minute": window(False), "per_minute": per_minute(),
-        "timeline": [{k: s[k] for k in ("t", "rss_mib", "store_files", "store_bytes")}
-                     | {"write_MB": round(s["write_bytes"] / 1e6, 1)} for s in samples[:: max(1, len(samples) // 20)]],
+        "first_minute": window(True),
+        "last_minute": window(False),
+        "per_minute": per_minute(),
+        "timeline": [
+            {k: s[k] for k in ("t", "rss_mib", "store_files", "store_bytes")} | {"write_MB": round(s["write_bytes"] / 1e6, 1)}
+            for s in samples[:: max(1, len(samples) // 20)]
+        ],
     }
     print(json.dumps(report, indent=2))
     if args.json:

@@ -58,8 +58,12 @@ def seed_design(data: str, master: str, work: str) -> None:
     shutil.rmtree(stage, ignore_errors=True)
     _stage_inputs([data], stage)
     spark = build_session(master)
-    schema = T.StructType([T.StructField(f, T.StringType()) for f in
-                           ("server", "client_ip", "method", "status", "request_time", "host", "country", "@timestamp")])
+    schema = T.StructType(
+        [
+            T.StructField(f, T.StringType())
+            for f in ("server", "client_ip", "method", "status", "request_time", "host", "country", "@timestamp")
+        ]
+    )
 
     def records():  # noqa: ANN202
         df = spark.readStream.option("maxFilesPerTrigger", 1).text(str(stage))
@@ -70,16 +74,23 @@ def seed_design(data: str, master: str, work: str) -> None:
         return df.withWatermark("ts", "10 seconds")
 
     goals = [
-        records().groupby(F.window("ts", "20 seconds", "1 seconds"), F.col("client_ip")).count()
-        .filter("count > 10"),
-        records().filter("status between 400 and 499").groupby(F.window("ts", "30 seconds", "1 seconds"),
-                                                               F.col("host")).count().filter("count > 15"),
+        records().groupby(F.window("ts", "20 seconds", "1 seconds"), F.col("client_ip")).count().filter("count > 10"),
+        records()
+        .filter("status between 400 and 499")
+        .groupby(F.window("ts", "30 seconds", "1 seconds"), F.col("host"))
+        .count()
+        .filter("count > 15"),
         records().filter("status between 200 and 299").groupby(F.window("ts", "1 minutes"), F.col("country")).count(),
         records().groupby(F.window("ts", "1 minutes"), F.col("host")).avg("request_time"),
     ]
     for i, g in enumerate(goals):
-        q = (g.writeStream.outputMode("update").format("noop")
-             .option("checkpointLocation", str(Path(work) / f"seed-ck-{i}")).trigger(availableNow=True).start())
+        q = (
+            g.writeStream.outputMode("update")
+            .format("noop")
+            .option("checkpointLocation", str(Path(work) / f"seed-ck-{i}"))
+            .trigger(availableNow=True)
+            .start()
+        )
         q.awaitTermination()
     shutil.rmtree(stage, ignore_errors=True)
 
@@ -102,8 +113,9 @@ def main() -> None:
         run([str(BIN / "lookout"), "generate", str(args.records), "--out", str(data)])
     try:
         t_replay, _ = run([str(BIN / "lookout"), "replay", str(data), "--out", str(work / "replay"), "--json", "--no-progress"])
-        t_spark, out = run([str(BIN / "lookout"), "spark", "--input", str(data), "--out", str(work / "spark"),
-                            "--master", args.master, "--json"])
+        t_spark, out = run(
+            [str(BIN / "lookout"), "spark", "--input", str(data), "--out", str(work / "spark"), "--master", args.master, "--json"]
+        )
         spark_stats = json.loads(out.strip().splitlines()[-1])
         print(f"replay {t_replay:.1f} s, lookout spark {t_spark:.1f} s", file=sys.stderr, flush=True)
         t_seed = None
@@ -111,18 +123,24 @@ def main() -> None:
             t_seed, _ = run([sys.executable, __file__, "--seed-design", str(data), args.master, str(work)])
         diff = same_results(work / "replay", work / "spark")
         n = args.records
-        print(f"\n{n:,} records ({data.stat().st_size / 1e6:.0f} MB), {os.cpu_count()} cores "
-              f"(load average before: {os.getloadavg()[0]:.1f}), Spark master {args.master}\n")
+        print(
+            f"\n{n:,} records ({data.stat().st_size / 1e6:.0f} MB), {os.cpu_count()} cores "
+            f"(load average before: {os.getloadavg()[0]:.1f}), Spark master {args.master}\n"
+        )
         print("| engine | wall time | records/s | vs replay |")
         print("|---|---:|---:|---:|")
         print(f"| lookout replay (embedded) | {t_replay:.1f} s | {n / t_replay:,.0f} | 1.0x |")
         print(f"| lookout spark (local mode) | {t_spark:.1f} s | {n / t_spark:,.0f} | {t_spark / t_replay:.1f}x slower |")
         if t_seed is not None:
-            print(f"| seed design: 4 queries, window(), update (local mode) | {t_seed:.1f} s | {n / t_seed:,.0f} | "
-                  f"{t_seed / t_replay:.1f}x slower |")
+            print(
+                f"| seed design: 4 queries, window(), update (local mode) | {t_seed:.1f} s | {n / t_seed:,.0f} | "
+                f"{t_seed / t_replay:.1f}x slower |"
+            )
             print(f"\nlookout spark vs the seed design: {t_seed / t_spark:.1f}x faster.")
-        print(f"Spark time inside the process (session start included): {spark_stats['seconds']:.1f} s; "
-              f"results {'identical' if not diff else 'DIFFER in ' + ', '.join(diff)}.")
+        print(
+            f"Spark time inside the process (session start included): {spark_stats['seconds']:.1f} s; "
+            f"results {'identical' if not diff else 'DIFFER in ' + ', '.join(diff)}."
+        )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

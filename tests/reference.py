@@ -72,8 +72,9 @@ class Clock:
     idle: bool = False
 
 
-def reference(lines: list[bytes | Clock], rs: RuleSet,
-              finals: dict[str, list[Result]] | None = None) -> tuple[dict[str, list[Result]], int, int]:
+def reference(
+    lines: list[bytes | Clock], rs: RuleSet, finals: dict[str, list[Result]] | None = None
+) -> tuple[dict[str, list[Result]], int, int]:
     """Results per rule, number of rejected lines (future-stamped ones included), number of late records.
     `finals`, when given, receives every window's final value per rule (whatever the emission mode)."""
     out: dict[str, list[Result]] = {r.name: [] for r in rs.rules}

@@ -161,9 +161,13 @@ def _at(line: bytes, start: float) -> bytes:
 
 def utf8_twins(start: float = START) -> list[tuple[bytes, bytes]]:
     """(line in valid UTF-8, the same line with other bytes that are not UTF-8), one per template."""
-    return [(_at(t.replace(b"X", _GOOD_BYTES[i % len(_GOOD_BYTES)]), start),
-             _at(t.replace(b"X", _BAD_BYTES[i % len(_BAD_BYTES)]), start))
-            for i, t in enumerate(_TWIN_TEMPLATES)]
+    return [
+        (
+            _at(t.replace(b"X", _GOOD_BYTES[i % len(_GOOD_BYTES)]), start),
+            _at(t.replace(b"X", _BAD_BYTES[i % len(_BAD_BYTES)]), start),
+        )
+        for i, t in enumerate(_TWIN_TEMPLATES)
+    ]
 
 
 def byte_lines(start: float = START) -> list[bytes]:
@@ -244,10 +248,16 @@ def messy_records(n: int, seed: int, start: float = 1_659_509_400.0) -> list[str
 # Records far behind the others (lateness is 10 s), each placed after the records of the time
 # in its key: late for some rules (their oldest window had closed) and on time for others.
 LATE_LINES: list[tuple[float, bytes]] = [
-    (40.0, b'{"@timestamp": T10.5, "status": 404, "client_ip": "10.8.8.1", "host": "late.example.com", '
-           b'"country": "LT", "method": "GET", "request_time": 0.2}'),
-    (60.0, b'{"@timestamp": T25, "status": 200, "client_ip": "10.8.8.2", "host": "api_1.example.com", '
-           b'"country": "US", "method": "POST", "server": "s_1", "request_time": 0.9}'),
+    (
+        40.0,
+        b'{"@timestamp": T10.5, "status": 404, "client_ip": "10.8.8.1", "host": "late.example.com", '
+        b'"country": "LT", "method": "GET", "request_time": 0.2}',
+    ),
+    (
+        60.0,
+        b'{"@timestamp": T25, "status": 200, "client_ip": "10.8.8.2", "host": "api_1.example.com", '
+        b'"country": "US", "method": "POST", "server": "s_1", "request_time": 0.9}',
+    ),
     (74.0, b'{"@timestamp": T1, "status": 503, "client_ip": "10.8.8.3", "host": "late.example.com", "request_time": 3}'),
 ]
 

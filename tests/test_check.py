@@ -15,9 +15,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -28,11 +29,18 @@ from tests.fixtures.ports import free_port
 SECRET = "pw-9f3c1e-never-print"
 
 
-def check(lookout_cmd: list[str], *args: str, cwd: Path, env: dict[str, str] | None = None,
-          timeout: float = 60) -> tuple[int, str, float]:
+def check(
+    lookout_cmd: list[str], *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str, float]:
     t0 = time.monotonic()
-    r = subprocess.run([*lookout_cmd, "check", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, **(env or {})})
+    r = subprocess.run(
+        [*lookout_cmd, "check", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     out = r.stdout + r.stderr
     assert "Traceback" not in out, out
     return r.returncode, out, time.monotonic() - t0
@@ -63,12 +71,23 @@ class AuthProxy:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 if self.headers.get("Authorization") != expected:
-                    status, out = 401, orjson.dumps({"error": {"type": "security_exception", "reason":
-                                                    "unable to authenticate user for REST request"}, "status": 401})
+                    status, out = (
+                        401,
+                        orjson.dumps(
+                            {
+                                "error": {"type": "security_exception", "reason": "unable to authenticate user for REST request"},
+                                "status": 401,
+                            }
+                        ),
+                    )
                 else:
                     conn = http.client.HTTPConnection(host, timeout=30)
-                    conn.request(self.command, self.path, body=body or None,
-                                 headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+                    conn.request(
+                        self.command,
+                        self.path,
+                        body=body or None,
+                        headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
+                    )
                     r = conn.getresponse()
                     status, out = r.status, r.read()
                     conn.close()
@@ -103,9 +122,19 @@ def silent_port() -> Iterator[int]:
 
 def test_dry_run_checks_options_and_rules_without_network(lookout_cmd: list[str], tmp_path: Path) -> None:
     closed = free_port()
-    rc, out, took = check(lookout_cmd, "--dry-run", "--kafka", f"127.0.0.1:{closed}", "--elasticsearch",
-                          f"http://elastic:{SECRET}@127.0.0.1:{closed}", "--kafka-config", f"sasl.password={SECRET}",
-                          "--state-dir", "/sys/kernel/x", cwd=tmp_path)
+    rc, out, took = check(
+        lookout_cmd,
+        "--dry-run",
+        "--kafka",
+        f"127.0.0.1:{closed}",
+        "--elasticsearch",
+        f"http://elastic:{SECRET}@127.0.0.1:{closed}",
+        "--kafka-config",
+        f"sasl.password={SECRET}",
+        "--state-dir",
+        "/sys/kernel/x",
+        cwd=tmp_path,
+    )
     assert rc == 0, out
     assert "not contacted (--dry-run)" in line(out, "kafka", "✔")
     assert "not contacted" in line(out, "elasticsearch", "✔")
@@ -122,8 +151,17 @@ def test_dry_run_checks_options_and_rules_without_network(lookout_cmd: list[str]
     assert rc == 1 and bad.endswith("--kafka-config 'no-equals-sign' (argument 1): expected KEY=VALUE"), out
     assert "options" not in out and "pydantic" not in out and "\\x0a" not in out, out  # words, not pydantic's dump
     # a malformed argument that looks secret is not echoed back
-    rc, out, _ = check(lookout_cmd, "--dry-run", "--kafka", "k:9092", "--kafka-config", "acks=all",
-                       "--kafka-config", f"sasl.password:{SECRET}", cwd=tmp_path)
+    rc, out, _ = check(
+        lookout_cmd,
+        "--dry-run",
+        "--kafka",
+        "k:9092",
+        "--kafka-config",
+        "acks=all",
+        "--kafka-config",
+        f"sasl.password:{SECRET}",
+        cwd=tmp_path,
+    )
     assert rc == 1 and "--kafka-config <redacted> (argument 2): expected KEY=VALUE" in line(out, "kafka config", "✘")
     assert SECRET not in out
     rc, out, _ = check(lookout_cmd, "--dry-run", "--rate", "-1", cwd=tmp_path)
@@ -132,8 +170,9 @@ def test_dry_run_checks_options_and_rules_without_network(lookout_cmd: list[str]
     assert rc == 1 and "bootstrap servers must not be empty" in line(out, "kafka", "✘")
 
 
-def test_everything_reachable(lookout_cmd: list[str], kafka_bootstrap: str, kafka_topic: Any, es_url: str,
-                              tmp_path: Path) -> None:
+def test_everything_reachable(
+    lookout_cmd: list[str], kafka_bootstrap: str, kafka_topic: Any, es_url: str, tmp_path: Path
+) -> None:
     from lookout.kafka import KafkaConnection
     from lookout.kafka.admin import ensure_topics
 
@@ -141,9 +180,22 @@ def test_everything_reachable(lookout_cmd: list[str], kafka_bootstrap: str, kafk
     ensure_topics(KafkaConnection(kafka_bootstrap), {topic: 2})
     index = f"idx-{topic}"
     assert http_json("PUT", f"{es_url}/_index_template/lookout-{index}", {"index_patterns": [index]})[0] == 200
-    rc, out, took = check(lookout_cmd, "--kafka", kafka_bootstrap, "--topic", topic, "--elasticsearch", es_url,
-                          "--es-index", index, "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"),
-                          cwd=tmp_path)
+    rc, out, took = check(
+        lookout_cmd,
+        "--kafka",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--elasticsearch",
+        es_url,
+        "--es-index",
+        index,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert rc == 0, out
     k = line(out, "kafka", "✔")
     assert "1 broker(s)" in k and "APIs (Produce v0-" in k and "InitProducerId" in k
@@ -160,17 +212,34 @@ def test_everything_reachable(lookout_cmd: list[str], kafka_bootstrap: str, kafk
     assert took < 15
 
 
-def test_closed_ports_and_a_hung_service_fail_clearly_in_bounded_time(lookout_cmd: list[str], tmp_path: Path,
-                                                                       silent_port: int) -> None:
+def test_closed_ports_and_a_hung_service_fail_clearly_in_bounded_time(
+    lookout_cmd: list[str], tmp_path: Path, silent_port: int
+) -> None:
     closed = free_port()
-    rc, out, took = check(lookout_cmd, "--kafka", f"127.0.0.1:{closed}", "--elasticsearch", f"http://127.0.0.1:{closed}",
-                          "--timeout", "2", cwd=tmp_path)
+    rc, out, took = check(
+        lookout_cmd,
+        "--kafka",
+        f"127.0.0.1:{closed}",
+        "--elasticsearch",
+        f"http://127.0.0.1:{closed}",
+        "--timeout",
+        "2",
+        cwd=tmp_path,
+    )
     assert rc == 1
     assert "Connection refused" in line(out, "kafka", "✘")
     assert "Connection refused" in line(out, "elasticsearch", "✘")
     assert took < 2 * 2 + 1 + 3  # the bound, plus process start-up
-    rc, out, took = check(lookout_cmd, "--kafka", f"127.0.0.1:{silent_port}", "--elasticsearch",
-                          f"http://127.0.0.1:{silent_port}", "--timeout", "2", cwd=tmp_path)
+    rc, out, took = check(
+        lookout_cmd,
+        "--kafka",
+        f"127.0.0.1:{silent_port}",
+        "--elasticsearch",
+        f"http://127.0.0.1:{silent_port}",
+        "--timeout",
+        "2",
+        cwd=tmp_path,
+    )
     assert rc == 1
     assert "cannot reach" in line(out, "kafka", "✘")
     assert "timed out" in line(out, "elasticsearch", "✘")
@@ -210,26 +279,31 @@ def trickling_port() -> Iterator[int]:
     srv.close()
 
 
-def test_a_service_that_never_finishes_answering_is_cut_off(lookout_cmd: list[str], tmp_path: Path,
-                                                            trickling_port: int) -> None:
-    rc, out, took = check(lookout_cmd, "--elasticsearch", f"http://127.0.0.1:{trickling_port}", "--timeout", "1",
-                          cwd=tmp_path)
+def test_a_service_that_never_finishes_answering_is_cut_off(lookout_cmd: list[str], tmp_path: Path, trickling_port: int) -> None:
+    rc, out, took = check(lookout_cmd, "--elasticsearch", f"http://127.0.0.1:{trickling_port}", "--timeout", "1", cwd=tmp_path)
     assert rc == 1
     assert "no answer within 3 s (the service hangs)" in line(out, "elasticsearch", "✘")
     assert took < 3 + 3
 
 
 def test_a_configuration_librdkafka_refuses(lookout_cmd: list[str], tmp_path: Path) -> None:
-    rc, out, _ = check(lookout_cmd, "--kafka", f"127.0.0.1:{free_port()}", "--kafka-config", "no.such.property=1",
-                       "--kafka-config", f"sasl.password={SECRET}", cwd=tmp_path)
+    rc, out, _ = check(
+        lookout_cmd,
+        "--kafka",
+        f"127.0.0.1:{free_port()}",
+        "--kafka-config",
+        "no.such.property=1",
+        "--kafka-config",
+        f"sasl.password={SECRET}",
+        cwd=tmp_path,
+    )
     assert rc == 1 and "librdkafka refused the configuration" in line(out, "kafka", "✘")
     assert "sasl.password=<redacted>" in line(out, "kafka config", "✔") and SECRET not in out
 
 
 def test_the_group_id_names_the_lock_group_checked(lookout_cmd: list[str], kafka_broker: Any, tmp_path: Path) -> None:
     """The lock group is the one run's source would join: `<group.id>.lock` when the user sets group.id."""
-    rc, out, _ = check(lookout_cmd, "--kafka", kafka_broker.bootstrap, "--kafka-config", "group.id=my-deploy",
-                       cwd=tmp_path)
+    rc, out, _ = check(lookout_cmd, "--kafka", kafka_broker.bootstrap, "--kafka-config", "group.id=my-deploy", cwd=tmp_path)
     assert rc == 0, out
     assert "group my-deploy.lock is" in line(out, "kafka lock", "✔")
 
@@ -237,8 +311,9 @@ def test_the_group_id_names_the_lock_group_checked(lookout_cmd: list[str], kafka
 def test_wrong_credentials_are_named_and_never_printed(lookout_cmd: list[str], es_url: str, tmp_path: Path) -> None:
     proxy = AuthProxy(es_url, "lookout", "right-" + SECRET)
     try:
-        rc, out, _ = check(lookout_cmd, "--elasticsearch", proxy.url, "--es-user", "lookout", "--es-password", SECRET,
-                           cwd=tmp_path)
+        rc, out, _ = check(
+            lookout_cmd, "--elasticsearch", proxy.url, "--es-user", "lookout", "--es-password", SECRET, cwd=tmp_path
+        )
         assert rc == 1
         bad = line(out, "elasticsearch", "✘")
         assert "HTTP 401, credentials refused (user lookout)" in bad and "security_exception" in bad
@@ -246,8 +321,13 @@ def test_wrong_credentials_are_named_and_never_printed(lookout_cmd: list[str], e
         url_with_secret = proxy.url.replace("http://", f"http://lookout:{SECRET}@")
         rc, out, _ = check(lookout_cmd, "--elasticsearch", url_with_secret, cwd=tmp_path)
         assert rc == 1 and SECRET not in out
-        rc, out, _ = check(lookout_cmd, "--elasticsearch", proxy.url, cwd=tmp_path,
-                           env={"LOOKOUT_ES_USER": "lookout", "LOOKOUT_ES_PASSWORD": "right-" + SECRET})
+        rc, out, _ = check(
+            lookout_cmd,
+            "--elasticsearch",
+            proxy.url,
+            cwd=tmp_path,
+            env={"LOOKOUT_ES_USER": "lookout", "LOOKOUT_ES_PASSWORD": "right-" + SECRET},
+        )
         assert rc == 0, out
         assert "opensearch" in line(out, "elasticsearch", "✔")
         assert SECRET not in out
@@ -289,9 +369,19 @@ def test_state_dir_contents_and_a_lock_held_by_another_process(lookout_cmd: list
     assert rc == 1 and "old pickle checkpoint" in out, out
     (state / "checkpoint.pkl").unlink()
 
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
-        "print('locked', flush=True); time.sleep(60)"), str(state / "lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
+                "print('locked', flush=True); time.sleep(60)"
+            ),
+            str(state / "lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         rc, out, _ = check(lookout_cmd, "--state-dir", str(state), cwd=tmp_path)
@@ -314,8 +404,14 @@ def test_kafka_lock_holder_is_reported(lookout_cmd: list[str], kafka_broker: Any
 
     ensure_topics(KafkaConnection(kafka_broker.bootstrap), {"test-inter": 1, LOCK_TOPIC: 1})
     assigned = threading.Event()
-    c = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "lookout-test-inter.lock",
-                  "client.id": "the-active-one", "session.timeout.ms": 6000})
+    c = Consumer(
+        {
+            "bootstrap.servers": kafka_broker.bootstrap,
+            "group.id": "lookout-test-inter.lock",
+            "client.id": "the-active-one",
+            "session.timeout.ms": 6000,
+        }
+    )
     c.subscribe([LOCK_TOPIC], on_assign=lambda *_: assigned.set())
     try:
         deadline = time.monotonic() + 20

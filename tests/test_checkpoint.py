@@ -41,8 +41,12 @@ def _state(eng: Engine) -> tuple:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(record_strategy(3.0), min_size=1, max_size=160), st.lists(st.integers(0, 400), max_size=8),
-       st.lists(st.sampled_from(["delta", "snapshot", "close", "none"]), min_size=1, max_size=12), st.booleans())
+@given(
+    st.lists(record_strategy(3.0), min_size=1, max_size=160),
+    st.lists(st.integers(0, 400), max_size=8),
+    st.lists(st.sampled_from(["delta", "snapshot", "close", "none"]), min_size=1, max_size=12),
+    st.booleans(),
+)
 def test_snapshot_plus_deltas_restore_the_exact_state(specs, cuts, actions, default_rules):
     """At every commit, an engine rebuilt from the last snapshot and the deltas since holds the
     same panes, watermark and closed windows as the live one, and goes on to the same results."""
@@ -54,7 +58,7 @@ def test_snapshot_plus_deltas_restore_the_exact_state(specs, cuts, actions, defa
     deltas: list[bytes] = []
     out: dict[str, list] = {r.name: [] for r in rs.rules}
     bounds = sorted({0, len(lines), *[c % (len(lines) + 1) for c in cuts]})
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
         _collect(rs, eng.process(parse_chunk(b"\n".join(lines[a:b]) + b"\n").records).results, out)
         act = actions[i % len(actions)]
         if act == "close" and b < len(lines):  # an idle close mid-stream (later records may be late)
@@ -83,15 +87,33 @@ def test_restore_refuses_other_rules():
 
 def test_blob_is_json_and_arrow_and_refuses_newer_formats():
     eng = Engine(load_rules())
-    lines = make_lines([{"step": 0.1, "back": 0.0, "client": "10.0.0.1", "host": "a", "status": 200, "rt": 0.1,
-                         "country": "US", "method": "GET", "server": "s", "iso": False, "bad": 5}] * 50)
+    lines = make_lines(
+        [
+            {
+                "step": 0.1,
+                "back": 0.0,
+                "client": "10.0.0.1",
+                "host": "a",
+                "status": 200,
+                "rt": 0.1,
+                "country": "US",
+                "method": "GET",
+                "server": "s",
+                "iso": False,
+                "bad": 5,
+            }
+        ]
+        * 50
+    )
     eng.process(parse_chunk(b"\n".join(lines)).records)
     blob = eng.snapshot()
     head, tables = ck.decode(blob)
     assert blob[:4] == b"LKCK" and head["kind"] == "engine-snapshot" and head["fields"]["max_ts"] == eng.max_ts
     assert {t for t in tables if t.startswith("panes/")} == {f"panes/{r.rule.name}" for r in eng.runners if r.panes is not None}
     # alert rules' open alerted windows (incidents need their final values) travel whole
-    assert {t for t in tables if t.startswith("alerted/")} == {f"alerted/{r.rule.name}" for r in eng.runners if r.alerted is not None}
+    assert {t for t in tables if t.startswith("alerted/")} == {
+        f"alerted/{r.rule.name}" for r in eng.runners if r.alerted is not None
+    }
     assert all(isinstance(t, pl.DataFrame) for t in tables.values())
     newer = blob[:4] + struct.pack("<H", ck.FORMAT + 1) + blob[6:]
     with pytest.raises(ck.CheckpointError, match="newer lookout"):
@@ -135,11 +157,22 @@ def test_torn_log_tail_is_ignored_and_cut_before_the_next_append(tmp_path):
     rs = load_rules()
     eng = Engine(rs)
     c = ck.Checkpointer(tmp_path)
-    spec = {"step": 0.2, "back": 0.0, "client": "10.0.0.1", "host": "a", "status": 404, "rt": 0.1,
-            "country": "US", "method": "GET", "server": "s", "iso": False, "bad": 5}
+    spec = {
+        "step": 0.2,
+        "back": 0.0,
+        "client": "10.0.0.1",
+        "host": "a",
+        "status": 404,
+        "rt": 0.1,
+        "country": "US",
+        "method": "GET",
+        "server": "s",
+        "iso": False,
+        "bad": 5,
+    }
     lines = make_lines([spec] * 300)
     for i in range(3):
-        eng.process(parse_chunk(b"\n".join(lines[i * 100:(i + 1) * 100])).records)
+        eng.process(parse_chunk(b"\n".join(lines[i * 100 : (i + 1) * 100])).records)
         c.save({"position": i}, eng)
     c.close()
     log = tmp_path / "checkpoint" / "log-00000001.lkc"
@@ -167,8 +200,19 @@ def test_log_grows_until_a_snapshot_replaces_it(tmp_path):
     eng = Engine(rs)
     c = ck.Checkpointer(tmp_path, snapshot_every=1.0)
     kinds = []
-    spec = {"step": 0.01, "back": 0.0, "client": "10.0.0.1", "host": "a", "status": 404, "rt": 0.1,
-            "country": "US", "method": "GET", "server": "s", "iso": False, "bad": 5}
+    spec = {
+        "step": 0.01,
+        "back": 0.0,
+        "client": "10.0.0.1",
+        "host": "a",
+        "status": 404,
+        "rt": 0.1,
+        "country": "US",
+        "method": "GET",
+        "server": "s",
+        "iso": False,
+        "bad": 5,
+    }
     for i in range(60):
         specs = [dict(spec, client=f"10.0.{i}.{j}") for j in range(200)]
         eng.process(parse_chunk(b"\n".join(make_lines(specs))).records)
@@ -185,8 +229,19 @@ def test_log_grows_until_a_snapshot_replaces_it(tmp_path):
 def test_well_framed_but_malformed_content_is_refused(tmp_path):
     rs = load_rules()
     eng = Engine(rs)
-    spec = {"step": 0.2, "back": 0.0, "client": "10.0.0.1", "host": "a", "status": 404, "rt": 0.1,
-            "country": "US", "method": "GET", "server": "s", "iso": False, "bad": 5}
+    spec = {
+        "step": 0.2,
+        "back": 0.0,
+        "client": "10.0.0.1",
+        "host": "a",
+        "status": 404,
+        "rt": 0.1,
+        "country": "US",
+        "method": "GET",
+        "server": "s",
+        "iso": False,
+        "bad": 5,
+    }
     eng.process(parse_chunk(b"\n".join(make_lines([spec] * 50))).records)
     head, tables = eng.checkpoint_state(full=True)
     bad_tables = dict(tables, **{"panes/goal1-topic": pl.DataFrame({"x": [1]})})
@@ -201,7 +256,8 @@ def test_well_framed_but_malformed_content_is_refused(tmp_path):
     for state in (tmp_path / "a", tmp_path / "b"):
         (state / "checkpoint").mkdir(parents=True)
     (tmp_path / "a" / "checkpoint" / "snapshot-00000001.lkc").write_bytes(
-        ck.frame(ck.encode({"kind": "checkpoint", "meta": {}, "engine": bad_head}, tables)))
+        ck.frame(ck.encode({"kind": "checkpoint", "meta": {}, "engine": bad_head}, tables))
+    )
     with pytest.raises(ck.CheckpointError, match="malformed"):
         ck.Checkpointer(tmp_path / "a").load(Engine(rs))
     (tmp_path / "b" / "checkpoint" / "snapshot-00000001.lkc").write_bytes(ck.frame(ck.encode({"kind": "checkpoint"}, tables)))
@@ -213,14 +269,25 @@ def test_changes_are_tracked_only_once_checkpoints_are_taken():
     """Replay never checkpoints: the engine must not pile up change records for it. A delta
     taken without an earlier checkpoint falls back to the whole state, so it is still exact."""
     rs = load_rules()
-    spec = {"step": 0.05, "back": 0.0, "client": "10.0.0.1", "host": "a", "status": 404, "rt": 0.1,
-            "country": "US", "method": "GET", "server": "s", "iso": False, "bad": 5}
+    spec = {
+        "step": 0.05,
+        "back": 0.0,
+        "client": "10.0.0.1",
+        "host": "a",
+        "status": 404,
+        "rt": 0.1,
+        "country": "US",
+        "method": "GET",
+        "server": "s",
+        "iso": False,
+        "bad": 5,
+    }
     lines = make_lines([dict(spec, client=f"10.0.0.{i % 200}") for i in range(1000)])
     eng = Engine(rs)
     empty = eng.snapshot()  # taken by a fresh engine; tracking starts here
     fresh = Engine(rs)
     for i in range(5):
-        fresh.process(parse_chunk(b"\n".join(lines[i * 200:(i + 1) * 200])).records)
+        fresh.process(parse_chunk(b"\n".join(lines[i * 200 : (i + 1) * 200])).records)
     assert all(not r._touched for r in fresh.runners)
     again = Engine(rs)
     again.restore(empty, [fresh.delta()])

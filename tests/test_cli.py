@@ -13,8 +13,16 @@ import pytest
 
 from lookout.checkpoint import load_meta
 
-GOOD = {"server": "s_v3", "client_ip": "154.85.126.16", "method": "PUT", "status": "201",
-        "request_time": "0.28", "host": "api_38.example.com", "country": "US", "@timestamp": "1659509511.865323"}
+GOOD = {
+    "server": "s_v3",
+    "client_ip": "154.85.126.16",
+    "method": "PUT",
+    "status": "201",
+    "request_time": "0.28",
+    "host": "api_38.example.com",
+    "country": "US",
+    "@timestamp": "1659509511.865323",
+}
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -29,16 +37,19 @@ def test_rules_prints_defaults(lookout_cmd):
     assert "count > 10" in p.stdout and "avg(request_time)" in p.stdout
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("rules: [{name: r, window: 20x, group_by: host}]", "window"),
-    ("rules: [{name: r, window: 1s, group_by: nope}]", "group_by"),
-    ("rules: [{name: r, window: 1s, group_by: host, aggregate: avg(host)}]", "aggregate"),
-    ("rules: [{name: r, window: {size: 1s, hop: 5s}, group_by: host}]", "hop"),
-    ("rules: [{name: r, window: 1s, group_by: host, aggregate: avg(request_time), threshold: '> 1', emit: alert}]", "final"),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {colour: red}}]", "colour"),
-    ("rules: [{name: r, window: 1s, group_by: host, surprise: 1}]", "surprise"),
-    ("rules: [", "YAML"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("rules: [{name: r, window: 20x, group_by: host}]", "window"),
+        ("rules: [{name: r, window: 1s, group_by: nope}]", "group_by"),
+        ("rules: [{name: r, window: 1s, group_by: host, aggregate: avg(host)}]", "aggregate"),
+        ("rules: [{name: r, window: {size: 1s, hop: 5s}, group_by: host}]", "hop"),
+        ("rules: [{name: r, window: 1s, group_by: host, aggregate: avg(request_time), threshold: '> 1', emit: alert}]", "final"),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {colour: red}}]", "colour"),
+        ("rules: [{name: r, window: 1s, group_by: host, surprise: 1}]", "surprise"),
+        ("rules: [", "YAML"),
+    ],
+)
 def test_bad_rules_exit_2_naming_the_field(lookout_cmd, tmp_path, text, needle):
     f = tmp_path / "rules.yaml"
     f.write_text(text)
@@ -64,13 +75,22 @@ def test_replay_writes_results_and_dead_letters(lookout_cmd, tmp_path):
     assert g1 and all(r["count"] == 11 and r["client_ip"] == "154.85.126.16" for r in g1)
     assert list(g1[0]) == ["window", "client_ip", "count"]
     g3 = [json.loads(x) for x in (out / "goal3-topic.jsonl").read_text().splitlines()]
-    assert g3 == [{"window": {"start": "2022-08-03T06:51:00.000Z", "end": "2022-08-03T06:52:00.000Z"}, "country": "US", "count": 30}]
+    assert g3 == [
+        {"window": {"start": "2022-08-03T06:51:00.000Z", "end": "2022-08-03T06:52:00.000Z"}, "country": "US", "count": 30}
+    ]
     g4 = [json.loads(x) for x in (out / "goal4-topic.jsonl").read_text().splitlines()]
-    assert g4 == [{"window": {"start": "2022-08-03T06:51:00.000Z", "end": "2022-08-03T06:52:00.000Z"},
-                   "host": "api_38.example.com", "avg(request_time)": 0.28}]
+    assert g4 == [
+        {
+            "window": {"start": "2022-08-03T06:51:00.000Z", "end": "2022-08-03T06:52:00.000Z"},
+            "host": "api_38.example.com",
+            "avg(request_time)": 0.28,
+        }
+    ]
     rej = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
     assert [(r["reason"], r["line"], r["raw"]) for r in rej] == [
-        ("invalid-json", 31, "{broken"), ("invalid-status", 32, lines[31].decode())]
+        ("invalid-json", 31, "{broken"),
+        ("invalid-status", 32, lines[31].decode()),
+    ]
 
 
 def test_replay_stdin_and_gzip_agree(lookout_cmd, tmp_path):

@@ -39,19 +39,68 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     src.write_bytes(b"".join(before + after) + b"not json\n")
     out, state = d / "out", d / "state"
     exe = Path(sys.executable).parent / "lookout"
-    subprocess.run([str(exe), "replay", str(src), "--out", str(out), "--store", str(state / "store"), "--no-progress"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(exe), "replay", str(src), "--out", str(out), "--store", str(state / "store"), "--no-progress"],
+        check=True,
+        capture_output=True,
+    )
     lines = [
-        {"id": "a", "status": "firing", "rule": "goal1-topic", "key": {"client_ip": ATTACKER},
-         "start": "2022-08-03T06:50:04.000Z", "end": "2022-08-03T06:50:24.000Z", "windows": 1, "peak": 11, "value": 11},
-        {"id": "b", "status": "firing", "rule": "goal2-topic", "key": {"host": HOSTILE_HOST},
-         "start": "2022-08-03T06:50:10.000Z", "end": "2022-08-03T06:50:40.000Z", "windows": 3, "peak": 17, "value": 16},
-        {"id": "c", "status": "firing", "rule": "goal1-topic", "key": {"client_ip": "10.0.0.1"},
-         "start": "2022-08-03T06:50:30.000Z", "end": "2022-08-03T06:50:50.000Z", "windows": 1, "peak": 11, "value": 11},
-        {"id": "c", "status": "merged", "rule": "goal1-topic", "key": {"client_ip": "10.0.0.1"}, "merged_into": "a",
-         "start": "2022-08-03T06:50:30.000Z", "end": "2022-08-03T06:50:50.000Z", "windows": 1, "peak": 11, "value": 11},
-        {"id": "a", "status": "resolved", "rule": "goal1-topic", "key": {"client_ip": ATTACKER},
-         "start": "2022-08-03T06:50:04.000Z", "end": "2022-08-03T06:50:43.000Z", "windows": 20, "peak": 30, "value": 11},
+        {
+            "id": "a",
+            "status": "firing",
+            "rule": "goal1-topic",
+            "key": {"client_ip": ATTACKER},
+            "start": "2022-08-03T06:50:04.000Z",
+            "end": "2022-08-03T06:50:24.000Z",
+            "windows": 1,
+            "peak": 11,
+            "value": 11,
+        },
+        {
+            "id": "b",
+            "status": "firing",
+            "rule": "goal2-topic",
+            "key": {"host": HOSTILE_HOST},
+            "start": "2022-08-03T06:50:10.000Z",
+            "end": "2022-08-03T06:50:40.000Z",
+            "windows": 3,
+            "peak": 17,
+            "value": 16,
+        },
+        {
+            "id": "c",
+            "status": "firing",
+            "rule": "goal1-topic",
+            "key": {"client_ip": "10.0.0.1"},
+            "start": "2022-08-03T06:50:30.000Z",
+            "end": "2022-08-03T06:50:50.000Z",
+            "windows": 1,
+            "peak": 11,
+            "value": 11,
+        },
+        {
+            "id": "c",
+            "status": "merged",
+            "rule": "goal1-topic",
+            "key": {"client_ip": "10.0.0.1"},
+            "merged_into": "a",
+            "start": "2022-08-03T06:50:30.000Z",
+            "end": "2022-08-03T06:50:50.000Z",
+            "windows": 1,
+            "peak": 11,
+            "value": 11,
+        },
+        {
+            "id": "a",
+            "status": "resolved",
+            "rule": "goal1-topic",
+            "key": {"client_ip": ATTACKER},
+            "start": "2022-08-03T06:50:04.000Z",
+            "end": "2022-08-03T06:50:43.000Z",
+            "windows": 20,
+            "peak": 30,
+            "value": 11,
+        },
     ]
     (out / "incidents.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines) + b'{"id": "half-writ')
     return state, out
@@ -145,13 +194,31 @@ def test_records_same_query_as_search(server: str, stored: tuple[Path, Path]) ->
 
     state, _ = stored
     exe = Path(sys.executable).parent / "lookout"
-    cli = subprocess.run([str(exe), "search", "--state-dir", str(state), "--client-ip", ATTACKER, "--status", "2xx",
-                          "--since", "2022-08-03T06:50:21Z", "--until", str(T0 + 22.5), "--limit", "100"],
-                         check=True, capture_output=True)
+    cli = subprocess.run(
+        [
+            str(exe),
+            "search",
+            "--state-dir",
+            str(state),
+            "--client-ip",
+            ATTACKER,
+            "--status",
+            "2xx",
+            "--since",
+            "2022-08-03T06:50:21Z",
+            "--until",
+            str(T0 + 22.5),
+            "--limit",
+            "100",
+        ],
+        check=True,
+        capture_output=True,
+    )
     expected = [orjson.loads(ln) for ln in cli.stdout.splitlines()]
     assert 5 <= len(expected) < 30
-    q = urllib.parse.urlencode({"client_ip": ATTACKER, "status": "2xx", "since": "2022-08-03T06:50:21Z",
-                                "until": str(T0 + 22.5), "limit": "100"})
+    q = urllib.parse.urlencode(
+        {"client_ip": ATTACKER, "status": "2xx", "since": "2022-08-03T06:50:21Z", "until": str(T0 + 22.5), "limit": "100"}
+    )
     status, _, body = get(server + "api/records?" + q)
     assert status == 200 and orjson.loads(body)["records"] == expected
     _, _, body = get(server + "api/records?" + urllib.parse.urlencode({"host": HOSTILE_HOST, "limit": "3"}))
@@ -159,30 +226,33 @@ def test_records_same_query_as_search(server: str, stored: tuple[Path, Path]) ->
     assert len(recs) == 3 and all(r["host"] == HOSTILE_HOST for r in recs)
 
 
-@pytest.mark.parametrize("path, field", [
-    ("api/records?limit=0", "limit"),
-    ("api/records?limit=1001", "limit"),
-    ("api/records?limit=ten", "limit"),
-    ("api/records?limit=-1", "limit"),
-    ("api/records?status=abc", "status"),
-    ("api/records?status=4x", "status"),
-    ("api/records?since=yesterday", "since"),
-    ("api/records?until=1e400", "until"),
-    ("api/records?since=99999999999999999999", "since"),
-    ("api/records?until=-5", "until"),
-    ("api/records?client_ip=a&client_ip=b", "client_ip"),
-    ("api/records?drop=table", "drop"),
-    ("api/records?host=" + "a" * 3000, "host"),
-    ("api/records?host=%00x", "host"),
-    ("api/results/goal1-topic?since=nope", "since"),
-    ("api/results/goal1-topic?host=x", "host"),
-    ("api/results/goal3-topic?limit=99999", "limit"),
-    ("api/incidents?status=open", "status"),
-    ("api/incidents?rule=nope", "rule"),
-    ("api/incidents?limit=0", "limit"),
-    ("api/stats?x=1", "x"),
-    ("api/events?x=1", "x"),
-])
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        ("api/records?limit=0", "limit"),
+        ("api/records?limit=1001", "limit"),
+        ("api/records?limit=ten", "limit"),
+        ("api/records?limit=-1", "limit"),
+        ("api/records?status=abc", "status"),
+        ("api/records?status=4x", "status"),
+        ("api/records?since=yesterday", "since"),
+        ("api/records?until=1e400", "until"),
+        ("api/records?since=99999999999999999999", "since"),
+        ("api/records?until=-5", "until"),
+        ("api/records?client_ip=a&client_ip=b", "client_ip"),
+        ("api/records?drop=table", "drop"),
+        ("api/records?host=" + "a" * 3000, "host"),
+        ("api/records?host=%00x", "host"),
+        ("api/results/goal1-topic?since=nope", "since"),
+        ("api/results/goal1-topic?host=x", "host"),
+        ("api/results/goal3-topic?limit=99999", "limit"),
+        ("api/incidents?status=open", "status"),
+        ("api/incidents?rule=nope", "rule"),
+        ("api/incidents?limit=0", "limit"),
+        ("api/stats?x=1", "x"),
+        ("api/events?x=1", "x"),
+    ],
+)
 def test_bad_parameters_are_400_naming_the_field(server: str, path: str, field: str) -> None:
     status, headers, body = get(server + path)
     assert status == 400, body
@@ -194,7 +264,7 @@ def test_bad_parameters_are_400_naming_the_field(server: str, path: str, field: 
 def test_event_stream_sends_the_snapshot(server: str) -> None:
     import http.client
 
-    host, port = server[len("http://"):].rstrip("/").split(":")
+    host, port = server[len("http://") :].rstrip("/").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     conn.request("GET", "/api/events")
     resp = conn.getresponse()
@@ -204,7 +274,7 @@ def test_event_stream_sends_the_snapshot(server: str) -> None:
         lines.append(resp.readline().rstrip(b"\n"))
     conn.close()
     assert lines[0] == b"retry: 2000" and b"event: snapshot" in lines
-    assert json.loads(lines[-1][len(b"data: "):])["mode"] == "stored"
+    assert json.loads(lines[-1][len(b"data: ") :])["mode"] == "stored"
 
 
 def test_token_required_for_data_not_for_the_page_shell(token_server: str) -> None:
@@ -219,8 +289,12 @@ def test_token_required_for_data_not_for_the_page_shell(token_server: str) -> No
 
 def test_non_loopback_without_token_is_refused_before_binding(stored: tuple[Path, Path], lookout_cmd: list[str]) -> None:
     state, out = stored
-    r = subprocess.run([*lookout_cmd, "serve", "--state-dir", str(state), "--out", str(out), "--http", "192.0.2.1:8080"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [*lookout_cmd, "serve", "--state-dir", str(state), "--out", str(out), "--http", "192.0.2.1:8080"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "--http-token" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([*lookout_cmd, "serve", "--http", "nonsense"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "HOST:PORT" in r.stderr
@@ -232,8 +306,12 @@ def test_busy_port_is_an_error_at_start(stored: tuple[Path, Path], lookout_cmd: 
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         port = s.getsockname()[1]
-        r = subprocess.run([*lookout_cmd, "serve", "--state-dir", str(state), "--out", str(out), "--http",
-                            f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [*lookout_cmd, "serve", "--state-dir", str(state), "--out", str(out), "--http", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
 
 

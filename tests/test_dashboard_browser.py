@@ -29,7 +29,6 @@ from tests.fixtures.dashboard import (
 )
 
 
-
 @pytest.fixture
 def browser_page(tmp_path: Path):
     with sync_playwright() as p:
@@ -78,8 +77,10 @@ def test_live_run_in_browser(tmp_path: Path, browser_page: Page) -> None:
         assert on_screen < 2.0, f"the burst took {on_screen:.2f} s to reach the page"
 
         # the traffic chart got the records: the feed's per-second counts add up to what was appended
-        total = page.evaluate("(() => { const s = window.__lookoutLast; return s ? ['2xx','3xx','4xx','5xx']"
-                              ".reduce((a, k) => a + s.traffic[k].reduce((x, y) => x + y, 0), 0) : -1; })()")
+        total = page.evaluate(
+            "(() => { const s = window.__lookoutLast; return s ? ['2xx','3xx','4xx','5xx']"
+            ".reduce((a, k) => a + s.traffic[k].reduce((x, y) => x + y, 0), 0) : -1; })()"
+        )
         assert total == len(before) + len(after)
 
         alert_row.click()
@@ -111,8 +112,11 @@ def test_stored_run_in_browser(tmp_path: Path, browser_page: Page, lookout_cmd: 
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"".join(before + after))
     out, state = tmp_path / "out", tmp_path / "state"
-    subprocess.run([*lookout_cmd, "replay", str(src), "--out", str(out), "--store", str(state / "store"),
-                    "--no-progress"], check=True, capture_output=True)
+    subprocess.run(
+        [*lookout_cmd, "replay", str(src), "--out", str(out), "--store", str(state / "store"), "--no-progress"],
+        check=True,
+        capture_output=True,
+    )
     if not (out / "incidents.jsonl").exists():  # before issue 10's tracker: derived from goal 1's rows
         (out / "incidents.jsonl").write_bytes(b"".join(derive_incidents(out / "goal1-topic.jsonl")))
     url, proc = start_serve(lookout_cmd, state, out, "--http-token", "s3cret")
@@ -152,9 +156,23 @@ def test_lookout_run_http_serves_the_live_dashboard(tmp_path: Path, browser_page
     log.write_bytes(b"")
     before, after = traffic()
     port = free_port()
-    proc = subprocess.Popen([*lookout_cmd, "run", "--tail", str(log), "--out", str(tmp_path / "out"), "--state-dir",
-                             str(tmp_path / "state"), "--http", f"127.0.0.1:{port}", "--no-view"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *lookout_cmd,
+            "run",
+            "--tail",
+            str(log),
+            "--out",
+            str(tmp_path / "out"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--http",
+            f"127.0.0.1:{port}",
+            "--no-view",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_http(url, proc=proc)

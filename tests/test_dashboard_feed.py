@@ -34,8 +34,14 @@ def test_counts_by_status_class_rejected_and_late() -> None:
     feed, p = feed_with(rs, lines, late)
     s = orjson.loads(feed.snapshot())
     tr = s["traffic"]
-    assert {k: sum(tr[k]) for k in ("2xx", "3xx", "4xx", "5xx", "rejected", "late")} == \
-        {"2xx": 4, "3xx": 1, "4xx": 2, "5xx": 3, "rejected": 2, "late": 1}  # a late record is still a valid one
+    assert {k: sum(tr[k]) for k in ("2xx", "3xx", "4xx", "5xx", "rejected", "late")} == {
+        "2xx": 4,
+        "3xx": 1,
+        "4xx": 2,
+        "5xx": 3,
+        "rejected": 2,
+        "late": 1,
+    }  # a late record is still a valid one
     assert tr["t"][-1] == int(time.time()) and len(tr["t"]) == feed.history
     h = s["health"]
     assert h["records"] == 10 and h["rejected"] == 2 and h["late"] == 1 and h["source"] == "test"
@@ -96,8 +102,21 @@ def test_feed_add_incidents_bumps_version() -> None:
     v = feed.version
     feed.add_incidents([])
     assert feed.version == v
-    feed.add_incidents([{"id": "x", "status": "firing", "rule": "goal1-topic", "key": {"client_ip": "1.2.3.4"},
-                         "start": "a", "end": "b", "windows": 1, "peak": 11, "value": 11}])
+    feed.add_incidents(
+        [
+            {
+                "id": "x",
+                "status": "firing",
+                "rule": "goal1-topic",
+                "key": {"client_ip": "1.2.3.4"},
+                "start": "a",
+                "end": "b",
+                "windows": 1,
+                "peak": 11,
+                "value": 11,
+            }
+        ]
+    )
     assert feed.version == v + 1 and orjson.loads(feed.snapshot())["incidents"][0]["id"] == "x"
 
 
@@ -137,9 +156,14 @@ def test_prefill_from_the_output_files_of_an_earlier_run(tmp_path) -> None:  # n
     (out / "goal3-topic.jsonl").write_bytes(
         b'{"window":{"start":"2022-08-03T06:50:00.000Z","end":"2022-08-03T06:51:00.000Z"},"country":"US","count":7}\n'
         b'{"window":{"start":"2022-08-03T06:51:00.000Z","end":"2022-08-03T06:52:00.000Z"},"country":"US","count":9}\n'
-        b'{"window":{"start":"2022-08-03T06:52:00.000Z","end":"2022-08-03T0')  # a line being written
-    (out / "incidents.jsonl").write_bytes(orjson.dumps({"id": "i1", "status": "firing", "rule": "goal1-topic",
-                                                        "key": {"client_ip": "1.2.3.4"}, "start": "a", "end": "b"}) + b"\n")
+        b'{"window":{"start":"2022-08-03T06:52:00.000Z","end":"2022-08-03T0'
+    )  # a line being written
+    (out / "incidents.jsonl").write_bytes(
+        orjson.dumps(
+            {"id": "i1", "status": "firing", "rule": "goal1-topic", "key": {"client_ip": "1.2.3.4"}, "start": "a", "end": "b"}
+        )
+        + b"\n"
+    )
     feed = DashboardFeed(load_rules(None), out_dir=out)
     feed.prefill()
     s = orjson.loads(feed.snapshot())

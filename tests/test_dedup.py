@@ -21,20 +21,22 @@ from lookout.sources.base import Chunk, Source
 
 S = 1_000_000
 T0 = 1_700_000_000
-RULES = RuleSet.model_validate({"lateness": "1s", "rules": [
-    {"name": "per-second", "window": "1s", "group_by": "server", "aggregate": "count", "emit": "final"}]})
+RULES = RuleSet.model_validate(
+    {
+        "lateness": "1s",
+        "rules": [{"name": "per-second", "window": "1s", "group_by": "server", "aggregate": "count", "emit": "final"}],
+    }
+)
 
 
 def line(i: int, t: float) -> bytes:
-    return orjson.dumps({"client_ip": f"10.0.0.{i % 250}", "status": "200", "host": "h", "server": "s",
-                         "@timestamp": str(t)})
+    return orjson.dumps({"client_ip": f"10.0.0.{i % 250}", "status": "200", "host": "h", "server": "s", "@timestamp": str(t)})
 
 
 def chunk(ids: list[str], times: list[float], position: Any = None) -> Chunk:
     data = b"\n".join(line(i, t) for i, t in enumerate(times)) + b"\n"
     given = pl.Series("id", ids, dtype=pl.String)
-    return Chunk(source="test", data=data, position=position, record_ids=lambda ln: given.gather(ln),
-                 repeatable_ids=True)
+    return Chunk(source="test", data=data, position=position, record_ids=lambda ln: given.gather(ln), repeatable_ids=True)
 
 
 def test_seen_ids_skip_repeats_within_and_across_batches_and_forget_old_ones() -> None:

@@ -35,10 +35,17 @@ def test_generate_appends_to_stdout_opened_for_append(lookout_cmd: list[str], tm
 
 # ------------------------------------------------------------------------------ input file edges
 
+
 def rec(i: int, status: int = 200) -> bytes:
-    return orjson.dumps({"client_ip": f"10.{i // 62_500 % 250}.{i // 250 % 250}.{i % 250 + 1}", "status": str(status),
-                         "host": "h.test",
-                         "request_time": "0.1", "@timestamp": str(1_700_000_000 + i)})
+    return orjson.dumps(
+        {
+            "client_ip": f"10.{i // 62_500 % 250}.{i // 250 % 250}.{i % 250 + 1}",
+            "status": str(status),
+            "host": "h.test",
+            "request_time": "0.1",
+            "@timestamp": str(1_700_000_000 + i),
+        }
+    )
 
 
 def summary_lines(stderr: str) -> tuple[int, int]:
@@ -49,8 +56,9 @@ def summary_lines(stderr: str) -> tuple[int, int]:
 
 
 def replay_lines(lookout_cmd: list[str], path: Path, out: Path) -> dict:
-    p = subprocess.run(lookout_cmd + ["replay", str(path), "--out", str(out), "--json"], capture_output=True,
-                       timeout=120, env=ENV)
+    p = subprocess.run(
+        lookout_cmd + ["replay", str(path), "--out", str(out), "--json"], capture_output=True, timeout=120, env=ENV
+    )
     assert p.returncode == 0, p.stderr
     return orjson.loads(p.stdout)
 
@@ -58,9 +66,27 @@ def replay_lines(lookout_cmd: list[str], path: Path, out: Path) -> dict:
 def test_tail_reads_an_unterminated_last_line_at_idle_close(lookout_cmd: list[str], tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     log.write_bytes(b"\n".join(rec(i) for i in range(50)))  # no newline after the last line
-    p = subprocess.run(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
-                                      str(tmp_path / "out"), "--idle-timeout", "1s", "--duration", "4", "--no-view"],
-                       capture_output=True, text=True, timeout=60, env=ENV)
+    p = subprocess.run(
+        lookout_cmd
+        + [
+            "run",
+            "--tail",
+            str(log),
+            "--state-dir",
+            str(tmp_path / "st"),
+            "--out",
+            str(tmp_path / "out"),
+            "--idle-timeout",
+            "1s",
+            "--duration",
+            "4",
+            "--no-view",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+    )
     assert p.returncode == 0, p.stderr
     assert summary_lines(p.stderr) == (50, 50)
     want = replay_lines(lookout_cmd, log, tmp_path / "replayed")
@@ -68,18 +94,49 @@ def test_tail_reads_an_unterminated_last_line_at_idle_close(lookout_cmd: list[st
     for rule in ("goal3-topic", "goal4-topic"):
         assert (tmp_path / "out" / f"{rule}.jsonl").read_bytes() == (tmp_path / "replayed" / f"{rule}.jsonl").read_bytes()
     # and the position is after it: a restart reads nothing again
-    p = subprocess.run(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
-                                      str(tmp_path / "out"), "--duration", "1.5", "--no-view"],
-                       capture_output=True, text=True, timeout=60, env=ENV)
+    p = subprocess.run(
+        lookout_cmd
+        + [
+            "run",
+            "--tail",
+            str(log),
+            "--state-dir",
+            str(tmp_path / "st"),
+            "--out",
+            str(tmp_path / "out"),
+            "--duration",
+            "1.5",
+            "--no-view",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+    )
     assert summary_lines(p.stderr) == (50, 50)
 
 
 def test_tail_reads_an_unterminated_last_line_at_stop(lookout_cmd: list[str], tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     log.write_bytes(b"\n".join(rec(i) for i in range(20)))
-    proc = subprocess.Popen(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
-                                           str(tmp_path / "out"), "--idle-timeout", "1h", "--no-view"],
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+    proc = subprocess.Popen(
+        lookout_cmd
+        + [
+            "run",
+            "--tail",
+            str(log),
+            "--state-dir",
+            str(tmp_path / "st"),
+            "--out",
+            str(tmp_path / "out"),
+            "--idle-timeout",
+            "1h",
+            "--no-view",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -92,9 +149,27 @@ def test_tail_over_long_line_is_one_dead_letter_at_its_line(lookout_cmd: list[st
     huge = b'{"host": "' + b"x" * (9 << 20) + b'"}'  # 9 MiB: more than two 4 MiB reads
     lines = [rec(0), rec(1), huge, rec(2), b"not json", rec(3)]
     log.write_bytes(b"\n".join(lines) + b"\n" + b"y" * (5 << 20))  # and an unterminated over-long last line
-    p = subprocess.run(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
-                                      str(tmp_path / "out"), "--idle-timeout", "1s", "--duration", "6", "--no-view"],
-                       capture_output=True, text=True, timeout=120, env=ENV)
+    p = subprocess.run(
+        lookout_cmd
+        + [
+            "run",
+            "--tail",
+            str(log),
+            "--state-dir",
+            str(tmp_path / "st"),
+            "--out",
+            str(tmp_path / "out"),
+            "--idle-timeout",
+            "1s",
+            "--duration",
+            "6",
+            "--no-view",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
     assert p.returncode == 0, p.stderr
     assert summary_lines(p.stderr) == (7, 4)
     dead = [orjson.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_bytes().splitlines()]
@@ -113,9 +188,29 @@ def test_run_whose_every_document_is_refused_exits_non_zero(lookout_cmd: list[st
     log = tmp_path / "access.log"
     log.write_bytes(b"".join(rec(i) + b"\n" for i in range(40)))
     env = {k: v for k, v in ENV.items() if not k.startswith("LOOKOUT_ES")}
-    p = subprocess.run(lookout_cmd + ["run", "--tail", str(log), "--state-dir", str(tmp_path / "st"), "--out",
-                                      str(tmp_path / "out"), "--duration", "3", "--no-view", "--elasticsearch", es_url,
-                                      "--es-index", index], capture_output=True, text=True, timeout=120, env=env)
+    p = subprocess.run(
+        lookout_cmd
+        + [
+            "run",
+            "--tail",
+            str(log),
+            "--state-dir",
+            str(tmp_path / "st"),
+            "--out",
+            str(tmp_path / "out"),
+            "--duration",
+            "3",
+            "--no-view",
+            "--elasticsearch",
+            es_url,
+            "--es-index",
+            index,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert p.returncode == 1, p.stderr
     assert "40 documents refused by elasticsearch" in p.stderr
     assert "elasticsearch refused every document it was sent (40)" in p.stderr
@@ -124,10 +219,15 @@ def test_run_whose_every_document_is_refused_exits_non_zero(lookout_cmd: list[st
 
 # ------------------------------------------------------------------------------ produce and SIGTERM
 
+
 def _produce(lookout_cmd: list[str], bootstrap: str, topic: str) -> subprocess.Popen:
-    return subprocess.Popen(lookout_cmd + ["produce", "--kafka", bootstrap, "--topic", topic, "--rate", "2000",
-                                           "--partitions", "2", "--stop-timeout", "3"],
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+    return subprocess.Popen(
+        lookout_cmd
+        + ["produce", "--kafka", bootstrap, "--topic", topic, "--rate", "2000", "--partitions", "2", "--stop-timeout", "3"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
 
 
 def _stop_within(proc: subprocess.Popen, seconds: float) -> tuple[int, str, float]:
@@ -171,6 +271,7 @@ def test_produce_reports_undelivered_messages_when_stopped_in_an_outage(kafka_br
 
 # ------------------------------------------------------------------------------ Elasticsearch restarted empty
 
+
 def test_elasticsearch_restarted_empty_mid_run_is_detected_typed_and_accounted(tmp_path: Path) -> None:
     """The server is killed mid-run and a new, empty one starts on the same port: lookout puts its
     template back before sending again (typed index, not dynamic), says the acknowledged documents
@@ -183,10 +284,28 @@ def test_elasticsearch_restarted_empty_mid_run_is_detected_typed_and_accounted(t
     env = {k: v for k, v in ENV.items() if not k.startswith("LOOKOUT_ES")}
     try:
         with open(err_path, "wb") as err:
-            proc = subprocess.Popen(lookout_cmd_default() + [
-                "run", "--rate", "1000", "--duration", "16", "--no-view", "--state-dir", str(tmp_path / "st"),
-                "--out", str(tmp_path / "out"), "--elasticsearch", srv.url, "--es-index", "t-restart"],
-                stdout=subprocess.DEVNULL, stderr=err, env=env)
+            proc = subprocess.Popen(
+                lookout_cmd_default()
+                + [
+                    "run",
+                    "--rate",
+                    "1000",
+                    "--duration",
+                    "16",
+                    "--no-view",
+                    "--state-dir",
+                    str(tmp_path / "st"),
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--elasticsearch",
+                    srv.url,
+                    "--es-index",
+                    "t-restart",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and _count(srv.url, "t-restart") < 2000:
@@ -239,15 +358,31 @@ def lookout_cmd_default() -> list[str]:
 
 # ------------------------------------------------------------------------------ Kafka: the log changed under the checkpoint
 
+
 class KafkaRun:
     """`lookout run --kafka` on a state dir, stderr in a file."""
 
     def __init__(self, lookout_cmd: list[str], bootstrap: str, tmp: Path, name: str, *extra: str) -> None:
         self.log = tmp / f"{name}.log"
         self.proc = subprocess.Popen(
-            [*lookout_cmd, "run", "--kafka", bootstrap, "--idle-timeout", "1s", "--no-view",
-             "--state-dir", str(tmp / "state"), "--out", str(tmp / "out"), *extra],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"), env=ENV)  # noqa: SIM115
+            [
+                *lookout_cmd,
+                "run",
+                "--kafka",
+                bootstrap,
+                "--idle-timeout",
+                "1s",
+                "--no-view",
+                "--state-dir",
+                str(tmp / "state"),
+                "--out",
+                str(tmp / "out"),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "wb"),
+            env=ENV,
+        )  # noqa: SIM115
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -296,8 +431,7 @@ def _records(n: int, seed: int) -> list[bytes]:
     return [rec(seed * 100_000 + i) for i in range(n)]
 
 
-def test_recreated_topic_is_named_and_read_again_only_when_asked(kafka_broker, lookout_cmd: list[str],
-                                                                   tmp_path: Path) -> None:
+def test_recreated_topic_is_named_and_read_again_only_when_asked(kafka_broker, lookout_cmd: list[str], tmp_path: Path) -> None:
     from tests.test_kafka import create_topic, produce
 
     bs = kafka_broker.bootstrap
@@ -345,8 +479,9 @@ def test_log_shorter_than_the_checkpoint_is_named(kafka_broker, lookout_cmd: lis
     assert "re-created" in err and "before the checkpoint's 200" in err, err
 
 
-def test_broker_restarted_empty_while_running_stops_with_a_clear_message(kafka_broker, lookout_cmd: list[str],
-                                                                         tmp_path: Path) -> None:
+def test_broker_restarted_empty_while_running_stops_with_a_clear_message(
+    kafka_broker, lookout_cmd: list[str], tmp_path: Path
+) -> None:
     from tests.test_kafka import create_topic, produce
 
     bs = kafka_broker.bootstrap
@@ -402,10 +537,28 @@ def test_run_ends_on_one_sigterm_while_elasticsearch_is_frozen(tmp_path: Path, e
     env["LOOKOUT_ES_TIMEOUT"] = "3"  # the bound is --stop-timeout plus one request timeout (a request in flight)
     err_path = tmp_path / "run.err"
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen(lookout_cmd_default() + [
-            "run", "--tail", str(log_file), "--state-dir", str(tmp_path / "st"), "--out", str(tmp_path / "out"),
-            "--no-view", "--stop-timeout", "3", "--elasticsearch", srv.url, "--es-index", "t-stop"],
-            stdout=subprocess.DEVNULL, stderr=err, env=env)
+        proc = subprocess.Popen(
+            lookout_cmd_default()
+            + [
+                "run",
+                "--tail",
+                str(log_file),
+                "--state-dir",
+                str(tmp_path / "st"),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-view",
+                "--stop-timeout",
+                "3",
+                "--elasticsearch",
+                srv.url,
+                "--es-index",
+                "t-stop",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
     try:
         pos_file = tmp_path / "st" / "tail-position.json"
         deadline = time.monotonic() + 60
@@ -444,10 +597,20 @@ def test_elasticsearch_lost_since_checkpoint_is_sent_again(tmp_path: Path) -> No
     from tests.fixtures.elasticsearch import EsServer, http_json
 
     def frame(n: int, start: int) -> tuple[pl.DataFrame, list[str]]:
-        recs = pl.DataFrame({"ts": [1_659_509_511_000_000 + i for i in range(n)], "status": [200] * n,
-                             "request_time": [0.2] * n, "client_ip": ["1.2.3.4"] * n, "host": ["h"] * n,
-                             "country": ["US"] * n, "method": ["GET"] * n, "server": ["s"] * n,
-                             "line": list(range(n))}, schema=SCHEMA)
+        recs = pl.DataFrame(
+            {
+                "ts": [1_659_509_511_000_000 + i for i in range(n)],
+                "status": [200] * n,
+                "request_time": [0.2] * n,
+                "client_ip": ["1.2.3.4"] * n,
+                "host": ["h"] * n,
+                "country": ["US"] * n,
+                "method": ["GET"] * n,
+                "server": ["s"] * n,
+                "line": list(range(n)),
+            },
+            schema=SCHEMA,
+        )
         return recs, [f"t:{start + i}" for i in range(n)]
 
     srv = EsServer().start()

@@ -63,8 +63,9 @@ def option_value(args: list[str], flag: str) -> str | None:
 
 
 def test_compose_topology() -> None:
-    assert {"kafka", "elasticsearch", "kibana", "lookout", "producer", "spark-master", "spark-worker",
-            "spark-driver"} <= set(SERVICES)
+    assert {"kafka", "elasticsearch", "kibana", "lookout", "producer", "spark-master", "spark-worker", "spark-driver"} <= set(
+        SERVICES
+    )
     kafka_env = env_of(SERVICES["kafka"])
     assert "controller" in kafka_env["KAFKA_PROCESS_ROLES"] and not any("ZOOKEEPER" in k for k in kafka_env)
     assert not any("zookeeper" in name for name in SERVICES)
@@ -92,8 +93,13 @@ def test_lookout_command_lines_are_accepted(name: str, monkeypatch: pytest.Monke
     if args[0] in ("run", "check"):
         # check takes run's own parameters: `check --dry-run` validates the run line and its rules
         line = ["check", "--dry-run", *args[1:]] if args[0] == "run" else [*args, "--dry-run"]
-        r = subprocess.run([sys.executable, "-m", "lookout", *line], capture_output=True, text=True, timeout=60,
-                           env={**os.environ, **{k: substitute(v) for k, v in env_of(service).items()}})
+        r = subprocess.run(
+            [sys.executable, "-m", "lookout", *line],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **{k: substitute(v) for k, v in env_of(service).items()}},
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         assert "✘" not in r.stdout
 
@@ -128,8 +134,9 @@ def test_environment_names_are_read_by_the_command(name: str) -> None:
 def test_interpolated_variables_are_documented_and_shared() -> None:
     text = (DEPLOY / "compose.yaml").read_text()
     used = set(INTERPOLATION.findall(text))
-    example = {line.split("=", 1)[0] for line in (DEPLOY / "env.example").read_text().splitlines()
-               if line and not line.startswith("#")}
+    example = {
+        line.split("=", 1)[0] for line in (DEPLOY / "env.example").read_text().splitlines() if line and not line.startswith("#")
+    }
     assert used == example
     # the password es-setup gives the `lookout` user is the one lookout logs in with
     assert env_of(SERVICES["es-setup"])["LOOKOUT_ES_PASSWORD"].startswith("${LOOKOUT_ES_PASSWORD")
@@ -155,7 +162,7 @@ def test_ports_volumes_and_addresses_agree() -> None:
             assert ip == "127.0.0.1", f"{name}: {p} is published beyond loopback"
             published.append(host_port)
         deps = s.get("depends_on", {})
-        for dep, cond in (deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps)):
+        for dep, cond in deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps):
             assert dep in SERVICES, f"{name} depends on unknown {dep}"
             if cond.get("condition") == "service_healthy":
                 assert "healthcheck" in SERVICES[dep], f"{name} waits for {dep} to be healthy; it has no healthcheck"
@@ -226,15 +233,32 @@ def test_install_script_in_a_fresh_venv(tmp_path: Path) -> None:
     venv, site = venv_with_shared_deps(tmp_path)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    r = subprocess.run(["sh", str(DEPLOY / "install.sh"), str(wheel), "kafka,elasticsearch"], cwd=work,
-                       env=clean_env(LOOKOUT_VENV=str(venv), PIP_NO_INDEX="1", PYTHON=sys.executable),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["sh", str(DEPLOY / "install.sh"), str(wheel), "kafka,elasticsearch"],
+        cwd=work,
+        env=clean_env(LOOKOUT_VENV=str(venv), PIP_NO_INDEX="1", PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "lookout, version 0.1.0" in r.stdout and f"lookout installed in {venv}" in r.stdout
     assert list(site.glob("lookout-0.1.0.dist-info"))
-    help_ = subprocess.run([str(venv / "bin" / "lookout"), "kibana-setup", "--help"], cwd=work, env=clean_env(),
-                           capture_output=True, text=True, timeout=60)
+    help_ = subprocess.run(
+        [str(venv / "bin" / "lookout"), "kibana-setup", "--help"],
+        cwd=work,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert help_.returncode == 0 and "Import lookout's data views" in help_.stdout
-    missing = subprocess.run(["sh", str(DEPLOY / "install.sh"), str(tmp_path / "nope.whl")], cwd=work,
-                             env=clean_env(LOOKOUT_VENV=str(venv)), capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        ["sh", str(DEPLOY / "install.sh"), str(tmp_path / "nope.whl")],
+        cwd=work,
+        env=clean_env(LOOKOUT_VENV=str(venv)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 2 and "no such wheel" in missing.stderr

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from urllib.parse import quote
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import polars as pl
@@ -21,8 +21,9 @@ from tests.fixtures.elasticsearch import http_json
 LOOKOUT = [str(Path(sys.executable).parent / "lookout")]
 
 
-def lookout(*args: str, env: dict[str, str] | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def lookout(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOKOUT_ES", "LOOKOUT_ELASTICSEARCH"))}
     full_env.update(env or {})
     p = subprocess.run([*LOOKOUT, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
@@ -56,16 +57,36 @@ def replayed(tmp_path_factory: pytest.TempPathFactory, es_url: str) -> dict:
     """5,000 generated records replayed once into index `t-replay`, with the embedded store too."""
     d = tmp_path_factory.mktemp("es-replay")
     src = generate(d / "in.ndjson", 5000)
-    p = lookout("replay", str(src), "--out", str(d / "out"), "--store", str(d / "store"), "--json",
-                "--elasticsearch", es_url, "--es-index", "t-replay")
+    p = lookout(
+        "replay",
+        str(src),
+        "--out",
+        str(d / "out"),
+        "--store",
+        str(d / "store"),
+        "--json",
+        "--elasticsearch",
+        es_url,
+        "--es-index",
+        "t-replay",
+    )
     return {"dir": d, "src": src, "index": "t-replay", "summary": orjson.loads(p.stdout)}
 
 
 def test_replay_count_is_exact_and_a_second_replay_adds_nothing(replayed: dict, es_url: str) -> None:
     assert replayed["summary"]["records"] == 5000
     assert server_count(es_url, "t-replay") == 5000
-    lookout("replay", str(replayed["src"]), "--out", str(replayed["dir"] / "out2"), "--json",
-            "--elasticsearch", es_url, "--es-index", "t-replay")
+    lookout(
+        "replay",
+        str(replayed["src"]),
+        "--out",
+        str(replayed["dir"] / "out2"),
+        "--json",
+        "--elasticsearch",
+        es_url,
+        "--es-index",
+        "t-replay",
+    )
     assert server_count(es_url, "t-replay") == 5000  # same ids: overwritten, not added
     # the id is the source position: file + line
     first_id = quote(f"{replayed['src']}:1", safe="")
@@ -85,10 +106,18 @@ def test_typed_mapping_makes_status_aggregatable(replayed: dict, es_url: str) ->
     status, mapping = http_json("GET", f"{es_url}/t-replay/_mapping")
     props = mapping["t-replay"]["mappings"]["properties"]
     assert {f: props[f]["type"] for f in RECORD_TYPES} == RECORD_TYPES
-    status, res = http_json("POST", f"{es_url}/t-replay/_search", {
-        "size": 0, "aggs": {"s": {"terms": {"field": "status", "size": 100}},
-                            "rt": {"avg": {"field": "request_time"}},
-                            "r4xx": {"range": {"field": "status", "ranges": [{"from": 400, "to": 500}]}}}})
+    status, res = http_json(
+        "POST",
+        f"{es_url}/t-replay/_search",
+        {
+            "size": 0,
+            "aggs": {
+                "s": {"terms": {"field": "status", "size": 100}},
+                "rt": {"avg": {"field": "request_time"}},
+                "r4xx": {"range": {"field": "status", "ranges": [{"from": 400, "to": 500}]}},
+            },
+        },
+    )
     assert status == 200, res
     got = {b["key"]: b["doc_count"] for b in res["aggregations"]["s"]["buckets"]}
     df = input_frame(replayed["src"])
@@ -107,11 +136,26 @@ def test_count_and_search_answer_from_the_server(replayed: dict, es_url: str) ->
     p = lookout("count", "--elasticsearch", es_url, "--index", "t-no-such-index")
     assert orjson.loads(p.stdout) == {"count": 0}
     store = str(replayed["dir"] / "store")
-    for filters in (["--status", "4xx", "--limit", "15"], ["--host", "api_7.example.com", "--limit", "5"],
-                    ["--country", "DE", "--method", "POST", "--since", "2022-08-03T06:50:30Z",
-                     "--until", "2022-08-03T06:51:00Z", "--limit", "500"]):
-        es = [orjson.loads(x) for x in lookout("search", "--elasticsearch", es_url, "--index", "t-replay",
-                                               *filters).stdout.splitlines()]
+    for filters in (
+        ["--status", "4xx", "--limit", "15"],
+        ["--host", "api_7.example.com", "--limit", "5"],
+        [
+            "--country",
+            "DE",
+            "--method",
+            "POST",
+            "--since",
+            "2022-08-03T06:50:30Z",
+            "--until",
+            "2022-08-03T06:51:00Z",
+            "--limit",
+            "500",
+        ],
+    ):
+        es = [
+            orjson.loads(x)
+            for x in lookout("search", "--elasticsearch", es_url, "--index", "t-replay", *filters).stdout.splitlines()
+        ]
         emb = [orjson.loads(x) for x in lookout("search", "--store", store, *filters).stdout.splitlines()]
         assert es, filters
         # same rows, same shape; within one millisecond the order is the server's (it keeps ms)
@@ -123,9 +167,18 @@ def test_count_and_search_answer_from_the_server(replayed: dict, es_url: str) ->
 def test_429_answers_lead_to_backoff_then_success(tmp_path: Path, fault_proxy, es_url: str) -> None:
     proxy = fault_proxy(fail_bulks=3, item_429_bulks=2)
     src = generate(tmp_path / "in.ndjson", 3000, seed=11)
-    p = lookout("replay", str(src), "--out", str(tmp_path / "out"), "--json",
-                "--elasticsearch", proxy.url, "--es-index", "t-429",
-                env={"LOOKOUT_ES_BULK_DOCS": "500"})
+    p = lookout(
+        "replay",
+        str(src),
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+        "--elasticsearch",
+        proxy.url,
+        "--es-index",
+        "t-429",
+        env={"LOOKOUT_ES_BULK_DOCS": "500"},
+    )
     assert proxy.answered_429 == 3 and proxy.items_429 > 0
     assert "retrying" in p.stderr and "answering again" in p.stderr
     assert server_count(es_url, "t-429") == 3000
@@ -142,8 +195,7 @@ def test_mapping_rejection_goes_to_dead_letters_with_the_servers_reason(tmp_path
     good = [dict(orjson.loads(ln), server="7") for ln in src.read_bytes().splitlines()]
     bad = [dict(good[0], server="s_v3"), dict(good[1], server="s_v4")]
     src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in good + bad))
-    p = lookout("replay", str(src), "--out", str(tmp_path / "out"), "--json",
-                "--elasticsearch", es_url, "--es-index", "t-reject")
+    p = lookout("replay", str(src), "--out", str(tmp_path / "out"), "--json", "--elasticsearch", es_url, "--es-index", "t-reject")
     assert orjson.loads(p.stdout)["records"] == 1002  # lookout accepts both
     assert orjson.loads(p.stdout)["refused"] == {"elasticsearch": 2}  # the server refused two: partial, exit 0
     assert server_count(es_url, "t-reject") == 1000
@@ -159,16 +211,25 @@ def test_mapping_rejection_goes_to_dead_letters_with_the_servers_reason(tmp_path
     assert "2 rejected" in p.stderr
 
 
-def test_existing_index_with_other_types_is_reported_and_its_rejections_dead_lettered(
-        tmp_path: Path, es_url: str) -> None:
+def test_existing_index_with_other_types_is_reported_and_its_rejections_dead_lettered(tmp_path: Path, es_url: str) -> None:
     """An index created before lookout's template keeps its own mapping (templates apply at
     creation only): here `host` is an `ip`, so every document is refused - and every one is
     accounted for, in the dead letters and the summary, and the command fails (exit 1)."""
     status, body = http_json("PUT", f"{es_url}/t-conflict", {"mappings": {"properties": {"host": {"type": "ip"}}}})
     assert status == 200, body
     src = generate(tmp_path / "in.ndjson", 300, seed=5)
-    p = lookout("replay", str(src), "--out", str(tmp_path / "out"), "--json",
-                "--elasticsearch", es_url, "--es-index", "t-conflict", check=False)
+    p = lookout(
+        "replay",
+        str(src),
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+        "--elasticsearch",
+        es_url,
+        "--es-index",
+        "t-conflict",
+        check=False,
+    )
     assert p.returncode == 1, p.stderr
     assert orjson.loads(p.stdout)["refused"] == {"elasticsearch": 300}
     assert "error: elasticsearch refused every document sent (300)" in p.stderr
@@ -182,8 +243,20 @@ def test_existing_index_with_other_types_is_reported_and_its_rejections_dead_let
 def test_daily_indices_behind_the_alias_and_rule_results(tmp_path: Path, es_url: str) -> None:
     src = generate(tmp_path / "in.ndjson", 3000, start=1_659_571_185.0)  # 23:59:45 UTC: crosses midnight
     out = tmp_path / "out"
-    lookout("replay", str(src), "--out", str(out), "--json", "--elasticsearch", es_url, "--es-index", "t-daily",
-            "--es-daily", "--es-results", env={"LOOKOUT_ES_RESULTS_PREFIX": "t-res-"})
+    lookout(
+        "replay",
+        str(src),
+        "--out",
+        str(out),
+        "--json",
+        "--elasticsearch",
+        es_url,
+        "--es-index",
+        "t-daily",
+        "--es-daily",
+        "--es-results",
+        env={"LOOKOUT_ES_RESULTS_PREFIX": "t-res-"},
+    )
     status, aliases = http_json("GET", f"{es_url}/_alias/t-daily")
     assert sorted(aliases) == ["t-daily-2022.08.03", "t-daily-2022.08.04"]
     assert server_count(es_url, "t-daily") == 3000
@@ -214,19 +287,41 @@ def test_credentials_are_sent_as_configured(tmp_path: Path, fault_proxy, es_url:
         proxy = fault_proxy()
         userinfo = proxy.url.replace("http://", "http://elastic:p%40ss@")
         args = [a.replace("{proxy}", proxy.url).replace("{userinfo}", userinfo) for a in args]
-        lookout("replay", str(src), "--out", str(tmp_path / "out"), "--json", "--es-index", "t-auth",
-                "--elasticsearch", *args, env=env)
+        lookout(
+            "replay",
+            str(src),
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+            "--es-index",
+            "t-auth",
+            "--elasticsearch",
+            *args,
+            env=env,
+        )
         assert proxy.authorization == {want}, (args, proxy.authorization)
     assert server_count(es_url, "t-auth") == 50
 
 
 def test_incidents_are_indexed_by_id_with_their_last_status(tmp_path: Path, es_url: str) -> None:
     rules = tmp_path / "rules.yaml"
-    rules.write_text("rules: [{name: busy, window: {size: 20s, hop: 1s}, group_by: client_ip, aggregate: count, "
-                     "threshold: count > 3}]\n")
+    rules.write_text(
+        "rules: [{name: busy, window: {size: 20s, hop: 1s}, group_by: client_ip, aggregate: count, threshold: count > 3}]\n"
+    )
     src = generate(tmp_path / "in.ndjson", 3000)
-    lookout("replay", str(src), "--rules", str(rules), "--out", str(tmp_path / "out"), "--json",
-            "--elasticsearch", es_url, "--es-index", "t-incidents")
+    lookout(
+        "replay",
+        str(src),
+        "--rules",
+        str(rules),
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+        "--elasticsearch",
+        es_url,
+        "--es-index",
+        "t-incidents",
+    )
     lines = [orjson.loads(x) for x in (tmp_path / "out" / "incidents.jsonl").read_bytes().splitlines()]
     ids = {d["id"] for d in lines}
     assert ids and server_count(es_url, "lookout-incidents") >= len(ids)

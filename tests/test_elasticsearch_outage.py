@@ -31,10 +31,28 @@ def test_frozen_server_mid_run_loses_and_duplicates_nothing(tmp_path: Path, es_p
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_ES")}
     env["LOOKOUT_ES_TIMEOUT"] = "3"  # so the freeze shows up as timeouts, retried (and re-sent) by lookout
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen([LOOKOUT, "run", "--rate", "500", "--duration", "26", "--no-view",
-                                 "--state-dir", str(state), "--out", str(out),
-                                 "--elasticsearch", srv.url, "--es-index", "t-freeze"],
-                                stdout=subprocess.DEVNULL, stderr=err, env=env)
+        proc = subprocess.Popen(
+            [
+                LOOKOUT,
+                "run",
+                "--rate",
+                "500",
+                "--duration",
+                "26",
+                "--no-view",
+                "--state-dir",
+                str(state),
+                "--out",
+                str(out),
+                "--elasticsearch",
+                srv.url,
+                "--es-index",
+                "t-freeze",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
     try:
         seen: list[int] = []  # the seed's check: `curl …/test-inter/_count` grows while run goes
         deadline = time.monotonic() + 30
@@ -87,9 +105,20 @@ def test_abort_ends_a_flush_blocked_by_a_frozen_server(es_private_server: EsServ
 
     srv = es_private_server
     sink = ElasticsearchSink.from_url(srv.url, index="t-abort", timeout=1.0)
-    recs = pl.DataFrame({"ts": [1_659_509_511_865_323], "status": [200], "request_time": [0.2],
-                         "client_ip": ["1.2.3.4"], "host": ["h"], "country": ["US"], "method": ["GET"],
-                         "server": ["s"], "line": [0]}, schema=SCHEMA)
+    recs = pl.DataFrame(
+        {
+            "ts": [1_659_509_511_865_323],
+            "status": [200],
+            "request_time": [0.2],
+            "client_ip": ["1.2.3.4"],
+            "host": ["h"],
+            "country": ["US"],
+            "method": ["GET"],
+            "server": ["s"],
+            "line": [0],
+        },
+        schema=SCHEMA,
+    )
     sink.write_records(recs, ["t:1"])
     sink.flush()
     sink.write_records(recs, ["t:2"])

@@ -23,8 +23,9 @@ from lookout.sinks.es_http import EsClient, EsConfig
 from lookout.sinks.es_mapping import RECORD_TYPES
 
 REAL_URL = os.environ.get("LOOKOUT_TEST_ES_URL")
-pytestmark = pytest.mark.skipif(not REAL_URL, reason="opt-in: set LOOKOUT_TEST_ES_URL to test against a real "
-                                                     "Elasticsearch/OpenSearch")
+pytestmark = pytest.mark.skipif(
+    not REAL_URL, reason="opt-in: set LOOKOUT_TEST_ES_URL to test against a real Elasticsearch/OpenSearch"
+)
 LOOKOUT = str(Path(sys.executable).parent / "lookout")
 
 
@@ -48,15 +49,16 @@ def test_real_server_count_mapping_idempotence(tmp_path: Path) -> None:
     _run("generate", "3000", "--out", str(src))
     try:
         for _ in range(2):  # the second replay must add nothing
-            _run("replay", str(src), "--out", str(tmp_path / "out"), "--json", "--elasticsearch", REAL_URL,
-                 "--es-index", index)
+            _run("replay", str(src), "--out", str(tmp_path / "out"), "--json", "--elasticsearch", REAL_URL, "--es-index", index)
             req("POST", f"/{index}/_refresh")
             assert req("GET", f"/{index}/_count")["count"] == 3000
         props = req("GET", f"/{index}/_mapping")[index]["mappings"]["properties"]
         assert {f: props[f]["type"] for f in RECORD_TYPES} == RECORD_TYPES
         aggs = req("POST", f"/{index}/_search", {"size": 0, "aggs": {"s": {"terms": {"field": "status"}}}})
-        assert sum(b["doc_count"] for b in aggs["aggregations"]["s"]["buckets"]) + \
-            aggs["aggregations"]["s"]["sum_other_doc_count"] == 3000
+        assert (
+            sum(b["doc_count"] for b in aggs["aggregations"]["s"]["buckets"]) + aggs["aggregations"]["s"]["sum_other_doc_count"]
+            == 3000
+        )
         p = _run("count", "--elasticsearch", REAL_URL, "--index", index)
         assert orjson.loads(p.stdout) == {"count": 3000}
         rows = _run("search", "--elasticsearch", REAL_URL, "--index", index, "--status", "4xx", "--limit", "5")

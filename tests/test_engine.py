@@ -3,6 +3,8 @@ the batch boundaries; plus window edge cases."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import orjson
 import polars as pl
 from hypothesis import HealthCheck, given, settings
@@ -40,19 +42,21 @@ rules:
 
 
 def record_strategy(lateness_s: float):
-    return st.fixed_dictionaries({
-        "step": st.floats(0, 1.5),
-        "back": st.one_of(st.just(0.0), st.floats(0, lateness_s * 1.6)),  # sometimes beyond lateness
-        "client": st.sampled_from(["10.0.0.1", "10.0.0.2", "2001:db8::1", "10.0.0.4"]),
-        "host": st.sampled_from(["a.example.com", "b.example.com", "c.example.com"]),
-        "status": st.sampled_from([200, "200", 201, 304, 404, "404", 403, 500, 503]),
-        "rt": st.one_of(st.none(), st.just("-"), st.sampled_from([0.0, 0.01, 0.05, 0.2, 0.5, 0.9, "0.3", "1.25"])),
-        "country": st.one_of(st.none(), st.sampled_from(["US", "DE", "-", ""])),
-        "method": st.sampled_from(["GET", "POST", None]),
-        "server": st.sampled_from(["s1", "s2"]),
-        "iso": st.booleans(),
-        "bad": st.integers(0, 30),
-    })
+    return st.fixed_dictionaries(
+        {
+            "step": st.floats(0, 1.5),
+            "back": st.one_of(st.just(0.0), st.floats(0, lateness_s * 1.6)),  # sometimes beyond lateness
+            "client": st.sampled_from(["10.0.0.1", "10.0.0.2", "2001:db8::1", "10.0.0.4"]),
+            "host": st.sampled_from(["a.example.com", "b.example.com", "c.example.com"]),
+            "status": st.sampled_from([200, "200", 201, 304, 404, "404", 403, 500, 503]),
+            "rt": st.one_of(st.none(), st.just("-"), st.sampled_from([0.0, 0.01, 0.05, 0.2, 0.5, 0.9, "0.3", "1.25"])),
+            "country": st.one_of(st.none(), st.sampled_from(["US", "DE", "-", ""])),
+            "method": st.sampled_from(["GET", "POST", None]),
+            "server": st.sampled_from(["s1", "s2"]),
+            "iso": st.booleans(),
+            "bad": st.integers(0, 30),
+        }
+    )
 
 
 def make_lines(specs: list[dict], on_boundary: bool = False) -> list[bytes]:
@@ -66,13 +70,21 @@ def make_lines(specs: list[dict], on_boundary: bool = False) -> list[bytes]:
         t = round(t, 3)
         ts: object = t
         if s["iso"]:
-            from datetime import datetime, timezone
+            from datetime import datetime
 
-            ts = datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+            ts = datetime.fromtimestamp(t, tz=UTC).isoformat()
         elif s["bad"] % 3 == 0:
             ts = f"{t:.3f}"
-        rec = {"@timestamp": ts, "client_ip": s["client"], "host": s["host"], "status": s["status"],
-               "request_time": s["rt"], "country": s["country"], "method": s["method"], "server": s["server"]}
+        rec = {
+            "@timestamp": ts,
+            "client_ip": s["client"],
+            "host": s["host"],
+            "status": s["status"],
+            "request_time": s["rt"],
+            "country": s["country"],
+            "method": s["method"],
+            "server": s["server"],
+        }
         if s["bad"] == 0:
             lines.append(b"{not json")
             continue
@@ -87,7 +99,7 @@ def run_engine(lines: list[bytes], rs, cuts: list[int]) -> tuple[dict, int, int]
     out: dict[str, list] = {r.name: [] for r in rs.rules}
     rejected = late = 0
     bounds = sorted({0, len(lines), *[c % (len(lines) + 1) for c in cuts]})
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         parsed = parse_chunk(b"\n".join(lines[a:b]) + b"\n")
         rejected += len(parsed.rejected)
         res = eng.process(parsed.records)
@@ -101,7 +113,7 @@ def _collect(rs, results: dict[str, pl.DataFrame], out: dict) -> None:
     for name, df in results.items():
         nk = len(rs.by_name[name].group_by)
         for row in df.iter_rows():
-            out[name].append((row[0], row[1], tuple(row[2:2 + nk]), row[-1]))
+            out[name].append((row[0], row[1], tuple(row[2 : 2 + nk]), row[-1]))
 
 
 def _last(rows: list) -> dict:
@@ -142,9 +154,22 @@ def test_seed_rules_match_reference(specs, cuts):
 
 
 def test_batch_boundaries_do_not_change_results():
-    specs = [{"step": 0.07, "back": (i * 7919 % 13) / 10, "client": ["10.0.0.1", "10.0.0.2"][i % 2],
-              "host": "a.example.com", "status": [200, 404][i % 3 == 0], "rt": 0.1 * (i % 5), "country": "US",
-              "method": "GET", "server": "s1", "iso": False, "bad": 5} for i in range(3000)]
+    specs = [
+        {
+            "step": 0.07,
+            "back": (i * 7919 % 13) / 10,
+            "client": ["10.0.0.1", "10.0.0.2"][i % 2],
+            "host": "a.example.com",
+            "status": [200, 404][i % 3 == 0],
+            "rt": 0.1 * (i % 5),
+            "country": "US",
+            "method": "GET",
+            "server": "s1",
+            "iso": False,
+            "bad": 5,
+        }
+        for i in range(3000)
+    ]
     lines = make_lines(specs)
     rs = load_rules()
     one, _, _ = run_engine(lines, rs, [])
@@ -160,7 +185,10 @@ def _lines(*recs):
 def test_window_boundaries_are_half_open():
     rs = load_rules_text("rules: [{name: r, window: 10s, group_by: host, aggregate: count}]")
     got, _, _ = run_engine(_lines({"@timestamp": BASE}, {"@timestamp": BASE + 9.999999}, {"@timestamp": BASE + 10}), rs, [])
-    assert sorted(got["r"]) == [(BASE * 10**6, (BASE + 10) * 10**6, ("h",), 2), ((BASE + 10) * 10**6, (BASE + 20) * 10**6, ("h",), 1)]
+    assert sorted(got["r"]) == [
+        (BASE * 10**6, (BASE + 10) * 10**6, ("h",), 2),
+        ((BASE + 10) * 10**6, (BASE + 20) * 10**6, ("h",), 1),
+    ]
 
 
 def test_alert_fires_once_with_count_at_crossing():
@@ -190,9 +218,19 @@ def test_state_is_freed_as_windows_close():
     rs = load_rules()
     eng = Engine(rs)
     for minute in range(30):
-        lines = [orjson.dumps({"@timestamp": BASE + minute * 60 + i * 0.5, "client_ip": f"10.0.{i % 50}.1",
-                               "host": "h", "status": 404 if i % 4 == 0 else 200, "country": "US",
-                               "request_time": 0.1}) for i in range(120)]
+        lines = [
+            orjson.dumps(
+                {
+                    "@timestamp": BASE + minute * 60 + i * 0.5,
+                    "client_ip": f"10.0.{i % 50}.1",
+                    "host": "h",
+                    "status": 404 if i % 4 == 0 else 200,
+                    "country": "US",
+                    "request_time": 0.1,
+                }
+            )
+            for i in range(120)
+        ]
         eng.process(parse_chunk(b"\n".join(lines)).records)
     # open windows span at most lateness + the longest window: about a minute of panes, not 30
     assert eng.open_state_rows() < 2 * 120 + 200
@@ -200,8 +238,22 @@ def test_state_is_freed_as_windows_close():
 
 def test_snapshot_restore_continues_identically():
     rs = load_rules()
-    specs = [{"step": 0.05, "back": 0.0, "client": "10.0.0.1", "host": "a.example.com", "status": 404,
-              "rt": 0.25, "country": "US", "method": "GET", "server": "s1", "iso": False, "bad": 5} for _ in range(2000)]
+    specs = [
+        {
+            "step": 0.05,
+            "back": 0.0,
+            "client": "10.0.0.1",
+            "host": "a.example.com",
+            "status": 404,
+            "rt": 0.25,
+            "country": "US",
+            "method": "GET",
+            "server": "s1",
+            "iso": False,
+            "bad": 5,
+        }
+        for _ in range(2000)
+    ]
     lines = make_lines(specs)
     whole, _, _ = run_engine(lines, rs, [])
     eng = Engine(rs)

@@ -60,7 +60,7 @@ class MemorySink(Sink):
         for rb in self.results:
             nk = len(rb.rule.group_by)
             for row in rb.frame.iter_rows():
-                out[rb.rule.name].append((row[0], row[1], tuple(row[2:2 + nk]), row[-1]))
+                out[rb.rule.name].append((row[0], row[1], tuple(row[2 : 2 + nk]), row[-1]))
         return out
 
     def reasons(self) -> list[str]:
@@ -112,16 +112,23 @@ def run_pipeline(items: list, rs: RuleSet, cuts: Sequence[int] = (), end_of_inpu
 # ------------------------------------------------------------------- random clocked streams
 
 segment = st.one_of(
-    st.fixed_dictionaries({
-        "kind": st.just("read"),
-        "advance": st.floats(0, 3),
-        "records": st.lists(st.tuples(
-            # offset from the clock: mostly behind it, within and beyond the lateness (3 s), now and
-            # then far behind (a backlog after a quiet spell); sometimes ahead, within max_future
-            # (5 s) and beyond it
-            st.one_of(st.floats(-5.0, 0.0), st.floats(-5.0, 0.0), st.floats(-60.0, 0.0), st.floats(0.0, 12.0)),
-            record_strategy(3.0)), min_size=1, max_size=8),
-    }),
+    st.fixed_dictionaries(
+        {
+            "kind": st.just("read"),
+            "advance": st.floats(0, 3),
+            "records": st.lists(
+                st.tuples(
+                    # offset from the clock: mostly behind it, within and beyond the lateness (3 s), now and
+                    # then far behind (a backlog after a quiet spell); sometimes ahead, within max_future
+                    # (5 s) and beyond it
+                    st.one_of(st.floats(-5.0, 0.0), st.floats(-5.0, 0.0), st.floats(-60.0, 0.0), st.floats(0.0, 12.0)),
+                    record_strategy(3.0),
+                ),
+                min_size=1,
+                max_size=8,
+            ),
+        }
+    ),
     st.fixed_dictionaries({"kind": st.just("idle"), "gap": st.floats(0, 70)}),
 )
 
@@ -171,9 +178,11 @@ def test_clocked_streams_match_reference_and_the_present_is_never_late(segments,
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(record_strategy(3.0), min_size=1, max_size=150),
-       st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 3_000_000_000)), min_size=1, max_size=12),
-       st.lists(st.integers(0, 400), max_size=4))
+@given(
+    st.lists(record_strategy(3.0), min_size=1, max_size=150),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 3_000_000_000)), min_size=1, max_size=12),
+    st.lists(st.integers(0, 400), max_size=4),
+)
 def test_future_records_anywhere_change_nothing(specs, inserts, cuts):
     """Any number of records stamped beyond max_future, anywhere in a stream: every result, every
     late record and every other rejection stays the same; each is rejected future-timestamp."""
@@ -182,8 +191,14 @@ def test_future_records_anywhere_change_nothing(specs, inserts, cuts):
     base_items = [Clock(now), *lines]
     with_future = list(lines)
     for pos, ahead_s in sorted(inserts, reverse=True):
-        rec = {"@timestamp": now / S + RULES.max_future / S + ahead_s / 1000, "client_ip": "10.9.9.9",
-               "host": "a.example.com", "status": 404, "request_time": 0.9, "country": "US"}
+        rec = {
+            "@timestamp": now / S + RULES.max_future / S + ahead_s / 1000,
+            "client_ip": "10.9.9.9",
+            "host": "a.example.com",
+            "status": 404,
+            "request_time": 0.9,
+            "country": "US",
+        }
         with_future.insert(pos % (len(with_future) + 1), orjson.dumps(rec))
     pipe0, sink0 = run_pipeline(base_items, RULES, cuts)
     pipe1, sink1 = run_pipeline([Clock(now), *with_future], RULES, cuts)
@@ -201,8 +216,9 @@ DEFAULTS = load_rules()
 
 
 def _rec(ts: float, client: str = "10.0.0.1", status: int = 200, host: str = "h.example.com") -> bytes:
-    return orjson.dumps({"@timestamp": ts, "client_ip": client, "host": host, "status": status,
-                         "request_time": 0.1, "country": "US"})
+    return orjson.dumps(
+        {"@timestamp": ts, "client_ip": client, "host": host, "status": status, "request_time": 0.1, "country": "US"}
+    )
 
 
 def test_quiet_spell_then_the_present_is_counted_as_if_there_had_been_none():
@@ -223,8 +239,17 @@ def test_quiet_spell_then_the_present_is_counted_as_if_there_had_been_none():
     _, sink2 = run_pipeline([Clock(t0 + 37 * S), *before, *after, *burst], DEFAULTS, end_of_input=False)
     assert_same(DEFAULTS, sink.rows(DEFAULTS), sink2.rows(DEFAULTS))
     # a pause shorter than the window: before and after count in the same windows and alert
-    pipe3, sink3 = run_pipeline([Clock(t0 + 3 * S), *before, Clock(t0 + 8 * S, idle=True), Clock(t0 + 9 * S),
-                                 *[_rec(BASE + 9 + 0.1 * i, "10.0.0.1") for i in range(6)]], DEFAULTS, end_of_input=False)
+    pipe3, sink3 = run_pipeline(
+        [
+            Clock(t0 + 3 * S),
+            *before,
+            Clock(t0 + 8 * S, idle=True),
+            Clock(t0 + 9 * S),
+            *[_rec(BASE + 9 + 0.1 * i, "10.0.0.1") for i in range(6)],
+        ],
+        DEFAULTS,
+        end_of_input=False,
+    )
     assert {r[2] for r in sink3.rows(DEFAULTS)["goal1-topic"]} == {("10.0.0.1",)}
     assert pipe3.stats.late == 0
 
@@ -247,9 +272,22 @@ def test_idle_advance_closes_windows_as_the_clock_passes_them():
 def test_a_backlog_far_behind_the_clock_has_every_window_closed_on_idle():
     """Issue 16: old records, then silence: the idle advance emits every window, exactly what
     end of input emits."""
-    specs = [{"step": 0.05, "back": 0.0, "client": ["10.0.0.1", "10.0.0.2"][i % 2], "host": "a.example.com",
-              "status": [200, 404][i % 3 == 0], "rt": 0.25, "country": "US", "method": "GET", "server": "s1",
-              "iso": False, "bad": 5} for i in range(4000)]
+    specs = [
+        {
+            "step": 0.05,
+            "back": 0.0,
+            "client": ["10.0.0.1", "10.0.0.2"][i % 2],
+            "host": "a.example.com",
+            "status": [200, 404][i % 3 == 0],
+            "rt": 0.25,
+            "country": "US",
+            "method": "GET",
+            "server": "s1",
+            "iso": False,
+            "bad": 5,
+        }
+        for i in range(4000)
+    ]
     lines = make_lines(specs)
     now = (BASE + 86_400) * S  # a day later
     idle, sink_idle = run_pipeline([Clock(now), *lines, Clock(now + 30 * S, idle=True)], DEFAULTS, end_of_input=False)
@@ -286,8 +324,9 @@ def test_one_record_from_the_year_2100_is_rejected_and_poisons_nothing():
 
 def test_snapshot_restore_keeps_the_clock_driven_watermark():
     t0 = BASE * S
-    pipe, _ = run_pipeline([Clock(t0 + 5 * S), *[_rec(BASE + i) for i in range(5)], Clock(t0 + 50 * S, idle=True)],
-                           DEFAULTS, end_of_input=False)
+    pipe, _ = run_pipeline(
+        [Clock(t0 + 5 * S), *[_rec(BASE + i) for i in range(5)], Clock(t0 + 50 * S, idle=True)], DEFAULTS, end_of_input=False
+    )
     assert pipe.engine.watermark == t0 + 40 * S  # clock - lateness (the minute is still open)
     eng = Engine(DEFAULTS)
     eng.restore(pipe.engine.snapshot())
@@ -297,8 +336,10 @@ def test_snapshot_restore_keeps_the_clock_driven_watermark():
     assert out.late_count == 1
 
 
-@pytest.mark.parametrize("value, ok", [("5m", True), ("1s", True), ("1d", True), ("0s", False), ("500ms", False),
-                                       ("2d", False), ("soon", False), (-5, False)])
+@pytest.mark.parametrize(
+    "value, ok",
+    [("5m", True), ("1s", True), ("1d", True), ("0s", False), ("500ms", False), ("2d", False), ("soon", False), (-5, False)],
+)
 def test_max_future_is_bounded_and_validated(value, ok):
     text = f"lateness: 10s\nmax_future: {value}\nrules: [{{name: r, window: 1m, group_by: host, aggregate: count}}]"
     if ok:
@@ -315,4 +356,3 @@ def test_default_max_future_is_five_minutes_and_checkpoints_ignore_it():
     eng = Engine(DEFAULTS)
     other = load_rules_text(DEFAULTS.to_yaml().replace("max_future: 5m", "max_future: 1m"))
     Engine(other).restore(eng.snapshot())  # the guard decides what reaches the engine, not its state
-

@@ -22,8 +22,10 @@ from lookout.records import parse_chunk, parse_line
 from lookout.sources.files import InputDamaged, file_chunks
 from tests.test_records import GOOD, _ref, assert_one_truth, rec
 
-EXTRA = {"upstream": {"addr": "10.0.2.2:8080", "times": [0.01, 0.35], "cache": None},
-         "tls": {"version": "TLSv1.3", "resumed": False}}
+EXTRA = {
+    "upstream": {"addr": "10.0.2.2:8080", "times": [0.01, 0.35], "cache": None},
+    "tls": {"version": "TLSv1.3", "resumed": False},
+}
 
 # every kind of messy-but-valid value the benchmark's messy input holds (bench/messy.py)
 MESSY_VALUES = {
@@ -125,8 +127,13 @@ def test_crlf_lines_stay_vectorised():
 
 iso_text = st.builds(
     lambda y, mo, d, sep, h, mi, s, frac, tz: f"{y:04d}-{mo:02d}-{d:02d}{sep}{h:02d}:{mi:02d}:{s:02d}{frac}{tz}",
-    st.integers(1960, 2100) | st.sampled_from([0, 1, 1970, 9999]), st.integers(0, 13), st.integers(0, 32),
-    st.sampled_from(["T", " ", "t", "_"]), st.integers(0, 25), st.integers(0, 61), st.integers(0, 61),
+    st.integers(1960, 2100) | st.sampled_from([0, 1, 1970, 9999]),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.sampled_from(["T", " ", "t", "_"]),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
     st.sampled_from(["", ".1", ".12", ".123", ".1234", ".123456", ".1234567", ",123"]),
     st.sampled_from(["", "Z", "z", "+00:00", "+02:00", "-05:30", "+23:59", "+24:00", "-00:60", "+0200", "+02"]),
 )
@@ -139,8 +146,11 @@ def test_iso_timestamps_agree(ts):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.sampled_from(list(MESSY_VALUES.values()) + [{"x": 1}]), min_size=1, max_size=40),
-       st.lists(st.sampled_from(list(BROKEN.values())), max_size=3), st.randoms())
+@given(
+    st.lists(st.sampled_from(list(MESSY_VALUES.values()) + [{"x": 1}]), min_size=1, max_size=40),
+    st.lists(st.sampled_from(list(BROKEN.values())), max_size=3),
+    st.randoms(),
+)
 def test_messy_chunks_equal_reference(kinds, broken, rnd):
     lines = [_messy_line(i, kw) for i, kw in enumerate(kinds)]
     for b in broken:
@@ -149,6 +159,7 @@ def test_messy_chunks_equal_reference(kinds, broken, rnd):
 
 
 # ---- the parse pool
+
 
 def _messy_file(path, n: int = 3000) -> None:
     kinds = list(MESSY_VALUES.values())
@@ -159,8 +170,7 @@ def _messy_file(path, n: int = 3000) -> None:
 
 
 def _frames(items):
-    return [(c.first_line, p.records, [(r.index, r.reason, r.raw) for r in p.rejected], p.lines, p.fallback)
-            for c, p in items]
+    return [(c.first_line, p.records, [(r.index, r.reason, r.raw) for r in p.rejected], p.lines, p.fallback) for c, p in items]
 
 
 def test_pool_equals_in_process(tmp_path):

@@ -17,8 +17,18 @@ FUTURE_TS = 4102444800  # 2100-01-01
 
 
 def _rec(ts: float, client: str = "10.1.1.1", status: int = 200, host: str = "web.example.com") -> bytes:
-    return orjson.dumps({"@timestamp": round(ts, 6), "client_ip": client, "host": host, "status": str(status),
-                         "request_time": "0.12", "country": "US", "method": "GET", "server": "s1"})
+    return orjson.dumps(
+        {
+            "@timestamp": round(ts, 6),
+            "client_ip": client,
+            "host": host,
+            "status": str(status),
+            "request_time": "0.12",
+            "country": "US",
+            "method": "GET",
+            "server": "s1",
+        }
+    )
 
 
 def _dead_letters(out: Path) -> list[dict]:
@@ -56,16 +66,20 @@ def test_replay_one_record_from_2100_among_3000(lookout_cmd: list[str], tmp_path
     """The issue's case: 3,000 records 0.1 s apart, ten minutes old, record 1,000 stamped in the
     year 2100 → exactly one `future-timestamp`, zero late, results of the input without it."""
     start = time.time() - 600
-    lines = [_rec(start + 0.1 * i, f"10.1.{i % 4}.1", 404 if i % 6 == 0 else 200, f"h{i % 3}.example.com")
-             for i in range(3000)]
+    lines = [_rec(start + 0.1 * i, f"10.1.{i % 4}.1", 404 if i % 6 == 0 else 200, f"h{i % 3}.example.com") for i in range(3000)]
     poisoned = list(lines)
     poisoned[999] = orjson.dumps({**orjson.loads(lines[999]), "@timestamp": str(FUTURE_TS)})
     (tmp_path / "poisoned.ndjson").write_bytes(b"\n".join(poisoned) + b"\n")
     (tmp_path / "clean.ndjson").write_bytes(b"\n".join(lines[:999] + lines[1000:]) + b"\n")
     summaries = {}
     for name in ("poisoned", "clean"):
-        p = subprocess.run([*lookout_cmd, "replay", str(tmp_path / f"{name}.ndjson"), "--out", str(tmp_path / name),
-                            "--json", "--no-progress"], capture_output=True, text=True, check=False, timeout=120)
+        p = subprocess.run(
+            [*lookout_cmd, "replay", str(tmp_path / f"{name}.ndjson"), "--out", str(tmp_path / name), "--json", "--no-progress"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         assert p.returncode == 0, p.stderr
         summaries[name] = json.loads(p.stdout)
     s = summaries["poisoned"]
@@ -81,9 +95,23 @@ def test_replay_one_record_from_2100_among_3000(lookout_cmd: list[str], tmp_path
 
 
 def _tail(lookout_cmd: list[str], tmp_path: Path, log: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([*lookout_cmd, "run", "--tail", str(log), "--state-dir", str(tmp_path / "state"),
-                             "--out", str(tmp_path / "out"), "--no-view", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            *lookout_cmd,
+            "run",
+            "--tail",
+            str(log),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-view",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_run_tail_quiet_spell_then_the_present_is_not_late(lookout_cmd: list[str], tmp_path: Path) -> None:
@@ -115,12 +143,16 @@ def test_run_tail_backlog_then_silence_emits_every_window(lookout_cmd: list[str]
     """Old records (an hour ago, 3 minutes of them), then nothing: once idle, every window is
     emitted, exactly as replay emits them at end of input."""
     start = time.time() - 3600
-    lines = [_rec(start + 0.2 * i, f"10.1.{i % 3}.1", 404 if i % 4 == 0 else 200, f"h{i % 2}.example.com")
-             for i in range(900)]
+    lines = [_rec(start + 0.2 * i, f"10.1.{i % 3}.1", 404 if i % 4 == 0 else 200, f"h{i % 2}.example.com") for i in range(900)]
     data = tmp_path / "backlog.ndjson"
     data.write_bytes(b"\n".join(lines) + b"\n")
-    p = subprocess.run([*lookout_cmd, "replay", str(data), "--out", str(tmp_path / "replay"), "--no-progress"],
-                       capture_output=True, text=True, check=False, timeout=120)
+    p = subprocess.run(
+        [*lookout_cmd, "replay", str(data), "--out", str(tmp_path / "replay"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     log = tmp_path / "access.log"
     log.write_bytes(data.read_bytes())
@@ -165,14 +197,44 @@ def test_run_generator_quiet_between_records_closes_windows_by_the_clock(lookout
     never), and nothing is late."""
     rules = tmp_path / "rules.yaml"
     rules.write_text("lateness: 1s\nrules: [{name: per-second, window: 1s, group_by: server, aggregate: count, emit: final}]\n")
-    p = subprocess.run([*lookout_cmd, "run", "--rate", "0.125", "--seed", "5", "--idle-timeout", "1s", "--duration", "13.5",
-                        "--rules", str(rules), "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"),
-                        "--no-view"], capture_output=True, text=True, check=False, timeout=60)
+    p = subprocess.run(
+        [
+            *lookout_cmd,
+            "run",
+            "--rate",
+            "0.125",
+            "--seed",
+            "5",
+            "--idle-timeout",
+            "1s",
+            "--duration",
+            "13.5",
+            "--rules",
+            str(rules),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-view",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     assert "the watermark follows the clock" in p.stderr
     assert "1 lines, 1 valid, 0 rejected, 0 late" in p.stderr
-    (rec,) = [json.loads(x) for x in subprocess.run([*lookout_cmd, "search", "--state-dir", str(tmp_path / "state")],
-                                                    capture_output=True, text=True, check=False, timeout=30).stdout.splitlines()]
+    (rec,) = [
+        json.loads(x)
+        for x in subprocess.run(
+            [*lookout_cmd, "search", "--state-dir", str(tmp_path / "state")],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        ).stdout.splitlines()
+    ]
     (res,) = _results(tmp_path / "out", "per-second")
     assert res["server"] == rec["server"] and res["count"] == 1
     assert _dead_letters(tmp_path / "out") == []

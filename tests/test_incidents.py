@@ -39,7 +39,7 @@ def run_incidents(lines: list[bytes], rs, cuts: list[int], restore_at: int | Non
     eng, tr = Engine(rs), IncidentTracker(rs)
     trans: list[Transition] = []
     bounds = sorted({0, len(lines), *[c % (len(lines) + 1) for c in cuts]})
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
         if restore_at is not None and i == restore_at:  # a restart from a checkpoint taken here
             blob_e, blob_t = eng.snapshot(), tr.snapshot()
             eng, tr = Engine(rs), IncidentTracker(rs)
@@ -81,8 +81,12 @@ def assert_well_formed(trans: list[Transition]) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(record_strategy(3.0), min_size=1, max_size=160), st.lists(st.integers(0, 400), max_size=6),
-       st.booleans(), st.one_of(st.none(), st.integers(0, 6)))
+@given(
+    st.lists(record_strategy(3.0), min_size=1, max_size=160),
+    st.lists(st.integers(0, 400), max_size=6),
+    st.booleans(),
+    st.one_of(st.none(), st.integers(0, 6)),
+)
 def test_incidents_match_reference(specs, cuts, boundary, restore_at):
     lines = make_lines(specs, on_boundary=boundary)
     want = reference_incidents(lines, RULES)
@@ -93,13 +97,14 @@ def test_incidents_match_reference(specs, cuts, boundary, restore_at):
 
 
 def _recs(*times, client="10.0.0.1", rt=0.1):
-    return [orjson.dumps({"@timestamp": t, "client_ip": client, "host": "h", "status": 200, "request_time": rt})
-            for t in times]
+    return [orjson.dumps({"@timestamp": t, "client_ip": client, "host": "h", "status": 200, "request_time": rt}) for t in times]
 
 
 def test_one_incident_per_burst_firing_with_the_first_alert():
-    rs = load_rules_text("lateness: 2s\nrules: [{name: g1, window: {size: 20s, hop: 1s}, group_by: client_ip, "
-                         "aggregate: count, threshold: count > 10}]")
+    rs = load_rules_text(
+        "lateness: 2s\nrules: [{name: g1, window: {size: 20s, hop: 1s}, group_by: client_ip, "
+        "aggregate: count, threshold: count > 10}]"
+    )
     eng, tr = Engine(rs), IncidentTracker(rs)
     burst = _recs(*[BASE + i * 0.1 for i in range(40)])  # 40 requests in 4 s: 21 alerting windows
     out = eng.process(parse_chunk(b"\n".join(burst)).records)
@@ -123,8 +128,10 @@ def test_one_incident_per_burst_firing_with_the_first_alert():
 
 
 def test_a_bridging_window_merges_the_later_incident_into_the_earlier():
-    rs = load_rules_text("lateness: 60s\nrules: [{name: r, window: {size: 4s, hop: 2s}, group_by: client_ip, "
-                         "aggregate: count, threshold: count > 1}]")
+    rs = load_rules_text(
+        "lateness: 60s\nrules: [{name: r, window: {size: 4s, hop: 2s}, group_by: client_ip, "
+        "aggregate: count, threshold: count > 1}]"
+    )
     eng, tr = Engine(rs), IncidentTracker(rs)
     trans = []
     for batch in (_recs(BASE + 20.5, BASE + 20.6), _recs(BASE + 10.5, BASE + 10.6), _recs(BASE + 15, BASE + 15.1)):
@@ -182,8 +189,10 @@ def test_live_view_shows_incidents_firing_first_and_never_renders_markup():
 
     from lookout.sources.base import Chunk
 
-    for batch in ([host(BASE, "old.example"), host(BASE + 0.5, "old.example")],
-                  [host(BASE + 10, hostile), host(BASE + 10.5, hostile)]):
+    for batch in (
+        [host(BASE, "old.example"), host(BASE + 0.5, "old.example")],
+        [host(BASE + 10, hostile), host(BASE + 10.5, hostile)],
+    ):
         rep = pipe.step(Chunk(lines=batch, source="t"))
         view.update(rep.results, rep.incidents)
     con = Console(file=io.StringIO(), width=200, color_system=None)
@@ -196,8 +205,11 @@ def test_live_view_shows_incidents_firing_first_and_never_renders_markup():
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(record_strategy(3.0), min_size=1, max_size=160), st.lists(st.integers(0, 400), max_size=6),
-       st.lists(st.integers(0, 400), max_size=6))
+@given(
+    st.lists(record_strategy(3.0), min_size=1, max_size=160),
+    st.lists(st.integers(0, 400), max_size=6),
+    st.lists(st.integers(0, 400), max_size=6),
+)
 def test_in_order_input_gives_the_same_ids_however_it_is_cut(specs, cuts_a, cuts_b):
     lines = make_lines([{**s, "back": 0.0} for s in specs])
     a, b = run_incidents(lines, RULES, cuts_a), run_incidents(lines, RULES, cuts_b)
@@ -217,14 +229,21 @@ rules:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(0, 25), st.sampled_from(["10.0.0.1", "10.0.0.2"]), st.sampled_from([0.1, 0.9])),
-                min_size=1, max_size=30),
-       st.lists(st.integers(0, 30), max_size=15))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 25), st.sampled_from(["10.0.0.1", "10.0.0.2"]), st.sampled_from([0.1, 0.9])),
+        min_size=1,
+        max_size=30,
+    ),
+    st.lists(st.integers(0, 30), max_size=15),
+)
 def test_deep_disorder_merges_incidents_like_the_reference(recs, cuts):
     """Sparse records in any order within the lateness: windows arrive out of start order, so
     incidents fire separately and merge when a window bridges them."""
-    lines = [orjson.dumps({"@timestamp": BASE + t, "client_ip": c, "host": "h", "status": 200, "request_time": rt})
-             for t, c, rt in recs]
+    lines = [
+        orjson.dumps({"@timestamp": BASE + t, "client_ip": c, "host": "h", "status": 200, "request_time": rt})
+        for t, c, rt in recs
+    ]
     trans = run_incidents(lines, DEEP, cuts)
     assert resolved_set(DEEP, trans) == reference_incidents(lines, DEEP)
     assert_well_formed(trans)

@@ -16,8 +16,9 @@ def test_replay_writes_incidents_matching_the_alert_rows(lookout_cmd, tmp_path):
     data = tmp_path / "g.ndjson"
     subprocess.run(lookout_cmd + ["generate", "40000", "--out", str(data)], check=True)
     out = tmp_path / "out"
-    p = subprocess.run(lookout_cmd + ["replay", str(data), "--out", str(out), "--json"],
-                       capture_output=True, text=True, check=True)
+    p = subprocess.run(
+        lookout_cmd + ["replay", str(data), "--out", str(out), "--json"], capture_output=True, text=True, check=True
+    )
     summary = json.loads(p.stdout)
     lines = [json.loads(x) for x in (out / "incidents.jsonl").read_text().splitlines()]
     assert lines, "the generated traffic has bursts"

@@ -14,8 +14,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-GOOD = {"server": "s_v3", "client_ip": "154.85.126.16", "method": "PUT", "status": "201",
-        "request_time": "0.28", "host": "api_38.example.com", "country": "US", "@timestamp": "1659509511.865323"}
+GOOD = {
+    "server": "s_v3",
+    "client_ip": "154.85.126.16",
+    "method": "PUT",
+    "status": "201",
+    "request_time": "0.28",
+    "host": "api_38.example.com",
+    "country": "US",
+    "@timestamp": "1659509511.865323",
+}
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -81,10 +89,13 @@ def test_bom_at_file_start_is_skipped(lookout_cmd, tmp_path):
     assert s["lines"] == 3 and s["records"] == 3 and s["rejected"] == 0
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda d: d, "is a directory"),
-    (lambda d: d / "missing.ndjson", "no such file"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda d: d, "is a directory"),
+        (lambda d: d / "missing.ndjson", "no such file"),
+    ],
+)
 def test_unreadable_inputs_get_one_line(lookout_cmd, tmp_path, make, needle):
     out = tmp_path / "out"
     p = run(lookout_cmd + ["replay", str(make(tmp_path)), "--out", str(out)])
@@ -110,8 +121,12 @@ def test_records_at_the_end_of_time_do_not_crash_replay(lookout_cmd, tmp_path):
     """A record whose window would end past year 9999 (where no ISO-8601 can show it) is refused by the
     contract; the latest accepted one still has printable windows. Both used to crash replay's output."""
     inp = tmp_path / "late-in-time.ndjson"
-    inp.write_bytes(orjson.dumps({**GOOD, "@timestamp": "9999-12-31T23:59:59Z"}) + b"\n"
-                    + orjson.dumps({**GOOD, "@timestamp": "9997-12-31T23:59:59Z"}) + b"\n")
+    inp.write_bytes(
+        orjson.dumps({**GOOD, "@timestamp": "9999-12-31T23:59:59Z"})
+        + b"\n"
+        + orjson.dumps({**GOOD, "@timestamp": "9997-12-31T23:59:59Z"})
+        + b"\n"
+    )
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules: [{name: yearly, window: 366d, group_by: host}]")
     for extra in ([], ["--rules", str(rules)]):
@@ -128,8 +143,12 @@ def test_records_at_the_end_of_time_do_not_crash_replay(lookout_cmd, tmp_path):
 def test_run_with_an_unwritable_directory_gets_one_line(lookout_cmd, tmp_path, flag):
     args = {"--out": str(tmp_path / "out"), "--state-dir": str(tmp_path / "state")}
     args[flag] = "/proc/self/x"
-    p = subprocess.run(lookout_cmd + ["run", "--no-view", "--duration", "1", *[x for kv in args.items() for x in kv]],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        lookout_cmd + ["run", "--no-view", "--duration", "1", *[x for kv in args.items() for x in kv]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-1500:]
     err = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(err) == 1 and flag in err[0] and "/proc/self/x" in err[0], p.stderr

@@ -40,6 +40,7 @@ def _kill_leftover_runs() -> Any:
 
 # ---------------------------------------------------------------- helpers
 
+
 def generate(lookout_cmd: list[str], path: Path, n: int, seed: int = 7) -> list[bytes]:
     subprocess.run([*lookout_cmd, "generate", str(n), "--out", str(path), "--seed", str(seed)], check=True)
     return path.read_bytes().splitlines()
@@ -76,8 +77,9 @@ def read_topic(bootstrap: str, topic: str, settle: float = 1.0) -> list[tuple[by
     """Every message of a topic: (key, value, headers), read until all partitions are at their end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
-                  "enable.partition.eof": True})
+    c = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False, "enable.partition.eof": True}
+    )
     md = c.list_topics(topic, timeout=10)
     parts = sorted(md.topics[topic].partitions)
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
@@ -113,14 +115,40 @@ def file_counts(out: Path) -> dict[str, int]:
 class Run:
     """`lookout run --kafka` as a subprocess, its stderr in a file."""
 
-    def __init__(self, lookout_cmd: list[str], bootstrap: str, tmp: Path, name: str, topic: str = "test-inter",
-                 state: str = "state", out: str = "out", idle: str = "2s", extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        lookout_cmd: list[str],
+        bootstrap: str,
+        tmp: Path,
+        name: str,
+        topic: str = "test-inter",
+        state: str = "state",
+        out: str = "out",
+        idle: str = "2s",
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.log = tmp / f"{name}.log"
         self.out = tmp / out
         self.proc = subprocess.Popen(
-            [*lookout_cmd, "run", "--kafka", bootstrap, "--topic", topic, "--idle-timeout", idle, "--no-view",
-             "--state-dir", str(tmp / state), "--out", str(self.out), *extra],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))  # noqa: SIM115
+            [
+                *lookout_cmd,
+                "run",
+                "--kafka",
+                bootstrap,
+                "--topic",
+                topic,
+                "--idle-timeout",
+                idle,
+                "--no-view",
+                "--state-dir",
+                str(tmp / state),
+                "--out",
+                str(self.out),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "wb"),
+        )  # noqa: SIM115
         _RUNS.append(self.proc)
 
     def text(self) -> str:
@@ -148,8 +176,12 @@ class Run:
 def assert_topics_match(bootstrap: str, expected: dict[str, list[bytes]], rules_group_by: dict[str, str] | None = None) -> int:
     """Each goal topic holds exactly the replay's results; repeats only as exact copies (same id,
     same value). Returns how many exact copies there were."""
-    group_by = rules_group_by or {"goal1-topic": "client_ip", "goal2-topic": "host", "goal3-topic": "country",
-                                  "goal4-topic": "host"}
+    group_by = rules_group_by or {
+        "goal1-topic": "client_ip",
+        "goal2-topic": "host",
+        "goal3-topic": "country",
+        "goal4-topic": "host",
+    }
     copies = 0
     for g in GOALS:
         msgs = read_topic(bootstrap, g)
@@ -170,6 +202,7 @@ def counts(expected: dict[str, list[bytes]]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- tests
+
 
 def test_backlog_on_3_partitions_equals_replay(kafka_broker: ProxiedBroker, lookout_cmd: list[str], tmp_path: Path) -> None:
     """Each partition holds every third record: one consume batch of a partition spans minutes of
@@ -193,10 +226,12 @@ def test_backlog_on_3_partitions_equals_replay(kafka_broker: ProxiedBroker, look
         assert sorted((run.out / f"{g}.jsonl").read_bytes().splitlines()) == sorted(expected[g])
     assert assert_topics_match(bs, expected) == 0
     assert read_topic(bs, "test-inter-dlq") == []
+
     # incidents: topic lookout-incidents, key = incident id; the resolved ones equal the replay's
     def resolved(docs: list[dict]) -> list[tuple]:
-        return sorted((d["rule"], str(d["key"]), d["start"], d["end"], d["windows"], d["peak"])
-                      for d in docs if d["status"] == "resolved")
+        return sorted(
+            (d["rule"], str(d["key"]), d["start"], d["end"], d["windows"], d["peak"]) for d in docs if d["status"] == "resolved"
+        )
 
     want = [orjson.loads(x) for x in (tmp_path / "replay" / "incidents.jsonl").read_bytes().splitlines()]
     msgs = read_topic(bs, "lookout-incidents")
@@ -205,18 +240,24 @@ def test_backlog_on_3_partitions_equals_replay(kafka_broker: ProxiedBroker, look
     assert all(k.decode() == orjson.loads(v)["id"] for k, v, _ in msgs)
 
 
-def test_seed_flow_produce_run_consume_and_kafka_python(kafka_broker: ProxiedBroker, lookout_cmd: list[str],
-                                                      tmp_path: Path) -> None:
+def test_seed_flow_produce_run_consume_and_kafka_python(
+    kafka_broker: ProxiedBroker, lookout_cmd: list[str], tmp_path: Path
+) -> None:
     """The seed README's flow: `lookout produce`, `lookout run --kafka`, `lookout consume goalN-topic`,
     and the seed's own client (kafka-python) reading the goal topics."""
     bs = kafka_broker.bootstrap
     env_cmd = {"env": {**__import__("os").environ, "LOOKOUT_KAFKA": bs}}
-    p = subprocess.run([*lookout_cmd, "produce", "--rate", "0", "--count", "5000", "--seed", "3"],
-                       capture_output=True, text=True, **env_cmd)
+    p = subprocess.run(
+        [*lookout_cmd, "produce", "--rate", "0", "--count", "5000", "--seed", "3"], capture_output=True, text=True, **env_cmd
+    )
     assert p.returncode == 0, p.stderr
     assert "produced 5,000 messages to test-inter" in p.stderr and "msg/s" in p.stderr
-    raw = subprocess.run([*lookout_cmd, "consume", "test-inter", "--from-beginning", "--timeout", "1.5"],
-                         capture_output=True, check=True, **env_cmd).stdout
+    raw = subprocess.run(
+        [*lookout_cmd, "consume", "test-inter", "--from-beginning", "--timeout", "1.5"],
+        capture_output=True,
+        check=True,
+        **env_cmd,
+    ).stdout
     assert raw.count(b"\n") == 5000
     # consume prints partition by partition; the producer sent them in event-time order
     sent = sorted(raw.splitlines(), key=lambda ln: float(orjson.loads(ln)["@timestamp"]))
@@ -227,19 +268,24 @@ def test_seed_flow_produce_run_consume_and_kafka_python(kafka_broker: ProxiedBro
     run.wait_results(counts(expected))
     assert run.stop() == 0
     for g in GOALS:
-        got = subprocess.run([*lookout_cmd, "consume", g, "--from-beginning", "--timeout", "1.5"],
-                             capture_output=True, check=True, **env_cmd).stdout.splitlines()
+        got = subprocess.run(
+            [*lookout_cmd, "consume", g, "--from-beginning", "--timeout", "1.5"], capture_output=True, check=True, **env_cmd
+        ).stdout.splitlines()
         assert sorted(got) == sorted(expected[g]), g
     # pretty output on request (a terminal gets it by default)
-    pretty = subprocess.run([*lookout_cmd, "consume", "goal4-topic", "--from-beginning", "--max-messages", "1",
-                             "--pretty"], capture_output=True, text=True, check=True, **env_cmd).stdout
+    pretty = subprocess.run(
+        [*lookout_cmd, "consume", "goal4-topic", "--from-beginning", "--max-messages", "1", "--pretty"],
+        capture_output=True,
+        text=True,
+        check=True,
+        **env_cmd,
+    ).stdout
     assert "goal4-topic[" in pretty and '"avg(request_time)"' in pretty
 
     from kafka import KafkaConsumer  # the seed's test/kafka-consumer.py client
 
     for g in GOALS:
-        kc = KafkaConsumer(g, bootstrap_servers=bs, auto_offset_reset="earliest", consumer_timeout_ms=2500,
-                           group_id=None)
+        kc = KafkaConsumer(g, bootstrap_servers=bs, auto_offset_reset="earliest", consumer_timeout_ms=2500, group_id=None)
         got = [m.value for m in kc]
         kc.close()
         assert sorted(got) == sorted(expected[g]), f"kafka-python read {len(got)} from {g}"
@@ -307,18 +353,17 @@ def test_broker_outage_while_running(kafka_broker: ProxiedBroker, lookout_cmd: l
     assert assert_topics_match(bs, expected) >= 0
 
 
-def test_malformed_and_late_records_go_to_the_dlq(kafka_broker: ProxiedBroker, lookout_cmd: list[str],
-                                                 tmp_path: Path) -> None:
+def test_malformed_and_late_records_go_to_the_dlq(kafka_broker: ProxiedBroker, lookout_cmd: list[str], tmp_path: Path) -> None:
     bs = kafka_broker.bootstrap
     lines = generate(lookout_cmd, tmp_path / "in.ndjson", 3000)
     old = json.loads(lines[0])
     old["@timestamp"] = str(float(old["@timestamp"]) - 600)  # 10 minutes before the first record
-    bad = [b"this is not json", b'["an", "array"]', b"", b'{"client_ip": "1.2.3.4", "status": "200"}',
-           orjson.dumps(old)]
+    bad = [b"this is not json", b'["an", "array"]', b"", b'{"client_ip": "1.2.3.4", "status": "200"}', orjson.dumps(old)]
     create_topic(bs, "test-inter", 1)  # one partition: the late record surely comes after the others
     produce(bs, "test-inter", lines + bad, partitions=1)
-    (tmp_path / "all.ndjson").write_bytes(b"\n".join(lines + [b"this is not json", b'["an", "array"]', b"null",
-                                                              bad[3], bad[4]]) + b"\n")
+    (tmp_path / "all.ndjson").write_bytes(
+        b"\n".join(lines + [b"this is not json", b'["an", "array"]', b"null", bad[3], bad[4]]) + b"\n"
+    )
     expected = replay(lookout_cmd, tmp_path / "all.ndjson", tmp_path / "replay")
     run = Run(lookout_cmd, bs, tmp_path, "run")
     run.wait_results(counts(expected))
@@ -339,14 +384,14 @@ def test_malformed_and_late_records_go_to_the_dlq(kafka_broker: ProxiedBroker, l
     assert by_line[n + 4]["reason"] == "late" and "window closed" in by_line[n + 4]["detail"]
     # the same reasons, rules and raw lines as `lookout replay` gives for the same records
     ref = [orjson.loads(x) for x in (tmp_path / "replay" / "rejected.jsonl").read_bytes().splitlines()]
-    assert [(d["reason"], d.get("rules"), d["raw"]) for d in ref] == \
-        [(by_line[n + i]["reason"], by_line[n + i].get("rules"), by_line[n + i]["raw"]) for i in range(5)]
+    assert [(d["reason"], d.get("rules"), d["raw"]) for d in ref] == [
+        (by_line[n + i]["reason"], by_line[n + i].get("rules"), by_line[n + i]["raw"]) for i in range(5)
+    ]
     assert "4 rejected, 1 late" in run.text(), run.text()
     assert_topics_match(bs, expected)
 
 
-def test_second_instance_stands_by_and_takes_over(kafka_broker: ProxiedBroker, lookout_cmd: list[str],
-                                                  tmp_path: Path) -> None:
+def test_second_instance_stands_by_and_takes_over(kafka_broker: ProxiedBroker, lookout_cmd: list[str], tmp_path: Path) -> None:
     """A second instance on the same input does not split the partitions: it stands by, and takes
     over (from the shared checkpoint) when the first dies."""
     bs = kafka_broker.bootstrap
@@ -376,15 +421,33 @@ def test_second_instance_stands_by_and_takes_over(kafka_broker: ProxiedBroker, l
     assert c.stop() == 0
 
 
-def test_produce_and_consume_on_the_shared_broker(kafka_bootstrap: str, kafka_topic: Any, lookout_cmd: list[str],
-                                                  tmp_path: Path) -> None:
+def test_produce_and_consume_on_the_shared_broker(
+    kafka_bootstrap: str, kafka_topic: Any, lookout_cmd: list[str], tmp_path: Path
+) -> None:
     """The session broker other suites use: `produce --input` sends lines as they are, `consume` returns them."""
     topic = kafka_topic("io")
     src = tmp_path / "lines.ndjson"
     src.write_bytes(b'{"a": 1}\nnot json at all\n{"b": [1, 2]}\n')
-    p = subprocess.run([*lookout_cmd, "produce", "--kafka", kafka_bootstrap, "--topic", topic, "--input", str(src),
-                        "--partitions", "1"], capture_output=True, text=True)
+    p = subprocess.run(
+        [*lookout_cmd, "produce", "--kafka", kafka_bootstrap, "--topic", topic, "--input", str(src), "--partitions", "1"],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0 and f"produced 3 messages to {topic}" in p.stderr, p.stderr
-    out = subprocess.run([*lookout_cmd, "consume", topic, "--kafka", kafka_bootstrap, "--from-beginning",
-                          "--max-messages", "3", "--timeout", "10"], capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [
+            *lookout_cmd,
+            "consume",
+            topic,
+            "--kafka",
+            kafka_bootstrap,
+            "--from-beginning",
+            "--max-messages",
+            "3",
+            "--timeout",
+            "10",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     assert out == src.read_bytes()

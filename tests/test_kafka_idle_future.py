@@ -40,12 +40,21 @@ def produce_to(bootstrap: str, topic: str, by_partition: dict[int, list[bytes]])
 
 
 def _rec(ts: float, i: int) -> bytes:
-    return orjson.dumps({"@timestamp": f"{ts:.3f}", "client_ip": f"10.0.{i % 50}.1", "host": f"h{i % 3}.example.com",
-                         "status": "200" if i % 31 else "404", "request_time": "0.1", "country": ["US", "DE"][i % 2]})
+    return orjson.dumps(
+        {
+            "@timestamp": f"{ts:.3f}",
+            "client_ip": f"10.0.{i % 50}.1",
+            "host": f"h{i % 3}.example.com",
+            "status": "200" if i % 31 else "404",
+            "request_time": "0.1",
+            "country": ["US", "DE"][i % 2],
+        }
+    )
 
 
-def test_future_record_is_rejected_and_moves_no_partition_watermark(kafka_broker: ProxiedBroker, lookout_cmd: list[str],
-                                                                      tmp_path: Path) -> None:
+def test_future_record_is_rejected_and_moves_no_partition_watermark(
+    kafka_broker: ProxiedBroker, lookout_cmd: list[str], tmp_path: Path
+) -> None:
     """One record stamped in the year 2100 among 3,000 on 3 partitions: dead-lettered
     `future-timestamp` on the DLQ topic, zero late, the goal topics hold exactly the replay of
     the records without it (no window of the year 2100 either)."""
@@ -73,8 +82,9 @@ def test_future_record_is_rejected_and_moves_no_partition_watermark(kafka_broker
     assert assert_topics_match(bs, expected) == 0
 
 
-def test_idle_and_empty_partitions_release_the_watermark_on_a_timer(kafka_broker: ProxiedBroker,
-                                                                    lookout_cmd: list[str], tmp_path: Path) -> None:
+def test_idle_and_empty_partitions_release_the_watermark_on_a_timer(
+    kafka_broker: ProxiedBroker, lookout_cmd: list[str], tmp_path: Path
+) -> None:
     """Issue 14 item 6 / issue 16: partition 0 holds 2 minutes of a backlog, partition 1 five,
     partition 2 nothing; then silence. Once the partitions are at their end and quiet for the
     idle grace (2 s), the watermark is the highest event time - lateness: the minutes the data

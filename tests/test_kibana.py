@@ -14,11 +14,12 @@ import json
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -36,6 +37,7 @@ def objects() -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- the objects themselves
+
 
 def test_deploy_copy_is_the_packaged_file() -> None:
     assert (ROOT / "deploy" / "kibana" / "lookout.ndjson").read_bytes() == PACKAGED.read_bytes()
@@ -66,13 +68,17 @@ def test_saved_objects_are_consistent() -> None:
     panels = json.loads(dash["attributes"]["panelsJSON"])
     refs = {r["name"]: r for r in dash["references"]}
     assert {refs[f"{p['panelIndex']}:{p['panelRefName']}"]["id"] for p in panels} == {
-        "lookout-requests-by-status-class", "lookout-top-clients", "lookout-incidents-list"}
+        "lookout-requests-by-status-class",
+        "lookout-top-clients",
+        "lookout-incidents-list",
+    }
     status = json.loads(next(o for o in objs if o["id"] == "lookout-requests-by-status-class")["attributes"]["visState"])
     ranges = next(a for a in status["aggs"] if a["type"] == "range")["params"]["ranges"]
     assert [r["label"] for r in ranges] == ["1xx", "2xx", "3xx", "4xx", "5xx"]
 
 
 # ---------------------------------------------------------------- a Kibana-shaped receiver
+
 
 class KibanaImportServer:
     def __init__(self, user: str, password: str, not_ready: int = 0) -> None:
@@ -111,13 +117,16 @@ class KibanaImportServer:
                 return 503, {"statusCode": 503, "error": "Service Unavailable", "message": "Kibana server is not ready yet"}
         h = {k.lower(): v for k, v in headers.items()}
         if h.get("authorization") != self.expected:
-            return 401, {"statusCode": 401, "error": "Unauthorized",
-                         "message": "[security_exception]: unable to authenticate user"}
+            return 401, {
+                "statusCode": 401,
+                "error": "Unauthorized",
+                "message": "[security_exception]: unable to authenticate user",
+            }
         url = urlsplit(path)
         if url.path != "/api/saved_objects/_import":
             return 404, {"statusCode": 404, "error": "Not Found", "message": f"no route {url.path}"}
         if "kbn-xsrf" not in h:
-            return 400, {"statusCode": 400, "error": "Bad Request", "message": 'Request must contain a kbn-xsrf header.'}
+            return 400, {"statusCode": 400, "error": "Bad Request", "message": "Request must contain a kbn-xsrf header."}
         ctype = h.get("content-type", "")
         if not ctype.startswith("multipart/form-data; boundary="):
             return 415, {"statusCode": 415, "error": "Unsupported Media Type", "message": ctype}
@@ -134,13 +143,20 @@ class KibanaImportServer:
                 key = (o["type"], o["id"])
                 missing = [r for r in o.get("references", []) if (r["type"], r["id"]) not in incoming | set(self.store)]
                 if missing:
-                    errors.append({"type": o["type"], "id": o["id"],
-                                   "error": {"type": "missing_references", "references": missing}})
+                    errors.append(
+                        {"type": o["type"], "id": o["id"], "error": {"type": "missing_references", "references": missing}}
+                    )
                 elif key in self.store and not overwrite:
                     errors.append({"type": o["type"], "id": o["id"], "error": {"type": "conflict"}})
                 else:
-                    ok.append({"type": o["type"], "id": o["id"], "meta": {"title": o["attributes"].get("title")},
-                               **({"overwrite": True} if key in self.store else {})})
+                    ok.append(
+                        {
+                            "type": o["type"],
+                            "id": o["id"],
+                            "meta": {"title": o["attributes"].get("title")},
+                            **({"overwrite": True} if key in self.store else {}),
+                        }
+                    )
                     self.store[key] = o
         body: dict[str, Any] = {"success": not errors, "successCount": len(ok)}
         if ok:
@@ -162,8 +178,9 @@ def kibana() -> Iterator[KibanaImportServer]:
 
 
 def setup_cmd(lookout_cmd: list[str], *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([*lookout_cmd, "kibana-setup", *args], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, **(env or {})})
+    r = subprocess.run(
+        [*lookout_cmd, "kibana-setup", *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
     assert "Traceback" not in r.stdout + r.stderr
     return r
 

@@ -44,10 +44,21 @@ def hosts_all_404(path: Path, n: int, hosts: int = 10_000) -> None:
     rnd = random.Random(1)
     with open(path, "wb") as f:
         for i in range(n):
-            f.write(orjson.dumps({
-                "server": "s_v3", "client_ip": f"10.{(i // 7) % 256}.{i % 256}.{i % 200}", "method": "GET",
-                "status": "404", "request_time": "0.1", "host": f"api_{rnd.randrange(hosts)}.example.com",
-                "country": "US", "@timestamp": f"{1659509400 + i / 5000:.6f}"}) + b"\n")
+            f.write(
+                orjson.dumps(
+                    {
+                        "server": "s_v3",
+                        "client_ip": f"10.{(i // 7) % 256}.{i % 256}.{i % 200}",
+                        "method": "GET",
+                        "status": "404",
+                        "request_time": "0.1",
+                        "host": f"api_{rnd.randrange(hosts)}.example.com",
+                        "country": "US",
+                        "@timestamp": f"{1659509400 + i / 5000:.6f}",
+                    }
+                )
+                + b"\n"
+            )
 
 
 def run_measured(cmd: list[str]) -> tuple[float, dict]:

@@ -65,14 +65,35 @@ def test_metrics_equal_the_runs_counts(lookout_cmd, tmp_path: Path, receiver: Re
     log.write_bytes(b"\n".join([*lines, b"{not json", b'{"@timestamp": 1}', late]) + b"\n")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(lookout_cmd + ["run", "--tail", str(log), "--rules", str(rules), "--state-dir", str(tmp_path / "s"),
-                                           "--out", str(out), "--idle-timeout", "1s", "--no-view", "--http", f"127.0.0.1:{port}"],
-                            env={**os.environ, "RECV": receiver.url}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        lookout_cmd
+        + [
+            "run",
+            "--tail",
+            str(log),
+            "--rules",
+            str(rules),
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--out",
+            str(out),
+            "--idle-timeout",
+            "1s",
+            "--no-view",
+            "--http",
+            f"127.0.0.1:{port}",
+        ],
+        env={**os.environ, "RECV": receiver.url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_until(lambda: len(receiver.accepted()) == 4, 60, "4 notifications (2 incidents)")
+
         def settled() -> bool:
             m = scrape(url)
             return value(m, "lookout_incidents_firing", rule="burst") == 0 and value(m, "lookout_notification_queue") == 0
+
         wait_until(settled, 30, "incidents resolved, outbox empty")
         time.sleep(1.5)  # a commit after the last step
         m = scrape(url)
@@ -142,9 +163,24 @@ def test_busy_port_fails_at_start_and_off_serves_nothing(lookout_cmd, tmp_path: 
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        p = subprocess.run(lookout_cmd + ["run", "--state-dir", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--no-view",
-                                          "--duration", "1", "--http", f"127.0.0.1:{port}"],
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            lookout_cmd
+            + [
+                "run",
+                "--state-dir",
+                str(tmp_path / "s"),
+                "--out",
+                str(tmp_path / "o"),
+                "--no-view",
+                "--duration",
+                "1",
+                "--http",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert p.returncode == 2 and f"127.0.0.1:{port}" in p.stderr and "--http off" in p.stderr
 
 

@@ -34,10 +34,10 @@ def test_fields_match_an_independent_reading_of_every_line(apache_logs: Path) ->
     raw = _lines(apache_logs)
     recs = parse_chunk(conv.convert(b"\n".join(raw) + b"\n")[0]).records
     assert recs.height == len(raw)
-    for line, got in zip(raw, recs.iter_rows(named=True)):
+    for line, got in zip(raw, recs.iter_rows(named=True), strict=False):
         text = line.decode("utf-8", "replace")
         before, request, after = text.split('"', 2)[0], text.split('"')[1], text.split('"')[2]
-        ts = datetime.strptime(before[before.index("[") + 1: before.index("]")], "%d/%b/%Y:%H:%M:%S %z")
+        ts = datetime.strptime(before[before.index("[") + 1 : before.index("]")], "%d/%b/%Y:%H:%M:%S %z")
         assert got["client_ip"] == before.split()[0]
         assert got["status"] == int(after.split()[0])
         assert got["method"] == request.split()[0]
@@ -52,12 +52,21 @@ def test_fields_match_an_independent_reading_of_every_line(apache_logs: Path) ->
 
 
 def test_time_local_offsets_are_honoured() -> None:
-    same = [b"17/May/2015:10:05:03 +0000", b"17/May/2015:15:35:03 +0530", b"17/May/2015:03:05:03 -0700",
-            b"18/May/2015:00:05:03 +1400"]
+    same = [
+        b"17/May/2015:10:05:03 +0000",
+        b"17/May/2015:15:35:03 +0530",
+        b"17/May/2015:03:05:03 -0700",
+        b"18/May/2015:00:05:03 +1400",
+    ]
     assert {parse_time_local(s) for s in same} == {1_431_857_103}
     assert parse_time_local(b"29/Feb/2016:00:00:00 +0000") == 1_456_704_000
-    for bad in (b"29/Feb/2015:00:00:00 +0000", b"17/Foo/2015:10:05:03 +0000", b"17/May/2015:25:05:03 +0000",
-                b"17/May/2015 10:05:03", b""):
+    for bad in (
+        b"29/Feb/2015:00:00:00 +0000",
+        b"17/Foo/2015:10:05:03 +0000",
+        b"17/May/2015:25:05:03 +0000",
+        b"17/May/2015 10:05:03",
+        b"",
+    ):
         assert parse_time_local(bad) is None
 
 
@@ -136,9 +145,30 @@ def test_run_tail_over_the_real_log(apache_logs: Path, tmp_path: Path, lookout_c
     log.parent.mkdir()
     log.write_bytes(apache_logs.read_bytes())
     out, state = tmp_path / "out", tmp_path / "state"
-    proc = subprocess.run([*lookout_cmd, "run", "--tail", str(log), "--host", "web-1", "--lateness", "2m",
-                           "--state-dir", str(state), "--out", str(out), "--duration", "3.5", "--idle-timeout", "1s",
-                           "--no-view"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            *lookout_cmd,
+            "run",
+            "--tail",
+            str(log),
+            "--host",
+            "web-1",
+            "--lateness",
+            "2m",
+            "--state-dir",
+            str(state),
+            "--out",
+            str(out),
+            "--duration",
+            "3.5",
+            "--idle-timeout",
+            "1s",
+            "--no-view",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "10,000 lines, 10,000 valid, 0 rejected, 0 late" in proc.stderr
     count = subprocess.run([*lookout_cmd, "count", "--state-dir", str(state)], capture_output=True, timeout=30)
@@ -150,7 +180,7 @@ def test_run_tail_over_the_real_log(apache_logs: Path, tmp_path: Path, lookout_c
     times: dict[str, list[int]] = {}
     for line in _lines(apache_logs):
         text = line.decode("utf-8", "replace")
-        stamp = text[text.index("[") + 1: text.index("]")]
+        stamp = text[text.index("[") + 1 : text.index("]")]
         times.setdefault(text.split()[0], []).append(int(datetime.strptime(stamp, "%d/%b/%Y:%H:%M:%S %z").timestamp()))
     expected = {ip for ip, ts in times.items() if any(sum(t <= u < t + 20 for u in ts) > 10 for t in ts)}
     assert {a["client_ip"] for a in alerts} == expected
@@ -159,8 +189,13 @@ def test_run_tail_over_the_real_log(apache_logs: Path, tmp_path: Path, lookout_c
 def test_printed_config_is_accepted_by_nginx(tmp_path: Path, lookout_cmd: list[str]) -> None:
     if nginx_binary() is None:
         pytest.fail("nginx is not installed: `make test` installs nginx-light")
-    printed = subprocess.run([*lookout_cmd, "nginx-config", "--access-log", str(tmp_path / "a.log")],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+    printed = subprocess.run(
+        [*lookout_cmd, "nginx-config", "--access-log", str(tmp_path / "a.log")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert printed == nginx_config(None, str(tmp_path / "a.log"))
     assert "log_format lookout escape=json" in printed and "$msec" in printed and "geo $lookout_country" in printed
     n = Nginx(tmp_path / "n", "lookout", snippet=printed)

@@ -28,8 +28,9 @@ def assert_exactly(run: LookoutRun, n: int) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["lookout", "combined"])
-def test_a_burst_from_one_client_raises_goal1(fmt: str, request: pytest.FixtureRequest, tmp_path: Path,
-                                              lookout_cmd: list[str]) -> None:
+def test_a_burst_from_one_client_raises_goal1(
+    fmt: str, request: pytest.FixtureRequest, tmp_path: Path, lookout_cmd: list[str]
+) -> None:
     ng: Nginx = request.getfixturevalue("nginx" if fmt == "lookout" else "nginx_combined")
     extra = ("--host", "web-1") if fmt == "combined" else ()
     run = LookoutRun(lookout_cmd, ng.access_log, tmp_path, *extra).start()
@@ -38,8 +39,7 @@ def test_a_burst_from_one_client_raises_goal1(fmt: str, request: pytest.FixtureR
         ng.request("203.0.113.7")
         if i % 5 == 0:
             ng.burst(calm)
-    took = run.wait_for(lambda: any(a["client_ip"] == "203.0.113.7" for a in run.results("goal1-topic")),
-                        "the goal-1 alert")
+    took = run.wait_for(lambda: any(a["client_ip"] == "203.0.113.7" for a in run.results("goal1-topic")), "the goal-1 alert")
     assert took < 15
     run.wait_for(lambda: run.stored() == 40, "40 records stored")
     assert run.stop() == 0

@@ -7,8 +7,8 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import orjson
 
@@ -69,13 +69,16 @@ class Reader:
 
 def start_ship(cmd: list[str], log: Path, bootstrap: str, topic: str, state: Path, err: Path) -> subprocess.Popen:
     with open(err, "ab") as fh:
-        return subprocess.Popen([*cmd, "ship", str(log), "--kafka", bootstrap, "--topic", topic,
-                                 "--state-dir", str(state), "--duration", "120"], stdout=subprocess.DEVNULL, stderr=fh)
+        return subprocess.Popen(
+            [*cmd, "ship", str(log), "--kafka", bootstrap, "--topic", topic, "--state-dir", str(state), "--duration", "120"],
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+        )
 
 
-def test_ship_feeds_kafka_across_rotation_and_restart(nginx: Nginx, kafka_bootstrap: str,
-                                                      kafka_topic: Callable[[str], str], tmp_path: Path,
-                                                      lookout_cmd: list[str]) -> None:
+def test_ship_feeds_kafka_across_rotation_and_restart(
+    nginx: Nginx, kafka_bootstrap: str, kafka_topic: Callable[[str], str], tmp_path: Path, lookout_cmd: list[str]
+) -> None:
     topic, state, err = kafka_topic("ship"), tmp_path / "ship-state", tmp_path / "ship.err"
     nginx.burst([client(i) for i in range(40)])
     with open(nginx.access_log, "ab") as f:
@@ -106,8 +109,10 @@ def test_ship_feeds_kafka_across_rotation_and_restart(nginx: Nginx, kafka_bootst
     assert len(msgs) == 81, "a clean stop and restart must neither re-send nor skip"
     values = [m.value() for m in msgs]
     bad = [m for m in msgs if m.value() == b"this line is no record"]
-    assert len(bad) == 1 and dict(bad[0].headers() or []) == {"lookout-reason": b"invalid-combined-line",
-                                                              "lookout-id": bad[0].key()}
+    assert len(bad) == 1 and dict(bad[0].headers() or []) == {
+        "lookout-reason": b"invalid-combined-line",
+        "lookout-id": bad[0].key(),
+    }
     assert all(dict(m.headers() or [])["lookout-id"] == m.key() for m in msgs)  # the record id, for the run
     recs = [orjson.loads(v) for v in values if v.startswith(b"{")]
     assert Counter(r["client_ip"] for r in recs) == Counter(client(i) for i in range(80))
@@ -120,8 +125,9 @@ def test_ship_feeds_kafka_across_rotation_and_restart(nginx: Nginx, kafka_bootst
     assert summaries[1].startswith("lookout ship stopped: 10 records")
 
 
-def test_ship_waits_out_a_broker_outage(nginx: Nginx, kafka_broker, kafka_topic: Callable[[str], str],
-                                        tmp_path: Path, lookout_cmd: list[str]) -> None:
+def test_ship_waits_out_a_broker_outage(
+    nginx: Nginx, kafka_broker, kafka_topic: Callable[[str], str], tmp_path: Path, lookout_cmd: list[str]
+) -> None:
     """Records produced while the broker is away are delivered when it is back; none lost."""
     topic, state, err = kafka_topic("outage"), tmp_path / "ship-state", tmp_path / "ship.err"
     proc = start_ship(lookout_cmd, nginx.access_log, kafka_broker.bootstrap, topic, state, err)

@@ -5,10 +5,10 @@ payload formats, validation at start, and `replay` silent unless --notify."""
 from __future__ import annotations
 
 import os
-import urllib.request
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -41,8 +41,10 @@ def traffic(t0: float, t1: float, bursts: list[float]) -> list[bytes]:
         i += 1
         t += 0.5
     for b in bursts:
-        recs += [{"@timestamp": round(BASE + b + j * 0.1, 3), "client_ip": f"10.9.0.{int(b)}", "host": "h", "status": 200}
-                 for j in range(10)]
+        recs += [
+            {"@timestamp": round(BASE + b + j * 0.1, 3), "client_ip": f"10.9.0.{int(b)}", "host": "h", "status": 200}
+            for j in range(10)
+        ]
     recs.sort(key=lambda r: r["@timestamp"])
     return [orjson.dumps(r) for r in recs]
 
@@ -60,8 +62,20 @@ def test_run_notifies_every_transition_through_an_outage_and_a_sigkill(lookout_c
     log, state, out = tmp_path / "access.log", tmp_path / "state", tmp_path / "out"
     log.write_bytes(b"\n".join(traffic(0, 70, [10, 30, 50])) + b"\n")
     env = {**os.environ, "RECV": receiver.url}
-    args = lookout_cmd + ["run", "--tail", str(log), "--rules", str(rules), "--state-dir", str(state), "--out", str(out),
-                          "--idle-timeout", "2s", "--no-view"]
+    args = lookout_cmd + [
+        "run",
+        "--tail",
+        str(log),
+        "--rules",
+        str(rules),
+        "--state-dir",
+        str(state),
+        "--out",
+        str(out),
+        "--idle-timeout",
+        "2s",
+        "--no-view",
+    ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -79,6 +93,7 @@ def test_run_notifies_every_transition_through_an_outage_and_a_sigkill(lookout_c
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     refuse_until[0] = time.time() + 3
     try:
+
         def done() -> bool:
             inc = incidents(out)
             want = {f"{d['id']}:{d['status']}" for d in inc}
@@ -96,7 +111,8 @@ def test_run_notifies_every_transition_through_an_outage_and_a_sigkill(lookout_c
     keys = [f"{d['id']}:{d['status']}" for d in inc]
     assert len(keys) == len(set(keys)) == 12  # the file: each transition once, across the crash
     assert sorted(d["key"]["client_ip"] for d in inc if d["status"] == "firing") == [
-        f"10.9.0.{b}" for b in (10, 110, 130, 30, 50, 90)]
+        f"10.9.0.{b}" for b in (10, 110, 130, 30, 50, 90)
+    ]
     assert {d["status"] for d in inc} == {"firing", "resolved"}
     for r in receiver.requests:  # nothing else arrives; a repeat carries the same key and body
         assert r.path == "/hook"
@@ -119,8 +135,10 @@ def test_permanent_refusals_are_dead_lettered_and_transient_ones_retried(tmp_pat
     receiver.answer = lambda path, body: 400 if path == "/bad" else (503 if time.time() < t_start + 2 else 200)
     receiver.reply = b"no\x1b[2J\nway"  # a hostile answer must not reach the log raw
     monkeypatch.setenv("RECV", receiver.url)
-    rs = load_rules_text(RULES + 'notify:\n  - {type: webhook, url: "${RECV}/bad", name: bad}\n'
-                                 '  - {type: webhook, url: "${RECV}/good", name: good}\n')
+    rs = load_rules_text(
+        RULES + 'notify:\n  - {type: webhook, url: "${RECV}/bad", name: bad}\n'
+        '  - {type: webhook, url: "${RECV}/good", name: good}\n'
+    )
     trans = _transitions(rs)
     assert [t.status for t in trans].count("firing") == 2
     n = Notifier(rs, tmp_path)
@@ -155,8 +173,9 @@ def test_outbox_drops_rows_of_a_checkpoint_that_never_landed(tmp_path):
 
 def test_alertmanager_and_slack_payloads(tmp_path, receiver: Receiver, monkeypatch):
     monkeypatch.setenv("RECV", receiver.url)
-    rs = load_rules_text(RULES + 'notify:\n  - {type: alertmanager, url: "${RECV}", rules: [burst]}\n'
-                                 '  - {type: slack, url: "${RECV}/slack"}\n')
+    rs = load_rules_text(
+        RULES + 'notify:\n  - {type: alertmanager, url: "${RECV}", rules: [burst]}\n  - {type: slack, url: "${RECV}/slack"}\n'
+    )
     trans = _transitions(rs)
     n = Notifier(rs, tmp_path)
     n.recover(0)
@@ -203,8 +222,21 @@ def test_bad_targets_fail_at_start_with_the_field_named_and_secrets_never_printe
     ]
     for line, needle in cases:
         rules.write_text(RULES + "notify:\n" + line + "\n")
-        for cmd in (["rules", "--rules", str(rules)], ["run", "--rules", str(rules), "--state-dir", str(tmp_path / "s"),
-                                                       "--out", str(tmp_path / "o"), "--no-view", "--duration", "1"]):
+        for cmd in (
+            ["rules", "--rules", str(rules)],
+            [
+                "run",
+                "--rules",
+                str(rules),
+                "--state-dir",
+                str(tmp_path / "s"),
+                "--out",
+                str(tmp_path / "o"),
+                "--no-view",
+                "--duration",
+                "1",
+            ],
+        ):
             p = subprocess.run(lookout_cmd + cmd, env=env, capture_output=True, text=True, timeout=60)
             assert p.returncode == 2 and needle in p.stderr, (cmd, p.stderr)
     rules.write_text(RULES + 'notify:\n  - {type: slack, url: "${HOOK}", headers: {Authorization: "Bearer ${TOKEN}"}}\n')

@@ -22,8 +22,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("pkg")
     wheel = build_wheel(base, {PROBE: "// packaging probe\n"})
     venv, site = venv_with_shared_deps(base)
-    run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-index", "--no-cache-dir",
-         f"{wheel}[kafka,elasticsearch]"], cwd=base)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-index",
+            "--no-cache-dir",
+            f"{wheel}[kafka,elasticsearch]",
+        ],
+        cwd=base,
+    )
     work = base / "elsewhere"
     work.mkdir()
     return {"wheel": wheel, "bin": venv / "bin", "site": site, "work": work}
@@ -44,12 +56,19 @@ def test_installed_lookout_runs_outside_the_checkout(installed: dict[str, Path])
     bin_, work = installed["bin"], installed["work"]
     where = run([str(bin_ / "python"), "-c", "import lookout; print(lookout.__file__)"], cwd=work).stdout.strip()
     assert Path(where).is_relative_to(installed["site"]), where
-    static = run([str(bin_ / "python"), "-c",
-                  "from importlib.resources import files; print(files('lookout').joinpath('" + PROBE + "').read_text())"],
-                 cwd=work).stdout
+    static = run(
+        [
+            str(bin_ / "python"),
+            "-c",
+            "from importlib.resources import files; print(files('lookout').joinpath('" + PROBE + "').read_text())",
+        ],
+        cwd=work,
+    ).stdout
     assert "packaging probe" in static
-    kibana = run([str(bin_ / "python"), "-c",
-                  "from lookout.kibana import saved_objects; print(len(saved_objects().splitlines()))"], cwd=work).stdout
+    kibana = run(
+        [str(bin_ / "python"), "-c", "from lookout.kibana import saved_objects; print(len(saved_objects().splitlines()))"],
+        cwd=work,
+    ).stdout
     assert int(kibana) >= 5
 
     version = run([str(bin_ / "lookout"), "--version"], cwd=work).stdout

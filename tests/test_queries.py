@@ -8,8 +8,16 @@ import subprocess
 import orjson
 import pytest
 
-GOOD = {"server": "s_v3", "client_ip": "154.85.126.16", "method": "PUT", "status": "404",
-        "request_time": "0.28", "host": "api_38.example.com", "country": "US", "@timestamp": "1659509511.865323"}
+GOOD = {
+    "server": "s_v3",
+    "client_ip": "154.85.126.16",
+    "method": "PUT",
+    "status": "404",
+    "request_time": "0.28",
+    "host": "api_38.example.com",
+    "country": "US",
+    "@timestamp": "1659509511.865323",
+}
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -26,13 +34,22 @@ def store(lookout_cmd, tmp_path):
     return st
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--limit", "-1"], "--limit"), (["--limit", "0"], "--limit"), (["--limit", "99999999999999999999"], "--limit"),
-    (["--limit", "100001"], "--limit"),
-    (["--status", "600"], "100-599"), (["--status", "500-400"], "empty"), (["--status", "099"], "100-599"),
-    (["--status", "٤٠٤"], "--status"), (["--status", "4xx5"], "--status"),
-    (["--client-ip", "fe80::1%eth0"], "--client-ip"), (["--since", "yesterday"], "--since"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--limit", "-1"], "--limit"),
+        (["--limit", "0"], "--limit"),
+        (["--limit", "99999999999999999999"], "--limit"),
+        (["--limit", "100001"], "--limit"),
+        (["--status", "600"], "100-599"),
+        (["--status", "500-400"], "empty"),
+        (["--status", "099"], "100-599"),
+        (["--status", "٤٠٤"], "--status"),
+        (["--status", "4xx5"], "--status"),
+        (["--client-ip", "fe80::1%eth0"], "--client-ip"),
+        (["--since", "yesterday"], "--since"),
+    ],
+)
 def test_bad_search_parameters_exit_2(lookout_cmd, store, args, needle):
     p = run(lookout_cmd + ["search", "--store", str(store), *args])
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)

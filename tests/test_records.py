@@ -9,8 +9,16 @@ from hypothesis import strategies as st
 
 from lookout.records import Rejected, parse_chunk, parse_line
 
-GOOD = {"server": "s_v3", "client_ip": "154.85.126.16", "method": "PUT", "status": "201",
-        "request_time": "0.28", "host": "api_38.example.com", "country": "US", "@timestamp": "1659509511.865323"}
+GOOD = {
+    "server": "s_v3",
+    "client_ip": "154.85.126.16",
+    "method": "PUT",
+    "status": "201",
+    "request_time": "0.28",
+    "host": "api_38.example.com",
+    "country": "US",
+    "@timestamp": "1659509511.865323",
+}
 
 
 def rec(**kw) -> bytes:
@@ -20,34 +28,68 @@ def rec(**kw) -> bytes:
 
 def test_seed_record():
     r = parse_line(rec())
-    assert r == {"ts": 1659509511865323, "status": 201, "request_time": 0.28, "client_ip": "154.85.126.16",
-                 "host": "api_38.example.com", "country": "US", "method": "PUT", "server": "s_v3"}
+    assert r == {
+        "ts": 1659509511865323,
+        "status": 201,
+        "request_time": 0.28,
+        "client_ip": "154.85.126.16",
+        "host": "api_38.example.com",
+        "country": "US",
+        "method": "PUT",
+        "server": "s_v3",
+    }
 
 
-@pytest.mark.parametrize("ts,us", [
-    (1659509511, 1659509511_000000), ("1659509511", 1659509511_000000), (1659509511.5, 1659509511_500000),
-    ("2022-08-03T06:51:51Z", 1659509511_000000), ("2022-08-03T06:51:51.250", 1659509511_250000),
-    ("2022-08-03T08:51:51+02:00", 1659509511_000000), ("2022-08-03 06:51:51", 1659509511_000000),
-])
+@pytest.mark.parametrize(
+    "ts,us",
+    [
+        (1659509511, 1659509511_000000),
+        ("1659509511", 1659509511_000000),
+        (1659509511.5, 1659509511_500000),
+        ("2022-08-03T06:51:51Z", 1659509511_000000),
+        ("2022-08-03T06:51:51.250", 1659509511_250000),
+        ("2022-08-03T08:51:51+02:00", 1659509511_000000),
+        ("2022-08-03 06:51:51", 1659509511_000000),
+    ],
+)
 def test_timestamps(ts, us):
     assert parse_line(rec(**{"@timestamp": ts}))["ts"] == us
 
 
-@pytest.mark.parametrize("kw,reason", [
-    ({"@timestamp": ...}, "missing-timestamp"), ({"@timestamp": None}, "missing-timestamp"),
-    ({"@timestamp": "yesterday"}, "invalid-timestamp"), ({"@timestamp": True}, "invalid-timestamp"),
-    ({"@timestamp": "nan"}, "invalid-timestamp"), ({"@timestamp": -5}, "invalid-timestamp"),
-    ({"status": ...}, "missing-status"), ({"status": "20x"}, "invalid-status"), ({"status": 700}, "invalid-status"),
-    ({"status": "99"}, "invalid-status"), ({"status": 201.5}, "invalid-status"), ({"status": True}, "invalid-status"),
-    ({"status": " 201"}, "invalid-status"),
-    ({"client_ip": ...}, "missing-client_ip"), ({"client_ip": "1.2.3"}, "invalid-client_ip"),
-    ({"client_ip": "256.1.1.1"}, "invalid-client_ip"), ({"client_ip": 16909060}, "invalid-client_ip"),
-    ({"host": ...}, "missing-host"), ({"host": ""}, "invalid-host"), ({"host": 5}, "invalid-host"),
-    ({"host": {"a": 1}}, "invalid-host"),
-    ({"request_time": "fast"}, "invalid-request_time"), ({"request_time": -0.1}, "invalid-request_time"),
-    ({"request_time": "inf"}, "invalid-request_time"), ({"request_time": 9.3e12}, "invalid-request_time"), ({"request_time": [1]}, "invalid-request_time"),
-    ({"country": 1}, "invalid-country"), ({"method": False}, "invalid-method"), ({"server": ["x"]}, "invalid-server"),
-])
+@pytest.mark.parametrize(
+    "kw,reason",
+    [
+        ({"@timestamp": ...}, "missing-timestamp"),
+        ({"@timestamp": None}, "missing-timestamp"),
+        ({"@timestamp": "yesterday"}, "invalid-timestamp"),
+        ({"@timestamp": True}, "invalid-timestamp"),
+        ({"@timestamp": "nan"}, "invalid-timestamp"),
+        ({"@timestamp": -5}, "invalid-timestamp"),
+        ({"status": ...}, "missing-status"),
+        ({"status": "20x"}, "invalid-status"),
+        ({"status": 700}, "invalid-status"),
+        ({"status": "99"}, "invalid-status"),
+        ({"status": 201.5}, "invalid-status"),
+        ({"status": True}, "invalid-status"),
+        ({"status": " 201"}, "invalid-status"),
+        ({"client_ip": ...}, "missing-client_ip"),
+        ({"client_ip": "1.2.3"}, "invalid-client_ip"),
+        ({"client_ip": "256.1.1.1"}, "invalid-client_ip"),
+        ({"client_ip": 16909060}, "invalid-client_ip"),
+        ({"host": ...}, "missing-host"),
+        ({"host": ""}, "invalid-host"),
+        ({"host": 5}, "invalid-host"),
+        ({"host": {"a": 1}}, "invalid-host"),
+        ({"request_time": "fast"}, "invalid-request_time"),
+        ({"request_time": -0.1}, "invalid-request_time"),
+        ({"request_time": "inf"}, "invalid-request_time"),
+        ({"request_time": 9.3e12}, "invalid-request_time"),
+        ({"request_time": [1]}, "invalid-request_time"),
+        ({"country": 1}, "invalid-country"),
+        ({"method": False}, "invalid-method"),
+        ({"server": ["x"]}, "invalid-server"),
+    ],
+)
 def test_invalid_fields(kw, reason):
     with pytest.raises(Rejected) as e:
         parse_line(rec(**kw))
@@ -56,23 +98,40 @@ def test_invalid_fields(kw, reason):
     assert parsed.records.height == 1 and [r.reason for r in parsed.rejected] == [reason]
 
 
-@pytest.mark.parametrize("line,reason", [
-    (b"\xff\xfe{}", "invalid-utf8"), (b"{not json", "invalid-json"), (b"[1, 2]", "not-an-object"),
-    (b"42", "not-an-object"), (b"null", "not-an-object"), (b'"str"', "not-an-object"),
-])
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        (b"\xff\xfe{}", "invalid-utf8"),
+        (b"{not json", "invalid-json"),
+        (b"[1, 2]", "not-an-object"),
+        (b"42", "not-an-object"),
+        (b"null", "not-an-object"),
+        (b'"str"', "not-an-object"),
+    ],
+)
 def test_invalid_lines(line, reason):
     parsed = parse_chunk(rec() + b"\n" + line + b"\n" + rec())
     assert parsed.records.get_column("line").to_list() == [0, 2]
     assert [(r.index, r.reason, r.raw) for r in parsed.rejected] == [(1, reason, line)]
 
 
-@pytest.mark.parametrize("kw,field,value", [
-    ({"request_time": None}, "request_time", None), ({"request_time": "-"}, "request_time", None),
-    ({"request_time": ""}, "request_time", None), ({"request_time": ...}, "request_time", None),
-    ({"request_time": 0}, "request_time", 0.0), ({"country": "-"}, "country", None), ({"country": ""}, "country", None),
-    ({"status": 201}, "status", 201), ({"status": 201.0}, "status", 201), ({"client_ip": "2001:db8::1"}, "client_ip", "2001:db8::1"),
-    ({"method": ...}, "method", None), ({"extra": {"nested": [1]}}, "host", "api_38.example.com"),
-])
+@pytest.mark.parametrize(
+    "kw,field,value",
+    [
+        ({"request_time": None}, "request_time", None),
+        ({"request_time": "-"}, "request_time", None),
+        ({"request_time": ""}, "request_time", None),
+        ({"request_time": ...}, "request_time", None),
+        ({"request_time": 0}, "request_time", 0.0),
+        ({"country": "-"}, "country", None),
+        ({"country": ""}, "country", None),
+        ({"status": 201}, "status", 201),
+        ({"status": 201.0}, "status", 201),
+        ({"client_ip": "2001:db8::1"}, "client_ip", "2001:db8::1"),
+        ({"method": ...}, "method", None),
+        ({"extra": {"nested": [1]}}, "host", "api_38.example.com"),
+    ],
+)
 def test_unknowns_and_mixed_types(kw, field, value):
     assert parse_line(rec(**kw))[field] == value
     df = parse_chunk(rec(**kw)).records
@@ -86,10 +145,34 @@ def test_blank_lines_are_skipped_and_numbering_kept():
 
 
 values = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 1000), st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["", "-", "201", "404", "0.28", "1e3", "nan", "abc", "1.2.3.4", "::1", "2022-08-03T06:51:51Z",
-                     "1659509511.865323", " 201", "4xx", "201.0", "api.example.com", "5", "true"]),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.sampled_from(["a"]), st.integers(), max_size=1),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 1000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(
+        [
+            "",
+            "-",
+            "201",
+            "404",
+            "0.28",
+            "1e3",
+            "nan",
+            "abc",
+            "1.2.3.4",
+            "::1",
+            "2022-08-03T06:51:51Z",
+            "1659509511.865323",
+            " 201",
+            "4xx",
+            "201.0",
+            "api.example.com",
+            "5",
+            "true",
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["a"]), st.integers(), max_size=1),
 )
 field_names = st.sampled_from(["server", "client_ip", "method", "status", "request_time", "host", "country", "@timestamp"])
 
@@ -184,12 +267,18 @@ def raw(*pairs: tuple[str, str]) -> bytes:
 BASE = [('"client_ip"', '"1.2.3.4"'), ('"status"', '"200"'), ('"host"', '"h"'), ('"@timestamp"', '"1659509500"')]
 
 
-@pytest.mark.parametrize("line", [
-    raw(*BASE, ('"status"', '"404"')),                       # the issue's line: 200 on one path, 404 on the other
-    raw(*BASE, ('"host"', '{"evil":1}')), raw(*BASE, ('"@timestamp"', '"never"')), raw(*BASE, ('"client_ip"', '"x"')),
-    raw(('"client_ip"', '"::1"'), *BASE[1:], ('"status"', '"404"')),
-    raw(*BASE, ('"ho\\u0073t"', '"other"')), raw(*BASE, ('"country"', '"US"'), ('"country"', 'null')),
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        raw(*BASE, ('"status"', '"404"')),  # the issue's line: 200 on one path, 404 on the other
+        raw(*BASE, ('"host"', '{"evil":1}')),
+        raw(*BASE, ('"@timestamp"', '"never"')),
+        raw(*BASE, ('"client_ip"', '"x"')),
+        raw(('"client_ip"', '"::1"'), *BASE[1:], ('"status"', '"404"')),
+        raw(*BASE, ('"ho\\u0073t"', '"other"')),
+        raw(*BASE, ('"country"', '"US"'), ('"country"', "null")),
+    ],
+)
 def test_duplicate_fields_are_rejected_on_every_path(line):
     assert assert_one_truth(line) == "duplicate-key"
 
@@ -198,8 +287,15 @@ def test_duplicates_of_ignored_keys_are_ignored():
     assert isinstance(assert_one_truth(raw(*BASE, ('"extra"', "1"), ('"extra"', "2"))), dict)
 
 
-@pytest.mark.parametrize("key,reason", [("ho\\u0073t", "invalid-host"), ("\\u0063ountry", "invalid-country"),
-                                        ("m\\u0065thod", "invalid-method"), ("serve\\u0072", "invalid-server")])
+@pytest.mark.parametrize(
+    "key,reason",
+    [
+        ("ho\\u0073t", "invalid-host"),
+        ("\\u0063ountry", "invalid-country"),
+        ("m\\u0065thod", "invalid-method"),
+        ("serve\\u0072", "invalid-server"),
+    ],
+)
 def test_escaped_key_names_are_decoded_before_guarding(key, reason):
     fields = [p for p in BASE if key.startswith("ho") is False or p[0] != '"host"']
     assert assert_one_truth(raw(*fields, (f'"{key}"', '{"evil":1}'))) == reason
@@ -210,13 +306,20 @@ def test_escaped_key_names_are_the_field():
     assert r["host"] == "h2"
 
 
-@pytest.mark.parametrize("fld,value,reason", [
-    ("client_ip", "١.٢.٣.٤", "invalid-client_ip"), ("client_ip", "１.２.３.４", "invalid-client_ip"),
-    ("@timestamp", "١٦٥٩٥٠٩٥٠٠", "invalid-timestamp"), ("@timestamp", "１６５９５０９５００", "invalid-timestamp"),
-    ("@timestamp", "٢٠٢٢-08-03T06:51:51Z", "invalid-timestamp"),
-    ("request_time", "٠.٥", "invalid-request_time"), ("request_time", "０.５", "invalid-request_time"),
-    ("status", "٢٠٠", "invalid-status"), ("status", "２００", "invalid-status"),
-])
+@pytest.mark.parametrize(
+    "fld,value,reason",
+    [
+        ("client_ip", "١.٢.٣.٤", "invalid-client_ip"),
+        ("client_ip", "１.２.３.４", "invalid-client_ip"),
+        ("@timestamp", "١٦٥٩٥٠٩٥٠٠", "invalid-timestamp"),
+        ("@timestamp", "１６５９５０９５００", "invalid-timestamp"),
+        ("@timestamp", "٢٠٢٢-08-03T06:51:51Z", "invalid-timestamp"),
+        ("request_time", "٠.٥", "invalid-request_time"),
+        ("request_time", "０.５", "invalid-request_time"),
+        ("status", "٢٠٠", "invalid-status"),
+        ("status", "２００", "invalid-status"),
+    ],
+)
 def test_non_ascii_digits_are_refused_everywhere(fld, value, reason):
     assert assert_one_truth(rec(**{fld: value})) == reason
 
@@ -237,10 +340,17 @@ def test_minus_zero_request_time_is_zero():
         assert str(r["request_time"]) == "0.0", v
 
 
-@pytest.mark.parametrize("ip,canonical", [
-    ("::ffff:1.2.3.4", "1.2.3.4"), ("::FFFF:102:304", "1.2.3.4"), ("2001:DB8:0:0::1", "2001:db8::1"),
-    ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"), ("1.2.3.4", "1.2.3.4"), ("::1", "::1"),
-])
+@pytest.mark.parametrize(
+    "ip,canonical",
+    [
+        ("::ffff:1.2.3.4", "1.2.3.4"),
+        ("::FFFF:102:304", "1.2.3.4"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("1.2.3.4", "1.2.3.4"),
+        ("::1", "::1"),
+    ],
+)
 def test_client_ips_are_canonical(ip, canonical):
     assert assert_one_truth(rec(client_ip=ip))["client_ip"] == canonical
 
@@ -250,10 +360,15 @@ def test_client_ip_zone_ids_are_refused(ip):
     assert assert_one_truth(rec(client_ip=ip)) == "invalid-client_ip"
 
 
-@pytest.mark.parametrize("ts,us", [
-    ("2016-12-31T23:59:60Z", 1483228800_000000), ("2016-12-31T23:59:60.5Z", 1483228800_500000),
-    ("2017-01-01T05:44:60+05:45", 1483228800_000000), ("2016-12-31 23:59:60", 1483228800_000000),
-])
+@pytest.mark.parametrize(
+    "ts,us",
+    [
+        ("2016-12-31T23:59:60Z", 1483228800_000000),
+        ("2016-12-31T23:59:60.5Z", 1483228800_500000),
+        ("2017-01-01T05:44:60+05:45", 1483228800_000000),
+        ("2016-12-31 23:59:60", 1483228800_000000),
+    ],
+)
 def test_leap_second_is_the_next_day_start(ts, us):
     assert assert_one_truth(rec(**{"@timestamp": ts}))["ts"] == us
 
@@ -265,6 +380,7 @@ def test_sixty_seconds_elsewhere_is_refused(ts):
 
 # hostile lines written by hand: repeated and escaped keys, Unicode digits, surrogates, control characters
 
+
 def _escape_key(name: str, draw) -> str:
     out = []
     for ch in name:
@@ -273,9 +389,35 @@ def _escape_key(name: str, draw) -> str:
 
 
 hostile_text = st.one_of(
-    st.sampled_from(["1.2.3.4", "::1", "::ffff:1.2.3.4", "fe80::1%eth0", "١.٢.٣.٤", "１.２.３.４", "201", "٢٠١", "２０１",
-                     "1659509511", "١٦٥٩٥٠٩٥١١", "2016-12-31T23:59:60Z", "0.5", "٠.٥", "-0", "-", "", "h",
-                     "api.example.com", "1e3", "nan", "inf", "true", "{", "-1"]),
+    st.sampled_from(
+        [
+            "1.2.3.4",
+            "::1",
+            "::ffff:1.2.3.4",
+            "fe80::1%eth0",
+            "١.٢.٣.٤",
+            "１.２.３.４",
+            "201",
+            "٢٠١",
+            "２０１",
+            "1659509511",
+            "١٦٥٩٥٠٩٥١١",
+            "2016-12-31T23:59:60Z",
+            "0.5",
+            "٠.٥",
+            "-0",
+            "-",
+            "",
+            "h",
+            "api.example.com",
+            "1e3",
+            "nan",
+            "inf",
+            "true",
+            "{",
+            "-1",
+        ]
+    ),
     st.text(alphabet=st.sampled_from("0123456789.:-abfx٠١٢３\u00e9\x00\x01\x1f\x7f \t"), max_size=8),
 )
 
@@ -284,11 +426,17 @@ hostile_text = st.one_of(
 def json_value(draw) -> str:
     kind = draw(st.integers(0, 6))
     if kind == 0:
-        return draw(st.sampled_from(["null", "true", "false", "0", "-0", "201", "201.0", "1659509511.5", "[]", "{}",
-                                     '{"a":1}', "[1]", "1e400", "-1"]))
+        return draw(
+            st.sampled_from(
+                ["null", "true", "false", "0", "-0", "201", "201.0", "1659509511.5", "[]", "{}", '{"a":1}', "[1]", "1e400", "-1"]
+            )
+        )
     if kind == 1:  # escapes: surrogates, control characters, plain letters
-        esc = draw(st.sampled_from(["\\ud800", "\\udfff", "\\ud83d\\ude00", "\\u0000", "\\u001f", "\\u0041", "\\n",
-                                    "\\t", "\\\\", '\\"', "\\u0031"]))
+        esc = draw(
+            st.sampled_from(
+                ["\\ud800", "\\udfff", "\\ud83d\\ude00", "\\u0000", "\\u001f", "\\u0041", "\\n", "\\t", "\\\\", '\\"', "\\u0031"]
+            )
+        )
         return '"' + draw(st.sampled_from(["", "h", "1"])) + esc + draw(st.sampled_from(["", "x", "0"])) + '"'
     if kind == 2:  # a raw control character inside a string (invalid JSON)
         return '"a' + draw(st.sampled_from(["\x00", "\x01", "\x1f", "\t"])) + 'b"'

@@ -23,8 +23,9 @@ def _limit_memory() -> None:  # the child may not grow past 1 GiB: a bomb fails 
 def lookout_rules(lookout_cmd: list[str], tmp_path: Path, text: str, timeout: float = 60) -> subprocess.CompletedProcess:
     f = tmp_path / "rules.yaml"
     f.write_text(text)
-    return subprocess.run(lookout_cmd + ["rules", "--rules", str(f)], capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=_limit_memory)
+    return subprocess.run(
+        lookout_cmd + ["rules", "--rules", str(f)], capture_output=True, text=True, timeout=timeout, preexec_fn=_limit_memory
+    )
 
 
 def alias_bomb(where: str) -> str:
@@ -32,8 +33,11 @@ def alias_bomb(where: str) -> str:
     for i in range(1, 10):
         levels.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
     rule = {"name": "*a9", "filter": "{host: *a9}"}
-    body = (f"  - name: {rule['name']}\n    window: 1s\n    group_by: host\n" if where == "name" else
-            f"  - name: r\n    window: 1s\n    group_by: host\n    filter: {rule['filter']}\n")
+    body = (
+        f"  - name: {rule['name']}\n    window: 1s\n    group_by: host\n"
+        if where == "name"
+        else f"  - name: r\n    window: 1s\n    group_by: host\n    filter: {rule['filter']}\n"
+    )
     return "bombs:\n" + "\n".join("  " + ln for ln in levels) + "\nrules:\n" + body
 
 
@@ -48,40 +52,45 @@ def test_alias_bomb_is_refused(lookout_cmd, tmp_path, where):
     assert time.monotonic() - t0 < 30
 
 
-@pytest.mark.parametrize("text,needles", [
-    ("rules: [{name: r, window: {size: 365d, hop: 1s}, group_by: host}]",
-     ["window", "31,536,000 windows per record", f"limit is {MAX_WINDOWS_PER_RECORD:,}"]),
-    ("rules: [{name: r, window: {size: 1d, hop: 1ms}, group_by: host}]", ["window", "windows per record"]),
-    ("rules: [{name: r, window: 99999999999999999999999999999, group_by: host}]", ["window"]),
-    ("rules: [{name: r, window: .inf, group_by: host}]", ["window"]),
-    ("rules: [{name: r, window: .nan, group_by: host}]", ["window"]),
-    ("rules: [{name: r, window: {size: 1s, hop: -.inf}, group_by: host}]", ["window"]),
-    ("rules: [{name: r, window: 400d, group_by: host}]", ["window", "366d"]),
-    ("lateness: 99999999999999999999d\nrules: [{name: r, window: 1s, group_by: host}]", ["lateness"]),
-    ("lateness: .inf\nrules: [{name: r, window: 1s, group_by: host}]", ["lateness"]),
-    ("lateness: -5\nrules: [{name: r, window: 1s, group_by: host}]", ["lateness"]),
-    ("lateness: '١٠s'\nrules: [{name: r, window: 1s, group_by: host}]", ["lateness"]),
-    ("rules: [{name: r, window: 1s, group_by: host, threshold: .inf}]", ["threshold"]),
-    ("rules: [{name: r, window: 1s, group_by: host, threshold: 'count > " + "9" * 400 + "'}]", ["threshold"]),
-    ("rules: [{name: r, window: 1s, group_by: host, threshold: 'count > ١٠'}]", ["threshold"]),
-    ("rules: [{name: r, window: 1s, group_by: host, threshold: 'count > １０'}]", ["threshold"]),
-    ("rules: [{name: r, window: 1s, group_by: host, threshold: 'count > 1e300'}]", ["threshold"]),
-    ("rules: [{name: r, window: 1s, group_by: host, threshold: [1, 2]}]", ["threshold"]),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {request_time: 5-1}}]", ["filter", "empty"]),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {request_time: .inf}}]", ["filter", "request_time"]),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {request_time: '1.2.3-4'}}]", ["filter", "request_time"]),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {status: 600}}]", ["filter", "100-599"]),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {status: '500-400'}}]", ["filter", "empty"]),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {status: '٤٠٤'}}]", ["filter", "status"]),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {status: true}}]", ["filter", "status"]),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {host: [[1]]}}]", ["filter", "host"]),
-    ("rules: [{name: r, window: 1s, group_by: host, filter: {client_ip: 'fe80::1%eth0'}}]", ["filter", "client_ip"]),
-    ("rules: [{name: [1], window: 1s, group_by: host}]", ["name"]),
-    ("rules: [1, 2]", ["rules.0"]),
-    ("rules: {a: 1}", ["rules"]),
-    ("[" * 5000 + "]" * 5000, ["nested too deeply"]),
-    ("rules: !!python/object:os.system [echo]", ["YAML"]),
-])
+@pytest.mark.parametrize(
+    "text,needles",
+    [
+        (
+            "rules: [{name: r, window: {size: 365d, hop: 1s}, group_by: host}]",
+            ["window", "31,536,000 windows per record", f"limit is {MAX_WINDOWS_PER_RECORD:,}"],
+        ),
+        ("rules: [{name: r, window: {size: 1d, hop: 1ms}, group_by: host}]", ["window", "windows per record"]),
+        ("rules: [{name: r, window: 99999999999999999999999999999, group_by: host}]", ["window"]),
+        ("rules: [{name: r, window: .inf, group_by: host}]", ["window"]),
+        ("rules: [{name: r, window: .nan, group_by: host}]", ["window"]),
+        ("rules: [{name: r, window: {size: 1s, hop: -.inf}, group_by: host}]", ["window"]),
+        ("rules: [{name: r, window: 400d, group_by: host}]", ["window", "366d"]),
+        ("lateness: 99999999999999999999d\nrules: [{name: r, window: 1s, group_by: host}]", ["lateness"]),
+        ("lateness: .inf\nrules: [{name: r, window: 1s, group_by: host}]", ["lateness"]),
+        ("lateness: -5\nrules: [{name: r, window: 1s, group_by: host}]", ["lateness"]),
+        ("lateness: '١٠s'\nrules: [{name: r, window: 1s, group_by: host}]", ["lateness"]),
+        ("rules: [{name: r, window: 1s, group_by: host, threshold: .inf}]", ["threshold"]),
+        ("rules: [{name: r, window: 1s, group_by: host, threshold: 'count > " + "9" * 400 + "'}]", ["threshold"]),
+        ("rules: [{name: r, window: 1s, group_by: host, threshold: 'count > ١٠'}]", ["threshold"]),
+        ("rules: [{name: r, window: 1s, group_by: host, threshold: 'count > １０'}]", ["threshold"]),
+        ("rules: [{name: r, window: 1s, group_by: host, threshold: 'count > 1e300'}]", ["threshold"]),
+        ("rules: [{name: r, window: 1s, group_by: host, threshold: [1, 2]}]", ["threshold"]),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {request_time: 5-1}}]", ["filter", "empty"]),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {request_time: .inf}}]", ["filter", "request_time"]),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {request_time: '1.2.3-4'}}]", ["filter", "request_time"]),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {status: 600}}]", ["filter", "100-599"]),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {status: '500-400'}}]", ["filter", "empty"]),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {status: '٤٠٤'}}]", ["filter", "status"]),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {status: true}}]", ["filter", "status"]),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {host: [[1]]}}]", ["filter", "host"]),
+        ("rules: [{name: r, window: 1s, group_by: host, filter: {client_ip: 'fe80::1%eth0'}}]", ["filter", "client_ip"]),
+        ("rules: [{name: [1], window: 1s, group_by: host}]", ["name"]),
+        ("rules: [1, 2]", ["rules.0"]),
+        ("rules: {a: 1}", ["rules"]),
+        ("[" * 5000 + "]" * 5000, ["nested too deeply"]),
+        ("rules: !!python/object:os.system [echo]", ["YAML"]),
+    ],
+)
 def test_bad_numbers_and_ranges_exit_2_naming_the_field(lookout_cmd, tmp_path, text, needles):
     p = lookout_rules(lookout_cmd, tmp_path, text)
     assert p.returncode == 2, p.stderr[-800:]
@@ -117,9 +126,10 @@ def test_the_most_rules_allowed_validate_fast():
 
 
 def test_unreadable_rules_files(lookout_cmd, tmp_path):
-    for path, needle in [(tmp_path, "directory"), (Path("/dev/zero"), "limit")]:
-        p = subprocess.run(lookout_cmd + ["rules", "--rules", str(path)], capture_output=True, text=True, timeout=30,
-                           preexec_fn=_limit_memory)
+    for path, _needle in [(tmp_path, "directory"), (Path("/dev/zero"), "limit")]:
+        p = subprocess.run(
+            lookout_cmd + ["rules", "--rules", str(path)], capture_output=True, text=True, timeout=30, preexec_fn=_limit_memory
+        )
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-500:]
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes(b"rules: [{name: caf\xe9, window: 1s, group_by: host}]")
@@ -133,11 +143,19 @@ def test_filters_read_client_ips_like_records():
 
 
 # anything at all in a rule's fields: a RulesError (exit 2 with the field named), never another exception
-scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12),
-                    st.sampled_from(["1s", "365d", "1ms", "count > 10", "4xx", "5-1", "١٠", ".inf", "-1s", "0s", "1e400"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                        st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                      max_leaves=8)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(["1s", "365d", "1ms", "count > 10", "4xx", "5-1", "١٠", ".inf", "-1s", "0s", "1e400"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8,
+)
 rule_fields = st.sampled_from(["name", "window", "filter", "group_by", "aggregate", "threshold", "emit", "description"])
 
 

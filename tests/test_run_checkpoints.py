@@ -26,8 +26,11 @@ def assert_consistent(lookout_cmd: list[str], state: Path, out: Path) -> int:
     meta = load_meta(state)
     n = meta["stats"]["records"]
     files = store.data_files(state / "store")
-    got = duckdb.connect().execute("SELECT count(*), count(DISTINCT id), max(CAST(split_part(id, ':', 2) AS BIGINT)) "
-                                   "FROM read_parquet(?)", [files]).fetchone()
+    got = (
+        duckdb.connect()
+        .execute("SELECT count(*), count(DISTINCT id), max(CAST(split_part(id, ':', 2) AS BIGINT)) FROM read_parquet(?)", [files])
+        .fetchone()
+    )
     assert got == (n, n, n - 1), (got, n)
     assert meta["position"] == n  # the generator's position is its next record id
     for name, size in meta["sinks"]["files"].items():
@@ -58,7 +61,7 @@ def test_sigkill_with_the_last_commit_torn_mid_append_resumes_from_the_one_befor
     assert len(frames) >= 2
     # the crash hit in the middle of writing the last record: cut it in half
     last = len(frame(frames[-1]))
-    logs[-1].write_bytes(data[:end - last // 2])
+    logs[-1].write_bytes(data[: end - last // 2])
     before = load_meta(state)
     p = run(args + ["--duration", "3"])
     assert p.returncode == 0, p.stderr
@@ -103,6 +106,19 @@ def test_old_pickle_checkpoint_is_refused_with_what_to_do(lookout_cmd, tmp_path)
 def test_retention_option(lookout_cmd, tmp_path):
     p = run(lookout_cmd + ["run", "--retention", "soon", "--state-dir", str(tmp_path), "--no-view", "--duration", "1"])
     assert p.returncode == 2 and "duration" in p.stderr
-    p = run(lookout_cmd + ["run", "--retention", "off", "--state-dir", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
-                           "--no-view", "--duration", "1.5"])
+    p = run(
+        lookout_cmd
+        + [
+            "run",
+            "--retention",
+            "off",
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-view",
+            "--duration",
+            "1.5",
+        ]
+    )
     assert p.returncode == 0, p.stderr

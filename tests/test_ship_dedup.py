@@ -37,14 +37,30 @@ def _counted(out: Path) -> int:
 
 def _ship(cmd: list[str], nginx: Nginx, bs: str, topic: str, state: Path, err: Path, interval: str) -> subprocess.Popen:
     with open(err, "ab") as fh:
-        return subprocess.Popen([*cmd, "ship", str(nginx.access_log), "--kafka", bs, "--topic", topic,
-                                 "--state-dir", str(state), "--duration", "120", "--commit-interval", interval],
-                                stdout=subprocess.DEVNULL, stderr=fh)
+        return subprocess.Popen(
+            [
+                *cmd,
+                "ship",
+                str(nginx.access_log),
+                "--kafka",
+                bs,
+                "--topic",
+                topic,
+                "--state-dir",
+                str(state),
+                "--duration",
+                "120",
+                "--commit-interval",
+                interval,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+        )
 
 
 def test_ship_sigkill_and_restart_yields_no_duplicate_document_and_no_double_count(
-        nginx: Nginx, kafka_bootstrap: str, kafka_topic: Callable[[str], str], es_url: str, tmp_path: Path,
-        lookout_cmd: list[str]) -> None:
+    nginx: Nginx, kafka_bootstrap: str, kafka_topic: Callable[[str], str], es_url: str, tmp_path: Path, lookout_cmd: list[str]
+) -> None:
     topic, index = kafka_topic("ship-dup"), f"t-dup-{time.monotonic_ns()}"
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
@@ -63,18 +79,45 @@ def test_ship_sigkill_and_restart_yields_no_duplicate_document_and_no_double_cou
         reader.until(100)
         msgs = reader.settle(1.5)
         ids = Counter(dict(m.headers() or [])["lookout-id"] for m in msgs)
-        assert len(msgs) == 100 and len(ids) == 60 and sorted(ids.values()) == [1] * 20 + [2] * 40, \
-            (len(msgs), len(ids), Counter(ids.values()))  # the crash did repeat 40 records, with their ids
+        assert len(msgs) == 100 and len(ids) == 60 and sorted(ids.values()) == [1] * 20 + [2] * 40, (
+            len(msgs),
+            len(ids),
+            Counter(ids.values()),
+        )  # the crash did repeat 40 records, with their ids
 
         with open(err, "wb") as fh:
-            run = subprocess.Popen([*lookout_cmd, "run", "--kafka", kafka_bootstrap, "--topic", topic, "--rules",
-                                    str(rules), "--idle-timeout", "2s", "--no-view", "--state-dir",
-                                    str(tmp_path / "state"), "--out", str(out), "--elasticsearch", es_url,
-                                    "--es-index", index], stdout=subprocess.DEVNULL, stderr=fh)
+            run = subprocess.Popen(
+                [
+                    *lookout_cmd,
+                    "run",
+                    "--kafka",
+                    kafka_bootstrap,
+                    "--topic",
+                    topic,
+                    "--rules",
+                    str(rules),
+                    "--idle-timeout",
+                    "2s",
+                    "--no-view",
+                    "--state-dir",
+                    str(tmp_path / "state"),
+                    "--out",
+                    str(out),
+                    "--elasticsearch",
+                    es_url,
+                    "--es-index",
+                    index,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=fh,
+            )
         deadline = time.monotonic() + 90
         while _counted(out) < 60 or _count(es_url, index) < 60:
-            assert run.poll() is None and time.monotonic() < deadline, \
-                (_counted(out), _count(es_url, index), err.read_text()[-3000:])
+            assert run.poll() is None and time.monotonic() < deadline, (
+                _counted(out),
+                _count(es_url, index),
+                err.read_text()[-3000:],
+            )
             time.sleep(0.3)
         time.sleep(2)  # anything more would show up now
         run.send_signal(signal.SIGTERM)
@@ -91,7 +134,15 @@ def test_ship_sigkill_and_restart_yields_no_duplicate_document_and_no_double_cou
     store = subprocess.run([*lookout_cmd, "count", "--state-dir", str(tmp_path / "state")], capture_output=True, text=True)
     assert orjson.loads(store.stdout) == {"count": 60}
     assert "60 valid" in text and "40 duplicates skipped" in text, text[-2000:]
-    clients = {r["client_ip"] for r in map(orjson.loads, subprocess.run(
-        [*lookout_cmd, "search", "--state-dir", str(tmp_path / "state"), "--limit", "1000"],
-        capture_output=True, check=True).stdout.splitlines())}
+    clients = {
+        r["client_ip"]
+        for r in map(
+            orjson.loads,
+            subprocess.run(
+                [*lookout_cmd, "search", "--state-dir", str(tmp_path / "state"), "--limit", "1000"],
+                capture_output=True,
+                check=True,
+            ).stdout.splitlines(),
+        )
+    }
     assert clients == {client(i) for i in range(60)}

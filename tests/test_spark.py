@@ -12,14 +12,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pyspark  # noqa: E402,F401  (a hard requirement: an import error fails, never skips)
 import pytest
 
 from lookout.records import Rejected, parse_line
 from lookout.rules import load_rules_text
-from tests.spark_data import (BYTE_LINES, INVALID_LINES, LATE_LINES, RULES_YAML, dead_letters, read_lines, utf8_twins,
-                              write_messy)
-
-import pyspark  # noqa: E402,F401  (a hard requirement: an import error fails, never skips)
+from tests.spark_data import BYTE_LINES, INVALID_LINES, LATE_LINES, RULES_YAML, dead_letters, read_lines, utf8_twins, write_messy
 
 RULES = load_rules_text(RULES_YAML)
 RULE_NAMES = [r.name for r in RULES.rules]
@@ -36,15 +34,40 @@ def differential(tmp_path_factory: pytest.TempPathFactory) -> dict:
     b_start = 1_659_509_400.0 + 9000 / 120 + 1
     b = write_messy(d / "b.ndjson", 3000, seed=12, start=b_start)
     exe = Path(__import__("sys").executable).parent / "lookout"
-    subprocess.run([str(exe), "replay", str(a), str(b), "--rules", str(rules), "--out", str(d / "replay"),
-                    "--no-progress"], check=True, capture_output=True)
-    p = subprocess.run([str(exe), "spark", "--input", str(a), "--input", str(b), "--rules", str(rules),
-                        "--out", str(d / "spark"), "--master", "local[2]", "--json"],
-                       capture_output=True, text=True, timeout=400)
+    subprocess.run(
+        [str(exe), "replay", str(a), str(b), "--rules", str(rules), "--out", str(d / "replay"), "--no-progress"],
+        check=True,
+        capture_output=True,
+    )
+    p = subprocess.run(
+        [
+            str(exe),
+            "spark",
+            "--input",
+            str(a),
+            "--input",
+            str(b),
+            "--rules",
+            str(rules),
+            "--out",
+            str(d / "spark"),
+            "--master",
+            "local[2]",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert p.returncode == 0, p.stderr[-4000:]
     (d / "summary.json").write_text(p.stdout.strip().splitlines()[-1])
-    return {"replay": d / "replay", "spark": d / "spark", "summary": d / "summary.json", "inputs": [a, b],
-            "twins": utf8_twins() + utf8_twins(b_start)}
+    return {
+        "replay": d / "replay",
+        "spark": d / "spark",
+        "summary": d / "summary.json",
+        "inputs": [a, b],
+        "twins": utf8_twins() + utf8_twins(b_start),
+    }
 
 
 @pytest.mark.parametrize("rule", RULE_NAMES)
@@ -83,10 +106,23 @@ def test_same_dead_letters(differential: dict) -> None:
     want = dead_letters(differential["replay"] / "rejected.jsonl")
     got = dead_letters(differential["spark"] / "rejected.jsonl")
     assert len(want) == 2 * N_REJECTED + len(LATE_LINES)
-    assert {w[0] for w in want} >= {"invalid-utf8", "invalid-json", "not-an-object", "missing-timestamp", "invalid-timestamp",
-                                     "invalid-status", "missing-status", "invalid-client_ip", "missing-client_ip",
-                                     "invalid-host", "missing-host", "invalid-request_time", "invalid-country",
-                                     "invalid-method", "invalid-server"}
+    assert {w[0] for w in want} >= {
+        "invalid-utf8",
+        "invalid-json",
+        "not-an-object",
+        "missing-timestamp",
+        "invalid-timestamp",
+        "invalid-status",
+        "missing-status",
+        "invalid-client_ip",
+        "missing-client_ip",
+        "invalid-host",
+        "missing-host",
+        "invalid-request_time",
+        "invalid-country",
+        "invalid-method",
+        "invalid-server",
+    }
     assert got == want
 
 
@@ -94,10 +130,13 @@ def test_late_records_are_dead_lettered_as_in_replay(differential: dict) -> None
     """A record beyond the lateness is left out of each rule whose oldest window had closed at
     its arrival (per-record watermark) and dead-lettered once, with those rules, as replay does;
     the rules whose window was still open count it (the results above are identical)."""
+
     def late(engine: str) -> list[tuple]:
-        return sorted((d["raw"], tuple(d["rules"]), d["detail"]) for d in
-                      map(json.loads, (differential[engine] / "rejected.jsonl").read_text().splitlines())
-                      if d["reason"] == "late")
+        return sorted(
+            (d["raw"], tuple(d["rules"]), d["detail"])
+            for d in map(json.loads, (differential[engine] / "rejected.jsonl").read_text().splitlines())
+            if d["reason"] == "late"
+        )
 
     want = late("replay")
     assert len(want) == len(LATE_LINES)
@@ -146,12 +185,12 @@ def test_summary(differential: dict) -> None:
 def test_unsupported_rules_are_refused(tmp_path: Path, lookout_cmd: list[str]) -> None:
     """Rules whose Spark results could differ are refused up front (exit 2), not run differently."""
     rules = tmp_path / "r.yaml"
-    rules.write_text("rules:\n  - {name: s, window: 1m, group_by: host, aggregate: sum(request_time), "
-                     "threshold: '> 5', emit: alert}\n")
+    rules.write_text(
+        "rules:\n  - {name: s, window: 1m, group_by: host, aggregate: sum(request_time), threshold: '> 5', emit: alert}\n"
+    )
     data = tmp_path / "in.ndjson"
     data.write_text("")
-    p = subprocess.run([*lookout_cmd, "spark", "--input", str(data), "--rules", str(rules)],
-                       capture_output=True, text=True)
+    p = subprocess.run([*lookout_cmd, "spark", "--input", str(data), "--rules", str(rules)], capture_output=True, text=True)
     assert p.returncode == 2 and "alert on sum(request_time)" in p.stderr
     p = subprocess.run([*lookout_cmd, "spark", "--rules", str(rules)], capture_output=True, text=True)
     assert p.returncode == 2 and "either --input" in p.stderr
@@ -166,17 +205,35 @@ def test_a_record_from_2100_is_rejected_as_replay_rejects_it(tmp_path: Path, loo
     import orjson
 
     start = time.time() - 600
-    lines = [orjson.dumps({"@timestamp": f"{start + 0.1 * i:.3f}", "client_ip": f"10.1.{i % 4}.1",
-                           "host": f"h{i % 3}.example.com", "status": "404" if i % 6 == 0 else "200",
-                           "request_time": "0.12", "country": ["US", "DE"][i % 2]}) for i in range(3000)]
+    lines = [
+        orjson.dumps(
+            {
+                "@timestamp": f"{start + 0.1 * i:.3f}",
+                "client_ip": f"10.1.{i % 4}.1",
+                "host": f"h{i % 3}.example.com",
+                "status": "404" if i % 6 == 0 else "200",
+                "request_time": "0.12",
+                "country": ["US", "DE"][i % 2],
+            }
+        )
+        for i in range(3000)
+    ]
     lines[999] = orjson.dumps({**orjson.loads(lines[999]), "@timestamp": "4102444800"})
     data = tmp_path / "poisoned.ndjson"
     data.write_bytes(b"\n".join(lines) + b"\n")
-    p = subprocess.run([*lookout_cmd, "replay", str(data), "--out", str(tmp_path / "replay"), "--no-progress"],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [*lookout_cmd, "replay", str(data), "--out", str(tmp_path / "replay"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
-    p = subprocess.run([*lookout_cmd, "spark", "--input", str(data), "--out", str(tmp_path / "spark"),
-                        "--master", "local[2]", "--json"], capture_output=True, text=True, timeout=400)
+    p = subprocess.run(
+        [*lookout_cmd, "spark", "--input", str(data), "--out", str(tmp_path / "spark"), "--master", "local[2]", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert p.returncode == 0, p.stderr[-4000:]
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["rejected"] == 1 and summary["late"] == 0  # nothing late: the future record never moved the watermark

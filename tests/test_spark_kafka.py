@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from lookout.rules import load_rules_text
-from lookout.spark.kafka import ensure_topics
-from tests.spark_data import BYTE_LINES, INVALID_LINES, RULES_YAML, messy_bytes
-
 import confluent_kafka  # noqa: E402  (a hard requirement: an import error fails, never skips)
 import confluent_kafka.admin  # noqa: E402
 import pyspark  # noqa: E402,F401
+
+from lookout.rules import load_rules_text
+from lookout.spark.kafka import ensure_topics
+from tests.spark_data import BYTE_LINES, INVALID_LINES, RULES_YAML, messy_bytes
 
 EXE = Path(sys.executable).parent / "lookout"
 RULES = load_rules_text(RULES_YAML)
@@ -40,8 +40,20 @@ def _produce(bootstrap: str, lines: list[bytes]) -> None:
 def _replay(tmp_path: Path, lines: list[bytes]) -> tuple[dict[str, list[str]], list[tuple]]:
     data = tmp_path / "in.ndjson"
     data.write_bytes(b"\n".join(lines) + b"\n")
-    subprocess.run([str(EXE), "replay", str(data), "--rules", str(tmp_path / "rules.yaml"), "--out", str(tmp_path / "replay"),
-                    "--no-progress"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(EXE),
+            "replay",
+            str(data),
+            "--rules",
+            str(tmp_path / "rules.yaml"),
+            "--out",
+            str(tmp_path / "replay"),
+            "--no-progress",
+        ],
+        check=True,
+        capture_output=True,
+    )
     want = {n: sorted((tmp_path / "replay" / f"{n}.jsonl").read_text().splitlines()) for n in NAMES}
     return want, _letters((tmp_path / "replay" / "rejected.jsonl").read_text().splitlines())
 
@@ -56,8 +68,9 @@ class _Outputs:
     def __init__(self, bootstrap: str) -> None:
         self.got: dict[str, list[str]] = {n: [] for n in NAMES}
         self.dlq: list[str] = []
-        self.cons = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "spark-test",
-                                              "enable.auto.commit": False})
+        self.cons = confluent_kafka.Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "spark-test", "enable.auto.commit": False}
+        )
         self.cons.assign([confluent_kafka.TopicPartition(t, p, 0) for t in NAMES + [DLQ] for p in range(3)])
 
     def read(self, timeout: float = 1.0) -> None:
@@ -99,9 +112,26 @@ def test_idle_input_closes_the_last_windows_as_run_does(kafka_broker, tmp_path: 
     _produce(bootstrap, lines)
 
     log = open(tmp_path / "spark.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([str(EXE), "spark", "--kafka", bootstrap, "--rules", str(tmp_path / "rules.yaml"),
-                             "--master", "local[2]", "--checkpoint", str(tmp_path / "ck"), "--connector", "python",
-                             "--idle-timeout", "5s"], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [
+            str(EXE),
+            "spark",
+            "--kafka",
+            bootstrap,
+            "--rules",
+            str(tmp_path / "rules.yaml"),
+            "--master",
+            "local[2]",
+            "--checkpoint",
+            str(tmp_path / "ck"),
+            "--connector",
+            "python",
+            "--idle-timeout",
+            "5s",
+        ],
+        stdout=log,
+        stderr=log,
+    )
     out = _Outputs(bootstrap)
     expected = sum(len(v) for v in want.values())
     try:
@@ -117,10 +147,28 @@ def test_idle_input_closes_the_last_windows_as_run_does(kafka_broker, tmp_path: 
         out.cons.close()
 
     # the embedded engine on the same topic (it writes its own copy to the result topics: read above already)
-    run = subprocess.run([str(EXE), "run", "--kafka", bootstrap, "--rules", str(tmp_path / "rules.yaml"),
-                          "--out", str(tmp_path / "run"), "--state-dir", str(tmp_path / "run-state"),
-                          "--idle-timeout", "3s", "--duration", "40", "--no-view"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            str(EXE),
+            "run",
+            "--kafka",
+            bootstrap,
+            "--rules",
+            str(tmp_path / "rules.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--state-dir",
+            str(tmp_path / "run-state"),
+            "--idle-timeout",
+            "3s",
+            "--duration",
+            "40",
+            "--no-view",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     by_run = {n: sorted((tmp_path / "run" / f"{n}.jsonl").read_text().splitlines()) for n in NAMES}
     assert by_run == want  # the reference agrees with itself over Kafka
@@ -140,9 +188,30 @@ def test_duration_ends_with_the_final_flush(kafka_broker, tmp_path: Path) -> Non
     want, want_dlq = _replay(tmp_path, lines)
     bootstrap = kafka_broker.bootstrap
     _produce(bootstrap, lines)
-    p = subprocess.run([str(EXE), "spark", "--kafka", bootstrap, "--rules", str(tmp_path / "rules.yaml"),
-                        "--master", "local[2]", "--checkpoint", str(tmp_path / "ck"), "--connector", "python",
-                        "--idle-timeout", "1h", "--duration", "20", "--json"], capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            str(EXE),
+            "spark",
+            "--kafka",
+            bootstrap,
+            "--rules",
+            str(tmp_path / "rules.yaml"),
+            "--master",
+            "local[2]",
+            "--checkpoint",
+            str(tmp_path / "ck"),
+            "--connector",
+            "python",
+            "--idle-timeout",
+            "1h",
+            "--duration",
+            "20",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-4000:]
     assert json.loads(p.stdout.strip().splitlines()[-1])["connector"] == "lookout-kafka"
     out = _Outputs(bootstrap)

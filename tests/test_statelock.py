@@ -31,15 +31,22 @@ def test_second_run_on_a_state_dir_exits_2_naming_the_holder(lookout_cmd, tmp_pa
     first = _start_run(lookout_cmd, state, tmp_path / "out1")
     try:
         t0 = time.monotonic()
-        second = subprocess.run(lookout_cmd + ["run", "--state-dir", str(state), "--out", str(tmp_path / "out2"),
-                                               "--no-view", "--duration", "20"],
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            lookout_cmd + ["run", "--state-dir", str(state), "--out", str(tmp_path / "out2"), "--no-view", "--duration", "20"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 2, second.stderr
         assert time.monotonic() - t0 < 15  # at once, not after its --duration
         assert f"process {first.pid}" in second.stderr and "Traceback" not in second.stderr
         assert not (tmp_path / "out2" / "goal1-topic.jsonl").exists()  # it wrote nothing
-        ship = subprocess.run(lookout_cmd + ["ship", str(tmp_path / "access.log"), "--kafka", "127.0.0.1:1",
-                                             "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+        ship = subprocess.run(
+            lookout_cmd + ["ship", str(tmp_path / "access.log"), "--kafka", "127.0.0.1:1", "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert ship.returncode == 2 and f"process {first.pid}" in ship.stderr, ship.stderr
         assert first.poll() is None  # the holder runs on, untouched
     finally:
@@ -47,8 +54,12 @@ def test_second_run_on_a_state_dir_exits_2_naming_the_holder(lookout_cmd, tmp_pa
         _, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
     # released on a clean stop: the next run takes the state dir
-    again = subprocess.run(lookout_cmd + ["run", "--state-dir", str(state), "--out", str(tmp_path / "out1"),
-                                          "--no-view", "--duration", "2"], capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        lookout_cmd + ["run", "--state-dir", str(state), "--out", str(tmp_path / "out1"), "--no-view", "--duration", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0, again.stderr
 
 
@@ -57,8 +68,12 @@ def test_sigkill_leaves_no_stale_lock(lookout_cmd, tmp_path):
     first = _start_run(lookout_cmd, state, tmp_path / "out")
     first.kill()
     first.wait(timeout=10)
-    again = subprocess.run(lookout_cmd + ["run", "--state-dir", str(state), "--out", str(tmp_path / "out"),
-                                          "--no-view", "--duration", "2"], capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        lookout_cmd + ["run", "--state-dir", str(state), "--out", str(tmp_path / "out"), "--no-view", "--duration", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0, again.stderr
 
 

@@ -27,8 +27,7 @@ SLACK = 1.5  # interpreter exit, signal delivery
 
 
 def _start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([LOOKOUT, "run", "--no-view", *args], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "ab"), env=env)  # noqa: SIM115
+    return subprocess.Popen([LOOKOUT, "run", "--no-view", *args], stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=env)  # noqa: SIM115
 
 
 def _sigterm_and_time(proc: subprocess.Popen[bytes], log: Path) -> tuple[int, float]:
@@ -45,7 +44,8 @@ def _sigterm_and_time(proc: subprocess.Popen[bytes], log: Path) -> tuple[int, fl
 
 
 def test_broker_gone_sigterm_exits_within_stop_timeout_and_restart_loses_nothing(
-        kafka_broker: ProxiedBroker, tmp_path: Path) -> None:
+    kafka_broker: ProxiedBroker, tmp_path: Path
+) -> None:
     bs = kafka_broker.bootstrap
     lookout = [LOOKOUT]
     lines = generate(lookout, tmp_path / "in.ndjson", 60_000, seed=11)
@@ -53,8 +53,18 @@ def test_broker_gone_sigterm_exits_within_stop_timeout_and_restart_loses_nothing
     create_topic(bs, "test-inter", 3)
     produce(bs, "test-inter", lines)
     log = tmp_path / "run.log"
-    args = ["--kafka", bs, "--idle-timeout", "2s", "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"),
-            "--stop-timeout", f"{STOP_TIMEOUT}s"]
+    args = [
+        "--kafka",
+        bs,
+        "--idle-timeout",
+        "2s",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--out",
+        str(tmp_path / "out"),
+        "--stop-timeout",
+        f"{STOP_TIMEOUT}s",
+    ]
     proc = _start(args, log)
     deadline = time.monotonic() + 90
     while file_counts(tmp_path / "out")["goal4-topic"] < 20:
@@ -74,8 +84,9 @@ def test_broker_gone_sigterm_exits_within_stop_timeout_and_restart_loses_nothing
     try:
         deadline = time.monotonic() + 150
         while file_counts(tmp_path / "out") != counts(expected):
-            assert proc2.poll() is None and time.monotonic() < deadline, \
+            assert proc2.poll() is None and time.monotonic() < deadline, (
                 f"{file_counts(tmp_path / 'out')} != {counts(expected)}\n{log.read_text()[-3000:]}"
+            )
             time.sleep(0.2)
         rc2, _ = _sigterm_and_time(proc2, log)
     finally:
@@ -94,12 +105,12 @@ def _count(url: str, index: str) -> int:
 
 
 def test_frozen_elasticsearch_sigterm_exits_within_stop_timeout_and_restart_loses_nothing(
-        tmp_path: Path, es_private_server: EsServer) -> None:
+    tmp_path: Path, es_private_server: EsServer
+) -> None:
     srv = es_private_server
     state, out, log = tmp_path / "state", tmp_path / "out", tmp_path / "run.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_ES")}  # default 30 s request timeout
-    args = ["--rate", "500", "--state-dir", str(state), "--out", str(out), "--elasticsearch", srv.url,
-            "--es-index", "t-stop"]
+    args = ["--rate", "500", "--state-dir", str(state), "--out", str(out), "--elasticsearch", srv.url, "--es-index", "t-stop"]
     proc = _start([*args, "--stop-timeout", f"{STOP_TIMEOUT}s"], log, env)
     try:
         deadline = time.monotonic() + 30
@@ -123,8 +134,13 @@ def test_frozen_elasticsearch_sigterm_exits_within_stop_timeout_and_restart_lose
     read_before = int(first[-1][1].replace(",", ""))  # (some of them acknowledged by ES, not committed)
 
     # the restart regenerates from the last checkpoint: long enough to pass what the first run read
-    subprocess.run([LOOKOUT, "run", "--no-view", *args, "--duration", f"{read_before / 500 + 3:.0f}"], check=True,
-                   env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
+    subprocess.run(
+        [LOOKOUT, "run", "--no-view", *args, "--duration", f"{read_before / 500 + 3:.0f}"],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),
+    )  # noqa: SIM115
     text = log.read_text()
     m = re.findall(r"lookout run stopped: ([\d,]+) lines, ([\d,]+) valid", text)
     assert m, text
@@ -144,8 +160,24 @@ def test_sigterm_while_set_up_waits_on_a_frozen_server_is_bounded_too(tmp_path: 
     log = tmp_path / "run.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKOUT_ES")}
     with srv.frozen():
-        proc = _start(["--rate", "100", "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"),
-                       "--elasticsearch", srv.url, "--es-index", "t-setup", "--stop-timeout", f"{STOP_TIMEOUT}s"], log, env)
+        proc = _start(
+            [
+                "--rate",
+                "100",
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--out",
+                str(tmp_path / "out"),
+                "--elasticsearch",
+                srv.url,
+                "--es-index",
+                "t-setup",
+                "--stop-timeout",
+                f"{STOP_TIMEOUT}s",
+            ],
+            log,
+            env,
+        )
         time.sleep(4)  # imports, then the first request to the frozen server
         rc, took = _sigterm_and_time(proc, log)
     text = log.read_text()

@@ -18,8 +18,12 @@ HOST = "h.test"
 
 
 def rec(i: int) -> bytes:
-    return orjson.dumps({"client_ip": f"10.0.{i // 256}.{i % 256}", "status": "200", "host": HOST,
-                         "@timestamp": str(1_700_000_000 + i)}) + b"\n"
+    return (
+        orjson.dumps(
+            {"client_ip": f"10.0.{i // 256}.{i % 256}", "status": "200", "host": HOST, "@timestamp": str(1_700_000_000 + i)}
+        )
+        + b"\n"
+    )
 
 
 def append(path: Path, data: bytes) -> None:

@@ -55,7 +55,8 @@ def stuck_nginx(tmp_path: Path):
 
 
 def test_nginx_that_cannot_reopen_keeps_writing_the_moved_file_and_nothing_is_lost(
-        stuck_nginx: UnprivilegedWorkerNginx, tmp_path: Path, lookout_cmd: list[str]) -> None:
+    stuck_nginx: UnprivilegedWorkerNginx, tmp_path: Path, lookout_cmd: list[str]
+) -> None:
     nginx = stuck_nginx
     run = LookoutRun(lookout_cmd, nginx.access_log, tmp_path).start()  # default --rotate-wait (5 min)
     nginx.burst([client(i) for i in range(20)])
@@ -154,8 +155,11 @@ def test_backfill_reads_rotated_gz_files_oldest_first_then_the_log(tmp_path: Pat
     assert seqs(first) + seqs(drain(again)) == list(range(40))
     again.close()
     # ids: the same line of the same file gets the same id, whether read from the .gz or not
-    ids = [c.ids(c_recs.get_column("line")).to_list() for c in chunks
-           for c_recs in [__import__("lookout.records", fromlist=["parse_chunk"]).parse_chunk(c.data).records]]
+    ids = [
+        c.ids(c_recs.get_column("line")).to_list()
+        for c in chunks
+        for c_recs in [__import__("lookout.records", fromlist=["parse_chunk"]).parse_chunk(c.data).records]
+    ]
     flat = [i for x in ids for i in x]
     assert len(flat) == len(set(flat)) == 40
 
@@ -201,14 +205,35 @@ def test_run_tail_backfill_reads_rotated_gz_history_and_equals_replay(tmp_path: 
     logs = tmp_path / "logs"
     logs.mkdir()
     now = time.time()
-    for k, (name, part) in enumerate([("access.log.2.gz", lines[:1000]), ("access.log.1", lines[1000:2000]),
-                                      ("access.log", lines[2000:])]):
+    for k, (name, part) in enumerate(
+        [("access.log.2.gz", lines[:1000]), ("access.log.1", lines[1000:2000]), ("access.log", lines[2000:])]
+    ):
         p = logs / name
         p.write_bytes(gzip.compress(b"".join(part)) if name.endswith(".gz") else b"".join(part))
         os.utime(p, (now - 300 + 60 * k, now - 300 + 60 * k))
-    res = subprocess.run([*lookout_cmd, "run", "--tail", str(logs / "access.log"), "--backfill", "--log-format", "json",
-                          "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"), "--no-view",
-                          "--duration", "6", "--idle-timeout", "1s"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            *lookout_cmd,
+            "run",
+            "--tail",
+            str(logs / "access.log"),
+            "--backfill",
+            "--log-format",
+            "json",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-view",
+            "--duration",
+            "6",
+            "--idle-timeout",
+            "1s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert "3,000 valid" in res.stderr and "0 late" in res.stderr, res.stderr
     for g in ("goal1-topic", "goal2-topic", "goal3-topic", "goal4-topic"):

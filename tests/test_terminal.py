@@ -14,8 +14,9 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -38,6 +39,7 @@ RAW_CONTROL = [chr(c) for c in [*range(0, 9), *range(11, 32), 127, *range(0x80, 
 
 
 # ------------------------------------------------------------------------------ the helper itself
+
 
 @pytest.mark.parametrize("value", [*HOSTILE, "\x9b2J", "a\u2028b", "tab\there", "\x00nul"])
 def test_plain_has_no_control_characters_left(value: str) -> None:
@@ -81,6 +83,7 @@ def test_log_formatter_cannot_be_forged() -> None:
 
 # ------------------------------------------------------------------------------ a real terminal
 
+
 class Tmux:
     """A private tmux server (own socket) with one pane of a fixed size running `command`."""
 
@@ -91,8 +94,7 @@ class Tmux:
         self.tmux(["-f", str(conf), "new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), command])
 
     def tmux(self, args: list[str]) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True,
-                              timeout=20).stdout
+        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True, timeout=20).stdout
 
     def screen(self) -> str:
         return self.tmux(["capture-pane", "-p", "-t", "t"])
@@ -138,8 +140,11 @@ def terminal(tmp_path: Path) -> Iterator[Callable[[str], Tmux]]:
 
 def shell(lookout_cmd: list[str], args: list[str], stderr: Path) -> str:
     """A command line for the pane: this worktree's code, stderr to a file (the screen is the view's)."""
-    return (f"env PYTHONPATH={shlex.quote(SRC)} COLUMNS= LINES= "
-            + " ".join(shlex.quote(a) for a in lookout_cmd + args) + f" 2>{shlex.quote(str(stderr))}")
+    return (
+        f"env PYTHONPATH={shlex.quote(SRC)} COLUMNS= LINES= "
+        + " ".join(shlex.quote(a) for a in lookout_cmd + args)
+        + f" 2>{shlex.quote(str(stderr))}"
+    )
 
 
 def records_shown(screen: str) -> int | None:
@@ -151,9 +156,21 @@ def records_shown(screen: str) -> int | None:
 
 
 def rec(host: str, i: int, ts: float, status: int = 404) -> bytes:
-    return orjson.dumps({"client_ip": f"10.1.{i // 250}.{i % 250 + 1}", "status": str(status), "host": host,
-                         "request_time": "0.5", "country": "US", "method": "GET", "server": "s1",
-                         "@timestamp": f"{ts:.3f}"}) + b"\n"
+    return (
+        orjson.dumps(
+            {
+                "client_ip": f"10.1.{i // 250}.{i % 250 + 1}",
+                "status": str(status),
+                "host": host,
+                "request_time": "0.5",
+                "country": "US",
+                "method": "GET",
+                "server": "s1",
+                "@timestamp": f"{ts:.3f}",
+            }
+        )
+        + b"\n"
+    )
 
 
 def append(path: Path, data: bytes) -> None:
@@ -161,13 +178,28 @@ def append(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def test_live_view_shows_hostile_values_as_text_and_keeps_counting(terminal: Any, lookout_cmd: list[str],
-                                                                    tmp_path: Path) -> None:
+def test_live_view_shows_hostile_values_as_text_and_keeps_counting(terminal: Any, lookout_cmd: list[str], tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     log.write_bytes(b"")
     err = tmp_path / "stderr.txt"
-    t = terminal(shell(lookout_cmd, ["run", "--tail", str(log), "--state-dir", str(tmp_path / "state"),
-                                     "--out", str(tmp_path / "out"), "--idle-timeout", "1s", "--view"], err))
+    t = terminal(
+        shell(
+            lookout_cmd,
+            [
+                "run",
+                "--tail",
+                str(log),
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--out",
+                str(tmp_path / "out"),
+                "--idle-timeout",
+                "1s",
+                "--view",
+            ],
+            err,
+        )
+    )
     t.wait_for(lambda s: records_shown(s) == 0, what="the live view")
     title_before = t.title()
 
@@ -177,8 +209,9 @@ def test_live_view_shows_hostile_values_as_text_and_keeps_counting(terminal: Any
     data = b"".join(rec(host, i, t0 + i * 0.5) for h, host in enumerate(HOSTILE) for i in range(20))
     append(log, data)
     n_hostile = 20 * len(HOSTILE)
-    screen = t.wait_for(lambda s: records_shown(s) == n_hostile and all(v in s for v in HOSTILE.values()),
-                        what="the hostile values shown as text")
+    screen = t.wait_for(
+        lambda s: records_shown(s) == n_hostile and all(v in s for v in HOSTILE.values()), what="the hostile values shown as text"
+    )
     assert "\x1b" not in screen and "pwned" != t.title() and t.title() == title_before
     assert "evil" in screen and "[bold red]" in screen  # not taken as a style
     assert "[link=http://x]" in screen
@@ -186,8 +219,10 @@ def test_live_view_shows_hostile_values_as_text_and_keeps_counting(terminal: Any
     # then well-formed traffic in a later minute: the view keeps counting and shows it
     good = b"".join(rec("good.example.com", i, t0 + 120 + i * 0.1, status=200) for i in range(50))
     append(log, good)
-    screen = t.wait_for(lambda s: records_shown(s) == n_hostile + 50 and "good.example.com" in s,
-                        what="well-formed traffic after the hostile values")
+    screen = t.wait_for(
+        lambda s: records_shown(s) == n_hostile + 50 and "good.example.com" in s,
+        what="well-formed traffic after the hostile values",
+    )
     append(log, b"".join(rec("later.example.com", i, t0 + 240 + i * 0.1, status=200) for i in range(30)))
     t.wait_for(lambda s: records_shown(s) == n_hostile + 80, what="more records counted")
     assert not t.pane_dead()
@@ -203,17 +238,34 @@ def test_live_view_shows_hostile_values_as_text_and_keeps_counting(terminal: Any
 def test_log_lines_escape_values(lookout_cmd: list[str], tmp_path: Path) -> None:
     """A value that reaches a log line (here the tailed path, logged while waiting for it)."""
     hostile = tmp_path / "x\x1b[2J\nERROR forged\u202e.log"
-    p = subprocess.run(lookout_cmd + ["run", "--tail", str(hostile), "--state-dir", str(tmp_path / "state"),
-                                      "--out", str(tmp_path / "out"), "--duration", "1.5", "--no-view"],
-                       capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": SRC})
+    p = subprocess.run(
+        lookout_cmd
+        + [
+            "run",
+            "--tail",
+            str(hostile),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--out",
+            str(tmp_path / "out"),
+            "--duration",
+            "1.5",
+            "--no-view",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
     assert p.returncode == 0, p.stderr
     assert "x\\x1b[2J\\nERROR forged\\u202e.log: waiting for the file to appear" in p.stderr
     assert not any(line.startswith("ERROR forged") for line in p.stderr.splitlines())
     assert not any(ch in p.stderr.replace("\n", "") for ch in RAW_CONTROL), p.stderr
 
 
-def test_consume_shows_hostile_keys_and_values_as_text(terminal: Any, lookout_cmd: list[str], kafka_bootstrap: str,
-                                                       kafka_topic: Any, tmp_path: Path) -> None:
+def test_consume_shows_hostile_keys_and_values_as_text(
+    terminal: Any, lookout_cmd: list[str], kafka_bootstrap: str, kafka_topic: Any, tmp_path: Path
+) -> None:
     from confluent_kafka import Producer
 
     from lookout.kafka.admin import ensure_topics
@@ -230,12 +282,17 @@ def test_consume_shows_hostile_keys_and_values_as_text(terminal: Any, lookout_cm
     p.produce(topic, key=b"last", value=b'{"host": "done.example.com"}')
     assert p.flush(30) == 0
     err = tmp_path / "stderr.txt"
-    t = terminal(shell(lookout_cmd, ["consume", topic, "--kafka", kafka_bootstrap, "--from-beginning",
-                                     "--max-messages", str(2 * len(sent) + 1)], err))
+    t = terminal(
+        shell(
+            lookout_cmd,
+            ["consume", topic, "--kafka", kafka_bootstrap, "--from-beginning", "--max-messages", str(2 * len(sent) + 1)],
+            err,
+        )
+    )
     t.wait_for(lambda s: t.pane_dead(), what="consume to finish")
     screen = t.tmux(["capture-pane", "-p", "-J", "-t", "t", "-S", "-", "-E", "-"])
     assert "done.example.com" in screen, screen
-    for value, shown in sent:
+    for _value, shown in sent:
         assert f"key={shown}" in screen, (shown, screen)
         assert f"raw:{shown}" in screen, (shown, screen)
     # JSON values: escaped the JSON way, still one line per string
@@ -257,14 +314,18 @@ def test_consume_raw_piped_keeps_bytes(lookout_cmd: list[str], kafka_bootstrap: 
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     p.produce(topic, value=orjson.dumps({"host": "m3\x1b[2J\u202e"}))
     assert p.flush(30) == 0
-    out = subprocess.run(lookout_cmd + ["consume", topic, "--kafka", kafka_bootstrap, "--from-beginning",
-                                        "--max-messages", "1"], capture_output=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": SRC})
+    out = subprocess.run(
+        lookout_cmd + ["consume", topic, "--kafka", kafka_bootstrap, "--from-beginning", "--max-messages", "1"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == orjson.dumps({"host": "m3\x1b[2J\u202e"}) + b"\n"
 
 
 # ------------------------------------------------------------------------------ render errors
+
 
 def test_live_view_render_error_is_logged_once_and_view_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     from rich.console import Console

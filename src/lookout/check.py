@@ -25,12 +25,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lookout.checkpoint import CHECKPOINT_DIR, LEGACY_PICKLE
 from lookout.kafka.config import REDACTED, KafkaConnection
@@ -154,13 +154,14 @@ def _run_bounded(jobs: list[tuple[str, Callable[[], list[CheckResult]]]], limit:
         t.start()
     deadline = time.monotonic() + limit
     out: list[CheckResult] = []
-    for (name, _), t in zip(jobs, threads):
+    for (name, _), t in zip(jobs, threads, strict=False):
         t.join(max(0.0, deadline - time.monotonic()))
         out += answers.get(name) or [CheckResult(name, False, f"no answer within {limit:.0f} s (the service hangs)")]
     return out
 
 
 # ------------------------------------------------------------------------- rules, options
+
 
 def _check_rules(opts: CheckOptions, out: list[CheckResult]) -> RuleSet | None:
     try:
@@ -177,6 +178,7 @@ def _check_rules(opts: CheckOptions, out: list[CheckResult]) -> RuleSet | None:
 
 
 # ------------------------------------------------------------------------- files
+
 
 def _locks_held(paths: list[Path]) -> dict[Path, str]:
     """Which of `paths` another process holds a lock on, from /proc/locks (read only: taking
@@ -220,7 +222,7 @@ def _process_name(pid: int) -> str:
 
 def _age(mtime: float) -> str:
     s = max(0.0, time.time() - mtime)
-    when = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    when = datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     ago = f"{s:.0f} s" if s < 120 else (f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h")
     return f"{when}, {ago} ago"
 
@@ -268,8 +270,13 @@ def _state_contents(name: str, path: Path) -> list[CheckResult]:
             found.append(f"checkpoint ({len(files)} files, {size:,} bytes, written {_age(newest)})")
     legacy = path / LEGACY_PICKLE
     if legacy.is_file():
-        out.append(CheckResult(name, False, f"{legacy} is an old pickle checkpoint: lookout never loads it "
-                                            "(move it away to start this state dir afresh)"))
+        out.append(
+            CheckResult(
+                name,
+                False,
+                f"{legacy} is an old pickle checkpoint: lookout never loads it (move it away to start this state dir afresh)",
+            )
+        )
     pos = path / "tail-position.json"
     if pos.is_file():
         try:
@@ -304,9 +311,22 @@ def check_tail(path: Path) -> CheckResult:
 
 # ------------------------------------------------------------------------- Kafka
 
-API_NAMES = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 8: "OffsetCommit", 9: "OffsetFetch",
-             10: "FindCoordinator", 11: "JoinGroup", 12: "Heartbeat", 13: "LeaveGroup", 14: "SyncGroup",
-             18: "ApiVersions", 19: "CreateTopics", 22: "InitProducerId"}
+API_NAMES = {
+    0: "Produce",
+    1: "Fetch",
+    2: "ListOffsets",
+    3: "Metadata",
+    8: "OffsetCommit",
+    9: "OffsetFetch",
+    10: "FindCoordinator",
+    11: "JoinGroup",
+    12: "Heartbeat",
+    13: "LeaveGroup",
+    14: "SyncGroup",
+    18: "ApiVersions",
+    19: "CreateTopics",
+    22: "InitProducerId",
+}
 NEEDED_APIS = (0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 19, 22)  # consumer groups, idempotent producer, topic creation
 
 
@@ -339,13 +359,12 @@ def kafka_api_versions(host: str, port: int, props: Mapping[str, str], timeout: 
         _corr, err, count = struct.unpack(">ihi", data[:10])
         if err != 0:
             raise ConnectionError(f"ApiVersions error code {err}")
-        return {k: (lo, hi) for k, lo, hi in (struct.unpack(">hhh", data[10 + 6 * i:16 + 6 * i]) for i in range(count))}
+        return {k: (lo, hi) for k, lo, hi in (struct.unpack(">hhh", data[10 + 6 * i : 16 + 6 * i]) for i in range(count))}
     finally:
         sock.close()
 
 
-def check_kafka(conn: KafkaConnection, topic: str, partitions: int, rs: RuleSet | None,
-                timeout: float) -> list[CheckResult]:
+def check_kafka(conn: KafkaConnection, topic: str, partitions: int, rs: RuleSet | None, timeout: float) -> list[CheckResult]:
     """Reach the brokers with `run`'s own librdkafka settings, then describe what `run` would find."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
@@ -415,8 +434,12 @@ def _kafka_permissions(admin: Any, existing: dict[str, int], wanted: list[str], 
     except (KafkaException, FutureTimeout, ValueError) as e:
         return CheckResult("kafka access", True, f"permissions not read ({clean(e)})", warn=True)
     if cluster.authorized_operations is None and not any(v is not None for v in topic_ops.values()):
-        return CheckResult("kafka access", True, "the broker reports no authorized operations (no authorizer, or no "
-                                                 "KIP-430 support): write access not verified", warn=True)
+        return CheckResult(
+            "kafka access",
+            True,
+            "the broker reports no authorized operations (no authorizer, or no KIP-430 support): write access not verified",
+            warn=True,
+        )
     if make and cluster.authorized_operations is not None:
         if not {o.name for o in cluster.authorized_operations} & {"CREATE", "ALL"}:
             problems.append("may not create topics (" + ", ".join(make) + ")")
@@ -443,11 +466,16 @@ def _kafka_lock(admin: Any, lock_group: str, timeout: float) -> CheckResult:
         who = "members not listed by the broker"  # Tansu answers the state without the member list
     else:
         return CheckResult("kafka lock", True, f"input lock free (group {lock_group} is {state.lower()})")
-    return CheckResult("kafka lock", True, f"group {lock_group} is {state.lower()} ({who}): another lookout run "
-                                           "is active; this one would stand by until it stops", warn=True)
+    return CheckResult(
+        "kafka lock",
+        True,
+        f"group {lock_group} is {state.lower()} ({who}): another lookout run is active; this one would stand by until it stops",
+        warn=True,
+    )
 
 
 # ------------------------------------------------------------------------- Elasticsearch
+
 
 def check_elasticsearch(url: str, rs: RuleSet | None, timeout: float) -> list[CheckResult]:
     from lookout.sinks.es_http import ElasticsearchError, EsClient, EsConfig
@@ -470,8 +498,11 @@ def check_elasticsearch(url: str, rs: RuleSet | None, timeout: float) -> list[Ch
         return [CheckResult("elasticsearch", False, f"cannot connect to {cfg.url} within {timeout:g} s: {_transport_reason(e)}")]
     if r.status in (401, 403):
         how = "API key" if cfg.api_key else ("user " + clean(cfg.username) if cfg.username else "no credentials")
-        return [CheckResult("elasticsearch", False, f"{cfg.url}: HTTP {r.status}, credentials refused ({how}): "
-                                                    f"{clean(r.error_reason())}")]
+        return [
+            CheckResult(
+                "elasticsearch", False, f"{cfg.url}: HTTP {r.status}, credentials refused ({how}): {clean(r.error_reason())}"
+            )
+        ]
     if r.status != 200 or not isinstance(r.data, dict):
         return [CheckResult("elasticsearch", False, f"{cfg.url}: HTTP {r.status} to GET /: {clean(r.error_reason())}")]
     ver = r.data.get("version") or {}
@@ -480,8 +511,9 @@ def check_elasticsearch(url: str, rs: RuleSet | None, timeout: float) -> list[Ch
     out: list[CheckResult] = []
     major_minor = tuple(int(x) for x in re.findall(r"\d+", number)[:2]) or (0, 0)
     if dist == "elasticsearch" and major_minor < (7, 8):
-        out.append(CheckResult("elasticsearch", False, f"{head}: lookout needs Elasticsearch >= 7.8 "
-                                                        "(composable index templates)"))
+        out.append(
+            CheckResult("elasticsearch", False, f"{head}: lookout needs Elasticsearch >= 7.8 (composable index templates)")
+        )
     else:
         out.append(CheckResult("elasticsearch", True, head))
     try:
@@ -492,10 +524,16 @@ def check_elasticsearch(url: str, rs: RuleSet | None, timeout: float) -> list[Ch
         there = [t for t in templates if get("GET", f"/_index_template/{t}").status == 200]
         todo = [t for t in templates if t not in there]
         c = get("GET", f"/{index}/_count")
-        idx = f"index {index} has {c.data.get('count', '?')} documents" if c.status == 200 and isinstance(c.data, dict) \
+        idx = (
+            f"index {index} has {c.data.get('count', '?')} documents"
+            if c.status == 200 and isinstance(c.data, dict)
             else f"index {index} will be created by the first bulk"
-        text = ("templates exist: " + ", ".join(there) if there else "no lookout template yet") + \
-            (f"; will be put by run: {', '.join(todo)}" if todo else "") + f"; {idx}"
+        )
+        text = (
+            ("templates exist: " + ", ".join(there) if there else "no lookout template yet")
+            + (f"; will be put by run: {', '.join(todo)}" if todo else "")
+            + f"; {idx}"
+        )
         out.append(CheckResult("elasticsearch templates", True, text))
         out.append(_es_write_access(get, index, templates))
     except client.transport_errors as e:
@@ -521,8 +559,10 @@ def _es_write_access(get: Callable[..., Any], index: str, templates: list[str]) 
     security off) get a real write that leaves nothing behind: a throw-away template, deleted."""
     auth = get("GET", "/_security/_authenticate")
     if auth.status == 200 and isinstance(auth.data, dict):
-        body = {"cluster": ["manage_index_templates"],
-                "index": [{"names": [index], "privileges": ["create_index", "index", "view_index_metadata"]}]}
+        body = {
+            "cluster": ["manage_index_templates"],
+            "index": [{"names": [index], "privileges": ["create_index", "index", "view_index_metadata"]}],
+        }
         r = get("POST", "/_security/user/_has_privileges", body)
         if r.status == 200 and isinstance(r.data, dict):
             user = clean(auth.data.get("username", "?"))
@@ -533,14 +573,25 @@ def _es_write_access(get: Callable[..., Any], index: str, templates: list[str]) 
                 lacking += [f"{p} on {name}" for p, ok in privs.items() if not ok]
             return CheckResult("elasticsearch access", False, f"user {user} lacks: {', '.join(map(clean, lacking))}")
     probe = f"lookout-check-probe-{uuid.uuid4().hex[:12]}"
-    r = get("PUT", f"/_index_template/{probe}", {"index_patterns": [f"{probe}-never-matches"], "priority": 1,
-                                                 "_meta": {"managed_by": "lookout check (deleted at once)"}})
+    r = get(
+        "PUT",
+        f"/_index_template/{probe}",
+        {"index_patterns": [f"{probe}-never-matches"], "priority": 1, "_meta": {"managed_by": "lookout check (deleted at once)"}},
+    )
     if r.status >= 300:
-        return CheckResult("elasticsearch access", False,
-                           f"cannot put an index template: HTTP {r.status} {clean(r.error_reason())}")
+        return CheckResult(
+            "elasticsearch access", False, f"cannot put an index template: HTTP {r.status} {clean(r.error_reason())}"
+        )
     d = get("DELETE", f"/_index_template/{probe}")
     if d.status >= 300:
-        return CheckResult("elasticsearch access", True, f"templates writable, but probe template {probe} could not be "
-                                                         f"deleted (HTTP {d.status})", warn=True)
-    return CheckResult("elasticsearch access", True, "index templates writable (probe put and deleted); "
-                                                     "document writes are not checked on this server (no _has_privileges)")
+        return CheckResult(
+            "elasticsearch access",
+            True,
+            f"templates writable, but probe template {probe} could not be deleted (HTTP {d.status})",
+            warn=True,
+        )
+    return CheckResult(
+        "elasticsearch access",
+        True,
+        "index templates writable (probe put and deleted); document writes are not checked on this server (no _has_privileges)",
+    )

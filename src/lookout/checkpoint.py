@@ -55,6 +55,7 @@ class CheckpointError(StateError):
 
 # ---------------------------------------------------------------- blobs
 
+
 def encode(header: dict[str, Any], tables: dict[str, pl.DataFrame] | None = None) -> bytes:
     """A self-describing blob: header JSON + Parquet tables (zstd)."""
     tables = tables or {}
@@ -75,11 +76,13 @@ def decode(blob: bytes) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
         raise CheckpointError("not a lookout checkpoint (bad magic bytes)")
     _, version, hlen = _HEAD.unpack_from(blob)
     if version > FORMAT:
-        raise CheckpointError(f"checkpoint format {version} was written by a newer lookout; this one reads format {FORMAT} "
-                              "(upgrade lookout, or move the state dir away to start over)")
+        raise CheckpointError(
+            f"checkpoint format {version} was written by a newer lookout; this one reads format {FORMAT} "
+            "(upgrade lookout, or move the state dir away to start over)"
+        )
     pos = _HEAD.size
     try:
-        header = orjson.loads(blob[pos:pos + hlen])
+        header = orjson.loads(blob[pos : pos + hlen])
         pos += hlen
         tables = {}
         for name in header["tables"]:
@@ -87,7 +90,7 @@ def decode(blob: bytes) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
             pos += _TABLE_LEN.size
             if pos + n > len(blob):
                 raise CheckpointError("checkpoint is truncated")
-            tables[name] = pl.read_parquet(io.BytesIO(blob[pos:pos + n]))
+            tables[name] = pl.read_parquet(io.BytesIO(blob[pos : pos + n]))
             pos += n
     except CheckpointError:
         raise
@@ -107,14 +110,15 @@ def read_frames(data: bytes) -> tuple[list[bytes], int]:
     while pos + _FRAME.size <= len(data):
         n, crc = _FRAME.unpack_from(data, pos)
         end = pos + _FRAME.size + n
-        if end > len(data) or zlib.crc32(data[pos + _FRAME.size:end]) != crc:
+        if end > len(data) or zlib.crc32(data[pos + _FRAME.size : end]) != crc:
             break
-        out.append(data[pos + _FRAME.size:end])
+        out.append(data[pos + _FRAME.size : end])
         pos = end
     return out, pos
 
 
 # ---------------------------------------------------------------- the state dir's checkpoint
+
 
 @dataclass
 class Loaded:
@@ -160,7 +164,8 @@ class CheckpointFiles:
                 f"{legacy} is a checkpoint from an older lookout, in pickle, which this version never loads "
                 "(loading it could run code). To go on: finish with the older version, or move the file away "
                 f"(e.g. `mv {legacy} {legacy}.old`) to start from scratch; the source is then read from its "
-                "beginning and results already written may appear again")
+                "beginning and results already written may appear again"
+            )
 
     def _gens(self, prefix: str) -> list[int]:
         out = []
@@ -257,6 +262,7 @@ class CheckpointFiles:
 
 # ---------------------------------------------------------------- a run's checkpoints
 
+
 class Checkpointer:
     """A run's commits: metadata (positions, output sizes, stats) as JSON with the engine's
     state or its change since the previous commit, in one record per commit."""
@@ -270,7 +276,7 @@ class Checkpointer:
     def path(self) -> Path:
         return self.files.dir
 
-    def load(self, engine: "Engine") -> dict[str, Any] | None:
+    def load(self, engine: Engine) -> dict[str, Any] | None:
         """Restore `engine` from the last whole commit; return that commit's metadata."""
         loaded = self.files.load()
         if loaded is None:
@@ -290,7 +296,7 @@ class Checkpointer:
         self.tables = {k.removeprefix(RUN_TABLE): v for k, v in last.items() if k.startswith(RUN_TABLE)}
         return meta
 
-    def save(self, meta: dict[str, Any], engine: "Engine", tables: dict[str, pl.DataFrame] | None = None) -> SaveInfo:
+    def save(self, meta: dict[str, Any], engine: Engine, tables: dict[str, pl.DataFrame] | None = None) -> SaveInfo:
         """One commit, durable on return: a snapshot when the log has grown, else a delta. `tables`
         (the run's own, e.g. the duplicate guard's ids) are saved whole in this record and come
         back as `self.tables` from `load()`."""

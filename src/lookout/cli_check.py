@@ -29,17 +29,31 @@ def _check(**opts: object) -> None:
     except ValueError as e:  # a pydantic ValidationError, or a Kafka connection that cannot be built
         results = option_results(e)
     else:
-        co = CheckOptions(rules_path=rules_path, lateness=lateness,  # type: ignore[arg-type]
-                          kafka=kafka, topic=ro.topic, partitions=ro.partitions, es_url=ro.es_url,
-                          tail_path=str(ro.tail_path) if ro.tail_path else None, state_dir=str(ro.state_dir),
-                          out_dir=str(ro.out_dir), timeout=timeout)
+        co = CheckOptions(
+            rules_path=rules_path,
+            lateness=lateness,  # type: ignore[arg-type]
+            kafka=kafka,
+            topic=ro.topic,
+            partitions=ro.partitions,
+            es_url=ro.es_url,
+            tail_path=str(ro.tail_path) if ro.tail_path else None,
+            state_dir=str(ro.state_dir),
+            out_dir=str(ro.out_dir),
+            timeout=timeout,
+        )
         results = run_checks(co, dry_run=dry_run)
     failed = sum(not r.ok for r in results)
     elapsed = time.monotonic() - t0
     if as_json:
-        click.echo(orjson.dumps({"ok": not failed, "seconds": round(elapsed, 3),
-                                 "checks": [{"name": r.name, "ok": r.ok, "warn": r.warn, "detail": r.detail}
-                                            for r in results]}).decode())
+        click.echo(
+            orjson.dumps(
+                {
+                    "ok": not failed,
+                    "seconds": round(elapsed, 3),
+                    "checks": [{"name": r.name, "ok": r.ok, "warn": r.warn, "detail": r.detail} for r in results],
+                }
+            ).decode()
+        )
     else:
         for r in results:
             click.echo(f"{r.mark} {r.name:<24} {r.detail}")
@@ -49,16 +63,23 @@ def _check(**opts: object) -> None:
 
 
 check = click.Command(
-    "check", callback=_check,
-    params=[*run.params,
-            click.Option(["--dry-run"], is_flag=True,
-                         help="Only parse the options and validate the rules: no network, no files."),
-            click.Option(["--timeout"], type=float, default=5.0, show_default=True,
-                         help="Seconds each service may take to answer (the whole check is bounded by twice this, plus 1)."),
-            click.Option(["--json", "as_json"], is_flag=True, help="Print the results as JSON.")],
+    "check",
+    callback=_check,
+    params=[
+        *run.params,
+        click.Option(["--dry-run"], is_flag=True, help="Only parse the options and validate the rules: no network, no files."),
+        click.Option(
+            ["--timeout"],
+            type=float,
+            default=5.0,
+            show_default=True,
+            help="Seconds each service may take to answer (the whole check is bounded by twice this, plus 1).",
+        ),
+        click.Option(["--json", "as_json"], is_flag=True, help="Print the results as JSON."),
+    ],
     help="Check what `lookout run` with these options needs: rules, state and output dirs, the log to tail, Kafka "
-         "(reachable, API versions, topics, permissions, the input lock) and Elasticsearch (version, templates, "
-         "credentials). One line per check, exit 0 when all pass, 1 otherwise; secrets are never printed.",
+    "(reachable, API versions, topics, permissions, the input lock) and Elasticsearch (version, templates, "
+    "credentials). One line per check, exit 0 when all pass, 1 otherwise; secrets are never printed.",
     short_help="Check a run's configuration: rules, dirs, Kafka, Elasticsearch.",
 )
 main.add_command(check)

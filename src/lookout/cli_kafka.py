@@ -19,10 +19,16 @@ from lookout.cli import EXIT_USAGE, main
 if TYPE_CHECKING:
     from lookout.kafka.config import KafkaConnection
 
-kafka_option = click.option("--kafka", "bootstrap", envvar="LOOKOUT_KAFKA", required=True,
-                            help="Kafka bootstrap servers (env LOOKOUT_KAFKA).")
-config_option = click.option("--kafka-config", "kafka_config", multiple=True, metavar="KEY=VALUE",
-                             help="librdkafka property passed through (repeatable), e.g. security.protocol=SASL_SSL.")
+kafka_option = click.option(
+    "--kafka", "bootstrap", envvar="LOOKOUT_KAFKA", required=True, help="Kafka bootstrap servers (env LOOKOUT_KAFKA)."
+)
+config_option = click.option(
+    "--kafka-config",
+    "kafka_config",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="librdkafka property passed through (repeatable), e.g. security.protocol=SASL_SSL.",
+)
 
 
 def connection(bootstrap: str, kvs: tuple[str, ...]) -> KafkaConnection:
@@ -77,17 +83,34 @@ def _generated(rate: float, count: int | None, seed: int | None) -> Any:
 @main.command()
 @kafka_option
 @click.option("--topic", default="test-inter", show_default=True)
-@click.option("--rate", type=float, default=None,
-              help="Messages per second (default: 100 for generated records, as fast as possible for --input; 0 = no limit).")
+@click.option(
+    "--rate",
+    type=float,
+    default=None,
+    help="Messages per second (default: 100 for generated records, as fast as possible for --input; 0 = no limit).",
+)
 @click.option("--count", type=int, default=None, help="Stop after this many messages (default: forever / the whole file).")
 @click.option("--input", "input_path", default=None, help="Send this file's lines as they are (`-` for stdin).")
 @click.option("--seed", type=int, default=None, help="Random seed for generated records.")
 @click.option("--partitions", default=3, show_default=True, help="Partitions if the topic has to be created.")
-@click.option("--stop-timeout", default=10.0, show_default=True,
-              help="After SIGINT/SIGTERM, wait at most this many seconds for acknowledgements, then exit 1.")
+@click.option(
+    "--stop-timeout",
+    default=10.0,
+    show_default=True,
+    help="After SIGINT/SIGTERM, wait at most this many seconds for acknowledgements, then exit 1.",
+)
 @config_option
-def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, input_path: str | None,
-            seed: int | None, partitions: int, stop_timeout: float, kafka_config: tuple[str, ...]) -> None:
+def produce(
+    bootstrap: str,
+    topic: str,
+    rate: float | None,
+    count: int | None,
+    input_path: str | None,
+    seed: int | None,
+    partitions: int,
+    stop_timeout: float,
+    kafka_config: tuple[str, ...],
+) -> None:
     """Feed a topic: random seed-format records (the seed's data producer) or a file's lines.
 
     Exit 0 once every message is acknowledged; on SIGINT/SIGTERM stop sending, wait at most
@@ -116,9 +139,17 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
         else:
             conn.health.ok()
 
-    producer = Producer(producer_config(conn, **{
-        "linger.ms": 20, "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000, "message.timeout.ms": 0,
-    }))
+    producer = Producer(
+        producer_config(
+            conn,
+            **{
+                "linger.ms": 20,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "message.timeout.ms": 0,
+            },
+        )
+    )
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -138,16 +169,19 @@ def produce(bootstrap: str, topic: str, rate: float | None, count: int | None, i
             pass  # the same fatal error again: nothing more to learn
     elapsed = max(time.monotonic() - t0, 1e-9)
     ok = progress["sent"] - len(failed) - left
-    click.echo(f"produced {ok:,} messages to {topic} in {elapsed:.2f} s ({ok / elapsed:,.0f} msg/s)"
-               + (f"; {len(failed):,} failed (first: {plain(failed[0])})" if failed else "")
-               + (f"; {left:,} not acknowledged (may or may not have been written)" if left else ""),
-               err=True)
+    click.echo(
+        f"produced {ok:,} messages to {topic} in {elapsed:.2f} s ({ok / elapsed:,.0f} msg/s)"
+        + (f"; {len(failed):,} failed (first: {plain(failed[0])})" if failed else "")
+        + (f"; {left:,} not acknowledged (may or may not have been written)" if left else ""),
+        err=True,
+    )
     if failed or left:
         sys.exit(1)
 
 
-def _send(producer: Any, topic: str, source: Any, rate: float, stop: dict[str, bool], delivered: Any,
-          progress: dict[str, int]) -> None:
+def _send(
+    producer: Any, topic: str, source: Any, rate: float, stop: dict[str, bool], delivered: Any, progress: dict[str, int]
+) -> None:
     """Produce every line (at `rate`/s when > 0) until the source ends or a stop is requested,
     counting in progress["sent"] (still right when a fatal KafkaException ends it)."""
     t0 = time.monotonic()
@@ -206,8 +240,15 @@ def _await_acks(producer: Any, stop: dict[str, bool], stop_timeout: float) -> in
 @click.option("--timeout", type=float, default=None, help="Exit after this many seconds without a message.")
 @click.option("--pretty/--raw", default=None, help="Pretty output (default: when stdout is a terminal).")
 @config_option
-def consume(topic: str, bootstrap: str, from_beginning: bool, max_messages: int | None, timeout: float | None,
-            pretty: bool | None, kafka_config: tuple[str, ...]) -> None:
+def consume(
+    topic: str,
+    bootstrap: str,
+    from_beginning: bool,
+    max_messages: int | None,
+    timeout: float | None,
+    pretty: bool | None,
+    kafka_config: tuple[str, ...],
+) -> None:
     """Print a topic's messages (the seed's test/kafka-consumer.py): pretty on a terminal, JSON lines when piped."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
@@ -270,8 +311,14 @@ def _pretty(console: Any, m: Any, value: bytes) -> None:
 
     key = decode(m.key()) if m.key() else "-"
     rid = dict(m.headers() or []).get("lookout-id")
-    console.print(Text.assemble((f"{m.topic()}[{m.partition()}]@{m.offset()}", "dim"), " key=", (key, "bold"),
-                                (f" id={decode(rid)}", "dim") if rid else ""))
+    console.print(
+        Text.assemble(
+            (f"{m.topic()}[{m.partition()}]@{m.offset()}", "dim"),
+            " key=",
+            (key, "bold"),
+            (f" id={decode(rid)}", "dim") if rid else "",
+        )
+    )
     try:
         shown = json_line(json.dumps(json.loads(value.decode("utf-8")), indent=2, ensure_ascii=False))
     except (ValueError, RecursionError):  # not JSON (or not UTF-8): show it as text

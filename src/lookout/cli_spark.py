@@ -24,33 +24,84 @@ def _conf(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 @main.command("spark")
-@click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
-              help="NDJSON file to read (repeatable; .gz too). Trigger availableNow, then stop.")
-@click.option("--out", "out_dir", default="lookout-out", show_default=True, type=click.Path(file_okay=False),
-              help="With --input: directory for <rule>.jsonl and rejected.jsonl.")
-@click.option("--kafka", "kafka", envvar="LOOKOUT_KAFKA", default=None, metavar="BOOTSTRAP",
-              help="Kafka bootstrap servers: read --topic, write the rules' topics and <topic>-dlq.")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="NDJSON file to read (repeatable; .gz too). Trigger availableNow, then stop.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="lookout-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="With --input: directory for <rule>.jsonl and rejected.jsonl.",
+)
+@click.option(
+    "--kafka",
+    "kafka",
+    envvar="LOOKOUT_KAFKA",
+    default=None,
+    metavar="BOOTSTRAP",
+    help="Kafka bootstrap servers: read --topic, write the rules' topics and <topic>-dlq.",
+)
 @click.option("--topic", default="test-inter", show_default=True, help="Kafka input topic.")
-@click.option("--starting-offsets", type=click.Choice(["earliest", "latest"]), default="earliest", show_default=True,
-              help="Kafka: where a new checkpoint starts reading.")
-@click.option("--connector", type=click.Choice(["auto", "spark", "python"]), default="auto", show_default=True,
-              help="Kafka: Spark's spark-sql-kafka-0-10 when on the classpath (auto), or lookout's own "
-                   "Python Data Source over confluent-kafka.")
-@click.option("--duration", type=float, default=None,
-              help="Kafka: stop after this many seconds, closing and emitting every open window first (Python connector).")
-@click.option("--idle-timeout", default="30s", show_default=True,
-              help="Kafka (Python connector): input quiet this long moves the watermark to now − lateness, "
-                   "closing the windows it passes.")
+@click.option(
+    "--starting-offsets",
+    type=click.Choice(["earliest", "latest"]),
+    default="earliest",
+    show_default=True,
+    help="Kafka: where a new checkpoint starts reading.",
+)
+@click.option(
+    "--connector",
+    type=click.Choice(["auto", "spark", "python"]),
+    default="auto",
+    show_default=True,
+    help="Kafka: Spark's spark-sql-kafka-0-10 when on the classpath (auto), or lookout's own "
+    "Python Data Source over confluent-kafka.",
+)
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="Kafka: stop after this many seconds, closing and emitting every open window first (Python connector).",
+)
+@click.option(
+    "--idle-timeout",
+    default="30s",
+    show_default=True,
+    help="Kafka (Python connector): input quiet this long moves the watermark to now − lateness, closing the windows it passes.",
+)
 @rules_option
 @lateness_option
 @click.option("--master", default=None, help="Spark master URL (default local[*]; under spark-submit, its own).")
 @click.option("--conf", "conf", multiple=True, metavar="KEY=VALUE", help="Spark configuration (repeatable).")
-@click.option("--checkpoint", default=None, type=click.Path(file_okay=False),
-              help="Checkpoint directory (Kafka default: .lookout-state/spark; --input: a temporary one).")
+@click.option(
+    "--checkpoint",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Checkpoint directory (Kafka default: .lookout-state/spark; --input: a temporary one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def spark_cmd(inputs: tuple[str, ...], out_dir: str, kafka: str | None, topic: str, starting_offsets: str,
-              connector: str, duration: float | None, idle_timeout: str, rules_path: str | None, lateness: str | None,
-              master: str | None, conf: tuple[str, ...], checkpoint: str | None, as_json: bool) -> None:
+def spark_cmd(
+    inputs: tuple[str, ...],
+    out_dir: str,
+    kafka: str | None,
+    topic: str,
+    starting_offsets: str,
+    connector: str,
+    duration: float | None,
+    idle_timeout: str,
+    rules_path: str | None,
+    lateness: str | None,
+    master: str | None,
+    conf: tuple[str, ...],
+    checkpoint: str | None,
+    as_json: bool,
+) -> None:
     """Run the rules on Apache Spark Structured Streaming (results identical to `lookout replay`)."""
     if bool(inputs) == bool(kafka):
         click.echo("error: give either --input FILE... or --kafka BOOTSTRAP", err=True)
@@ -81,6 +132,7 @@ def spark_cmd(inputs: tuple[str, ...], out_dir: str, kafka: str | None, topic: s
     if inputs:
         stats = app.run_files(list(inputs), rs, Path(out_dir), master=master, conf=spark_conf, checkpoint=checkpoint)
     else:
+
         def progress(st: app.SparkStats) -> None:
             if not as_json:
                 if st.batches == 0:
@@ -89,9 +141,19 @@ def spark_cmd(inputs: tuple[str, ...], out_dir: str, kafka: str | None, topic: s
                     click.echo(f"batches {st.batches}  rows {st.input_rows:,}  late {st.late:,}", err=True)
 
         try:
-            stats = app.run_kafka(kafka, topic, rs, master=master, conf=spark_conf, checkpoint=checkpoint,  # type: ignore[arg-type]
-                                  starting_offsets=starting_offsets, duration=duration, connector=connector,
-                                  on_progress=progress, idle_timeout=idle_s)
+            stats = app.run_kafka(
+                kafka,
+                topic,
+                rs,
+                master=master,
+                conf=spark_conf,
+                checkpoint=checkpoint,  # type: ignore[arg-type]
+                starting_offsets=starting_offsets,
+                duration=duration,
+                connector=connector,
+                on_progress=progress,
+                idle_timeout=idle_s,
+            )
         except KeyboardInterrupt:
             return
     d = stats.as_dict()

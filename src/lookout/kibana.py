@@ -45,9 +45,18 @@ def _space_prefix(space: str | None) -> str:
     return f"/s/{space}" if space and space != "default" else ""
 
 
-def import_saved_objects(url: str, user: str | None = None, password: str | None = None, api_key: str | None = None,
-                         space: str | None = None, wait: float = 120.0, timeout: float = 30.0,
-                         ca_certs: str | None = None, verify: bool = True, data: bytes | None = None) -> ImportResult:
+def import_saved_objects(
+    url: str,
+    user: str | None = None,
+    password: str | None = None,
+    api_key: str | None = None,
+    space: str | None = None,
+    wait: float = 120.0,
+    timeout: float = 30.0,
+    ca_certs: str | None = None,
+    verify: bool = True,
+    data: bytes | None = None,
+) -> ImportResult:
     """POST the saved objects to Kibana's import API (multipart, `overwrite=true`)."""
     import urllib3
 
@@ -70,8 +79,7 @@ def import_saved_objects(url: str, user: str | None = None, password: str | None
     while True:
         attempts += 1
         try:
-            r = pool.request("POST", target, fields={"file": ("lookout.ndjson", ndjson, "application/ndjson")},
-                             headers=headers)
+            r = pool.request("POST", target, fields={"file": ("lookout.ndjson", ndjson, "application/ndjson")}, headers=headers)
             status, body = r.status, r.data or b""
             reason = f"HTTP {status}"
         except urllib3.exceptions.HTTPError as e:

@@ -28,7 +28,7 @@ class Scan:
     text: bytes  # the chunk with suspect lines blanked out or left out
 
     def line(self, i: int, chunk: bytes) -> bytes:
-        return chunk[int(self.starts[i]):int(self.ends[i])]
+        return chunk[int(self.starts[i]) : int(self.ends[i])]
 
     def text_rows(self, rows: np.ndarray) -> pa.Array:
         """The lines of `text` at `rows` as an Arrow string array, sliced from `text` without a copy
@@ -38,8 +38,9 @@ class Scan:
         else:
             nl = np.flatnonzero(np.frombuffer(self.text, dtype=np.uint8) == _LF)
             offsets = np.concatenate(([0], nl + 1))
-        lines = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int64)),
-                                                 pa.py_buffer(self.text))
+        lines = pa.LargeStringArray.from_buffers(
+            len(offsets) - 1, pa.py_buffer(offsets.astype(np.int64)), pa.py_buffer(self.text)
+        )
         return lines.take(pa.array(rows, type=pa.int64()))
 
     def colons(self, chunk: bytes) -> np.ndarray:

@@ -50,11 +50,18 @@ def print_run_summary(stats: Stats, out_dir: str) -> None:
     res = ", ".join(f"{k}: {v}" for k, v in d["results"].items()) or "none yet"
     refused = "".join(f"; {n:,} documents refused by {k} (dead letters)" for k, n in d["refused"].items() if n)
     dups = f", {d['duplicates']:,} duplicates skipped (ids already counted)" if d["duplicates"] else ""
-    sys.stderr.write(plain(
-        f"lookout run stopped: {d['lines']:,} lines, {d['records']:,} valid, {d['rejected']:,} rejected, "
-        f"{d['late']:,} late{dups}; results ({res}) in {out_dir}/{refused}"
-        + ("; dead letters by reason: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(d["reasons"].items())) if d["reasons"] else "")
-    ) + "\n")
+    sys.stderr.write(
+        plain(
+            f"lookout run stopped: {d['lines']:,} lines, {d['records']:,} valid, {d['rejected']:,} rejected, "
+            f"{d['late']:,} late{dups}; results ({res}) in {out_dir}/{refused}"
+            + (
+                "; dead letters by reason: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(d["reasons"].items()))
+                if d["reasons"]
+                else ""
+            )
+        )
+        + "\n"
+    )
 
 
 class LiveView:
@@ -142,8 +149,11 @@ class LiveView:
         from rich.text import Text
 
         st = self.pipeline.stats
-        return Text.assemble(("lookout ", "bold"), text(self.source_name), f"  records {st.records:,}  rejected {st.rejected:,}  "
-                             f"late {st.late:,}  (view errors: {self.errors:,}, see the log)")
+        return Text.assemble(
+            ("lookout ", "bold"),
+            text(self.source_name),
+            f"  records {st.records:,}  rejected {st.rejected:,}  late {st.late:,}  (view errors: {self.errors:,}, see the log)",
+        )
 
     def _guarded(self):  # noqa: ANN202
         """The view as a renderable that cannot fail: building or drawing errors fall back to the counters."""
@@ -168,7 +178,10 @@ class LiveView:
         head.add_row(
             Text.assemble(("source", "bold"), " ", text(self.source_name)),
             Text.assemble((f"{self._rate():,.0f}", "bold"), " events/s"),
-            f"records {st.records:,}", f"rejected {st.rejected:,}", f"late {st.late:,}", f"watermark {wm}",
+            f"records {st.records:,}",
+            f"rejected {st.rejected:,}",
+            f"late {st.late:,}",
+            f"watermark {wm}",
         )
         incidents = Table(title="incidents", title_justify="left", expand=True)
         for c in ("status", "rule", "key", "since", "until", "windows", "peak"):
@@ -177,8 +190,15 @@ class LiveView:
         for d in [*firing, *list(self.resolved)[: max(0, 16 - len(firing))]]:
             key = ", ".join(plain(v) for v in d["key"].values())
             style = "bold red" if d["status"] == "firing" else "green"
-            incidents.add_row(text(d["status"], style=style), text(d["rule"]), text(key), text(d["start"][11:19]),
-                              text(d["end"][11:19]), text(d["windows"]), text(d["peak"]))
+            incidents.add_row(
+                text(d["status"], style=style),
+                text(d["rule"]),
+                text(key),
+                text(d["start"][11:19]),
+                text(d["end"][11:19]),
+                text(d["windows"]),
+                text(d["peak"]),
+            )
         parts = [head, incidents]
         for name, per in self.latest.items():
             if not per:
@@ -186,14 +206,18 @@ class LiveView:
             rule = self.rs.by_name[name]
             start = max(per)
             rows = sorted(per[start], key=lambda o: -(o.get(rule.agg.output_name) or 0))[:8]
-            t = Table(title=text(f"{name}: {rule.agg.output_name} per {', '.join(rule.group_by)}, window from {start[11:19]}"),
-                      title_justify="left", expand=True)
+            t = Table(
+                title=text(f"{name}: {rule.agg.output_name} per {', '.join(rule.group_by)}, window from {start[11:19]}"),
+                title_justify="left",
+                expand=True,
+            )
             t.add_column(text(", ".join(rule.group_by)))
             t.add_column(text(rule.agg.output_name), justify="right")
             for o in rows:
                 v = o.get(rule.agg.output_name)
-                t.add_row(text(", ".join(str(o.get(k, "")) for k in rule.group_by)),
-                          text(f"{v:.3f}" if isinstance(v, float) else v))
+                t.add_row(
+                    text(", ".join(str(o.get(k, "")) for k in rule.group_by)), text(f"{v:.3f}" if isinstance(v, float) else v)
+                )
             parts.append(t)
         return Panel(Group(*parts), title="lookout", border_style="cyan")
 

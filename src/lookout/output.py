@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,7 +20,7 @@ from lookout.rules import Rule
 
 def iso_ms(us: int) -> str:
     """Epoch microseconds → `2022-08-03T06:51:40.000Z` (Spark's default JSON timestamp format)."""
-    dt = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(us // 1_000_000, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{(us % 1_000_000) // 1000:03d}Z"
 
 
@@ -57,7 +57,7 @@ def format_results(rule: Rule, frame: pl.DataFrame) -> ResultBatch:
         s = cache.get(start) or cache.setdefault(start, iso_ms(start))
         e = cache.get(end) or cache.setdefault(end, iso_ms(end))
         obj: dict[str, Any] = {"window": {"start": s, "end": e}}
-        for f, v in zip(fields, kv):
+        for f, v in zip(fields, kv, strict=False):
             if v is not None:
                 obj[f] = v
         if value is not None:

@@ -48,9 +48,15 @@ def _encode(parsed: ParsedChunk) -> bytes:
     recs = io.BytesIO()
     parsed.records.write_ipc_stream(recs)
     rej = io.BytesIO()
-    pl.DataFrame({"index": [r.index for r in parsed.rejected], "reason": [r.reason for r in parsed.rejected],
-                  "detail": [r.detail for r in parsed.rejected], "raw": [r.raw for r in parsed.rejected]},
-                 schema=_REJECTIONS).write_ipc_stream(rej)
+    pl.DataFrame(
+        {
+            "index": [r.index for r in parsed.rejected],
+            "reason": [r.reason for r in parsed.rejected],
+            "detail": [r.detail for r in parsed.rejected],
+            "raw": [r.raw for r in parsed.rejected],
+        },
+        schema=_REJECTIONS,
+    ).write_ipc_stream(rej)
     a, b = recs.getvalue(), rej.getvalue()
     return _HEADER.pack(parsed.lines, parsed.fallback, len(a), len(b)) + a + b
 
@@ -60,8 +66,8 @@ def _decode(data: bytes) -> ParsedChunk:
         raise ParseWorkerFailed("a parse worker sent a short answer")
     lines, fallback, na, nb = _HEADER.unpack_from(data)
     at = _HEADER.size
-    recs = pl.read_ipc_stream(io.BytesIO(data[at:at + na]))
-    rej = pl.read_ipc_stream(io.BytesIO(data[at + na:at + na + nb]))
+    recs = pl.read_ipc_stream(io.BytesIO(data[at : at + na]))
+    rej = pl.read_ipc_stream(io.BytesIO(data[at + na : at + na + nb]))
     rejected = [Rejection(i, reason, detail, raw) for i, reason, detail, raw in rej.iter_rows()]
     return ParsedChunk(recs, rejected, lines, fallback)
 
@@ -113,8 +119,9 @@ class ParsePool:
         self.requests: list[queue.Queue[bytes]] = []
         self._next = 0
         for _ in range(workers):
-            p = subprocess.Popen([sys.executable, "-m", "lookout.parsepool"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, env=env)
+            p = subprocess.Popen(
+                [sys.executable, "-m", "lookout.parsepool"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            )
             self.procs.append(p)
             q: queue.Queue[bytes | None] = queue.Queue()
             self.answers.append(q)

@@ -18,8 +18,8 @@ import polars as pl
 
 from lookout.clock import FUTURE_REASON, Clock, FutureGuard, now_us
 from lookout.engine import Engine, EngineOutput
-from lookout.incidents import IncidentTracker, Transition
 from lookout.engine.dedup import SeenIds
+from lookout.incidents import IncidentTracker, Transition
 from lookout.output import ResultBatch, dead_letter, format_results, iso_ms
 from lookout.records import ParsedChunk, parse_chunk, parse_lines
 from lookout.rules import RuleSet
@@ -77,8 +77,9 @@ RESULT_SLICE = 2_000  # results are formatted and handed to the sinks this many 
 
 
 class Pipeline:
-    def __init__(self, ruleset: RuleSet, sink: Sink, keep_results: bool = True, clock: Clock = time.time,
-                 dedup: bool = False) -> None:
+    def __init__(
+        self, ruleset: RuleSet, sink: Sink, keep_results: bool = True, clock: Clock = time.time, dedup: bool = False
+    ) -> None:
         """`keep_results=False`: steps return no formatted results (replay: nobody reads them), so a
         step with half a million alerts holds one slice of them at a time, not all."""
         self.ruleset = ruleset
@@ -92,7 +93,9 @@ class Pipeline:
         self.incidents = IncidentTracker(ruleset)
         self.sink = sink
         self.stats = Stats()
-        self._wants_records = sink.wants_records if isinstance(sink, SinkSet) else type(sink).write_records is not Sink.write_records
+        self._wants_records = (
+            sink.wants_records if isinstance(sink, SinkSet) else type(sink).write_records is not Sink.write_records
+        )
 
     @staticmethod
     def parse(chunk: Chunk) -> ParsedChunk:
@@ -140,8 +143,9 @@ class Pipeline:
 
     def _future(self, chunk: Chunk, lines: pl.Series) -> None:
         detail = self.guard.detail
-        entries = [dead_letter(FUTURE_REASON, detail, chunk.raw_line(i), chunk.source, chunk.first_line + i)
-                   for i in lines.to_list()]
+        entries = [
+            dead_letter(FUTURE_REASON, detail, chunk.raw_line(i), chunk.source, chunk.first_line + i) for i in lines.to_list()
+        ]
         self.stats.rejected += len(entries)
         self.stats.reasons[FUTURE_REASON] += len(entries)
         self.sink.write_rejected(entries)
@@ -152,8 +156,11 @@ class Pipeline:
         entries = []
         for line, rules in out.late.iter_rows():
             detail = f"arrived after its window closed in {', '.join(rules)}"
-            entries.append(dead_letter("late", detail, chunk.raw_line(line), chunk.source, chunk.first_line + line,
-                                       rules=rules, watermark=wm))
+            entries.append(
+                dead_letter(
+                    "late", detail, chunk.raw_line(line), chunk.source, chunk.first_line + line, rules=rules, watermark=wm
+                )
+            )
         self.stats.late += len(entries)
         self.stats.reasons["late"] += len(entries)
         self.sink.write_rejected(entries)

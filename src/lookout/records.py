@@ -13,7 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,14 @@ from lookout.linescan import Scan, scan
 
 # Input field names (the seed's schema) in a fixed order.
 INPUT_FIELDS: tuple[str, ...] = (
-    "server", "client_ip", "method", "status", "request_time", "host", "country", "@timestamp",
+    "server",
+    "client_ip",
+    "method",
+    "status",
+    "request_time",
+    "host",
+    "country",
+    "@timestamp",
 )
 STRING_FIELDS: tuple[str, ...] = ("client_ip", "host", "country", "method", "server")
 NUMERIC_FIELDS: tuple[str, ...] = ("status", "request_time")
@@ -82,6 +89,7 @@ class ParsedChunk:
 
 # ---------------------------------------------------------------- reference (one line)
 
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -108,7 +116,7 @@ def parse_timestamp(v: Any) -> int:
 
 
 _LEAP_SECOND_RE = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}):60(?=$|[.,Z+-])")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _parse_iso(v: str) -> int:
@@ -119,15 +127,15 @@ def _parse_iso(v: str) -> int:
     if not v.isascii():  # fromisoformat's digits must be ASCII digits, like everywhere in the contract
         raise bad
     leap = _LEAP_SECOND_RE.match(v)
-    s = f"{leap.group(1)}:59{v[leap.end():]}" if leap else v
+    s = f"{leap.group(1)}:59{v[leap.end() :]}" if leap else v
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
         raise bad from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     if leap:
-        utc = dt.astimezone(timezone.utc)
+        utc = dt.astimezone(UTC)
         if (utc.hour, utc.minute, utc.second) != (23, 59, 59):
             raise Rejected("invalid-timestamp", f"@timestamp {v!r}: a leap second can only be 23:59:60 UTC")
         dt = dt + timedelta(seconds=1)
@@ -179,8 +187,9 @@ def parse_client_ip(v: Any) -> str:
         raise Rejected("invalid-client_ip", f"client_ip {v!r} is not an IPv4 or IPv6 address") from None
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.scope_id is not None:
-            raise Rejected("invalid-client_ip",
-                           f"client_ip {v!r} has a zone id (%...), which names a local interface, not a client")
+            raise Rejected(
+                "invalid-client_ip", f"client_ip {v!r} has a zone id (%...), which names a local interface, not a client"
+            )
         if ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
     # one client, one text: an IPv4-mapped address is its IPv4 address, IPv6 is compressed lower case
@@ -308,7 +317,9 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
 def _ok_expr() -> pl.Expr:
     """The rows `_vectorised` (with ISO timestamps and canonical IPs filled in) can vouch for."""
     return (
-        pl.col("ts").is_not_null() & (pl.col("ts") >= 0) & (pl.col("ts") < MAX_TS_US)
+        pl.col("ts").is_not_null()
+        & (pl.col("ts") >= 0)
+        & (pl.col("ts") < MAX_TS_US)
         & pl.col("status").is_between(100, 599)
         & pl.col("ip_ok")
         & (pl.col("host").str.len_bytes() > 0).fill_null(False)
@@ -342,8 +353,7 @@ def _unvouched_rows(df: pl.DataFrame, text: bytes, row_lines: list[bytes] | None
         if keys == found:
             return None
     lines = row_lines if row_lines is not None else split_lines(text)
-    return [k for k, raw in enumerate(lines)
-            if (escaped and b"\\u" in raw) or any(raw.count(key) > 1 for key in _FIELD_KEYS)]
+    return [k for k, raw in enumerate(lines) if (escaped and b"\\u" in raw) or any(raw.count(key) > 1 for key in _FIELD_KEYS)]
 
 
 def _typed_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -352,8 +362,15 @@ def _typed_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 def _finish(df: pl.DataFrame) -> pl.DataFrame:
     return df.select(
-        pl.col("ts").cast(pl.Int64), pl.col("status").cast(pl.Int16), pl.col("request_time"),
-        "client_ip", "host", "country", "method", "server", pl.col("line").cast(pl.Int64),
+        pl.col("ts").cast(pl.Int64),
+        pl.col("status").cast(pl.Int16),
+        pl.col("request_time"),
+        "client_ip",
+        "host",
+        "country",
+        "method",
+        "server",
+        pl.col("line").cast(pl.Int64),
     )
 
 
@@ -427,7 +444,7 @@ def _decode(text: bytes, rows: int) -> pl.DataFrame:
 
     def piece(lo: int, hi: int) -> None:
         start = int(newlines[lo - 1]) + 1 if lo else 0
-        part = text[start:int(newlines[hi - 1]) + 1]
+        part = text[start : int(newlines[hi - 1]) + 1]
         try:
             df = pl.read_ndjson(part, schema=_DECODE_SCHEMA)
             if df.height == hi - lo:
@@ -446,8 +463,10 @@ def _decode(text: bytes, rows: int) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-_ISO_RE = (r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{6}|[0-9]{3}))?"
-           r"(Z|[+-][0-9]{2}:[0-9]{2})?$")
+_ISO_RE = (
+    r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{6}|[0-9]{3}))?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})?$"
+)
 
 
 def _iso_us(s: pl.Series) -> pl.Series:
@@ -464,11 +483,15 @@ def _iso_us(s: pl.Series) -> pl.Series:
     offset = pl.when(tz.is_null() | (tz == "Z")).then(0).otherwise(sign * (off_h * 3600 + off_m * 60))
     h, m, sec = (pl.col(c).cast(pl.Int64) for c in ("h", "m", "s"))
     days = pl.col("date").str.to_date("%Y-%m-%d", strict=False).cast(pl.Int64)
-    micro = pl.when(frac.is_null()).then(0).when(frac.str.len_bytes() == 3).then(frac.cast(pl.Int64) * 1000).otherwise(
-        frac.cast(pl.Int64))
-    valid = (h <= 23) & (m <= 59) & (sec <= 59) & (
-        tz.is_null() | (tz == "Z") | ((off_h <= 23) & (off_m <= 59)))
-    us = ((days * 86_400 + h * 3600 + m * 60 + sec - offset) * 1_000_000 + micro)
+    micro = (
+        pl.when(frac.is_null())
+        .then(0)
+        .when(frac.str.len_bytes() == 3)
+        .then(frac.cast(pl.Int64) * 1000)
+        .otherwise(frac.cast(pl.Int64))
+    )
+    valid = (h <= 23) & (m <= 59) & (sec <= 59) & (tz.is_null() | (tz == "Z") | ((off_h <= 23) & (off_m <= 59)))
+    us = (days * 86_400 + h * 3600 + m * 60 + sec - offset) * 1_000_000 + micro
     return g.select(pl.when(valid).then(us).otherwise(None)).to_series()
 
 

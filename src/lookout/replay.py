@@ -7,10 +7,10 @@ the next file is read, and the damage is reported in the outcome (the CLI exits 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from lookout.parsepool import ParsePool, default_parse_workers
 from lookout.pipeline import Pipeline, Stats
@@ -20,7 +20,6 @@ from lookout.sinks.base import Sink, SinkSet
 from lookout.sinks.files import FileSink, OutputUnwritable
 from lookout.sources.base import Chunk
 from lookout.sources.files import InputDamaged, check_readable, file_chunks, input_size
-
 
 # Each parse process holds about ten times its chunk at its peak (bytes, blanked copy, decoded and
 # typed frames, the Arrow answer): smaller chunks keep the processes together under 500 MiB.
@@ -74,10 +73,18 @@ def _parsed_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chu
             yield item
 
 
-def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None = None,
-           es_url: str | None = None, progress: bool = False, sink: Sink | None = None,
-           notify_dir: Path | None = None, notify_wait: float = 30.0,
-           parse_workers: int | None = None) -> ReplayOutcome:
+def replay(
+    inputs: list[str],
+    rs: RuleSet,
+    out_dir: Path,
+    store_dir: str | None = None,
+    es_url: str | None = None,
+    progress: bool = False,
+    sink: Sink | None = None,
+    notify_dir: Path | None = None,
+    notify_wait: float = 30.0,
+    parse_workers: int | None = None,
+) -> ReplayOutcome:
     """Raises `InputUnreadable` (before any output is touched) or `OutputUnwritable`.
     `notify_dir`: send the rules' notifications through an outbox there (a backfill does not
     notify unless asked); at the end wait up to `notify_wait` s for them to be delivered."""
@@ -105,8 +112,14 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-        bar = Progress(TextColumn("[bold]replay"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                       TextColumn("{task.fields[lines]:,} lines"), transient=True)
+        bar = Progress(
+            TextColumn("[bold]replay"),
+            BarColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[lines]:,} lines"),
+            transient=True,
+        )
         task = bar.add_task("replay", total=input_size(inputs), lines=0)
         bar.start()
     workers = default_parse_workers() if parse_workers is None else parse_workers
@@ -115,8 +128,7 @@ def replay(inputs: list[str], rs: RuleSet, out_dir: Path, store_dir: str | None 
         for path in inputs:
             done_before = 0
             try:
-                ahead = (pool.parsed(file_chunks(path, POOL_CHUNK_BYTES)) if pool is not None
-                         else _parsed_ahead(file_chunks(path)))
+                ahead = pool.parsed(file_chunks(path, POOL_CHUNK_BYTES)) if pool is not None else _parsed_ahead(file_chunks(path))
                 for chunk, parsed in ahead:
                     notify(pipe.step(chunk, parsed).incidents)
                     if bar is not None:

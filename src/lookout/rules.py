@@ -44,12 +44,28 @@ FILTERABLE_FIELDS = GROUPABLE_FIELDS + ("request_time",)
 AGG_FUNCS = ("count", "sum", "avg", "min", "max")
 
 _UNITS_US = {
-    "us": 1, "microsecond": 1, "microseconds": 1,
-    "ms": 1_000, "millisecond": 1_000, "milliseconds": 1_000,
-    "s": 1_000_000, "sec": 1_000_000, "secs": 1_000_000, "second": 1_000_000, "seconds": 1_000_000,
-    "m": 60_000_000, "min": 60_000_000, "mins": 60_000_000, "minute": 60_000_000, "minutes": 60_000_000,
-    "h": 3_600_000_000, "hour": 3_600_000_000, "hours": 3_600_000_000,
-    "d": 86_400_000_000, "day": 86_400_000_000, "days": 86_400_000_000,
+    "us": 1,
+    "microsecond": 1,
+    "microseconds": 1,
+    "ms": 1_000,
+    "millisecond": 1_000,
+    "milliseconds": 1_000,
+    "s": 1_000_000,
+    "sec": 1_000_000,
+    "secs": 1_000_000,
+    "second": 1_000_000,
+    "seconds": 1_000_000,
+    "m": 60_000_000,
+    "min": 60_000_000,
+    "mins": 60_000_000,
+    "minute": 60_000_000,
+    "minutes": 60_000_000,
+    "h": 3_600_000_000,
+    "hour": 3_600_000_000,
+    "hours": 3_600_000_000,
+    "d": 86_400_000_000,
+    "day": 86_400_000_000,
+    "days": 86_400_000_000,
 }
 # ASCII digits only: Python's \d also matches Arabic-Indic, fullwidth, ... digits, and float() reads them
 _DURATION_RE = re.compile(r"^\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*([a-zA-Z]+)\s*$")
@@ -122,7 +138,7 @@ class Window(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "Window":
+    def _check(self) -> Window:
         if self.size <= 0 or self.hop <= 0:
             raise ValueError("window size and hop must be positive")
         if self.hop > self.size:
@@ -169,7 +185,7 @@ _THRESHOLD_RE = re.compile(r"^\s*(?:(.{1,40}?)\s*)?(>=|<=|>|<)\s*([-+]?[0-9]{1,1
 
 def parse_aggregate(v: Any) -> Aggregate:
     if isinstance(v, dict) and len(v) == 1:
-        (func, fld), = v.items()
+        ((func, fld),) = v.items()
         v = f"{func}({fld})" if fld else str(func)
     if not isinstance(v, str):
         raise ValueError(f"{v!r} is not an aggregate (count, avg(request_time), sum(..), min(..), max(..))")
@@ -351,13 +367,14 @@ class Rule(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "Rule":
+    def _check(self) -> Rule:
         agg = self.agg
         if self.threshold is not None:
             m = _THRESHOLD_RE.match(self.threshold)
             if not m:
-                raise ValueError(f"threshold {_show(self.threshold)}: write it like 'count > 10' (ASCII digits, "
-                                 f"at most 16 before the point)")
+                raise ValueError(
+                    f"threshold {_show(self.threshold)}: write it like 'count > 10' (ASCII digits, at most 16 before the point)"
+                )
             subject = m.group(1)
             if subject is not None and subject.replace(" ", "") not in (agg.output_name, "value"):
                 raise ValueError(f"threshold {_show(self.threshold)} must test the rule's aggregate {agg.output_name!r}")
@@ -460,9 +477,12 @@ class RuleSet(BaseModel):
         us = parse_duration(v)
         lo, hi = MAX_FUTURE_BOUNDS
         if not lo <= us <= hi:
-            raise ValueError(f"max_future must be between {format_duration(lo)} and {format_duration(hi)} "
-                             f"(clocks skew by seconds, not days), not {format_duration(us)}")
+            raise ValueError(
+                f"max_future must be between {format_duration(lo)} and {format_duration(hi)} "
+                f"(clocks skew by seconds, not days), not {format_duration(us)}"
+            )
         return us
+
     @field_validator("rules", mode="before")
     @classmethod
     def _few_enough(cls, v: Any) -> Any:
@@ -471,7 +491,7 @@ class RuleSet(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "RuleSet":
+    def _check(self) -> RuleSet:
         if not self.rules:
             raise ValueError("a rules file needs at least one rule")
         names = [r.name for r in self.rules]
@@ -494,8 +514,11 @@ class RuleSet(BaseModel):
         return {r.name: r for r in self.rules}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lateness": format_duration(self.lateness), "max_future": format_duration(self.max_future),
-                "rules": [r.to_dict() for r in self.rules]}
+        return {
+            "lateness": format_duration(self.lateness),
+            "max_future": format_duration(self.max_future),
+            "rules": [r.to_dict() for r in self.rules],
+        }
 
     def windows_dict(self) -> dict[str, Any]:
         """What engine state depends on (checkpoints compare it): everything but max_future,
@@ -511,9 +534,10 @@ class RuleSet(BaseModel):
             d["notify"] = [t.to_dict() for t in self.notify]
         return yaml.safe_dump(d, sort_keys=False, width=1000)
 
-    def with_lateness(self, lateness_us: int) -> "RuleSet":
-        return RuleSet.model_validate({"lateness": f"{lateness_us}us", "max_future": f"{self.max_future}us",
-                                       "rules": self.rules, "notify": self.notify})
+    def with_lateness(self, lateness_us: int) -> RuleSet:
+        return RuleSet.model_validate(
+            {"lateness": f"{lateness_us}us", "max_future": f"{self.max_future}us", "rules": self.rules, "notify": self.notify}
+        )
 
 
 def _format_error(e: ValidationError, source: str) -> str:
@@ -532,8 +556,7 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a rules file",
-                                              event.start_mark)
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a rules file", event.start_mark)
         return super().compose_node(parent, index)
 
 

@@ -27,8 +27,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from lookout.ahead import ParseAhead
 from lookout.checkpoint import Checkpointer
-from lookout.errors import DeliveryError
-from lookout.errors import InputChanged
+from lookout.errors import DeliveryError, InputChanged
 from lookout.kafka.config import KafkaConnection, parse_properties
 from lookout.parsepool import default_parse_workers
 from lookout.pipeline import Pipeline, StepReport
@@ -84,6 +83,7 @@ class RunOptions(BaseModel):
         if secs <= 0:
             raise ValueError("--retention must be a positive duration (e.g. 7d) or `off`")
         return secs
+
     stop_timeout: float = DEFAULT_STOP_TIMEOUT  # seconds from SIGTERM to exit, whatever sinks do
 
     @field_validator("idle_timeout", "stop_timeout", "rotate_wait", mode="before")
@@ -125,7 +125,7 @@ class RunOptions(BaseModel):
         return KafkaConnection.from_options(self.kafka, self.kafka_config)
 
     @model_validator(mode="after")
-    def _http(self) -> "RunOptions":
+    def _http(self) -> RunOptions:
         from lookout.http.bind import check_token, parse_bind
 
         check_token(parse_bind(self.http), self.http_token)
@@ -140,13 +140,25 @@ def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
     if opts.tail_path is not None:
         from lookout.sources.tail import TailSource
 
-        return TailSource(opts.tail_path, state_dir=opts.state_dir, log_format=opts.log_format,
-                          host=opts.log_host, geoip=opts.geoip, rotate_wait=opts.rotate_wait, backfill=opts.backfill)
+        return TailSource(
+            opts.tail_path,
+            state_dir=opts.state_dir,
+            log_format=opts.log_format,
+            host=opts.log_host,
+            geoip=opts.geoip,
+            rotate_wait=opts.rotate_wait,
+            backfill=opts.backfill,
+        )
     if opts.kafka:
         from lookout.sources.kafka import KafkaSource
 
-        return KafkaSource(opts.kafka_connection, opts.topic, partitions=opts.partitions,
-                           lateness=rs.lateness if rs is not None else 10_000_000, on_reset=opts.on_reset)
+        return KafkaSource(
+            opts.kafka_connection,
+            opts.topic,
+            partitions=opts.partitions,
+            lateness=rs.lateness if rs is not None else 10_000_000,
+            on_reset=opts.on_reset,
+        )
     from lookout.sources.generator_source import GeneratorSource
 
     return GeneratorSource(opts.rate, opts.seed)
@@ -158,8 +170,7 @@ def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
     if opts.kafka:
         from lookout.sinks.kafka import KafkaSink
 
-        sinks.append(KafkaSink(opts.kafka_connection, dlq_topic=f"{opts.topic}-dlq", rules=rs,
-                               partitions=opts.partitions))
+        sinks.append(KafkaSink(opts.kafka_connection, dlq_topic=f"{opts.topic}-dlq", rules=rs, partitions=opts.partitions))
     if opts.es_url:
         from lookout.sinks.elasticsearch import ElasticsearchSink
 
@@ -168,8 +179,7 @@ def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
 
 
 class Runner:
-    def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None,
-                 deadline: StopDeadline | None = None) -> None:
+    def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None, deadline: StopDeadline | None = None) -> None:
         self.rs = rs
         self.opts = opts
         self.stop_requested = False
@@ -232,8 +242,9 @@ class Runner:
         self._publish()
         from lookout.dashboard.live import live_routes
 
-        self.http = HttpServer(create_app(self.metrics.registry, self.health.check, self.opts.http_token,
-                                          routes=live_routes(self)), *bind)
+        self.http = HttpServer(
+            create_app(self.metrics.registry, self.health.check, self.opts.http_token, routes=live_routes(self)), *bind
+        )
         self.http.start()
 
     def _publish(self) -> None:
@@ -256,15 +267,26 @@ class Runner:
         n = self.notify_ckpt + 1
         if self.notifier is not None:  # durable before the checkpoint, sendable after it
             self.notifier.stage(n)
-        info = self.ckpt.save({
-            "notify_ckpt": n,
-            "incidents": orjson.loads(self.pipeline.incidents.snapshot()),  # open incidents: JSON data
-            "position": self.position,
-            "sinks": self.sinks.checkpoint(),
-            "stats": {"lines": st.lines, "records": st.records, "rejected": st.rejected, "late": st.late,
-                      "duplicates": st.duplicates, "reasons": dict(st.reasons), "results": dict(st.results),
-                      "incidents": st.incidents},
-        }, self.pipeline.engine, {"dedup": self.pipeline.dedup.table()} if self.pipeline.dedup is not None else None)
+        info = self.ckpt.save(
+            {
+                "notify_ckpt": n,
+                "incidents": orjson.loads(self.pipeline.incidents.snapshot()),  # open incidents: JSON data
+                "position": self.position,
+                "sinks": self.sinks.checkpoint(),
+                "stats": {
+                    "lines": st.lines,
+                    "records": st.records,
+                    "rejected": st.rejected,
+                    "late": st.late,
+                    "duplicates": st.duplicates,
+                    "reasons": dict(st.reasons),
+                    "results": dict(st.results),
+                    "incidents": st.incidents,
+                },
+            },
+            self.pipeline.engine,
+            {"dedup": self.pipeline.dedup.table()} if self.pipeline.dedup is not None else None,
+        )
         t2 = time.perf_counter()
         self.notify_ckpt = n
         if self.notifier is not None:
@@ -274,8 +296,14 @@ class Runner:
         # Sink upkeep once the checkpoint is durable (the store: one bounded merge, retention).
         self.sinks.committed()
         t3 = time.perf_counter()
-        log.debug("commit: flush %.1f ms, checkpoint %.1f ms (%s, %d bytes), upkeep %.1f ms",
-                  (t1 - t0) * 1e3, (t2 - t1) * 1e3, info.kind, info.nbytes, (t3 - t2) * 1e3)
+        log.debug(
+            "commit: flush %.1f ms, checkpoint %.1f ms (%s, %d bytes), upkeep %.1f ms",
+            (t1 - t0) * 1e3,
+            (t2 - t1) * 1e3,
+            info.kind,
+            info.nbytes,
+            (t3 - t2) * 1e3,
+        )
         if self.feed is not None:
             self.feed.committed()
 
@@ -324,8 +352,9 @@ class Runner:
             return
         self.stop_requested = True
         self.deadline.start()
-        log.info("stopping: flushing and checkpointing (at most %.0fs; signal again to abandon a stuck flush)",
-                 self.opts.stop_timeout)
+        log.info(
+            "stopping: flushing and checkpointing (at most %.0fs; signal again to abandon a stuck flush)", self.opts.stop_timeout
+        )
 
     def _final_commit(self) -> bool:
         """The last flush + checkpoint. False: abandoned at the stop deadline, nothing committed."""
@@ -400,8 +429,11 @@ class Runner:
                     dirty = dirty or moved
                     if moved and not idle_said and now - last_data >= self.opts.idle_timeout:
                         idle_said = True
-                        log.info("input idle for %.0fs: the watermark follows the clock (now - lateness); "
-                                 "windows close as the clock passes their end", self.opts.idle_timeout)
+                        log.info(
+                            "input idle for %.0fs: the watermark follows the clock (now - lateness); "
+                            "windows close as the clock passes their end",
+                            self.opts.idle_timeout,
+                        )
                 self._deliver(reports)
                 if self.view:
                     self.view.refresh()
@@ -430,8 +462,11 @@ class Runner:
         if self.http is not None:
             self.http.stop()
         if not committed:
-            log.warning("stopped at the stop timeout without the last checkpoint: input after %s was not all "
-                        "acknowledged downstream; %s", self.position_committed, REREAD)
+            log.warning(
+                "stopped at the stop timeout without the last checkpoint: input after %s was not all acknowledged downstream; %s",
+                self.position_committed,
+                REREAD,
+            )
             self._summary()  # (before the source's close, which an unreachable broker may hold up)
             self.source.close()  # leave the lock group, so a standby takes over at once
             if changed is not None:
@@ -458,8 +493,12 @@ class Runner:
             print_run_summary(st, str(self.opts.out_dir))
         refused = st.refused_everything()
         for name in refused:
-            log.error("%s refused every document it was sent (%d); they are dead letters in %s/rejected.jsonl",
-                      name, st.delivery[name][1], self.opts.out_dir)
+            log.error(
+                "%s refused every document it was sent (%d); they are dead letters in %s/rejected.jsonl",
+                name,
+                st.delivery[name][1],
+                self.opts.out_dir,
+            )
         return refused
 
 

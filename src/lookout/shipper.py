@@ -65,8 +65,14 @@ class Shipper:
         self.opts = opts
         self.stop_requested = False
         self.final = False  # the last commit: a stop request may then give up waiting
-        self.source = TailSource(opts.path, state_dir=opts.state_dir, log_format=opts.log_format,
-                                 host=opts.host, geoip=opts.geoip, rotate_wait=opts.rotate_wait)
+        self.source = TailSource(
+            opts.path,
+            state_dir=opts.state_dir,
+            log_format=opts.log_format,
+            host=opts.host,
+            geoip=opts.geoip,
+            rotate_wait=opts.rotate_wait,
+        )
         ensure_topics(opts.kafka, {opts.topic: opts.partitions}, stop=lambda: self.stop_requested)
         self.producer = Producer(ship_producer_config(opts))
         self.errors: list[str] = []
@@ -109,13 +115,17 @@ class Shipper:
         while True:
             left = self.producer.flush(5.0)
             if self.errors:
-                raise KafkaDeliveryError(f"Kafka did not take {len(self.errors)} record(s): {self.errors[0]}; "
-                                         "position not saved, a restart re-sends from the last saved one")
+                raise KafkaDeliveryError(
+                    f"Kafka did not take {len(self.errors)} record(s): {self.errors[0]}; "
+                    "position not saved, a restart re-sends from the last saved one"
+                )
             if left == 0:
                 break
             if self.stop_requested:  # one signal ends it within 5 s, whichever commit it interrupts
-                raise KafkaDeliveryError(f"stopped with {left} record(s) not acknowledged by Kafka; the position was "
-                                         "not saved past them, so the next start sends them again")
+                raise KafkaDeliveryError(
+                    f"stopped with {left} record(s) not acknowledged by Kafka; the position was "
+                    "not saved past them, so the next start sends them again"
+                )
             log.warning("waiting for Kafka to acknowledge %d record(s)", left)
         if self.pending is not None:
             save_position(self.opts.state_dir, self.pending)
@@ -142,7 +152,8 @@ class Shipper:
         sys.stderr.write(
             f"lookout ship stopped: {self.lines:,} records to {self.opts.topic} ({conv.json_lines:,} JSON, "
             f"{conv.combined_lines:,} combined, {self.unreadable:,} unreadable sent as written with header "
-            f"{REASON_HEADER}); position in {self.opts.state_dir}/\n")
+            f"{REASON_HEADER}); position in {self.opts.state_dir}/\n"
+        )
         return 0
 
     def request_stop(self, *_: Any) -> None:

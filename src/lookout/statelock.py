@@ -37,8 +37,10 @@ class StateDirLock:
                     os.close(self._fd)
                     self._fd = None
                     who = f"process {holder}" if holder else "another process"
-                    raise StateDirBusy(f"{state_dir} is in use by {who} (lock {self.path}); "
-                                       f"one lookout per state dir: stop it or give this one another --state-dir") from None
+                    raise StateDirBusy(
+                        f"{state_dir} is in use by {who} (lock {self.path}); "
+                        f"one lookout per state dir: stop it or give this one another --state-dir"
+                    ) from None
                 time.sleep(0.1)
         os.ftruncate(self._fd, 0)
         os.write(self._fd, f"{os.getpid()}\n".encode())

@@ -40,8 +40,9 @@ class StopDeadline:
     """Started by the first stop request; calls `abandon` at the soft deadline and ends the
     process at the hard one. `abandoned` tells the run loop that a failing flush was ours."""
 
-    def __init__(self, timeout: float, abandon: Callable[[], None] = lambda: None,
-                 exit_now: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, timeout: float, abandon: Callable[[], None] = lambda: None, exit_now: Callable[[int], None] | None = None
+    ) -> None:
         self.timeout = timeout
         self._abandon = [abandon]
         self.exit_now = exit_now  # None: the library never ends the process; only abandons

@@ -27,7 +27,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,16 @@ class Query:
     until_us: int | None = None
 
     @classmethod
-    def from_options(cls, client_ip: str | None = None, host: str | None = None, country: str | None = None,
-                     method: str | None = None, status: str | None = None, since: str | None = None,
-                     until: str | None = None) -> "Query":
+    def from_options(
+        cls,
+        client_ip: str | None = None,
+        host: str | None = None,
+        country: str | None = None,
+        method: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Query:
         from lookout.records import Rejected, parse_client_ip
         from lookout.rules import parse_status_range
 
@@ -92,10 +99,9 @@ def _time(v: str | None, opt: str) -> int | None:
         raise ValueError(f"{opt} {v!r}: use ISO-8601 or epoch seconds") from None
 
 
-
 def hour_name(hour: int) -> str:
     """`2026-11-28T13`: the hour's directory (zero-padded, so names sort as times do)."""
-    t = datetime.fromtimestamp(hour * 3600, tz=timezone.utc)
+    t = datetime.fromtimestamp(hour * 3600, tz=UTC)
     return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}"
 
 
@@ -104,7 +110,7 @@ def _hour_of(name: str) -> int | None:
     if not m:
         return None
     try:
-        t = datetime(*(int(g) for g in m.groups()), tzinfo=timezone.utc)  # type: ignore[misc]
+        t = datetime(*(int(g) for g in m.groups()), tzinfo=UTC)  # type: ignore[misc]
     except ValueError:
         return None
     return int(t.timestamp()) // 3600
@@ -246,9 +252,9 @@ def search(store_dir: Path, q: Query, limit: int = 20) -> list[dict[str, Any]]:
     cols = [d[0] for d in cur.description]
     out = []
     for row in cur.fetchall():
-        r = dict(zip(cols, row))
+        r = dict(zip(cols, row, strict=False))
         ts = r.pop("ts")
-        stamp = datetime.fromtimestamp(ts / 1e6, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = datetime.fromtimestamp(ts / 1e6, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         r = {"@timestamp": stamp, **r}
         out.append({k: v for k, v in r.items() if v is not None})
     return out
@@ -272,8 +278,14 @@ class StoreWriter:
     is kept, and a clock in the future cannot expire the store.
     """
 
-    def __init__(self, store_dir: Path, retention_us: int | None = None, fan_in: int = 64,
-                 target_bytes: int = 16 << 20, cold_after: int = 120) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        retention_us: int | None = None,
+        fan_in: int = 64,
+        target_bytes: int = 16 << 20,
+        cold_after: int = 120,
+    ) -> None:
         self.dir = store_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pending: list[pl.DataFrame] = []
@@ -375,8 +387,11 @@ class StoreWriter:
             gone += 1
         if gone:
             _fsync_dir(self.dir)
-            log.info("store retention: deleted %d hour(s) of records older than %s", gone,
-                     datetime.fromtimestamp((reference - self.retention_us) / 1e6, tz=timezone.utc).isoformat(timespec="seconds"))
+            log.info(
+                "store retention: deleted %d hour(s) of records older than %s",
+                gone,
+                datetime.fromtimestamp((reference - self.retention_us) / 1e6, tz=UTC).isoformat(timespec="seconds"),
+            )
         return gone
 
     def _merge_candidate(self, parts: list[Part], cold: bool) -> list[Part] | None:

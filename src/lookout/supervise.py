@@ -39,8 +39,12 @@ def run_supervised(doing: str) -> int:
     env = {**os.environ, CHILD_ENV: "1"}
     # its own process group: a terminal's Ctrl-C reaches the parent only, which forwards it once
     # (the child takes a second signal as "abandon the pending flush")
-    child = subprocess.Popen([sys.executable, "-m", "lookout", *sys.argv[1:]], env=env, process_group=0,
-                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)  # noqa: PLW1509
+    child = subprocess.Popen(
+        [sys.executable, "-m", "lookout", *sys.argv[1:]],
+        env=env,
+        process_group=0,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )  # noqa: PLW1509
     sent: set[int] = set()
 
     def forward(signum: int, _frame: object) -> None:
@@ -66,6 +70,7 @@ def run_supervised(doing: str) -> int:
     sys.stderr.write(
         f"{stamp} CRITICAL lookout.run: the pipeline process died of {name} while {doing} (a crash in a native "
         f"library: librdkafka does this when a topic it reads is deleted on some brokers); its last log lines are "
-        f"above. Nothing after the last checkpoint in the state dir was committed: start lookout again to resume.\n")
+        f"above. Nothing after the last checkpoint in the state dir was committed: start lookout again to resume.\n"
+    )
     sys.stderr.flush()
     return 128 + sig

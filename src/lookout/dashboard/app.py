@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -36,8 +37,10 @@ log = logging.getLogger("lookout.dashboard")
 STATIC = Path(__file__).parent / "static"
 MAX_LIMIT = 1000
 MAX_VALUE = 2048  # longest query value taken (records may carry long hosts; a DNS name is at most 253)
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -54,8 +57,7 @@ class BadParameter(ValueError):
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(obj), status_code=status, media_type="application/json",
-                    headers={"cache-control": "no-store"})
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json", headers={"cache-control": "no-store"})
 
 
 def _params(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -105,6 +107,7 @@ def _api(fn: Handler) -> Handler:
         except Exception:  # noqa: BLE001 - logged here; the client gets no traceback
             log.exception("dashboard API error on %s", request.url.path)
             return json_response({"error": "internal error (see the server's log)"}, 500)
+
     return wrapped
 
 
@@ -188,8 +191,9 @@ def dashboard_routes(data: DashboardData) -> list[BaseRoute]:
                 await asyncio.sleep(0.5)
                 quiet += 0.5
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"cache-control": "no-store", "x-accel-buffering": "no"}
+        )
 
     return [
         Route("/", index, methods=["GET", "HEAD"]),
@@ -230,8 +234,7 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {k for k, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *((k, v) for k, v in SECURITY_HEADERS if k not in names)]
+                message["headers"] = [*message.get("headers", []), *((k, v) for k, v in SECURITY_HEADERS if k not in names)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

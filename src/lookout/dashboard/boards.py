@@ -38,9 +38,13 @@ def record_filter(rule: Rule) -> dict[str, str]:
 
 def describe_rule(rule: Rule) -> dict[str, Any]:
     return {
-        "name": rule.name, "kind": rule_kind(rule), "emit": rule.effective_emit,
-        "description": rule.description or "", "window": rule.window.describe(),
-        "group_by": list(rule.group_by), "value": rule.agg.output_name,
+        "name": rule.name,
+        "kind": rule_kind(rule),
+        "emit": rule.effective_emit,
+        "description": rule.description or "",
+        "window": rule.window.describe(),
+        "group_by": list(rule.group_by),
+        "value": rule.agg.output_name,
         "threshold": str(rule.threshold_spec) if rule.threshold_spec else None,
         "record_filter": record_filter(rule),
     }
@@ -61,8 +65,14 @@ class RuleBoard:
     def add(self, start: int, end: int, key: tuple, value: Any) -> None:
         self.total += 1
         if self.kind == "alerting":
-            self.alerts.append({"start": iso_ms(start), "end": iso_ms(end),
-                                "key": dict(zip(self.rule.group_by, key)), "value": value})
+            self.alerts.append(
+                {
+                    "start": iso_ms(start),
+                    "end": iso_ms(end),
+                    "key": dict(zip(self.rule.group_by, key, strict=False)),
+                    "value": value,
+                }
+            )
             return
         if start not in self.windows:
             if self.windows and len(self.windows) >= self.keep_windows and start < min(self.windows):
@@ -84,7 +94,7 @@ class RuleBoard:
         for start, end, key, value in result_rows(path, self.rule.agg.output_name, self.rule.group_by, max_bytes):
             self.add(start, end, key, value)
 
-    def add_frame(self, frame: "pl.DataFrame") -> None:
+    def add_frame(self, frame: pl.DataFrame) -> None:
         """An engine result frame (_start, _end, <group_by...>, value); only what can be shown
         is looked at, so a burst of thousands of rows costs a sort, not a Python loop."""
         if self.kind == "alerting":
@@ -108,8 +118,14 @@ class RuleBoard:
         if starts:
             latest = self.windows[starts[-1]][1]
             top = sorted(latest.items(), key=lambda kv: _num(kv[1]), reverse=True)[: self.max_rows]
-            d["rows"] = [{"key": dict(zip(self.rule.group_by, k)), "value": v,
-                          "history": [self.windows[s][1].get(k) for s in starts]} for k, v in top]
+            d["rows"] = [
+                {
+                    "key": dict(zip(self.rule.group_by, k, strict=False)),
+                    "value": v,
+                    "history": [self.windows[s][1].get(k) for s in starts],
+                }
+                for k, v in top
+            ]
         else:
             d["rows"] = []
         return d

@@ -16,8 +16,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -66,8 +67,16 @@ class DashboardFeed(DashboardData):
 
     mode = "live"
 
-    def __init__(self, rs: RuleSet, out_dir: Path | None = None, store_dir: Path | None = None, source: str = "",
-                 sinks: Iterable[str] = (), history: int = 300, min_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        rs: RuleSet,
+        out_dir: Path | None = None,
+        store_dir: Path | None = None,
+        source: str = "",
+        sinks: Iterable[str] = (),
+        history: int = 300,
+        min_interval: float = 0.25,
+    ) -> None:
         super().__init__(rs, out_dir, store_dir)
         self.source = source
         self.sinks = list(sinks)
@@ -102,8 +111,13 @@ class DashboardFeed(DashboardData):
             self.version += 1
 
     # ---- called by the run loop --------------------------------------------------------------
-    def step(self, results: list[ResultBatch], records: pl.DataFrame | None, pipeline: "Pipeline",
-             incidents: Iterable[dict[str, Any]] = ()) -> None:
+    def step(
+        self,
+        results: list[ResultBatch],
+        records: pl.DataFrame | None,
+        pipeline: Pipeline,
+        incidents: Iterable[dict[str, Any]] = (),
+    ) -> None:
         """One run-loop step: its valid records (counted by status class, never kept), its
         results, its incident lines (issue 10's `Transition.doc`), and the pipeline's counters."""
         counts = np.zeros(len(SERIES), dtype=np.int64)
@@ -132,8 +146,12 @@ class DashboardFeed(DashboardData):
             for d in incidents:
                 self.incidents.add(d)
             self._health = {
-                "lines": st.lines, "records": st.records, "rejected": rejected, "late": late,
-                "reasons": dict(st.reasons), "results": dict(st.results),
+                "lines": st.lines,
+                "records": st.records,
+                "rejected": rejected,
+                "late": late,
+                "reasons": dict(st.reasons),
+                "results": dict(st.results),
                 "watermark": iso_ms(eng.watermark) if eng.watermark > 0 else None,
                 "newest_event": iso_ms(eng.max_ts) if eng.max_ts is not None else None,
                 "event_lag_seconds": round(now - eng.max_ts / 1e6, 3) if eng.max_ts is not None else None,
@@ -196,14 +214,20 @@ class DashboardFeed(DashboardData):
                     series[k][i] = int(c[j])
         recent = [sum(series[k][-6:-1]) for k in ("2xx", "3xx", "4xx", "5xx")]
         health = dict(self._health)
-        health.update({
-            "source": self.source, "sinks": self.sinks, "uptime_seconds": round(now - self.started, 1),
-            "records_per_second": round(sum(recent) / 5, 1),
-            "checkpoint_age_seconds": round(now - self._last_commit, 1) if self._last_commit else None,
-            "state": dict(self._state),
-        })
+        health.update(
+            {
+                "source": self.source,
+                "sinks": self.sinks,
+                "uptime_seconds": round(now - self.started, 1),
+                "records_per_second": round(sum(recent) / 5, 1),
+                "checkpoint_age_seconds": round(now - self._last_commit, 1) if self._last_commit else None,
+                "state": dict(self._state),
+            }
+        )
         return {
-            "mode": self.mode, "version": self.version, "now": iso_ms(int(now * 1e6)),
+            "mode": self.mode,
+            "version": self.version,
+            "now": iso_ms(int(now * 1e6)),
             "traffic": {"t": t, **series, "axis": "processing time"},
             "rules": [b.summary() for b in self.boards.values()],
             "incidents": self.incidents.listing(50),

@@ -8,9 +8,10 @@ being appended while we read (no newline yet) is left out; a line that is not JS
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
@@ -55,8 +56,9 @@ def iso_us(s: Any) -> int | None:
     return round(dt.timestamp() * 1_000_000)
 
 
-def result_rows(path: Path, value_name: str, group_by: tuple[str, ...],
-                max_bytes: int = MAX_BYTES) -> Iterator[tuple[int, int, tuple, Any]]:
+def result_rows(
+    path: Path, value_name: str, group_by: tuple[str, ...], max_bytes: int = MAX_BYTES
+) -> Iterator[tuple[int, int, tuple, Any]]:
     """(start, end, key, value) of each result line (the seed's JSON)."""
     for obj in json_lines(path, max_bytes):
         w = obj.get("window")
@@ -68,8 +70,9 @@ def result_rows(path: Path, value_name: str, group_by: tuple[str, ...],
         yield start, end, tuple(obj.get(f) for f in group_by), obj.get(value_name)
 
 
-def query_results(path: Path, since_us: int | None, until_us: int | None, key: dict[str, str],
-                  limit: int) -> list[dict[str, Any]]:
+def query_results(
+    path: Path, since_us: int | None, until_us: int | None, key: dict[str, str], limit: int
+) -> list[dict[str, Any]]:
     """Result lines whose window starts in [since, until) and whose key fields equal `key`
     (compared as text), newest `limit` of them, oldest first."""
     out: list[dict[str, Any]] = []

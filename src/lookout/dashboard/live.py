@@ -20,15 +20,20 @@ def dashboard_mount(data: DashboardData) -> Mount:
     return Mount("/", app=SecurityHeaders(Router(routes=dashboard_routes(data))))
 
 
-def attach_feed(runner: "Runner") -> DashboardFeed:
+def attach_feed(runner: Runner) -> DashboardFeed:
     """A feed for this run, set on the runner (which then updates it once per step)."""
-    feed = DashboardFeed(runner.rs, runner.opts.out_dir, runner.opts.state_dir / "store", source=runner.source.name,
-                         sinks=[s.name for s in runner.sinks.sinks])
+    feed = DashboardFeed(
+        runner.rs,
+        runner.opts.out_dir,
+        runner.opts.state_dir / "store",
+        source=runner.source.name,
+        sinks=[s.name for s in runner.sinks.sinks],
+    )
     feed.prefill()
     runner.feed = feed
     return feed
 
 
-def live_routes(runner: "Runner") -> list[BaseRoute]:
+def live_routes(runner: Runner) -> list[BaseRoute]:
     """What `create_app(..., routes=live_routes(runner))` needs to serve the dashboard of a run."""
     return [dashboard_mount(attach_feed(runner))]

@@ -64,8 +64,10 @@ def is_loopback(host: str) -> bool:
 
 def check_token(bind: Bind, token: str | None) -> None:
     if not is_loopback(bind.host) and not token:
-        raise ServeError(f"--http {bind.host}:{bind.port} is not a loopback address: it needs --http-token TOKEN "
-                         "(or LOOKOUT_HTTP_TOKEN); API requests then need 'Authorization: Bearer TOKEN'")
+        raise ServeError(
+            f"--http {bind.host}:{bind.port} is not a loopback address: it needs --http-token TOKEN "
+            "(or LOOKOUT_HTTP_TOKEN); API requests then need 'Authorization: Bearer TOKEN'"
+        )
 
 
 class BearerAuth:
@@ -109,8 +111,11 @@ def serve(data: DashboardData, address: str, token: str | None, announce: Callab
     bind = Bind(bind.host, sock.getsockname()[1])
     app = dashboard_app(data, middleware=[Middleware(BearerAuth, token=token)] if token else None)
     # open event streams never end by themselves: give them a second on shutdown, then cancel them
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                           server_header=False, timeout_graceful_shutdown=1))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", server_header=False, timeout_graceful_shutdown=1
+        )
+    )
     announce(f"lookout dashboard ({data.mode} run): {bind.url}" + ("#token=…" if token else ""))
     try:
         server.run(sockets=[sock])

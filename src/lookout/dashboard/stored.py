@@ -33,8 +33,15 @@ CHECKPOINT_DIR = "checkpoint"  # lookout.checkpoint's files: only their modifica
 class StoredRun(DashboardData):
     mode = "stored"
 
-    def __init__(self, rs: RuleSet, out_dir: Path, state_dir: Path, store_dir: Path | None = None,
-                 history: int = 300, min_interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        rs: RuleSet,
+        out_dir: Path,
+        state_dir: Path,
+        store_dir: Path | None = None,
+        history: int = 300,
+        min_interval: float = 2.0,
+    ) -> None:
         super().__init__(rs, out_dir, store_dir or state_dir / "store")
         self.state_dir = state_dir
         self.history = history
@@ -98,14 +105,28 @@ class StoredRun(DashboardData):
         times = [p.stat().st_mtime for p in ck.iterdir() if p.is_file()] if ck.is_dir() else []
         ckpt_age = round(time.time() - max(times), 1) if times else None
         health = {
-            "source": f"stored run: {self.state_dir}", "sinks": ["files", "store"], "records": total,
-            "rejected": sum(n for k, n in reasons.items() if k != "late"), "late": reasons.get("late", 0),
-            "reasons": dict(reasons), "results": {b["name"]: b["total"] for b in boards},
-            "newest_event": iso_ms(newest) if newest is not None else None, "watermark": None,
-            "event_lag_seconds": None, "checkpoint_age_seconds": ckpt_age, "records_per_second": None,
+            "source": f"stored run: {self.state_dir}",
+            "sinks": ["files", "store"],
+            "records": total,
+            "rejected": sum(n for k, n in reasons.items() if k != "late"),
+            "late": reasons.get("late", 0),
+            "reasons": dict(reasons),
+            "results": {b["name"]: b["total"] for b in boards},
+            "newest_event": iso_ms(newest) if newest is not None else None,
+            "watermark": None,
+            "event_lag_seconds": None,
+            "checkpoint_age_seconds": ckpt_age,
+            "records_per_second": None,
         }
-        doc = {"mode": self.mode, "version": self.version + 1, "now": iso_ms(int(time.time() * 1e6)),
-               "traffic": traffic, "rules": boards, "incidents": incidents[:50], "health": health}
+        doc = {
+            "mode": self.mode,
+            "version": self.version + 1,
+            "now": iso_ms(int(time.time() * 1e6)),
+            "traffic": traffic,
+            "rules": boards,
+            "incidents": incidents[:50],
+            "health": health,
+        }
         return doc, incidents
 
     def _traffic(self) -> tuple[dict[str, Any], int | None, int]:
@@ -121,8 +142,9 @@ class StoredRun(DashboardData):
         end = int(newest // 1_000_000)
         start = max(end - self.history + 1, int(oldest // 1_000_000))
         rows = con.execute(
-            "SELECT ts // 1000000 AS sec, status // 100 AS cls, count(*) FROM read_parquet(?) "
-            "WHERE ts >= ? GROUP BY ALL", [files, start * 1_000_000]).fetchall()
+            "SELECT ts // 1000000 AS sec, status // 100 AS cls, count(*) FROM read_parquet(?) WHERE ts >= ? GROUP BY ALL",
+            [files, start * 1_000_000],
+        ).fetchall()
         t = list(range(start, end + 1))
         series = {k: [0] * len(t) for k in SERIES}
         for sec, cls, n in rows:

@@ -156,8 +156,9 @@ class RuleRunner:
         return pl.col(fld).cast(pl.Int64)
 
     # ---- exploding panes into the windows that contain them ---------------------------------
-    def _explode(self, panes: pl.DataFrame, k_lo: int | None = None, k_hi: int | None = None,
-                 only: pl.DataFrame | None = None) -> pl.DataFrame:
+    def _explode(
+        self, panes: pl.DataFrame, k_lo: int | None = None, k_hi: int | None = None, only: pl.DataFrame | None = None
+    ) -> pl.DataFrame:
         """Windows (keys, k) with their merged partials; `only` (keys + k) keeps just those windows,
         inside each slice, so the result is no bigger than what the caller needs."""
         # Each pane is copied into every window containing it before the group-by folds them: with
@@ -166,12 +167,14 @@ class RuleRunner:
         slices = -(-panes.height * -(-self.w.size // self.w.hop) // EXPLODE_ROWS)
         if slices > 1:
             parts = panes.with_columns(_slice=pl.struct(self.keys).hash(seed=0) % slices).partition_by(
-                "_slice", include_key=False)
+                "_slice", include_key=False
+            )
             return pl.concat([self._explode_slice(p, k_lo, k_hi, only) for p in parts])
         return self._explode_slice(panes, k_lo, k_hi, only)
 
-    def _explode_slice(self, panes: pl.DataFrame, k_lo: int | None, k_hi: int | None,
-                       only: pl.DataFrame | None = None) -> pl.DataFrame:
+    def _explode_slice(
+        self, panes: pl.DataFrame, k_lo: int | None, k_hi: int | None, only: pl.DataFrame | None = None
+    ) -> pl.DataFrame:
         first, last = self.w.pane_windows_expr(pl.col("q"))
         if k_lo is not None:
             first = pl.max_horizontal(first, pl.lit(k_lo))
@@ -264,8 +267,9 @@ class RuleRunner:
         if strong.height == 0:
             return None
         near = pl.concat([strong.select(self.keys + ["_b"]), strong.select(*self.keys, _b=pl.col("_b") - 1)]).unique()
-        per_bucket = per_bucket.join(pl.concat([near, near.with_columns(_b=pl.col("_b") + 1)]).unique(),
-                                     on=self.keys + ["_b"], how="semi")
+        per_bucket = per_bucket.join(
+            pl.concat([near, near.with_columns(_b=pl.col("_b") + 1)]).unique(), on=self.keys + ["_b"], how="semi"
+        )
         nxt = per_bucket.with_columns(_b=pl.col("_b") - 1)
         pairs = pl.concat([per_bucket, nxt]).group_by(self.keys + ["_b"]).agg(self._merge_exprs())
         cand = pairs.filter(self._cond_expr()).select(self.keys + ["_b"])
@@ -363,6 +367,7 @@ class RuleRunner:
     def advance(self, watermark: int) -> pl.DataFrame | None:
         """Close the windows this watermark closes (no record needed): emit and free them."""
         return self._close(self.w.last_closed(watermark))
+
     def _final_values_of_alerted(self, k_close: int) -> None:
         """Final values of the alerted windows closing now (k <= k_close), before their panes go."""
         assert self.alerted is not None
@@ -386,8 +391,12 @@ class RuleRunner:
     def pane_schema(self) -> pl.Schema:
         """Column names and types of this rule's panes, as `process` builds them."""
         empty = pl.LazyFrame(schema={k: v for k, v in SCHEMA.items() if k in self._columns})
-        return (empty.select(*self.keys, q=pl.col("ts") // self.w.pane, _v=self._value_column())
-                .group_by(self.keys + ["q"]).agg(self._partial_exprs()).collect_schema())
+        return (
+            empty.select(*self.keys, q=pl.col("ts") // self.w.pane, _v=self._value_column())
+            .group_by(self.keys + ["q"])
+            .agg(self._partial_exprs())
+            .collect_schema()
+        )
 
     def changed_panes(self, full: bool) -> pl.DataFrame | None:
         """Pane rows to save: all of them (full), or those changed since the last call. Rows
@@ -547,16 +556,22 @@ class Engine:
         tables: dict[str, pl.DataFrame] = {}
         for r in self.runners:
             rows = r.changed_panes(full)
-            header["runners"][r.rule.name] = {"closed_k": r.closed_k, "panes": r.panes is not None,
-                                              "alerted": r.alerted is not None}
+            header["runners"][r.rule.name] = {
+                "closed_k": r.closed_k,
+                "panes": r.panes is not None,
+                "alerted": r.alerted is not None,
+            }
             if rows is not None:
                 tables[f"panes/{r.rule.name}"] = rows
             if r.alerted is not None:  # open alerted windows: few, saved whole in every record
                 tables[f"alerted/{r.rule.name}"] = r.alerted
         return header, tables
 
-    def restore_state(self, snapshot: tuple[dict[str, Any], dict[str, pl.DataFrame]],
-                      deltas: list[tuple[dict[str, Any], dict[str, pl.DataFrame]]] = ()) -> None:  # type: ignore[assignment]
+    def restore_state(
+        self,
+        snapshot: tuple[dict[str, Any], dict[str, pl.DataFrame]],
+        deltas: list[tuple[dict[str, Any], dict[str, pl.DataFrame]]] = (),
+    ) -> None:  # type: ignore[assignment]
         head, _ = snapshot
         if head.get("kind") != "engine-snapshot":
             raise CheckpointError(f"expected an engine snapshot, found {head.get('kind')!r}")
@@ -602,8 +617,11 @@ class Engine:
     def restore(self, blob: bytes, deltas: list[bytes] = ()) -> None:  # type: ignore[assignment]
         self.restore_state(decode(blob), [decode(d) for d in deltas])
 
-    def restore_checked(self, snapshot: tuple[dict[str, Any], dict[str, pl.DataFrame]],
-                        deltas: list[tuple[dict[str, Any], dict[str, pl.DataFrame]]]) -> None:
+    def restore_checked(
+        self,
+        snapshot: tuple[dict[str, Any], dict[str, pl.DataFrame]],
+        deltas: list[tuple[dict[str, Any], dict[str, pl.DataFrame]]],
+    ) -> None:
         """restore_state, with any malformed content reported as a CheckpointError."""
         try:
             self.restore_state(snapshot, deltas)

@@ -103,7 +103,7 @@ class SeenIds:
         merged = pl.concat([self.parts[i].frame(), self.parts[i + 1].frame()], rechunk=True)
         if self._cutoff is not None:
             merged = merged.filter(pl.col("ts") >= self._cutoff)
-        self.parts[i:i + 2] = [_Part(merged)] if merged.height else []
+        self.parts[i : i + 2] = [_Part(merged)] if merged.height else []
 
     def evict(self, watermark: int) -> None:
         """Forget ids whose event time is more than the horizon behind the watermark: parts wholly

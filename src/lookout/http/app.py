@@ -8,7 +8,8 @@ a health check must work for load balancers that hold no secret, and it says not
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -29,8 +30,11 @@ class BearerAuth:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope.get("path") not in OPEN_PATHS
-                and not scope.get("path", "").startswith(OPEN_PREFIXES)):
+        if (
+            scope["type"] == "http"
+            and scope.get("path") not in OPEN_PATHS
+            and not scope.get("path", "").startswith(OPEN_PREFIXES)
+        ):
             got = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(got, self.expected):
                 resp = PlainTextResponse("unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
@@ -39,8 +43,12 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def create_app(registry: CollectorRegistry, health: Callable[[], tuple[bool, dict[str, Any]]],
-               token: str | None = None, routes: Sequence[BaseRoute] = ()) -> ASGIApp:
+def create_app(
+    registry: CollectorRegistry,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+    token: str | None = None,
+    routes: Sequence[BaseRoute] = (),
+) -> ASGIApp:
     """`health()` → (healthy, details). `routes` (e.g. a dashboard's Mount) are served beside
     /metrics and /healthz, behind the same token."""
 

@@ -38,5 +38,7 @@ def is_loopback(host: str) -> bool:
 
 def check_token(bind: tuple[str, int] | None, token: str | None) -> None:
     if bind is not None and not is_loopback(bind[0]) and not token:
-        raise HttpConfigError(f"--http {bind[0]}:{bind[1]} is not a loopback address: it needs --http-token TOKEN "
-                              "(or LOOKOUT_HTTP_TOKEN); requests then need 'Authorization: Bearer TOKEN'")
+        raise HttpConfigError(
+            f"--http {bind[0]}:{bind[1]} is not a loopback address: it needs --http-token TOKEN "
+            "(or LOOKOUT_HTTP_TOKEN); requests then need 'Authorization: Bearer TOKEN'"
+        )

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -63,13 +64,16 @@ class Health:
         now = time.monotonic()
         loop_age = now - self.beat_at
         uncommitted = 0.0 if self.dirty_since is None else now - self.dirty_since
-        details = {"loop_seconds_ago": round(loop_age, 3), "checkpoint_seconds_ago": round(now - self.committed_at, 3),
-                   "uncommitted_seconds": round(uncommitted, 3)}
+        details = {
+            "loop_seconds_ago": round(loop_age, 3),
+            "checkpoint_seconds_ago": round(now - self.committed_at, 3),
+            "uncommitted_seconds": round(uncommitted, 3),
+        }
         return loop_age <= self.loop_stale and uncommitted <= self.checkpoint_stale, details
 
 
 class RunMetrics(Collector):
-    def __init__(self, source: str, pipeline: "Pipeline", notifier: "Notifier | None" = None) -> None:
+    def __init__(self, source: str, pipeline: Pipeline, notifier: Notifier | None = None) -> None:
         self.source = source
         self.rules = [r.name for r in pipeline.ruleset.rules]
         self.tracked = list(pipeline.incidents.rules)
@@ -78,9 +82,12 @@ class RunMetrics(Collector):
         self._snap = Snapshot()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
-        self.checkpoint_seconds = Histogram("lookout_checkpoint_seconds", "Time to flush the sinks and write a checkpoint.",
-                                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-                                            registry=self.registry)
+        self.checkpoint_seconds = Histogram(
+            "lookout_checkpoint_seconds",
+            "Time to flush the sinks and write a checkpoint.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
         build = Gauge("lookout_build_info", "lookout's version (always 1).", ["version"], registry=self.registry)
         try:
             ver = version("lookout")
@@ -88,14 +95,18 @@ class RunMetrics(Collector):
             ver = "unknown"
         build.labels(version=ver).set(1)
 
-    def publish(self, pipeline: "Pipeline", sink_errors: dict[str, int], kafka_lag: dict[tuple[str, int], int]) -> None:
+    def publish(self, pipeline: Pipeline, sink_errors: dict[str, int], kafka_lag: dict[tuple[str, int], int]) -> None:
         st, eng = pipeline.stats, pipeline.engine
         snap = Snapshot(
-            records=st.records, reasons=dict(st.reasons), results=dict(st.results),
-            incidents={r: dict(c) for r, c in st.incidents.items()}, firing=pipeline.incidents.firing(),
+            records=st.records,
+            reasons=dict(st.reasons),
+            results=dict(st.results),
+            incidents={r: dict(c) for r, c in st.incidents.items()},
+            firing=pipeline.incidents.firing(),
             watermark_s=eng.watermark / 1e6 if eng.max_ts is not None else None,
             newest_event_s=eng.max_ts / 1e6 if eng.max_ts is not None else None,
-            sink_errors=dict(sink_errors), kafka_lag=dict(kafka_lag),
+            sink_errors=dict(sink_errors),
+            kafka_lag=dict(kafka_lag),
         )
         with self._lock:
             self._snap = snap
@@ -124,25 +135,29 @@ class RunMetrics(Collector):
         yield g
         if s.watermark_s is not None and s.newest_event_s is not None:
             yield GaugeMetricFamily("lookout_watermark_seconds", "The engine's watermark (Unix time).", value=s.watermark_s)
-            yield GaugeMetricFamily("lookout_event_lag_seconds", "Wall clock minus the newest event time seen.",
-                                    value=time.time() - s.newest_event_s)
+            yield GaugeMetricFamily(
+                "lookout_event_lag_seconds", "Wall clock minus the newest event time seen.", value=time.time() - s.newest_event_s
+            )
         c = CounterMetricFamily("lookout_sink_errors", "Items a sink refused for good, by sink.", labels=["sink"])
         for sink, n in sorted(s.sink_errors.items()):
             c.add_metric([sink], n)
         yield c
         if self.notifier is not None:
-            c = CounterMetricFamily("lookout_notifications", "Notification attempts, by target and outcome.",
-                                    labels=["target", "outcome"])
+            c = CounterMetricFamily(
+                "lookout_notifications", "Notification attempts, by target and outcome.", labels=["target", "outcome"]
+            )
             counts = self.notifier.snapshot_counts()
             for label in self.notifier.labels():
                 for outcome in ("sent", "retried", "dead"):
                     c.add_metric([label, outcome], counts.get((label, outcome), 0))
             yield c
-            yield GaugeMetricFamily("lookout_notification_queue", "Notifications waiting in the outbox.",
-                                    value=self.notifier.queued())
+            yield GaugeMetricFamily(
+                "lookout_notification_queue", "Notifications waiting in the outbox.", value=self.notifier.queued()
+            )
         if s.kafka_lag:
-            g = GaugeMetricFamily("lookout_kafka_consumer_lag", "Messages behind the partition's end.",
-                                  labels=["topic", "partition"])
+            g = GaugeMetricFamily(
+                "lookout_kafka_consumer_lag", "Messages behind the partition's end.", labels=["topic", "partition"]
+            )
             for (topic, part), n in sorted(s.kafka_lag.items()):
                 g.add_metric([topic, str(part)], n)
             yield g

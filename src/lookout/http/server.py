@@ -26,20 +26,24 @@ class HttpServer:
             self.sock.bind((host, port))
         except OSError as e:
             self.sock.close()
-            raise HttpBindError(f"--http {host}:{port}: {e.strerror or e} (choose another with --http HOST:PORT, "
-                                "or --http off)") from None
+            raise HttpBindError(
+                f"--http {host}:{port}: {e.strerror or e} (choose another with --http HOST:PORT, or --http off)"
+            ) from None
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
-        cfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-                             timeout_graceful_shutdown=1)  # open event streams never end by themselves
+        cfg = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", server_header=False, timeout_graceful_shutdown=1
+        )  # open event streams never end by themselves
         self.server = uvicorn.Server(cfg)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="lookout-http", daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="lookout-http", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
-        log.info("http: dashboard, metrics and health on http://%s:%d/ (/metrics, /healthz)",
-                 f"[{self.host}]" if ":" in self.host else self.host, self.port)
+        log.info(
+            "http: dashboard, metrics and health on http://%s:%d/ (/metrics, /healthz)",
+            f"[{self.host}]" if ":" in self.host else self.host,
+            self.port,
+        )
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -26,8 +26,8 @@ and the same for any batch cut when records arrive in order.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -73,10 +73,15 @@ class Transition:
         counts every window that alerted in the step that opened it)."""
         inc = self.incident
         doc: dict[str, Any] = {
-            "id": inc.id, "status": self.status, "rule": self.rule.name,
-            "key": {f: v for f, v in zip(self.rule.group_by, self.key)},
-            "start": iso_ms(inc.start), "end": iso_ms(inc.end), "windows": inc.windows,
-            "peak": inc.peak, "value": inc.value,
+            "id": inc.id,
+            "status": self.status,
+            "rule": self.rule.name,
+            "key": {f: v for f, v in zip(self.rule.group_by, self.key, strict=False)},
+            "start": iso_ms(inc.start),
+            "end": iso_ms(inc.end),
+            "windows": inc.windows,
+            "peak": inc.peak,
+            "value": inc.value,
         }
         if self.merged_into is not None:
             doc["merged_into"] = self.merged_into
@@ -184,7 +189,7 @@ class _RuleIncidents:
 def _rows(frame: pl.DataFrame, nkeys: int) -> Iterator[tuple[int, int, tuple[Any, ...], Any]]:
     """Rows one at a time (a step can hold hundreds of thousands: never a list of them all)."""
     for r in frame.iter_rows():
-        yield r[0], r[1], tuple(r[2:2 + nkeys]), r[-1]
+        yield r[0], r[1], tuple(r[2 : 2 + nkeys]), r[-1]
 
 
 class IncidentTracker:
@@ -202,7 +207,7 @@ class IncidentTracker:
             frame = out.results.get(name)
             if frame is not None and frame.height:
                 # start order, as a record-at-a-time pass forms runs; sorted by polars, not in a list
-                for start, end, key, value in _rows(frame.sort(frame.columns[:2 + nk]), nk):
+                for start, end, key, value in _rows(frame.sort(frame.columns[: 2 + nk]), nk):
                     ri.add_window(key, start, end, value, trans)
             closed = out.closed_alerts.get(name)
             if closed is not None and closed.height:
@@ -227,11 +232,15 @@ class IncidentTracker:
 
     # ---- checkpoints: data (JSON), never code ------------------------------------------------
     def snapshot(self) -> bytes:
-        return orjson.dumps({
-            "version": STATE_VERSION,
-            "rules": {name: [[list(key), [asdict(i) for i in incs]] for key, incs in ri.open.items()]
-                      for name, ri in self.rules.items()},
-        })
+        return orjson.dumps(
+            {
+                "version": STATE_VERSION,
+                "rules": {
+                    name: [[list(key), [asdict(i) for i in incs]] for key, incs in ri.open.items()]
+                    for name, ri in self.rules.items()
+                },
+            }
+        )
 
     def restore(self, blob: bytes) -> None:
         state = orjson.loads(blob)

@@ -97,8 +97,11 @@ class InstanceLock:
         if topic_partitions(self._consumer, LOCK_TOPIC) is not None:
             self.conn.health.ok()
             return
-        log.warning("kafka: the lock topic %s is gone (deleted, or the broker came back empty); re-creating it and "
-                    "rejoining group %s", LOCK_TOPIC, self.group)
+        log.warning(
+            "kafka: the lock topic %s is gone (deleted, or the broker came back empty); re-creating it and rejoining group %s",
+            LOCK_TOPIC,
+            self.group,
+        )
         ensure_topics(self.conn, {LOCK_TOPIC: 1})
         self._consumer.unsubscribe()
         self._consumer.subscribe([LOCK_TOPIC], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked)

@@ -74,8 +74,9 @@ class Outbox:
             return
         with self.con:
             self.con.execute("BEGIN IMMEDIATE")
-            self.con.executemany("INSERT INTO outbox (target, idem, body, ckpt) VALUES (?, ?, ?, ?)",
-                                 [(t, k, b, ckpt) for t, k, b in rows])
+            self.con.executemany(
+                "INSERT INTO outbox (target, idem, body, ckpt) VALUES (?, ?, ?, ?)", [(t, k, b, ckpt) for t, k, b in rows]
+            )
 
     def release(self, ckpt: int) -> int:
         """Checkpoint `ckpt` is written: its rows (and any older) may be sent."""
@@ -91,22 +92,29 @@ class Outbox:
     def head(self, target: str) -> Pending | None:
         """The target's oldest released row: a target's notifications go out in order (a
         `resolved` never overtakes its `firing`)."""
-        row = self.con.execute("SELECT seq, target, idem, body, attempts, next_at FROM outbox "
-                               "WHERE target = ? AND released = 1 ORDER BY seq LIMIT 1", (target,)).fetchone()
+        row = self.con.execute(
+            "SELECT seq, target, idem, body, attempts, next_at FROM outbox "
+            "WHERE target = ? AND released = 1 ORDER BY seq LIMIT 1",
+            (target,),
+        ).fetchone()
         return None if row is None else Pending(*row)
 
     def ack(self, seq: int) -> None:
         self.con.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
 
     def retry_later(self, seq: int, delay: float, error: str) -> None:
-        self.con.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE seq = ?",
-                         (time.time() + delay, error[:500], seq))
+        self.con.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE seq = ?",
+            (time.time() + delay, error[:500], seq),
+        )
 
     def dead_letter(self, p: Pending, status: int | None, reason: str) -> None:
         with self.con:
             self.con.execute("BEGIN IMMEDIATE")
-            self.con.execute("INSERT INTO dead (seq, target, idem, body, status, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (p.seq, p.target, p.idem, p.body, status, reason[:2000], time.time()))
+            self.con.execute(
+                "INSERT INTO dead (seq, target, idem, body, status, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (p.seq, p.target, p.idem, p.body, status, reason[:2000], time.time()),
+            )
             self.con.execute("DELETE FROM outbox WHERE seq = ?", (p.seq,))
 
     # ---- inspection -----------------------------------------------------------------------
@@ -115,7 +123,7 @@ class Outbox:
 
     def dead(self) -> list[dict]:
         rows = self.con.execute("SELECT seq, target, idem, status, reason FROM dead ORDER BY seq").fetchall()
-        return [dict(zip(("seq", "target", "idem", "status", "reason"), r)) for r in rows]
+        return [dict(zip(("seq", "target", "idem", "status", "reason"), r, strict=False)) for r in rows]
 
     def close(self) -> None:
         self.con.close()

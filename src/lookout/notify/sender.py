@@ -34,7 +34,7 @@ log = logging.getLogger("lookout.notify")
 
 TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 USER_AGENT = "lookout-notify/0.1"
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)}
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
 def _printable(text: str) -> str:
@@ -51,15 +51,16 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
 class TargetSender(threading.Thread):
     """Delivers one target's outbox rows, oldest first."""
 
-    def __init__(self, label: str, target: NotifyTarget, outbox_path: Path, notifier: "Notifier") -> None:
+    def __init__(self, label: str, target: NotifyTarget, outbox_path: Path, notifier: Notifier) -> None:
         super().__init__(name=f"lookout-notify-{label}", daemon=True)
         self.label = label
         self.url = target.resolved_url()
         self.headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **target.resolved_headers()}
         self.outbox_path = outbox_path
         self.notifier = notifier
-        self.http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=min(5.0, target.timeout), read=target.timeout),
-                                        retries=False)
+        self.http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(5.0, target.timeout), read=target.timeout), retries=False
+        )
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._failing_since: float | None = None
@@ -92,8 +93,7 @@ class TargetSender(threading.Thread):
             box.ack(p.seq)
             self.notifier.count(self.label, "sent")
             if self._failing_since is not None:
-                log.warning("notify %s: delivering again after %.0f s of failures", self.label,
-                            time.time() - self._failing_since)
+                log.warning("notify %s: delivering again after %.0f s of failures", self.label, time.time() - self._failing_since)
                 self._failing_since = None
             return
         if status is None or status in TRANSIENT:
@@ -114,9 +114,9 @@ class TargetSender(threading.Thread):
 class Notifier:
     """Routes transitions to targets and owns their sender threads."""
 
-    def __init__(self, rs: "RuleSet", state_dir: Path, outbox_file: str = OUTBOX_FILE) -> None:
+    def __init__(self, rs: RuleSet, state_dir: Path, outbox_file: str = OUTBOX_FILE) -> None:
         self.rs = rs
-        self.targets = list(zip(target_labels(rs.notify), rs.notify))
+        self.targets = list(zip(target_labels(rs.notify), rs.notify, strict=False))
         self.outbox = Outbox(state_dir, outbox_file)
         self.pending: list[tuple[str, str, bytes]] = []
         self.counts: Counter[tuple[str, str]] = Counter()
@@ -134,7 +134,7 @@ class Notifier:
     def labels(self) -> list[str]:
         return [label for label, _ in self.targets]
 
-    def add(self, transitions: list["Transition"]) -> None:
+    def add(self, transitions: list[Transition]) -> None:
         """One notification per transition per target that wants the rule."""
         for t in transitions:
             rule = self.rs.by_name.get(t.rule.name)

@@ -24,7 +24,7 @@ class Sink:
     def write_rejected(self, entries: list[bytes]) -> None:  # dead-letter JSON lines
         pass
 
-    def write_incidents(self, transitions: list["Transition"]) -> None:  # incident lines, in order
+    def write_incidents(self, transitions: list[Transition]) -> None:  # incident lines, in order
         pass
 
     def write_records(self, records: pl.DataFrame, ids: pl.Series) -> None:  # valid raw records
@@ -48,6 +48,7 @@ class Sink:
     def abort(self) -> None:
         """A second stop signal: stop waiting on an unreachable server; a pending flush then fails
         (so nothing unacknowledged is committed)."""
+
     def error_count(self) -> int:
         """Items refused for good so far (dead-lettered or fatal), for metrics."""
         return 0
@@ -81,7 +82,7 @@ class SinkSet(Sink):
         for s in self.sinks:
             s.write_records(records, ids)
 
-    def write_incidents(self, transitions: list["Transition"]) -> None:
+    def write_incidents(self, transitions: list[Transition]) -> None:
         for s in self.sinks:
             s.write_incidents(transitions)
 

@@ -22,16 +22,17 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import polars as pl
 
 from lookout.output import dead_letter, iso_ms
 from lookout.sinks.base import Sink
-from lookout.sinks.es_http import Backoff, EsClient, EsConfig, ElasticsearchError, Outage, call, error_reason
+from lookout.sinks.es_http import Backoff, ElasticsearchError, EsClient, EsConfig, Outage, call, error_reason
 from lookout.sinks.es_mapping import RECORD_TYPES, index_name, mapping_conflicts, records_template, results_template
 
 if TYPE_CHECKING:
@@ -64,8 +65,9 @@ def _action(index: str, _id: str) -> str:
 class ElasticsearchSink(Sink):
     name = "elasticsearch"
 
-    def __init__(self, cfg: EsConfig, rules: "RuleSet | None" = None,
-                 on_rejected: Callable[[list[bytes]], None] | None = None) -> None:
+    def __init__(
+        self, cfg: EsConfig, rules: RuleSet | None = None, on_rejected: Callable[[list[bytes]], None] | None = None
+    ) -> None:
         self.cfg = cfg
         self.client = EsClient(cfg)
         self.outage = Outage(cfg.url)
@@ -100,8 +102,9 @@ class ElasticsearchSink(Sink):
         self._setup(rules)
 
     @classmethod
-    def from_url(cls, url: str, rules: "RuleSet | None" = None,
-                 on_rejected: Callable[[list[bytes]], None] | None = None, **options: Any) -> "ElasticsearchSink":
+    def from_url(
+        cls, url: str, rules: RuleSet | None = None, on_rejected: Callable[[list[bytes]], None] | None = None, **options: Any
+    ) -> ElasticsearchSink:
         """URL (user:password@ allowed) + the LOOKOUT_ES_* environment (the --es-* options of
         replay and run set it) + keyword overrides of EsConfig fields."""
         return cls(EsConfig.from_url(url, **options), rules=rules, on_rejected=on_rejected)
@@ -109,18 +112,34 @@ class ElasticsearchSink(Sink):
     # ------------------------------------------------------------------ start-up
 
     def _call(self, method: str, path: str, body: Any = None, what: str = "", **kw: Any) -> Any:
-        return call(self.client, method, path, body, what=what or f"{method} {path}", outage=self.outage,
-                    max_retry_time=self.cfg.max_retry_time, backoff=self.backoff, stop=self._stop, **kw)
+        return call(
+            self.client,
+            method,
+            path,
+            body,
+            what=what or f"{method} {path}",
+            outage=self.outage,
+            max_retry_time=self.cfg.max_retry_time,
+            backoff=self.backoff,
+            stop=self._stop,
+            **kw,
+        )
 
-    def _setup(self, rules: "RuleSet | None") -> None:
+    def _setup(self, rules: RuleSet | None) -> None:
         """Say what we talk to, and put the templates in place (retrying while the server is away)."""
         r = self._call("GET", "/", what="connect")
         if r.status in (401, 403):
             raise ElasticsearchError(f"{self.cfg.url}: {r.status} {r.error_reason()} (check credentials)")
         ver = (r.data or {}).get("version", {}) if isinstance(r.data, dict) else {}
         self.cluster_uuid = r.data.get("cluster_uuid") if isinstance(r.data, dict) else None
-        log.info("elasticsearch: %s %s at %s, raw records into %s%s", ver.get("distribution", "elasticsearch"),
-                 ver.get("number", "?"), self.cfg.url, self.index, " (daily indices)" if self.cfg.daily else "")
+        log.info(
+            "elasticsearch: %s %s at %s, raw records into %s%s",
+            ver.get("distribution", "elasticsearch"),
+            ver.get("number", "?"),
+            self.cfg.url,
+            self.index,
+            " (daily indices)" if self.cfg.daily else "",
+        )
         self._put_template(f"lookout-{self.index}", records_template(self.index, self.cfg.daily))
         if not self.cfg.daily:
             self._check_existing(self.index, RECORD_TYPES)
@@ -129,8 +148,9 @@ class ElasticsearchSink(Sink):
                 idx = index_name(self.cfg.results_prefix + rule.name)
                 agg = rule.agg
                 is_count = agg.func == "count"
-                self._put_template(f"lookout-results-{idx}",
-                                   results_template(idx, list(rule.group_by), agg.output_name, is_count))
+                self._put_template(
+                    f"lookout-results-{idx}", results_template(idx, list(rule.group_by), agg.output_name, is_count)
+                )
                 self._results[rule.name] = idx
 
     def _put_template(self, name: str, body: dict[str, Any]) -> None:
@@ -147,17 +167,28 @@ class ElasticsearchSink(Sink):
         for name, m in r.data.items():
             bad = mapping_conflicts(m.get("mappings", {}), types)
             if bad:
-                log.warning("elasticsearch: index %s already exists with other types (%s); documents that do not "
-                            "fit will be dead-lettered - delete or reindex it to get lookout's mapping",
-                            name, "; ".join(bad))
+                log.warning(
+                    "elasticsearch: index %s already exists with other types (%s); documents that do not "
+                    "fit will be dead-lettered - delete or reindex it to get lookout's mapping",
+                    name,
+                    "; ".join(bad),
+                )
 
     # ------------------------------------------------------------------ writing
 
     def _record_items(self, records: pl.DataFrame, ids: pl.Series) -> list[str]:
         """One `action\\ndocument\\n` string per record, built column-wise by polars."""
         ts = pl.from_epoch("ts", time_unit="us")
-        doc = pl.struct(ts.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("@timestamp"), "status", "request_time",
-                        "client_ip", "host", "country", "method", "server").struct.json_encode()
+        doc = pl.struct(
+            ts.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("@timestamp"),
+            "status",
+            "request_time",
+            "client_ip",
+            "host",
+            "country",
+            "method",
+            "server",
+        ).struct.json_encode()
         if self.cfg.daily:
             idx = pl.lit(self.index + "-") + ts.dt.strftime("%Y.%m.%d")
         else:
@@ -178,19 +209,19 @@ class ElasticsearchSink(Sink):
         if records.height:
             self._add(self._record_items(records, ids))
 
-    def write_results(self, batch: "ResultBatch") -> None:
+    def write_results(self, batch: ResultBatch) -> None:
         idx = self._results.get(batch.rule.name)
         if idx is None or not batch.lines:
             return
         items = []
-        for line, rid in zip(batch.lines, batch.ids):
+        for line, rid in zip(batch.lines, batch.ids, strict=False):
             obj = orjson.loads(line)
             obj = {"@timestamp": obj["window"]["start"], **obj}
             items.append(_action(idx, doc_id(rid)) + orjson.dumps(obj).decode() + "\n")
         self._written.add(idx)
         self._add(items)
 
-    def write_incidents(self, transitions: list["Transition"]) -> None:
+    def write_incidents(self, transitions: list[Transition]) -> None:
         from lookout.incidents import INCIDENTS_NAME
 
         for t in transitions:
@@ -293,9 +324,11 @@ class ElasticsearchSink(Sink):
             # after abort() a worker may be stuck in a read from a frozen server: do not wait for it
             self._pool.shutdown(wait=not self._stop.is_set(), cancel_futures=True)
         st = self.stats
-        msg = (f"elasticsearch: {st['indexed']:,} documents acknowledged by {self.cfg.url} in {st['bulks']:,} bulk "
-               f"requests, {st['rejected']:,} rejected (dead-lettered, reason {REJECT_REASON}), "
-               f"{st['retried_items']:,} item retries")
+        msg = (
+            f"elasticsearch: {st['indexed']:,} documents acknowledged by {self.cfg.url} in {st['bulks']:,} bulk "
+            f"requests, {st['rejected']:,} rejected (dead-lettered, reason {REJECT_REASON}), "
+            f"{st['retried_items']:,} item retries"
+        )
         if st["lost"]:
             msg += f"; {st['lost']:,} of the acknowledged documents were lost by the server (restarted empty or deleted)"
         (log.warning if st["rejected"] or st["lost"] else log.info)(msg)
@@ -323,8 +356,14 @@ class ElasticsearchSink(Sink):
         started = time.monotonic()
         while pending:
             body = "".join(pending).encode()
-            r = self._call("POST", "/_bulk", body, what=f"bulk of {len(pending)} documents", content_type=NDJSON,
-                           before_send=self._still_ours)
+            r = self._call(
+                "POST",
+                "/_bulk",
+                body,
+                what=f"bulk of {len(pending)} documents",
+                content_type=NDJSON,
+                before_send=self._still_ours,
+            )
             with self._lock:
                 self.stats["bulks"] += 1
             if r.status == 413 and len(pending) > 1:  # larger than http.max_content_length: halve
@@ -342,7 +381,7 @@ class ElasticsearchSink(Sink):
                 raise ElasticsearchError(f"bulk answered {len(answers)} items for {len(pending)} sent")
             retry: list[str] = []
             acked: list[str] = []
-            for item, ans in zip(pending, answers):
+            for item, ans in zip(pending, answers, strict=False):
                 op = next(iter(ans.values())) if isinstance(ans, dict) and ans else {}
                 st = int(op.get("status", 0))
                 if 200 <= st < 300:
@@ -380,9 +419,13 @@ class ElasticsearchSink(Sink):
         them (restarted empty, deleted), the templates go back before any document is sent, so no
         index is ever created with dynamic types, and the loss is said loudly and counted.
         Returns None when documents may be sent, else why not yet (the bulk is retried)."""
+
         def settled() -> bool:
-            return (not self.outage.suspect.is_set() and time.monotonic() - self._checked_at < QUIET_RECHECK
-                    and not self.client.needs_new_connection())
+            return (
+                not self.outage.suspect.is_set()
+                and time.monotonic() - self._checked_at < QUIET_RECHECK
+                and not self.client.needs_new_connection()
+            )
 
         if settled():
             return None
@@ -421,12 +464,17 @@ class ElasticsearchSink(Sink):
                     self.stats["resent"] += len(resend)
                     self._resend.extend(resend)
                     self._acked, self._acked_bytes, self._acked_complete = [], 0, True
-                log.error("elasticsearch at %s lost lookout's data (%s): the %d documents it had acknowledged from this "
-                          "run before the last checkpoint are no longer there; the %d acknowledged since are sent again, "
-                          "as are those not yet acknowledged. Index templates put back before any document is sent "
-                          "again (no dynamically-typed index). To restore the lost ones, replay their input into it "
-                          "(`lookout replay FILE --elasticsearch URL`: same ids, no duplicates).",
-                          self.cfg.url, "; ".join(lost), gone, len(resend))
+                log.error(
+                    "elasticsearch at %s lost lookout's data (%s): the %d documents it had acknowledged from this "
+                    "run before the last checkpoint are no longer there; the %d acknowledged since are sent again, "
+                    "as are those not yet acknowledged. Index templates put back before any document is sent "
+                    "again (no dynamically-typed index). To restore the lost ones, replay their input into it "
+                    "(`lookout replay FILE --elasticsearch URL`: same ids, no duplicates).",
+                    self.cfg.url,
+                    "; ".join(lost),
+                    gone,
+                    len(resend),
+                )
                 self.cluster_uuid = uuid or self.cluster_uuid
                 self._index_seen = False
             self.outage.suspect.clear()
@@ -442,15 +490,23 @@ class ElasticsearchSink(Sink):
             meta = {}
         _id = str(meta.get("_id", ""))
         m = _ID_RE.match(_id)
-        entry = dead_letter(REJECT_REASON, reason, doc, m.group("source") if m else None,
-                            int(m.group("line")) if m else None, id=_id, index=index or meta.get("_index"),
-                            status=status)
+        entry = dead_letter(
+            REJECT_REASON,
+            reason,
+            doc,
+            m.group("source") if m else None,
+            int(m.group("line")) if m else None,
+            id=_id,
+            index=index or meta.get("_index"),
+            status=status,
+        )
         with self._lock:
             self._dead.append(entry)
             self.stats["rejected"] += 1
 
 
 # ---------------------------------------------------------------------- queries (count / search)
+
 
 def _query_client(url: str) -> tuple[EsClient, EsConfig, Outage]:
     cfg = EsConfig.from_url(url)
@@ -470,7 +526,7 @@ def es_count(url: str, index: str) -> int:
     return int(r.data["count"])
 
 
-def _query_body(q: "Query", limit: int) -> dict[str, Any]:
+def _query_body(q: Query, limit: int) -> dict[str, Any]:
     flt: list[dict[str, Any]] = []
     for f in ("client_ip", "host", "country", "method"):
         v = getattr(q, f)
@@ -485,8 +541,11 @@ def _query_body(q: "Query", limit: int) -> dict[str, Any]:
         rng["lt"] = -(-q.until_us // 1000)
     if rng:
         flt.append({"range": {"@timestamp": {**rng, "format": "epoch_millis"}}})
-    return {"size": limit, "sort": [{"@timestamp": {"order": "desc"}}],
-            "query": {"bool": {"filter": flt}} if flt else {"match_all": {}}}
+    return {
+        "size": limit,
+        "sort": [{"@timestamp": {"order": "desc"}}],
+        "query": {"bool": {"filter": flt}} if flt else {"match_all": {}},
+    }
 
 
 def _iso(v: Any) -> Any:
@@ -499,16 +558,23 @@ def _iso(v: Any) -> Any:
         except ValueError:
             return v
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            dt = dt.replace(tzinfo=UTC)
+        return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return v
 
 
-def es_search(url: str, index: str, query: "Query", limit: int = 20) -> list[dict[str, Any]]:
+def es_search(url: str, index: str, query: Query, limit: int = 20) -> list[dict[str, Any]]:
     """Raw records matching `query`, newest first, shaped like lookout.store.search's rows."""
     client, cfg, outage = _query_client(url)
-    r = call(client, "POST", f"/{index}/_search", _query_body(query, limit), what="search", outage=outage,
-             max_retry_time=cfg.max_retry_time)
+    r = call(
+        client,
+        "POST",
+        f"/{index}/_search",
+        _query_body(query, limit),
+        what="search",
+        outage=outage,
+        max_retry_time=cfg.max_retry_time,
+    )
     if r.status == 404:
         return []
     if r.status != 200 or not isinstance(r.data, dict):

@@ -128,7 +128,8 @@ class Response:
     def error_reason(self) -> str:
         """`type: reason` from an Elasticsearch error body, or the raw text."""
         return error_reason(self.data.get("error") if isinstance(self.data, dict) else None) or self.text[:300].decode(
-            "utf-8", "replace")
+            "utf-8", "replace"
+        )
 
 
 def error_reason(err: Any) -> str:
@@ -166,8 +167,13 @@ class EsClient:
             else:
                 kw["cert_reqs"] = ssl.CERT_NONE
                 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        self.pool = urllib3.PoolManager(num_pools=4, maxsize=max(4, cfg.concurrency + 2), retries=False,
-                                        timeout=urllib3.Timeout(connect=min(10.0, cfg.timeout), read=cfg.timeout), **kw)
+        self.pool = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=max(4, cfg.concurrency + 2),
+            retries=False,
+            timeout=urllib3.Timeout(connect=min(10.0, cfg.timeout), read=cfg.timeout),
+            **kw,
+        )
         self.transport_errors: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
 
     def needs_new_connection(self) -> bool:
@@ -179,8 +185,14 @@ class EsClient:
         idle = [c for c in list(pool.pool.queue) if c is not None and getattr(c, "sock", None) is not None]  # type: ignore[union-attr]
         return not any(not is_connection_dropped(c) for c in idle)
 
-    def request(self, method: str, path: str, body: bytes | dict | list | None = None,
-                content_type: str = "application/json", params: dict[str, str] | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | dict | list | None = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> Response:
         """Send one request; raises a transport error (see `transport_errors`) when no answer came."""
         url = self.cfg.url + path
         if params:
@@ -224,18 +236,32 @@ class Outage:
             if self.since is None:
                 self.since = now
                 self.last_log = now
-                log.warning("elasticsearch at %s: %s failed (%s); retrying in %.1fs - input waits, nothing is dropped",
-                            self.url, what, reason, delay)
+                log.warning(
+                    "elasticsearch at %s: %s failed (%s); retrying in %.1fs - input waits, nothing is dropped",
+                    self.url,
+                    what,
+                    reason,
+                    delay,
+                )
             elif now - self.last_log >= self.every:
                 self.last_log = now
-                log.warning("elasticsearch at %s still not taking data after %.0fs (%d failed attempts, last: %s); "
-                            "still retrying", self.url, now - self.since, self.failures, reason)
+                log.warning(
+                    "elasticsearch at %s still not taking data after %.0fs (%d failed attempts, last: %s); still retrying",
+                    self.url,
+                    now - self.since,
+                    self.failures,
+                    reason,
+                )
 
     def ok(self) -> None:
         with self.lock:
             if self.since is not None:
-                log.warning("elasticsearch at %s answering again after %.1fs (%d failed attempts)",
-                            self.url, time.monotonic() - self.since, self.failures)
+                log.warning(
+                    "elasticsearch at %s answering again after %.1fs (%d failed attempts)",
+                    self.url,
+                    time.monotonic() - self.since,
+                    self.failures,
+                )
                 self.since = None
                 self.failures = 0
 
@@ -252,10 +278,21 @@ class Backoff:
         return min(self.cap, self.base * (2 ** min(attempt, 16))) * (0.5 + random.random() / 2)
 
 
-def call(client: EsClient, method: str, path: str, body: Any = None, *, what: str, outage: Outage,
-         max_retry_time: float | None, content_type: str = "application/json",
-         params: dict[str, str] | None = None, backoff: Backoff | None = None,
-         stop: threading.Event | None = None, before_send: Callable[[], str | None] | None = None) -> Response:
+def call(
+    client: EsClient,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    what: str,
+    outage: Outage,
+    max_retry_time: float | None,
+    content_type: str = "application/json",
+    params: dict[str, str] | None = None,
+    backoff: Backoff | None = None,
+    stop: threading.Event | None = None,
+    before_send: Callable[[], str | None] | None = None,
+) -> Response:
     """One request, retried on transport errors and transient statuses (429, 5xx, 408) with
     backoff; any other answer (2xx or a permanent 4xx) is returned to the caller. `stop` set
     ends the retrying with ElasticsearchError (the process is shutting down). `before_send`

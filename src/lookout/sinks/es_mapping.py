@@ -56,8 +56,9 @@ def results_template(index: str, group_by: list[str], value_field: str, is_count
         types[f] = RECORD_TYPES.get(f, "keyword")
     types[value_field] = "long" if is_count else "double"
     props = _props(types)
-    props["window"] = {"properties": {"start": {"type": "date", "format": DATE_FORMAT},
-                                      "end": {"type": "date", "format": DATE_FORMAT}}}
+    props["window"] = {
+        "properties": {"start": {"type": "date", "format": DATE_FORMAT}, "end": {"type": "date", "format": DATE_FORMAT}}
+    }
     return {
         "index_patterns": [index],
         "priority": TEMPLATE_PRIORITY,

@@ -51,7 +51,7 @@ class FileSink(Sink):
         if entries:
             self.rejected.write(b"\n".join(entries) + b"\n")
 
-    def write_incidents(self, transitions: list["Transition"]) -> None:
+    def write_incidents(self, transitions: list[Transition]) -> None:
         if transitions:
             self.incidents.write(b"\n".join(t.line for t in transitions) + b"\n")
 

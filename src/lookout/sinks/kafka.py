@@ -50,11 +50,18 @@ class KafkaSink(Sink):
         self.incidents_topic = INCIDENTS_NAME
         topics[INCIDENTS_NAME] = partitions
         ensure_topics(conn, topics)
-        self.producer = Producer(producer_config(conn, **{
-            "message.timeout.ms": 0,  # 0: retry forever
-            "partitioner": "murmur2_random", "linger.ms": 10, "compression.type": "none",
-            "queue.buffering.max.messages": 1_000_000,
-        }))
+        self.producer = Producer(
+            producer_config(
+                conn,
+                **{
+                    "message.timeout.ms": 0,  # 0: retry forever
+                    "partitioner": "murmur2_random",
+                    "linger.ms": 10,
+                    "compression.type": "none",
+                    "queue.buffering.max.messages": 1_000_000,
+                },
+            )
+        )
         self.failed: list[str] = []
         self.sent = 0
         self.aborted = False
@@ -65,10 +72,18 @@ class KafkaSink(Sink):
             return
         self.failed.append(f"{msg.topic()}: {err.str()}")
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None = None,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
-        produce(self.producer, topic, value, key, headers, self._delivered,  # waits while the queue is full
-                abandoned=lambda: self.aborted)
+    def _produce(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        produce(
+            self.producer,
+            topic,
+            value,
+            key,
+            headers,
+            self._delivered,  # waits while the queue is full
+            abandoned=lambda: self.aborted,
+        )
         self.sent += 1
 
     def write_results(self, batch: ResultBatch) -> None:
@@ -77,7 +92,7 @@ class KafkaSink(Sink):
             self._produce(topic, value, key.encode(), [("lookout-id", rid.encode())])
         self.producer.poll(0)
 
-    def write_incidents(self, transitions: list["Transition"]) -> None:
+    def write_incidents(self, transitions: list[Transition]) -> None:
         # key = incident id: every transition of an incident lands on one partition, in order
         for t in transitions:
             self._produce(self.incidents_topic, t.line, t.id.encode(), [("lookout-id", t.idempotency_key.encode())])
@@ -105,16 +120,21 @@ class KafkaSink(Sink):
             most = max(most, left)
             waited = time.monotonic() - t0
             if waited >= 5 and (not said or waited - said >= 30):
-                log.warning("kafka: waiting for the broker to acknowledge %d messages (%.0f s)%s; input is not "
-                            "committed until it does", left, waited,
-                            f": broker unreachable ({self.health.last_reason})" if self.health.down else "")
+                log.warning(
+                    "kafka: waiting for the broker to acknowledge %d messages (%.0f s)%s; input is not committed until it does",
+                    left,
+                    waited,
+                    f": broker unreachable ({self.health.last_reason})" if self.health.down else "",
+                )
                 said = waited
 
     def _raise_failed(self) -> None:
         if self.failed:
             first = self.failed[0]
-            raise KafkaDeliveryError(f"kafka: {len(self.failed)} message(s) refused by the broker (first: {first}); "
-                                     "stopping without committing, a restart re-sends them")
+            raise KafkaDeliveryError(
+                f"kafka: {len(self.failed)} message(s) refused by the broker (first: {first}); "
+                "stopping without committing, a restart re-sends them"
+            )
 
     def error_count(self) -> int:
         return len(self.failed)

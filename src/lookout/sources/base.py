@@ -93,6 +93,7 @@ class Source:
         """The event-time watermark this source vouches for while nothing arrives (re-asked on
         every empty poll). None: no opinion; records alone move it (single-stream sources)."""
         return None
+
     def lag(self) -> dict[tuple[str, int], int]:
         """(topic, partition) → messages not yet read, where the source can tell (Kafka)."""
         return {}

@@ -11,8 +11,9 @@ from __future__ import annotations
 import gzip
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from lookout.sources.base import Chunk
 
@@ -112,7 +113,7 @@ def file_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
             if first and block:
                 first = False
                 if block.startswith(BOM):
-                    block = block[len(BOM):]
+                    block = block[len(BOM) :]
                     offset += len(BOM)
             if not block:
                 break
@@ -121,7 +122,7 @@ def file_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
             if cut < 0:
                 carry = data
                 continue
-            carry = data[cut + 1:]
+            carry = data[cut + 1 :]
             data = data[: cut + 1]
             offset += len(data)
             yield Chunk(source=name, data=data, first_line=line_no, position=offset)
@@ -132,8 +133,11 @@ def file_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
         if damage is not None:
             raw = f.fileobj if isinstance(f, gzip.GzipFile) else None
             compressed = raw.tell() if raw is not None else None
-            why = "not a gzip file" if isinstance(damage, gzip.BadGzipFile) and offset == 0 else (
-                str(damage) or type(damage).__name__)
+            why = (
+                "not a gzip file"
+                if isinstance(damage, gzip.BadGzipFile) and offset == 0
+                else (str(damage) or type(damage).__name__)
+            )
             raise InputDamaged(path, offset, compressed, why)
     finally:
         if f is not sys.stdin.buffer:

@@ -45,8 +45,17 @@ class DirWatcher:
         except OSError as e:  # inotify instances exhausted
             log.debug("inotify unavailable (%s): polling", e)
             return
-        mask = (flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE | flags.ATTRIB
-                | flags.CLOSE_WRITE | flags.DELETE_SELF | flags.MOVE_SELF)
+        mask = (
+            flags.MODIFY
+            | flags.CREATE
+            | flags.MOVED_TO
+            | flags.MOVED_FROM
+            | flags.DELETE
+            | flags.ATTRIB
+            | flags.CLOSE_WRITE
+            | flags.DELETE_SELF
+            | flags.MOVE_SELF
+        )
         try:
             ino.add_watch(str(self.directory), mask)
         except OSError as e:  # no such directory yet, or no watches left

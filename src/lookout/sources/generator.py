@@ -16,7 +16,6 @@ from typing import BinaryIO
 import numpy as np
 import polars as pl
 
-
 SERVERS = [f"s_v{i}" for i in range(1, 6)]
 METHODS = ["GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE", "PATCH"]
 COUNTRIES = ["US", "DE", "IR", "FR", "GB", "NL", "IN", "BR", "CA", "JP", "SE", "TR"]
@@ -44,10 +43,10 @@ class Generator:
         # Keep per-client and per-host rates what they are at 100 records/s, whatever the rate,
         # so thresholds are crossed by the injected bursts, not by ordinary traffic.
         clients = max(cfg.clients, int(cfg.rate * 20))
-        self.hosts = np.array(HOSTS if cfg.rate <= 100 else [f"api_{i}.example.com" for i in range(1, int(cfg.rate * 0.4) + 1)], dtype=object)
-        self.ips = np.array(
-            [f"{a}.{b}.{c}.{d}" for a, b, c, d in self.rng.integers(1, 255, size=(clients, 4))], dtype=object
+        self.hosts = np.array(
+            HOSTS if cfg.rate <= 100 else [f"api_{i}.example.com" for i in range(1, int(cfg.rate * 0.4) + 1)], dtype=object
         )
+        self.ips = np.array([f"{a}.{b}.{c}.{d}" for a, b, c, d in self.rng.integers(1, 255, size=(clients, 4))], dtype=object)
         self.next_burst = self.clock + (cfg.burst_every / 3 if cfg.burst_every else float("inf"))
         self.bursts: list[dict] = []  # active bursts: their records are made as event time reaches them
         self.burst_kind = 0
@@ -67,7 +66,9 @@ class Generator:
             "status": np.array(STATUSES, dtype=object)[rng.choice(len(STATUSES), n, p=STATUS_WEIGHTS / STATUS_WEIGHTS.sum())],
             "request_time": np.round(rng.gamma(2.0, 0.12, n), 2),
             "host": self.hosts[rng.integers(0, len(self.hosts), n)],
-            "country": np.array(COUNTRIES, dtype=object)[rng.choice(len(COUNTRIES), n, p=COUNTRY_WEIGHTS / COUNTRY_WEIGHTS.sum())],
+            "country": np.array(COUNTRIES, dtype=object)[
+                rng.choice(len(COUNTRIES), n, p=COUNTRY_WEIGHTS / COUNTRY_WEIGHTS.sum())
+            ],
             "ts": ts,
         }
         df = pl.DataFrame(cols)
@@ -82,9 +83,13 @@ class Generator:
         self.clock = end
         self.seq += df.height
         return df.select(
-            "server", "client_ip", "method", "status",
+            "server",
+            "client_ip",
+            "method",
+            "status",
             request_time=pl.col("request_time").round(2).cast(pl.String),
-            host="host", country="country",
+            host="host",
+            country="country",
             **{"@timestamp": pl.col("ts").round(6).cast(pl.String)},
         )
 
@@ -95,33 +100,43 @@ class Generator:
         self.burst_kind ^= 1
         span = 5.0 if kind == 0 else 12.0
         times = at + np.sort(rng.uniform(0, span, int(rng.integers(30, 60))))
-        return {"kind": kind, "times": times, "end": at + span,
-                "client": self.ips[rng.integers(0, len(self.ips))],
-                "host": self.hosts[int(rng.integers(0, len(self.hosts)))]}
+        return {
+            "kind": kind,
+            "times": times,
+            "end": at + span,
+            "client": self.ips[rng.integers(0, len(self.ips))],
+            "host": self.hosts[int(rng.integers(0, len(self.hosts)))],
+        }
 
     def _burst_records(self, b: dict, start: float, end: float) -> pl.DataFrame:
         rng = self.rng
         ts = b["times"][(b["times"] >= start) & (b["times"] < end)]
         n = len(ts)
         kind = b["kind"]
-        return pl.DataFrame({
-            "server": np.array(SERVERS, dtype=object)[rng.integers(0, len(SERVERS), n)],
-            "client_ip": np.full(n, b["client"], dtype=object) if kind == 0 else self.ips[rng.integers(0, len(self.ips), n)],
-            "method": np.full(n, "GET" if kind == 0 else "POST", dtype=object),
-            "status": np.full(n, "200", dtype=object) if kind == 0 else np.array(["404", "403", "401"], dtype=object)[rng.integers(0, 3, n)],
-            "request_time": np.round(rng.gamma(2.0, 0.05, n), 2),
-            "host": self.hosts[rng.integers(0, len(self.hosts), n)] if kind == 0 else np.full(n, b["host"], dtype=object),
-            "country": np.array(COUNTRIES, dtype=object)[rng.integers(0, len(COUNTRIES), n)],
-            "ts": ts,
-        }, schema_overrides={"ts": pl.Float64, "request_time": pl.Float64})
+        return pl.DataFrame(
+            {
+                "server": np.array(SERVERS, dtype=object)[rng.integers(0, len(SERVERS), n)],
+                "client_ip": np.full(n, b["client"], dtype=object) if kind == 0 else self.ips[rng.integers(0, len(self.ips), n)],
+                "method": np.full(n, "GET" if kind == 0 else "POST", dtype=object),
+                "status": np.full(n, "200", dtype=object)
+                if kind == 0
+                else np.array(["404", "403", "401"], dtype=object)[rng.integers(0, 3, n)],
+                "request_time": np.round(rng.gamma(2.0, 0.05, n), 2),
+                "host": self.hosts[rng.integers(0, len(self.hosts), n)] if kind == 0 else np.full(n, b["host"], dtype=object),
+                "country": np.array(COUNTRIES, dtype=object)[rng.integers(0, len(COUNTRIES), n)],
+                "ts": ts,
+            },
+            schema_overrides={"ts": pl.Float64, "request_time": pl.Float64},
+        )
 
     def ndjson(self, n: int, until: float | None = None) -> bytes:
         df = self.records(n, until)
         return df.write_ndjson().encode() if df.height else b""
 
 
-def generate_file(path: str | BinaryIO, count: int, rate: float = 100.0, start: float = 1_659_509_400.0, seed: int = 7,
-                  chunk: int = 200_000) -> None:
+def generate_file(
+    path: str | BinaryIO, count: int, rate: float = 100.0, start: float = 1_659_509_400.0, seed: int = 7, chunk: int = 200_000
+) -> None:
     """Write `count` seed-format lines (the benchmark input) to a new file, or to an open binary
     stream as it is (stdout: `>> file` appends, because the shell opened it for appending)."""
     if not isinstance(path, str):
@@ -141,5 +156,3 @@ def _write_records(f: BinaryIO, count: int, rate: float, start: float, seed: int
         df = df.head(count - written)
         f.write(df.write_ndjson().encode())
         written += df.height
-
-

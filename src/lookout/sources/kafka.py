@@ -53,6 +53,7 @@ ON_RESET = ("fail", "earliest")
 
 # ---------------------------------------------------------------- the source
 
+
 @dataclass
 class _Pending:
     partition: int
@@ -79,9 +80,16 @@ class KafkaSource(Source):
     name = "kafka"
     stands_by = True
 
-    def __init__(self, conn: KafkaConnection, topic: str, partitions: int = 3,
-                 lateness: int = 10_000_000, batch: int = 100_000, idle_grace: float = 2.0,
-                 on_reset: str = "fail") -> None:
+    def __init__(
+        self,
+        conn: KafkaConnection,
+        topic: str,
+        partitions: int = 3,
+        lateness: int = 10_000_000,
+        batch: int = 100_000,
+        idle_grace: float = 2.0,
+        on_reset: str = "fail",
+    ) -> None:
         if on_reset not in ON_RESET:
             raise ValueError(f"on_reset must be one of {', '.join(ON_RESET)}, not {on_reset!r}")
         self.on_reset = on_reset
@@ -147,17 +155,19 @@ class KafkaSource(Source):
         from confluent_kafka import TopicPartition
 
         tps = [TopicPartition(self.topic, p) for p in self.partitions]
-        got = with_retry("reading the group's committed offsets", lambda: self.consumer.committed(tps, timeout=5),
-                         self.health)
+        got = with_retry("reading the group's committed offsets", lambda: self.consumer.committed(tps, timeout=5), self.health)
         theirs = {tp.partition: tp.offset for tp in got if tp.offset >= 0}
         mine = dict(self.committed_ok)  # the group's offsets at start, then our acknowledged commits
         if theirs != mine:
             raise Fenced(
                 f"another instance committed progress on {self.topic} while this one had lost the input "
                 f"lock (group offsets {theirs}, ours {mine}); exiting without committing. Restart to resume "
-                "from the checkpoint.")
-        log.warning("kafka: input lock is back after %.1f s and nobody else made progress; resuming",
-                    time.monotonic() - (self.lock_lost_at or time.monotonic()))
+                "from the checkpoint."
+            )
+        log.warning(
+            "kafka: input lock is back after %.1f s and nobody else made progress; resuming",
+            time.monotonic() - (self.lock_lost_at or time.monotonic()),
+        )
         self.lock_lost_at = None
 
     # ---- Source interface ---------------------------------------------------------------------
@@ -169,28 +179,41 @@ class KafkaSource(Source):
         self.partitions = list(range(counts[self.topic]))
         if position is not None:
             if position.get("topic") != self.topic:
-                raise CheckpointMismatch(f"the checkpoint is for topic {position.get('topic')!r}, not {self.topic!r}; "
-                                         "use another --state-dir")
+                raise CheckpointMismatch(
+                    f"the checkpoint is for topic {position.get('topic')!r}, not {self.topic!r}; use another --state-dir"
+                )
             self.offsets = {int(p): int(o) for p, o in position["offsets"].items()}
             self.maxts = {int(p): int(t) for p, t in position["maxts"].items()}
             self.topic_id = position.get("topic_id")
-        conf = consumer_config(self.conn, self.group, **{
-            # an offset outside the log is an error to us, never a silent jump: _check_log decides
-            "enable.auto.offset.store": False, "auto.offset.reset": "error", "enable.partition.eof": True,
-            "on_commit": self._committed,
-            # big fetches, a deep prefetch queue and a short broker wait: a backlog streams in
-            # instead of arriving one half-second fetch at a time (measured: 2x on Tansu)
-            "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20,
-            "fetch.wait.max.ms": 10, "queued.min.messages": 1_000_000,
-        })
+        conf = consumer_config(
+            self.conn,
+            self.group,
+            **{
+                # an offset outside the log is an error to us, never a silent jump: _check_log decides
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "error",
+                "enable.partition.eof": True,
+                "on_commit": self._committed,
+                # big fetches, a deep prefetch queue and a short broker wait: a backlog streams in
+                # instead of arriving one half-second fetch at a time (measured: 2x on Tansu)
+                "fetch.max.bytes": 64 << 20,
+                "max.partition.fetch.bytes": 16 << 20,
+                "fetch.wait.max.ms": 10,
+                "queued.min.messages": 1_000_000,
+            },
+        )
         self.consumer = Consumer(conf)
         self._check_log("at start", with_retry("reading the topic's id and log ends", self._topic_state, self.health))
         self._log_checked = time.monotonic()
         self.consumer.assign([TopicPartition(self.topic, p, self.offsets.get(p, OFFSET_BEGINNING)) for p in self.partitions])
         self.committed_ok = with_retry("reading the group's committed offsets", self._group_offsets, self.health)
         start = ", ".join(f"{p}@{self.offsets[p]}" if p in self.offsets else f"{p}@earliest" for p in self.partitions)
-        log.info("kafka: reading %s partitions %s (from the %s)", self.topic, start,
-                 "checkpoint" if position is not None else "beginning: no checkpoint yet")
+        log.info(
+            "kafka: reading %s partitions %s (from the %s)",
+            self.topic,
+            start,
+            "checkpoint" if position is not None else "beginning: no checkpoint yet",
+        )
 
     # ---- is it still the log the checkpoint was taken from? --------------------------------------
     def _topic_state(self) -> tuple[str, dict[int, tuple[int, int]]] | None:
@@ -206,8 +229,9 @@ class KafkaSource(Source):
             if e.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 return None
             raise
-        marks = {pi.id: self.consumer.get_watermark_offsets(TopicPartition(self.topic, pi.id), timeout=5)
-                 for pi in desc.partitions}
+        marks = {
+            pi.id: self.consumer.get_watermark_offsets(TopicPartition(self.topic, pi.id), timeout=5) for pi in desc.partitions
+        }
         self.health.ok()
         return str(desc.topic_id), marks
 
@@ -215,9 +239,11 @@ class KafkaSource(Source):
         """Compare the checkpointed offsets and topic id with the log as it is: a re-created topic
         or a log that ends before our offsets is never read on from silently."""
         if state is None:
-            raise InputChanged(f"kafka topic {self.topic} does not exist any more ({when}: deleted, or the broker came "
-                               f"back empty). Nothing after the last checkpoint was lost; once the topic is there again, "
-                               f"start lookout with --on-reset earliest to read it from its beginning.")
+            raise InputChanged(
+                f"kafka topic {self.topic} does not exist any more ({when}: deleted, or the broker came "
+                f"back empty). Nothing after the last checkpoint was lost; once the topic is there again, "
+                f"start lookout with --on-reset earliest to read it from its beginning."
+            )
         tid, marks = state
         problems = []
         skipped = False
@@ -234,8 +260,14 @@ class KafkaSource(Source):
             if o > hi and (self.topic_id is None or p in self._out_of_range or tid != self.topic_id):
                 problems.append(f"partition {p} ends at offset {hi}, before the checkpoint's {o}")
             elif o < lo:
-                log.warning("kafka: %s/%d: offsets %d to %d were deleted (retention) before lookout read them; "
-                            "reading on from %d", self.topic, p, o, lo - 1, lo)
+                log.warning(
+                    "kafka: %s/%d: offsets %d to %d were deleted (retention) before lookout read them; reading on from %d",
+                    self.topic,
+                    p,
+                    o,
+                    lo - 1,
+                    lo,
+                )
                 self.offsets[p] = lo
                 skipped = True
         first_id = self.topic_id is None
@@ -247,11 +279,18 @@ class KafkaSource(Source):
             return
         what = "; ".join(problems)
         if self.on_reset == "fail":
-            raise InputChanged(f"kafka: {self.topic} is not the log the checkpoint was taken from ({when}): {what}. "
-                               f"Start again with --on-reset earliest to read every partition of {self.topic} from its "
-                               f"beginning as it is now (results already published stay), or use a new --state-dir.")
-        log.error("kafka: %s is not the log the checkpoint was taken from (%s): %s; --on-reset earliest: reading every "
-                  "partition from its beginning", self.topic, when, what)
+            raise InputChanged(
+                f"kafka: {self.topic} is not the log the checkpoint was taken from ({when}): {what}. "
+                f"Start again with --on-reset earliest to read every partition of {self.topic} from its "
+                f"beginning as it is now (results already published stay), or use a new --state-dir."
+            )
+        log.error(
+            "kafka: %s is not the log the checkpoint was taken from (%s): %s; --on-reset earliest: reading every "
+            "partition from its beginning",
+            self.topic,
+            when,
+            what,
+        )
         self.offsets, self.maxts, self.committed_ok = {}, {}, {}
         self.pending.clear()
         self.eof.clear()
@@ -307,8 +346,10 @@ class KafkaSource(Source):
                     if msg is not None:  # keep it for when the lock is back, never drop it
                         self._split([msg])
                     return None
-                self._check_log("when the input lock came back",
-                                with_retry("reading the topic's id and log ends", self._topic_state, self.health))
+                self._check_log(
+                    "when the input lock came back",
+                    with_retry("reading the topic's id and log ends", self._topic_state, self.health),
+                )
                 self._log_checked = time.monotonic()
                 self._check_fence()
         self._watch_log()
@@ -411,9 +452,16 @@ class KafkaSource(Source):
         def watermarks(ts: pl.Series) -> pl.Series:
             return self._watermarks(p, ts, position)
 
-        return Chunk(source=f"{topic}/{p}", data=data if flat else None, lines=None if flat else lines,
-                     first_line=first, position=position, watermarks=watermarks, record_ids=record_ids,
-                     repeatable_ids=given is not None)
+        return Chunk(
+            source=f"{topic}/{p}",
+            data=data if flat else None,
+            lines=None if flat else lines,
+            first_line=first,
+            position=position,
+            watermarks=watermarks,
+            record_ids=record_ids,
+            repeatable_ids=given is not None,
+        )
 
     def _idle(self, q: int, now: float) -> bool:
         if not self.eof.get(q) or now - self.last_seen.get(q, 0.0) < self.idle_grace:

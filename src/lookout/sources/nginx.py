@@ -25,10 +25,11 @@ from __future__ import annotations
 import logging
 import re
 import socket
+from collections.abc import Callable
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -45,8 +46,10 @@ _REQUEST = rb'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, backslash escapes a
 _COMBINED = re.compile(rb"(\S+) \S+ [^\[]*? \[([^\]]*)\] " + _REQUEST + rb" (\S+) \S+(?: |$)")
 _COMBINED_LOOSE = re.compile(rb"(\S+) \S+ .*? \[([^\]]*)\] " + _REQUEST + rb" (\S+) \S+(?: |$)")  # `[` in $remote_user
 _TIME_LOCAL = re.compile(rb"(\d{1,2})/([A-Za-z]{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"))}
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate((b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"))
+}
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _ALL_JSON = re.compile(rb"\n[^{\n]")  # a line (after the first) that does not start with `{`
 
@@ -118,8 +121,9 @@ class GeoIP:
 class LineConverter:
     """Turns raw log lines into seed-schema JSON lines, one output line per input line."""
 
-    def __init__(self, log_format: str = "auto", host: str | None = None, geoip: Path | str | None = None,
-                 server: str | None = None) -> None:
+    def __init__(
+        self, log_format: str = "auto", host: str | None = None, geoip: Path | str | None = None, server: str | None = None
+    ) -> None:
         if log_format not in FORMATS:
             raise ValueError(f"log format {log_format!r}: expected one of {', '.join(FORMATS)}")
         self.log_format = log_format
@@ -167,8 +171,10 @@ class LineConverter:
         if rec is None:
             self.unparsed_lines += 1
             if reasons is not None:
-                reasons[index] = (INVALID_COMBINED, "not an nginx combined-format line"
-                                  + (" nor a JSON object" if fmt == "auto" else ""))
+                reasons[index] = (
+                    INVALID_COMBINED,
+                    "not an nginx combined-format line" + (" nor a JSON object" if fmt == "auto" else ""),
+                )
             return line
         self.combined_lines += 1
         return orjson.dumps(rec)
@@ -221,8 +227,9 @@ class LineConverter:
             self.geoip.close()
 
 
-def converter_for(log_format: str, host: str | None, geoip: Path | str | None,
-                  announce: Callable[[str], None] = log.info) -> LineConverter:
+def converter_for(
+    log_format: str, host: str | None, geoip: Path | str | None, announce: Callable[[str], None] = log.info
+) -> LineConverter:
     """The converter `run --tail` and `ship` use: host defaults to this machine's name."""
     if host is None and log_format != "json":
         host = default_host()

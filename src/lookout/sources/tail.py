@@ -97,8 +97,15 @@ class OpenFile:
     scan: int | None = None  # inside an over-long line starting at `offset`: scanned up to here
 
     def position(self) -> dict[str, Any]:
-        return {"dev": self.dev, "ino": self.ino, "fp": self.fp, "offset": self.offset, "line": self.line,
-                "name": self.name, "mtime_ns": self.mtime_ns}
+        return {
+            "dev": self.dev,
+            "ino": self.ino,
+            "fp": self.fp,
+            "offset": self.offset,
+            "line": self.line,
+            "name": self.name,
+            "mtime_ns": self.mtime_ns,
+        }
 
     def close(self) -> None:
         try:
@@ -125,7 +132,7 @@ class BackfillFile:
     @classmethod
     def probe(cls, path: Path) -> BackfillFile | None:
         try:
-            with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as fh:
+            with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as fh:
                 fp = fingerprint(fh.read(FP_BYTES))
         except (OSError, EOFError, zlib.error) as e:
             log.warning("%s: cannot be read for the backfill (%s); skipped", path, e)
@@ -151,7 +158,7 @@ class BackfillFile:
                 self._carry = data + more
                 return b"", 0
             return data + b"\n", len(data)  # the unterminated end of the file
-        self._carry = data[cut + 1:]
+        self._carry = data[cut + 1 :]
         return data[: cut + 1], cut + 1
 
     def close(self) -> None:
@@ -184,9 +191,18 @@ class TailSource(Source):
     """`lookout run --tail PATH` and `lookout ship PATH`: whole new lines of one log, converted
     to seed-schema JSON (see lookout.sources.nginx)."""
 
-    def __init__(self, path: Path | str, state_dir: Path | str | None = None, log_format: str = "auto",
-                 host: str | None = None, geoip: Path | str | None = None, rotate_wait: float = ROTATE_WAIT,
-                 read_bytes: int = READ_BYTES, converter: LineConverter | None = None, backfill: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        state_dir: Path | str | None = None,
+        log_format: str = "auto",
+        host: str | None = None,
+        geoip: Path | str | None = None,
+        rotate_wait: float = ROTATE_WAIT,
+        read_bytes: int = READ_BYTES,
+        converter: LineConverter | None = None,
+        backfill: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.name = f"tail {self.path}"
         self.state_dir = Path(state_dir) if state_dir is not None else None
@@ -230,10 +246,15 @@ class TailSource(Source):
             return
         found = self._find(pos)
         if found is None:
-            log.warning("%s: the checkpointed file (%s, fingerprint %s) is not found as it was (deleted, "
-                        "compressed or truncated while lookout was stopped); whatever it held after byte %d "
-                        "was not read. Going on with the next file.",
-                        self.path, pos.get("name"), pos.get("fp"), pos["offset"])
+            log.warning(
+                "%s: the checkpointed file (%s, fingerprint %s) is not found as it was (deleted, "
+                "compressed or truncated while lookout was stopped); whatever it held after byte %d "
+                "was not read. Going on with the next file.",
+                self.path,
+                pos.get("name"),
+                pos.get("fp"),
+                pos["offset"],
+            )
             self.cur = self._next_file(pos.get("mtime_ns", 0), pos.get("fp"))
             return
         found.offset, found.line = pos["offset"], pos["line"]
@@ -259,8 +280,12 @@ class TailSource(Source):
         files.sort(key=lambda f: _mtime(f.path))
         self.backlog = files
         if files:
-            log.info("%s: backfill: reading %d rotated files first, oldest first (%s)", self.path, len(files),
-                     ", ".join(f.path.name for f in files))
+            log.info(
+                "%s: backfill: reading %d rotated files first, oldest first (%s)",
+                self.path,
+                len(files),
+                ", ".join(f.path.name for f in files),
+            )
 
     def _restore_backfill(self, bp: dict[str, Any]) -> None:
         """A backfill file not finished at the checkpoint: found by its first line (it may have been
@@ -279,16 +304,20 @@ class TailSource(Source):
                 f.offset, f.line = bp["offset"], bp["line"]
                 self.backlog.append(f)
                 return
-        log.warning("%s: the backfill file %s (fingerprint %s) is gone; whatever it held after byte %d was not read",
-                    self.path, bp["name"], bp["fp"], bp["offset"])
+        log.warning(
+            "%s: the backfill file %s (fingerprint %s) is gone; whatever it held after byte %d was not read",
+            self.path,
+            bp["name"],
+            bp["fp"],
+            bp["offset"],
+        )
 
     def _step_backfill(self) -> Chunk | None:
         f = self.backlog[0]
         try:
             got = f.read(self.read_bytes)
         except (OSError, EOFError, zlib.error) as e:
-            log.warning("%s: reading %s stopped at byte %d (%s); the rest of it is not read", self.path, f.name,
-                        f.offset, e)
+            log.warning("%s: reading %s stopped at byte %d (%s); the rest of it is not read", self.path, f.name, f.offset, e)
             got = None
         if got is None:
             self.backlog.pop(0)
@@ -306,8 +335,14 @@ class TailSource(Source):
         if f is None or any((f.dev, f.ino) == (d.dev, d.ino) for d in self.draining):
             if f is not None:
                 f.close()
-            log.warning("%s: the rotated file %s (fingerprint %s) that was still being read is gone; whatever it "
-                        "held after byte %d was not read", self.path, rp.get("name"), rp.get("fp"), rp["offset"])
+            log.warning(
+                "%s: the rotated file %s (fingerprint %s) that was still being read is gone; whatever it "
+                "held after byte %d was not read",
+                self.path,
+                rp.get("name"),
+                rp.get("fp"),
+                rp["offset"],
+            )
             return
         f.offset, f.line = rp["offset"], rp["line"]
         self.draining.append(f)
@@ -369,8 +404,12 @@ class TailSource(Source):
             f = _open(p)
             if f is None:
                 continue
-            if (f.mtime_ns < after_ns or (f.dev, f.ino, f.fp) in self.seen or (fp is not None and f.fp == fp)
-                    or (best is not None and f.mtime_ns >= best.mtime_ns)):
+            if (
+                f.mtime_ns < after_ns
+                or (f.dev, f.ino, f.fp) in self.seen
+                or (fp is not None and f.fp == fp)
+                or (best is not None and f.mtime_ns >= best.mtime_ns)
+            ):
                 f.close()
                 continue
             if best is not None:
@@ -426,7 +465,7 @@ class TailSource(Source):
             return self._step_backfill()
         files = [*self.draining, None]  # None: the current file
         self._turn = (self._turn + 1) % len(files)
-        for f in files[self._turn:] + files[: self._turn]:
+        for f in files[self._turn :] + files[: self._turn]:
             chunk = self._step_current() if f is None else self._step_rotated(f)
             if chunk is not None:
                 return chunk
@@ -449,8 +488,14 @@ class TailSource(Source):
                 return tail
         self.draining.remove(f)
         f.close()
-        log.info("%s: finished the rotated %s at byte %d (line %d): idle for %.0fs", self.path, f.name, f.offset,
-                 f.line - 1, self.rotate_wait)
+        log.info(
+            "%s: finished the rotated %s at byte %d (line %d): idle for %.0fs",
+            self.path,
+            f.name,
+            f.offset,
+            f.line - 1,
+            self.rotate_wait,
+        )
         return Chunk(source=f.name, data=b"", first_line=f.line, position=self.position(), meta={"file": f.name})
 
     def _step_current(self) -> Chunk | None:
@@ -498,7 +543,7 @@ class TailSource(Source):
         data = os.pread(f.fd, min(self.read_bytes, size - f.offset), f.offset)
         if f.offset == 0 and data.startswith(BOM):  # a byte-order mark is not part of the first record
             f.offset = len(BOM)
-            data = data[len(BOM):]
+            data = data[len(BOM) :]
         if not data:
             return None
         f.last_growth = time.monotonic()
@@ -546,11 +591,18 @@ class TailSource(Source):
         start, first_line, prefix = f.offset, f.line, f"{f.fp}-"
         f.offset = end + 1 if end < size else end
         f.line += 1
-        detail = (f"line of {length:,} bytes is longer than the {self.read_bytes:,}-byte limit; "
-                  f"its first {min(length, LONG_LINE_KEPT):,} bytes are kept here")
-        return Chunk(source=f.name, data=placeholder, first_line=first_line, position=f.position(),
-                     record_ids=lambda line: numbered_ids(prefix, pl.Series([start], dtype=pl.Int64).gather(line)),
-                     meta={"reasons": {0: (LINE_TOO_LONG, detail)}, "file": f.name})
+        detail = (
+            f"line of {length:,} bytes is longer than the {self.read_bytes:,}-byte limit; "
+            f"its first {min(length, LONG_LINE_KEPT):,} bytes are kept here"
+        )
+        return Chunk(
+            source=f.name,
+            data=placeholder,
+            first_line=first_line,
+            position=f.position(),
+            record_ids=lambda line: numbered_ids(prefix, pl.Series([start], dtype=pl.Int64).gather(line)),
+            meta={"reasons": {0: (LINE_TOO_LONG, detail)}, "file": f.name},
+        )
 
     def _chunk(self, f: OpenFile, raw: bytes, consumed: int) -> Chunk:
         lines = raw.split(b"\n")
@@ -567,8 +619,7 @@ class TailSource(Source):
 
         meta: dict[str, Any] = {"reasons": reasons} if reasons else {}
         meta["file"] = f.name
-        return Chunk(source=f.name, data=data, first_line=first_line, position=self.position(),
-                     record_ids=record_ids, meta=meta)
+        return Chunk(source=f.name, data=data, first_line=first_line, position=self.position(), record_ids=record_ids, meta=meta)
 
     def _truncated(self, f: OpenFile, why: str) -> None:
         """copytruncate: read what the copy holds beyond our offset, then the log from 0."""
@@ -583,8 +634,7 @@ class TailSource(Source):
                 break
             c.close()
         if copy is not None:
-            log.info("%s was truncated (%s): finishing its copy %s from byte %d first", self.path, why, copy.name,
-                     pos["offset"])
+            log.info("%s was truncated (%s): finishing its copy %s from byte %d first", self.path, why, copy.name, pos["offset"])
             copy.offset, copy.line = pos["offset"], pos["line"]
             f.close()
             self.cur = copy
@@ -615,16 +665,28 @@ class TailSource(Source):
         self.draining.append(f)
         if len(self.draining) > MAX_ROTATED:  # rotations faster than rotate_wait: bound the open files
             idlest = min(self.draining, key=lambda d: d.last_growth)
-            log.warning("%s: %d rotated files still being read; finishing %s now (read to its end, then left)",
-                        self.path, len(self.draining), idlest.name)
+            log.warning(
+                "%s: %d rotated files still being read; finishing %s now (read to its end, then left)",
+                self.path,
+                len(self.draining),
+                idlest.name,
+            )
             idlest.last_growth = float("-inf")
-        log.info("%s: rotated; now reading %s, and %s on from byte %d (line %d) until it has been idle for %.0fs",
-                 self.path, nxt.name, f.name, f.offset, f.line - 1, self.rotate_wait)
+        log.info(
+            "%s: rotated; now reading %s, and %s on from byte %d (line %d) until it has been idle for %.0fs",
+            self.path,
+            nxt.name,
+            f.name,
+            f.offset,
+            f.line - 1,
+            self.rotate_wait,
+        )
         self.cur = nxt
         return Chunk(source=nxt.name, data=b"", first_line=nxt.line, position=self.position(), meta={"file": nxt.name})
 
 
 # ---------------------------------------------------------------- position file (`ship`)
+
 
 def load_position(state_dir: Path) -> dict[str, Any] | None:
     try:

@@ -73,6 +73,7 @@ def build_query(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | No
 
 # ------------------------------------------------------------------------------- files mode
 
+
 class _FileWriter:
     """foreachBatch sink: appends each message's value to DIR/<topic>.jsonl (the output is small:
     aggregated rows, rejected lines and late records)."""
@@ -131,8 +132,15 @@ def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK
 FLUSH_SUFFIX = ".end-of-input"  # the staged file holding the end-of-input line (no input ends so)
 
 
-def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None = None,
-              conf: dict[str, str] | None = None, checkpoint: str | None = None, spark=None) -> SparkStats:  # noqa: ANN001
+def run_files(
+    inputs: list[str],
+    rs: RuleSet,
+    out_dir: Path,
+    master: str | None = None,
+    conf: dict[str, str] | None = None,
+    checkpoint: str | None = None,
+    spark=None,
+) -> SparkStats:  # noqa: ANN001
     """NDJSON files in, DIR/<rule>.jsonl and DIR/rejected.jsonl out, like `lookout replay`.
     Trigger availableNow; the end-of-input line then closes every window."""
     from pyspark.sql import functions as F
@@ -150,11 +158,15 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
         # One partition per staged chunk, so arrow_parse sees the lines in input order (the
         # per-record watermark); parsing is cheap, the stateful stage has the parallelism.
         spark = spark or build_session(master, {"spark.sql.files.minPartitionNum": "1", **(conf or {})})
-        lines = (spark.readStream.option("maxFilesPerTrigger", 1).option("lineSep", "\n").text(str(work / "input"))
-                 .withColumn("source", F.input_file_name())
-                 .withColumn("partition", F.lit(None).cast("int"))
-                 .withColumn("offset", F.lit(None).cast("long"))
-                 .withColumn("flush_ts", F.when(F.col("source").endswith(FLUSH_SUFFIX), F.lit(FLUSH_TS_US))))
+        lines = (
+            spark.readStream.option("maxFilesPerTrigger", 1)
+            .option("lineSep", "\n")
+            .text(str(work / "input"))
+            .withColumn("source", F.input_file_name())
+            .withColumn("partition", F.lit(None).cast("int"))
+            .withColumn("offset", F.lit(None).cast("long"))
+            .withColumn("flush_ts", F.when(F.col("source").endswith(FLUSH_SUFFIX), F.lit(FLUSH_TS_US)))
+        )
         out = build_query(lines, rs, "rejected", sources)
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {r.name: f"{r.name}.jsonl" for r in rs.rules} | {"rejected": REJECTED_FILE}
@@ -162,8 +174,14 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
             (out_dir / name).write_bytes(b"")
         counts: dict[str, int] = {}
         writer = _FileWriter(out_dir, files, counts)
-        q = (out.writeStream.queryName("lookout").outputMode("append").foreachBatch(writer)
-             .option("checkpointLocation", str(ck / "results")).trigger(availableNow=True).start())
+        q = (
+            out.writeStream.queryName("lookout")
+            .outputMode("append")
+            .foreachBatch(writer)
+            .option("checkpointLocation", str(ck / "results"))
+            .trigger(availableNow=True)
+            .start()
+        )
         q.awaitTermination()
         stats.add_progress(q.recentProgress)
         stats.input_rows = max(0, stats.input_rows - 1)  # the end-of-input line
@@ -177,6 +195,7 @@ def run_files(inputs: list[str], rs: RuleSet, out_dir: Path, master: str | None 
 
 
 # ------------------------------------------------------------------------------- kafka mode
+
 
 class _KafkaWriter:
     """foreachBatch sink: each micro-batch's messages to their topics, through Spark's own Kafka
@@ -195,8 +214,12 @@ class _KafkaWriter:
         if not msgs:
             return
         if self.use_spark:
-            (self.spark.createDataFrame(msgs, "topic string, key string, value string").write.format("kafka")
-             .option("kafka.bootstrap.servers", self.bootstrap).save())
+            (
+                self.spark.createDataFrame(msgs, "topic string, key string, value string")
+                .write.format("kafka")
+                .option("kafka.bootstrap.servers", self.bootstrap)
+                .save()
+            )
         else:
             from lookout.spark.kafka import produce_all
 
@@ -212,11 +235,20 @@ def kafka_connector_available(spark) -> bool:  # noqa: ANN001
         return False
 
 
-def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None,
-              conf: dict[str, str] | None = None, checkpoint: str | None = None,
-              starting_offsets: str = "earliest", duration: float | None = None,
-              connector: str = "auto", on_progress: Callable[[SparkStats], None] | None = None,
-              idle_timeout: float = 30.0, spark=None) -> SparkStats:  # noqa: ANN001
+def run_kafka(
+    bootstrap: str,
+    topic: str,
+    rs: RuleSet,
+    master: str | None = None,
+    conf: dict[str, str] | None = None,
+    checkpoint: str | None = None,
+    starting_offsets: str = "earliest",
+    duration: float | None = None,
+    connector: str = "auto",
+    on_progress: Callable[[SparkStats], None] | None = None,
+    idle_timeout: float = 30.0,
+    spark=None,
+) -> SparkStats:  # noqa: ANN001
     """Read `topic`, write each rule's results to its topic and dead letters to `<topic>-dlq`.
     Runs until stopped (or `duration` seconds, then every open window is closed and emitted, as
     at the end of `--input`). Offsets and window state live in `checkpoint`. With the Python
@@ -231,35 +263,57 @@ def run_kafka(bootstrap: str, topic: str, rs: RuleSet, master: str | None = None
     use_spark = connector == "spark" or (connector == "auto" and kafka_connector_available(spark))
     ck = Path(checkpoint or ".lookout-state/spark")
     if use_spark:
-        log.warning("Spark's own Kafka connector: no heartbeats (--idle-timeout) and no final flush at the end of "
-                    "--duration; windows close only as new records move the watermark (docs/spark.md)")
+        log.warning(
+            "Spark's own Kafka connector: no heartbeats (--idle-timeout) and no final flush at the end of "
+            "--duration; windows close only as new records move the watermark (docs/spark.md)"
+        )
     control = Path(tempfile.mkdtemp(prefix="lookout-spark-control-"))
     flush_file = control / "flush"  # created when --duration is up: the sources then send the final flush
     if use_spark:
-        raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-               .option("subscribe", topic).option("startingOffsets", starting_offsets).load()
-               .withColumn("beat_ts", F.lit(None).cast("long")))
+        raw = (
+            spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", bootstrap)
+            .option("subscribe", topic)
+            .option("startingOffsets", starting_offsets)
+            .load()
+            .withColumn("beat_ts", F.lit(None).cast("long"))
+        )
     else:
         from lookout.spark.kafka import ensure_topics, register
 
         ensure_topics(bootstrap, [topic, topic + DLQ_SUFFIX, *[r.name for r in rs.rules]])
         register(spark)
-        raw = (spark.readStream.format("lookout-kafka").option("bootstrap.servers", bootstrap)
-               .option("topic", topic).option("startingOffsets", starting_offsets)
-               .option("idleTimeoutMs", str(round(idle_timeout * 1000)))
-               .option("flushFile", str(flush_file)).option("flushTsUs", str(FLUSH_TS_US)).load())
+        raw = (
+            spark.readStream.format("lookout-kafka")
+            .option("bootstrap.servers", bootstrap)
+            .option("topic", topic)
+            .option("startingOffsets", starting_offsets)
+            .option("idleTimeoutMs", str(round(idle_timeout * 1000)))
+            .option("flushFile", str(flush_file))
+            .option("flushTsUs", str(FLUSH_TS_US))
+            .load()
+        )
     # binary → string keeps the bytes (no decoding): parse() sees invalid UTF-8 and rejects it.
-    lines = raw.select(F.col("value").cast("string").alias("value"), F.lit(topic).alias("source"),
-                       F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"),
-                       F.col("beat_ts").alias("flush_ts"))
+    lines = raw.select(
+        F.col("value").cast("string").alias("value"),
+        F.lit(topic).alias("source"),
+        F.col("partition").cast("int").alias("partition"),
+        F.col("offset").cast("long").alias("offset"),
+        F.col("beat_ts").alias("flush_ts"),
+    )
     out = build_query(lines, rs, topic + DLQ_SUFFIX)
     stats = SparkStats(connector="spark-sql-kafka-0-10" if use_spark else "lookout-kafka")
     log.info("kafka connector: %s", stats.connector)
     if on_progress is not None:
         on_progress(stats)
     sink = _KafkaWriter(spark, bootstrap, use_spark, stats)
-    queries = [out.writeStream.queryName("lookout").outputMode("append").foreachBatch(sink)
-               .option("checkpointLocation", str(ck / "results")).start()]
+    queries = [
+        out.writeStream.queryName("lookout")
+        .outputMode("append")
+        .foreachBatch(sink)
+        .option("checkpointLocation", str(ck / "results"))
+        .start()
+    ]
     deadline = None if duration is None else time.monotonic() + duration
     seen: set[tuple[str, int]] = set()
 

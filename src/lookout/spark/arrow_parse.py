@@ -29,13 +29,27 @@ PARSED_SCHEMA = (
     "method string, server string, reason string, detail string, raw binary, source string, partition int, "
     "offset long, flush boolean, cm long"
 )
-_ARROW = pa.schema([
-    ("rid", pa.int64()), ("ts", pa.int64()), ("status", pa.int32()), ("request_time", pa.float64()),
-    ("client_ip", pa.string()), ("host", pa.string()), ("country", pa.string()), ("method", pa.string()),
-    ("server", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("raw", pa.binary()),
-    ("source", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()), ("flush", pa.bool_()),
-    ("cm", pa.int64()),
-])
+_ARROW = pa.schema(
+    [
+        ("rid", pa.int64()),
+        ("ts", pa.int64()),
+        ("status", pa.int32()),
+        ("request_time", pa.float64()),
+        ("client_ip", pa.string()),
+        ("host", pa.string()),
+        ("country", pa.string()),
+        ("method", pa.string()),
+        ("server", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.binary()),
+        ("source", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("flush", pa.bool_()),
+        ("cm", pa.int64()),
+    ]
+)
 
 
 ArrowFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
@@ -86,12 +100,18 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
                 rej_i += ahead
                 rej_reason += [FUTURE_REASON] * len(ahead)
                 rej_detail += [guard.detail] * len(ahead)
-        recs = records.rename({"line": "i"}).with_columns(pl.col("i").cast(pl.Int64),
-                                                                 pl.col("status").cast(pl.Int32), _ok=pl.lit(True))
-        rej = pl.DataFrame({"i": rej_i, "reason": rej_reason, "detail": rej_detail},
-                           schema={"i": pl.Int64, "reason": pl.String, "detail": pl.String})
-        df = (inp.join(recs, on="i", how="left").join(rej, on="i", how="left")
-              .filter(pl.col("_ok").is_not_null() | pl.col("reason").is_not_null() | pl.col("flush_ts").is_not_null()))
+        recs = records.rename({"line": "i"}).with_columns(
+            pl.col("i").cast(pl.Int64), pl.col("status").cast(pl.Int32), _ok=pl.lit(True)
+        )
+        rej = pl.DataFrame(
+            {"i": rej_i, "reason": rej_reason, "detail": rej_detail},
+            schema={"i": pl.Int64, "reason": pl.String, "detail": pl.String},
+        )
+        df = (
+            inp.join(recs, on="i", how="left")
+            .join(rej, on="i", how="left")
+            .filter(pl.col("_ok").is_not_null() | pl.col("reason").is_not_null() | pl.col("flush_ts").is_not_null())
+        )
         cm = pl.when(pl.col("_ok").is_not_null()).then(pl.col("ts")).cum_max().forward_fill()
         if running is not None:
             cm = pl.max_horizontal(cm, pl.lit(running))
@@ -106,8 +126,22 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
             last = df.get_column("cm")[-1]
             running = last if last is not None else running
         out = df.select(
-            "rid", "ts", "status", "request_time", "client_ip", "host", "country", "method", "server", "reason", "detail",
-            pl.col("value").alias("raw"), "source", pl.col("partition").cast(pl.Int32), pl.col("offset").cast(pl.Int64),
-            "flush", pl.col("cm").cast(pl.Int64),
+            "rid",
+            "ts",
+            "status",
+            "request_time",
+            "client_ip",
+            "host",
+            "country",
+            "method",
+            "server",
+            "reason",
+            "detail",
+            pl.col("value").alias("raw"),
+            "source",
+            pl.col("partition").cast(pl.Int32),
+            pl.col("offset").cast(pl.Int64),
+            "flush",
+            pl.col("cm").cast(pl.Int64),
         )
         yield from out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(_ARROW).to_batches()

@@ -44,7 +44,8 @@ def check_rules(rs: RuleSet) -> None:
         if r.effective_emit == "alert" and r.agg.func != "count":
             raise UnsupportedRule(
                 f"rule {r.name}: emit: alert on {r.agg.output_name} is not supported by lookout spark (its value "
-                f"depends on arrival order within a window, which Spark does not keep); use emit: final")
+                f"depends on arrival order within a window, which Spark does not keep); use emit: final"
+            )
     if rs.lateness % 1000:
         raise UnsupportedRule("lateness must be whole milliseconds on Spark (its watermark has millisecond precision)")
 
@@ -71,9 +72,13 @@ def parse_lines(lines: DataFrame, max_future: int | None = None) -> DataFrame:
     rejected (`future-timestamp`) by the parser itself, before any watermark or running maximum."""
     from lookout.spark.arrow_parse import PARSED_SCHEMA, parser
 
-    return lines.select(F.col("value").cast("binary").alias("value"), F.col("source").cast("string").alias("source"),
-                        F.col("partition").cast("int").alias("partition"), F.col("offset").cast("long").alias("offset"),
-                        F.col("flush_ts").cast("long").alias("flush_ts")).mapInArrow(parser(max_future), PARSED_SCHEMA)
+    return lines.select(
+        F.col("value").cast("binary").alias("value"),
+        F.col("source").cast("string").alias("source"),
+        F.col("partition").cast("int").alias("partition"),
+        F.col("offset").cast("long").alias("offset"),
+        F.col("flush_ts").cast("long").alias("flush_ts"),
+    ).mapInArrow(parser(max_future), PARSED_SCHEMA)
 
 
 def with_watermark(records: DataFrame, rs: RuleSet) -> DataFrame:
@@ -100,8 +105,11 @@ def _only_where_read(rs: RuleSet, field: str) -> Column:
     """`field` on the rows of the rules that read it, NULL on the others: narrower rows to
     shuffle and hand to Python (a rejected line's row needs none)."""
     users = [i for i, r in enumerate(rs.rules) if field in _read_by(r)]
-    return F.when(F.col("r").isin(users), F.col(field)).alias(field) if users else F.lit(None).cast(
-        "int" if field == "status" else "double" if field == "request_time" else "string").alias(field)
+    return (
+        F.when(F.col("r").isin(users), F.col(field)).alias(field)
+        if users
+        else F.lit(None).cast("int" if field == "status" else "double" if field == "request_time" else "string").alias(field)
+    )
 
 
 def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
@@ -119,20 +127,34 @@ def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
     valid = ~F.col("flush") & F.col("reason").isNull()
     which = [F.when(valid & _filter(r), F.lit(i)) for i, r in enumerate(rs.rules)]
     which.append(F.when(~F.col("flush") & F.col("reason").isNotNull(), F.lit(REJECTED)))
-    rows = (stamped.withColumn("_rs", F.filter(F.array(*which), lambda x: x.isNotNull()))
-            .withColumn("passes", F.when(valid, F.aggregate(
-                "_rs", F.lit(0).cast("long"), lambda acc, x: acc + F.pow(F.lit(2), x).cast("long"))))  # exact: 2^k
-            # explode_outer, then the filter: an explode lets Spark infer `size(_rs) > 0` and push
-            # it below the watermark, which would then never see the flush rows
-            .withColumn("r", F.explode_outer("_rs")).filter(F.col("r").isNotNull()))
+    rows = (
+        stamped.withColumn("_rs", F.filter(F.array(*which), lambda x: x.isNotNull()))
+        .withColumn(
+            "passes",
+            F.when(valid, F.aggregate("_rs", F.lit(0).cast("long"), lambda acc, x: acc + F.pow(F.lit(2), x).cast("long"))),
+        )  # exact: 2^k
+        # explode_outer, then the filter: an explode lets Spark infer `size(_rs) > 0` and push
+        # it below the watermark, which would then never see the flush rows
+        .withColumn("r", F.explode_outer("_rs"))
+        .filter(F.col("r").isNotNull())
+    )
     carrier = F.col("r") == F.array_min("_rs")
     # The watermark stays defined for the stateful operator (its column keeps the metadata) but
     # is NULL, so Spark's own late-row filter keeps every row: lateness is judged in panes.py.
     delay = rs.lateness // 1000
     return rows.select(
-        "r", _bucket(rs, buckets).alias("b"), "rid", "ts", "cm", *[_only_where_read(rs, f) for f in RECORD_FIELDS], "passes",
-        "reason", "detail", *[F.when(carrier, F.col(c)).alias(c) for c in ("raw", "source", "partition", "offset")],
-        F.lit(None).cast("timestamp").alias("_ev", metadata={WATERMARK_DELAY_KEY: delay}))
+        "r",
+        _bucket(rs, buckets).alias("b"),
+        "rid",
+        "ts",
+        "cm",
+        *[_only_where_read(rs, f) for f in RECORD_FIELDS],
+        "passes",
+        "reason",
+        "detail",
+        *[F.when(carrier, F.col(c)).alias(c) for c in ("raw", "source", "partition", "offset")],
+        F.lit(None).cast("timestamp").alias("_ev", metadata={WATERMARK_DELAY_KEY: delay}),
+    )
 
 
 def compile_plan(lines: DataFrame, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None) -> DataFrame:
@@ -146,5 +168,9 @@ def compile_plan(lines: DataFrame, rs: RuleSet, dlq_topic: str, sources: dict[st
     buckets = int(lines.sparkSession.conf.get(BUCKETS_CONF, str(DEFAULT_BUCKETS)))
     rows = rule_rows(with_watermark(records, rs), rs, buckets)
     return rows.groupBy("b").applyInPandasWithState(
-        make_processor(rs.to_yaml(), dlq_topic, buckets, sources), OUTPUT_SCHEMA, state_schema(rs), "append",
-        GroupStateTimeout.EventTimeTimeout)
+        make_processor(rs.to_yaml(), dlq_topic, buckets, sources),
+        OUTPUT_SCHEMA,
+        state_schema(rs),
+        "append",
+        GroupStateTimeout.EventTimeTimeout,
+    )

@@ -94,8 +94,12 @@ class KafkaStreamReader(DataSourceStreamReader):
             from confluent_kafka import Consumer
 
             # quiet=False: tasks and this reader keep librdkafka's own logging (no health reporter here)
-            conf = consumer_config(_connection(self.options), "lookout-spark-meta", quiet=False,
-                                   **{"enable.partition.eof": True, "fetch.wait.max.ms": 10})
+            conf = consumer_config(
+                _connection(self.options),
+                "lookout-spark-meta",
+                quiet=False,
+                **{"enable.partition.eof": True, "fetch.wait.max.ms": 10},
+            )
             self._consumer = Consumer(conf)
         return self._consumer
 
@@ -180,8 +184,10 @@ class KafkaStreamReader(DataSourceStreamReader):
             while pos < partition.end:
                 msgs = c.consume(min(10_000, partition.end - pos), timeout=_TIMEOUT)
                 if not msgs:
-                    raise TimeoutError(f"{self.topic}[{partition.partition}]: no message at offset {pos} "
-                                       f"(expected up to {partition.end}) within {_TIMEOUT} s")
+                    raise TimeoutError(
+                        f"{self.topic}[{partition.partition}]: no message at offset {pos} "
+                        f"(expected up to {partition.end}) within {_TIMEOUT} s"
+                    )
                 for m in msgs:
                     err = m.error()
                     if err is not None:
@@ -275,8 +281,9 @@ class KafkaDataSource(DataSource):
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 3, extra: dict[str, str] | None = None) -> None:
     """Create the topics that do not exist yet (results and dead letters are written by tasks,
     which should not depend on the broker auto-creating topics). Replication: the broker's default."""
-    admin.ensure_topics(KafkaConnection(bootstrap, extra or {}), dict.fromkeys(topics, partitions),
-                        replication=-1, give_up_after=3 * _TIMEOUT)
+    admin.ensure_topics(
+        KafkaConnection(bootstrap, extra or {}), dict.fromkeys(topics, partitions), replication=-1, give_up_after=3 * _TIMEOUT
+    )
 
 
 def register(spark: Any) -> None:

@@ -40,6 +40,8 @@ def state_schema(rs: RuleSet) -> str:
     """Per bucket: the rules' fingerprint, each rule's closed window index (JSON list), each
     rule's panes (Arrow IPC). (Array columns in this state break PySpark's schema round trip.)"""
     return "rules string, closed string, " + ", ".join(f"p{i} binary" for i in range(len(rs.rules)))
+
+
 REJECTED = -1  # rule index of a rejected line's row
 NO_WATERMARK = -(1 << 62)
 
@@ -144,8 +146,16 @@ def _late_letters(rs: RuleSet, recs: Any, dlq_topic: str, emit: Any, source_of: 
     for row in late.iter_rows(named=True):
         names = [rs.rules[j].name for j, f in enumerate(row["_late"]) if f]
         src, extra = source_of(row)
-        letter = dead_letter("late", f"arrived after its window closed in {', '.join(names)}", bytes(row["raw"]), src,
-                             None, **extra, rules=names, watermark=iso_ms(row["_wm"]))
+        letter = dead_letter(
+            "late",
+            f"arrived after its window closed in {', '.join(names)}",
+            bytes(row["raw"]),
+            src,
+            None,
+            **extra,
+            rules=names,
+            watermark=iso_ms(row["_wm"]),
+        )
         emit(dlq_topic, None, letter.decode(), True)
 
 
@@ -188,16 +198,28 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
         if not state.hasTimedOut:
             frames = [pl.from_pandas(p) for p in pdfs if len(p)]
             if frames:
-                df = pl.concat(frames, how="vertical_relaxed").with_columns(
-                    pl.col("r").cast(pl.Int32), pl.col("rid").cast(pl.Int64), pl.col("ts").cast(pl.Int64),
-                    pl.col("cm").cast(pl.Int64), pl.col("status").cast(pl.Int16), pl.col("partition").cast(pl.Int32),
-                    pl.col("offset").cast(pl.Int64), pl.col("passes").cast(pl.Int64)).sort("rid")  # input order
+                df = (
+                    pl.concat(frames, how="vertical_relaxed")
+                    .with_columns(
+                        pl.col("r").cast(pl.Int32),
+                        pl.col("rid").cast(pl.Int64),
+                        pl.col("ts").cast(pl.Int64),
+                        pl.col("cm").cast(pl.Int64),
+                        pl.col("status").cast(pl.Int16),
+                        pl.col("partition").cast(pl.Int32),
+                        pl.col("offset").cast(pl.Int64),
+                        pl.col("passes").cast(pl.Int64),
+                    )
+                    .sort("rid")
+                )  # input order
                 for row in df.filter(pl.col("r") == REJECTED).iter_rows(named=True):
                     src, extra = source_of(row)
-                    emit(dlq_topic, None, dead_letter(row["reason"], row["detail"], bytes(row["raw"]), src, None,
-                                                      **extra).decode())
+                    emit(
+                        dlq_topic, None, dead_letter(row["reason"], row["detail"], bytes(row["raw"]), src, None, **extra).decode()
+                    )
                 recs = df.filter(pl.col("r") != REJECTED).with_columns(
-                    _wm=pl.max_horizontal(pl.lit(wm), pl.col("cm") - rs.lateness), line=pl.int_range(pl.len()))
+                    _wm=pl.max_horizontal(pl.lit(wm), pl.col("cm") - rs.lateness), line=pl.int_range(pl.len())
+                )
                 _late_letters(rs, recs, dlq_topic, emit, source_of)
         for i in range(len(rs.rules)):
             sel = recs.filter(pl.col("r") == i) if recs is not None else None

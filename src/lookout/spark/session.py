@@ -15,8 +15,7 @@ DEFAULT_CONF: dict[str, str] = {
     # Arrow batches to the Python stages (parse, panes): larger batches, less per-batch overhead
     "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
     # State is a few rows per bucket (Arrow IPC panes); RocksDB keeps them off the JVM heap.
-    "spark.sql.streaming.stateStore.providerClass":
-        "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    "spark.sql.streaming.stateStore.providerClass": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     "spark.driver.memory": "2g",  # local mode: the driver is the executor
 }
 
