@@ -9,6 +9,7 @@
   let chart = null;
   let lastSnap = null;
   let selected = null; // {rule, key, start, end} shown in the detail panel
+  let detailShownAt = 0; // when the detail panel was last (re)filled
 
   // A token may come in the URL fragment (never sent to a server); it is kept for the tab only.
   (function takeToken() {
@@ -104,6 +105,12 @@
     renderTraffic(s.traffic);
     renderHealth(s.health || {});
     renderIncidents(s.incidents || [], s.rules || []);
+    // Records reach the store at each commit: a commit after the detail was filled may hold more
+    // of the selected range (an incident clicked within a second of its burst), so refill it.
+    const age = (s.health || {}).checkpoint_age_seconds;
+    if (selected && typeof age === "number" && Date.now() - age * 1000 > detailShownAt) {
+      showDetail(Object.assign({}, selected), true);
+    }
     renderAlerts(s.rules || []);
     renderRules(s.rules || []);
   }
@@ -200,8 +207,12 @@
       tr.appendChild(el("td", "num", fmtNum(d.peak)));
       tr.appendChild(el("td", "num", fmtNum(d.windows)));
       tr.addEventListener("click", () => showDetail({ rule: d.rule, key: d.key, start: d.start, end: d.end,
-        title: "Incident " + d.rule + " · " + keyText(d.key) }));
+        id: d.id, status: d.status, title: "Incident " + d.rule + " · " + keyText(d.key) }));
       tbody.appendChild(tr);
+      // The incident shown below has grown or resolved: refresh its detail, without scrolling.
+      if (selected && selected.id === d.id && (d.end !== selected.end || d.status !== selected.status)) {
+        showDetail(Object.assign({}, selected, { end: d.end, status: d.status }), true);
+      }
     }
   }
 
@@ -335,8 +346,9 @@
   }
 
   // ---- drill-down: raw records and window rows of one key over a time range ------------------
-  async function showDetail(sel) {
+  async function showDetail(sel, quiet) {
     selected = sel;
+    detailShownAt = Date.now();
     const panel = document.getElementById("detail-panel");
     panel.classList.remove("hidden");
     document.getElementById("detail-title").textContent = sel.title + " · " + dayHms(sel.start) + " – " + hms(sel.end) + " UTC";
@@ -348,11 +360,13 @@
     for (const [k, v] of Object.entries(keyParams)) if (["client_ip", "host", "country", "method", "status"].includes(k)) recParams[k] = v;
     const recTable = document.getElementById("detail-records");
     const winTable = document.getElementById("detail-windows");
-    fillTable(recTable, [], []);
-    fillTable(winTable, [], []);
-    document.getElementById("detail-records-note").textContent = "loading…";
-    document.getElementById("detail-windows-note").textContent = "loading…";
-    panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    if (!quiet) {  // a refresh keeps what is shown until the new rows come
+      fillTable(recTable, [], []);
+      fillTable(winTable, [], []);
+      document.getElementById("detail-records-note").textContent = "loading…";
+      document.getElementById("detail-windows-note").textContent = "loading…";
+      panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    }
     try {
       const recs = await getJSON("api/records", recParams);
       if (selected !== sel) return;
