@@ -45,7 +45,8 @@ def _sigterm_and_time(proc: subprocess.Popen[bytes], log: Path) -> tuple[int, fl
 
 @pytest.mark.xfail(
     strict=False,
-    reason="issue 14: after the merge, a restart following a broker loss sometimes re-emits results already on the goal topics (seen once in a clean-clone CI run, passed in the full run before); open, see the closing note",
+    reason="issue 14: a restart after a broker loss sometimes re-emits results already on the goal "
+    "topics (seen once in a clean-clone CI run); open, see the closing note",
 )
 def test_broker_gone_sigterm_exits_within_stop_timeout_and_restart_loses_nothing(
     kafka_broker: ProxiedBroker, tmp_path: Path
