@@ -3,7 +3,7 @@
 One place decides validity. `parse_line` is the reference (one line, plain Python, exact
 reasons); `parse_chunk` is the fast path used by every source: it decodes a whole chunk of
 NDJSON at once with polars and sends only the rows it cannot vouch for to `parse_line`.
-The two are held equal by property tests (tests/test_records.py).
+The two are held equal by property tests (tests/unit/test_records.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from lookout import checkpoint as ck
 from lookout.engine import Engine
 from lookout.records import parse_chunk
 from lookout.rules import load_rules
-from tests.test_engine import (
+from tests.unit.engine.test_core import (
     CUSTOM,
     DEFAULT_SMALL,
     _collect,

@@ -25,7 +25,7 @@ from lookout.rules import RulesError, RuleSet, load_rules, load_rules_text
 from lookout.sinks.base import Sink
 from lookout.sources.base import Chunk
 from tests.reference import Clock, reference
-from tests.test_engine import BASE, assert_same, make_lines, record_strategy
+from tests.unit.engine.test_core import BASE, assert_same, make_lines, record_strategy
 
 S = 1_000_000  # µs per second
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from lookout.parsepool import ParsePool, ParseWorkerFailed
 from lookout.records import parse_chunk, parse_line
 from lookout.sources.files import InputDamaged, file_chunks
-from tests.test_records import GOOD, _ref, assert_one_truth, rec
+from tests.unit.test_records import GOOD, _ref, assert_one_truth, rec
 
 EXTRA = {
     "upstream": {"addr": "10.0.2.2:8080", "times": [0.01, 0.35], "cache": None},

@@ -15,7 +15,7 @@ Transitions, each emitted once:
   `resolve_all`). Its start, end, window count and peak are final.
 
 Guarantees: the resolved incidents (rule, key, start, end, windows, peak) are a function of the
-input alone, whatever the batch cuts (tests/test_incidents.py holds them equal to a brute-force
+input alone, whatever the batch cuts (tests/unit/incidents/test_incidents.py holds them equal to a brute-force
 reference). `peak` is the most extreme *final* window value in the threshold's direction (the
 highest for `>`/`>=`, the lowest for `<`/`<=`); on a firing line it is the most extreme value
 known so far. An incident's id is a hash of (rule, key, start of its first window when it

@@ -12,7 +12,7 @@ import pytest
 
 from lookout.errors import ConfigError, DeliveryError, LookoutError, ServiceUnavailable, StateError
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "lookout"
+SRC = Path(__file__).resolve().parents[3] / "src" / "lookout"
 
 
 def test_no_system_exit_in_library_code() -> None:

@@ -20,7 +20,7 @@ from lookout import pipeline
 from lookout.engine import core
 from lookout.rules import load_rules
 from tests.reference import reference
-from tests.test_engine import CUSTOM, DEFAULT_SMALL, assert_same, make_lines, record_strategy, run_engine
+from tests.unit.engine.test_core import CUSTOM, DEFAULT_SMALL, assert_same, make_lines, record_strategy, run_engine
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

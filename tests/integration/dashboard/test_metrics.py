@@ -21,7 +21,7 @@ from lookout.http import HttpServer, create_app
 from lookout.http.metrics import Health
 from tests.fixtures.ports import free_port
 from tests.fixtures.receiver import Receiver
-from tests.test_notify import RULES, traffic
+from tests.integration.notify.test_notify import RULES, traffic
 
 
 def get(url: str, token: str | None = None) -> tuple[int, bytes]:

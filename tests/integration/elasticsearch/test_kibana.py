@@ -27,7 +27,7 @@ import pytest
 from lookout.sinks.es_mapping import RECORD_TYPES
 from tests.fixtures.ports import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGED = ROOT / "src" / "lookout" / "kibana" / "lookout.ndjson"
 SECRET = "kb-7d1e-never-print"
 

@@ -2,7 +2,7 @@
 
 Skipped unless LOOKOUT_TEST_ES_URL is set, e.g.
     LOOKOUT_TEST_ES_URL=https://elastic:changeme@localhost:9200 LOOKOUT_ES_CA_CERTS=ca.crt \\
-        .venv/bin/pytest tests/test_elasticsearch_real.py
+        .venv/bin/pytest tests/integration/elasticsearch/test_real.py
 (LOOKOUT_ES_API_KEY / LOOKOUT_ES_CA_CERTS / LOOKOUT_ES_INSECURE are passed through). The test
 writes to its own index `lookout-test-<pid>-<time>` and deletes that index and its template.
 """

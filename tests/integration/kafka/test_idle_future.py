@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.fixtures.kafka import ProxiedBroker
-from tests.test_kafka import (  # noqa: F401 - the autouse fixture must be in this module too
+from tests.integration.kafka.test_kafka import (  # noqa: F401 - the autouse fixture must be in this module too
     GOALS,
     Run,
     _kill_leftover_runs,

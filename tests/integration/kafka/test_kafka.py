@@ -216,7 +216,7 @@ def test_backlog_on_3_partitions_equals_replay(kafka_broker: ProxiedBroker, look
     run = Run(lookout_cmd, bs, tmp_path, "run", extra=("--http", f"127.0.0.1:{port}"))
     run.wait_results(counts(expected))
     # consumer lag per partition, read to the end: 0 on each of the 3
-    from tests.test_metrics import scrape
+    from tests.integration.dashboard.test_metrics import scrape
 
     lag = scrape(f"http://127.0.0.1:{port}")["lookout_kafka_consumer_lag"]
     assert sorted((lb["topic"], lb["partition"], v) for lb, v in lag) == [("test-inter", str(p), 0.0) for p in range(3)]

@@ -18,7 +18,7 @@ import pytest
 
 from tests.fixtures.elasticsearch import EsServer, http_json
 from tests.fixtures.kafka import ProxiedBroker
-from tests.test_kafka import assert_topics_match, counts, create_topic, file_counts, generate, produce, replay
+from tests.integration.kafka.test_kafka import assert_topics_match, counts, create_topic, file_counts, generate, produce, replay
 
 pytestmark = pytest.mark.timeout(300)
 LOOKOUT = str(Path(sys.executable).parent / "lookout")

@@ -208,5 +208,5 @@ def test_printed_config_is_accepted_by_nginx(tmp_path: Path, lookout_cmd: list[s
 
 
 def test_the_docs_show_the_printed_config() -> None:
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "nginx.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "nginx.md").read_text()
     assert nginx_config() in doc

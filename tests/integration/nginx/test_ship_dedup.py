@@ -17,7 +17,7 @@ import pytest
 
 from tests.fixtures.elasticsearch import http_json
 from tests.fixtures.nginx import Nginx
-from tests.test_nginx_ship import Reader, client
+from tests.integration.nginx.test_ship import Reader, client
 
 pytestmark = pytest.mark.timeout(240)
 

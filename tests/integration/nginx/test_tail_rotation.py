@@ -21,8 +21,8 @@ import pytest
 from lookout.sources.fswait import DirWatcher, inotify_available
 from lookout.sources.tail import TailSource
 from tests.fixtures.nginx import LookoutRun, Nginx, _need_nginx
-from tests.test_nginx_run import assert_exactly, client
-from tests.test_tail import append, drain, rec, seqs
+from tests.integration.nginx.test_run import assert_exactly, client
+from tests.unit.sources.test_tail import append, drain, rec, seqs
 
 
 class UnprivilegedWorkerNginx(Nginx):

@@ -28,7 +28,7 @@ import yaml
 from lookout.cli import main
 from tests.venvs import build_wheel, clean_env, venv_with_shared_deps
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+SRC = str(Path(__file__).resolve().parents[3] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC}
 
 
@@ -432,7 +432,7 @@ def _records(n: int, seed: int) -> list[bytes]:
 
 
 def test_recreated_topic_is_named_and_read_again_only_when_asked(kafka_broker, lookout_cmd: list[str], tmp_path: Path) -> None:
-    from tests.test_kafka import create_topic, produce
+    from tests.integration.kafka.test_kafka import create_topic, produce
 
     bs = kafka_broker.bootstrap
     create_topic(bs, "test-inter", 3)
@@ -462,7 +462,7 @@ def test_recreated_topic_is_named_and_read_again_only_when_asked(kafka_broker, l
 
 def test_log_shorter_than_the_checkpoint_is_named(kafka_broker, lookout_cmd: list[str], tmp_path: Path) -> None:
     """The broker restarted empty (its topics gone) between two runs: the checkpoint's offsets are past the new log's end."""
-    from tests.test_kafka import create_topic, produce
+    from tests.integration.kafka.test_kafka import create_topic, produce
 
     bs = kafka_broker.bootstrap
     create_topic(bs, "test-inter", 2)
@@ -482,7 +482,7 @@ def test_log_shorter_than_the_checkpoint_is_named(kafka_broker, lookout_cmd: lis
 def test_broker_restarted_empty_while_running_stops_with_a_clear_message(
     kafka_broker, lookout_cmd: list[str], tmp_path: Path
 ) -> None:
-    from tests.test_kafka import create_topic, produce
+    from tests.integration.kafka.test_kafka import create_topic, produce
 
     bs = kafka_broker.bootstrap
     create_topic(bs, "test-inter", 2)
@@ -508,7 +508,7 @@ def test_broker_restarted_empty_while_running_stops_with_a_clear_message(
 
 
 def test_topic_deleted_while_running_stops_cleanly(kafka_broker, lookout_cmd: list[str], tmp_path: Path) -> None:
-    from tests.test_kafka import create_topic, produce
+    from tests.integration.kafka.test_kafka import create_topic, produce
 
     bs = kafka_broker.bootstrap
     create_topic(bs, "test-inter", 2)

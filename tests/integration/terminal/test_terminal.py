@@ -23,7 +23,7 @@ import pytest
 
 from lookout.safe_text import SafeFormatter, escape_controls, json_line, markup, plain, text
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+SRC = str(Path(__file__).resolve().parents[3] / "src")
 
 # value sent -> what the screen must show (the escaped text); each starts with a marker
 HOSTILE = {

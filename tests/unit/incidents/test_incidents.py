@@ -12,7 +12,7 @@ from lookout.incidents import IncidentTracker, Transition
 from lookout.records import parse_chunk
 from lookout.rules import load_rules_text
 from tests.reference import reference_incidents
-from tests.test_engine import BASE, make_lines, record_strategy
+from tests.unit.engine.test_core import BASE, make_lines, record_strategy
 
 RULES = load_rules_text("""
 lateness: 3s
