@@ -298,6 +298,7 @@ class Field:
     unknown: tuple[str, ...] = ()  # string values that mean "unknown" (null)
     scale: int = 1  # integer units the engine sums in, exactly (request_time: µs)
     column: str = ""  # column in a parsed batch (default: name)
+    seed: bool = True  # one of the seed's eight fields (the generator writes them); False: added later, optional
 
     @property
     def col(self) -> str:
@@ -325,7 +326,7 @@ def _optional(name: str) -> Callable[[Any], str | None]:
     return parse
 
 
-def _text(name: str, nginx: str, combined: str, *, groupable: bool = True) -> Field:
+def _text(name: str, nginx: str, combined: str, *, seed: bool = True) -> Field:
     """An optional string field: any JSON string; `-` and "" are unknown."""
     return Field(
         name,
@@ -337,9 +338,10 @@ def _text(name: str, nginx: str, combined: str, *, groupable: bool = True) -> Fi
         f"invalid-{name}",
         nginx,
         combined,
-        groupable=groupable,
+        groupable=True,
         filterable=True,
         unknown=UNKNOWN_MARKERS,
+        seed=seed,
     )
 
 
@@ -422,9 +424,9 @@ FIELDS: tuple[Field, ...] = (
         required=True,
         column="ts",
     ),
-    _text("path", "$request_uri", '"$request" (second word)'),
-    _text("user_agent", "$http_user_agent", '"$http_user_agent"'),
-    _text("referer", "$http_referer", '"$http_referer"'),
+    _text("path", "$request_uri", '"$request" (second word)', seed=False),
+    _text("user_agent", "$http_user_agent", '"$http_user_agent"', seed=False),
+    _text("referer", "$http_referer", '"$http_referer"', seed=False),
     Field(
         "bytes",
         "int",
@@ -439,12 +441,14 @@ FIELDS: tuple[Field, ...] = (
         filterable=True,
         filter_value=parse_bytes_range,
         unknown=UNKNOWN_MARKERS,
+        seed=False,
     ),
 )
 
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 BY_COLUMN: dict[str, Field] = {f.col: f for f in FIELDS}
 INPUT_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS)
+SEED_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.seed)  # the seed's record, in its key order
 # parsed-batch columns of the record values, in batch order (`ts` first)
 RECORD_COLUMNS: tuple[str, ...] = ("ts", "status", "request_time", "client_ip", "host", "country", "method", "server") + tuple(
     f.col for f in FIELDS[FIELDS.index(BY_NAME["@timestamp"]) + 1 :]
