@@ -73,6 +73,20 @@ def unescape(field: bytes) -> str:
     return field.decode("utf-8", "replace")
 
 
+def valid_utf8(data: bytes) -> bytes:
+    """JSON lines from nginx as valid UTF-8. `escape=json` escapes quotes, backslashes and control
+    bytes but writes bytes >= 0x80 as the client sent them, so a Latin-1 User-Agent, Referer or URI
+    would make the whole line invalid UTF-8 and get the request rejected from every count; such
+    bytes become U+FFFD instead (only the client-chosen value changes)."""
+    if data.isascii():
+        return data
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace").encode()
+    return data
+
+
 def json_log_format(variables: dict[str, str]) -> str:
     """The lines of an nginx `log_format … escape=json` writing one record per line: every field of
     lookout.schema with its nginx variable (`variables` overrides some), every value a string."""
@@ -170,7 +184,7 @@ class LineConverter:
         if self.log_format == "json" or (self.log_format == "auto" and self._all_json(data)):
             if self.geoip is None:
                 self.json_lines += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-                return data, {}
+                return valid_utf8(data), {}
         lines = data.split(b"\n")
         if lines[-1] == b"":
             lines.pop()
@@ -192,6 +206,7 @@ class LineConverter:
         fmt = self.log_format
         if fmt == "json" or (fmt == "auto" and line.lstrip()[:1] == b"{"):
             self.json_lines += 1
+            line = valid_utf8(line)
             return self._json_line(line) if self.geoip is not None else line
         rec = self.parse_combined(line)
         if rec is None:
