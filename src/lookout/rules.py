@@ -219,7 +219,8 @@ class Threshold:
 class Filter(BaseModel):
     """Keep a record when every listed field matches one of its values.
 
-    `status` also takes ranges (`400-499`) and classes (`4xx`); others compare by equality.
+    Numeric fields take values or ranges (`status: 400-499` or `4xx`, `request_time: 0.5-2`,
+    `bytes: 1000-5000`); the others compare by equality (lookout.schema says which is which).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -347,7 +348,7 @@ class Rule(BaseModel):
     def monotone_alert(self) -> bool:
         """True when the condition can only switch from false to true as records arrive.
 
-        Values are never negative (status >= 100, request_time >= 0), so count, sum and max only grow
+        Values are never negative (status >= 100, request_time and bytes >= 0), so count, sum and max only grow
         and min only shrinks.
         """
         t = self.threshold_spec
