@@ -387,3 +387,33 @@ def test_new_fields_are_typed_aggregatable_and_searchable_by_path_prefix(tmp_pat
         key = lambda r: (r["@timestamp"], r["id"])  # noqa: E731
         assert sorted(es, key=key) == sorted(emb, key=key), filters
     assert {r["path"] for r in es} == {"/api/v1/items?id=1", "/api/v2"}
+
+
+def test_an_index_from_before_the_new_fields_gets_them_added(tmp_path: Path, es_url: str) -> None:
+    """An index an older lookout made (its mapping without path/user_agent/referer/bytes, dynamic off)
+    gets the fields added at start-up, so the new records' paths are searchable there too."""
+    old_types = {f: t for f, t in RECORD_TYPES.items() if f not in ("path", "user_agent", "referer", "bytes")}
+    props = {
+        f: ({"type": t, "format": "strict_date_optional_time||epoch_millis"} if t == "date" else {"type": t})
+        for f, t in old_types.items()
+    }
+    status, body = http_json("PUT", f"{es_url}/t-old-mapping", {"mappings": {"dynamic": False, "properties": props}})
+    assert status == 200, body
+    src = tmp_path / "in.ndjson"
+    recs = [
+        {"client_ip": "10.2.0.1", "status": "404", "host": "h", "@timestamp": 1_659_509_400 + i, "path": f"/old/{i}", "bytes": i}
+        for i in range(20)
+    ]
+    src.write_bytes(b"\n".join(orjson.dumps(r) for r in recs) + b"\n")
+    lookout(
+        "replay", str(src), "--out", str(tmp_path / "out"), "--json", "--elasticsearch", es_url, "--es-index", "t-old-mapping"
+    )
+    assert server_count(es_url, "t-old-mapping") == 20
+    status, mapping = http_json("GET", f"{es_url}/t-old-mapping/_mapping")
+    props = mapping["t-old-mapping"]["mappings"]["properties"]
+    assert {f: props[f]["type"] for f in RECORD_TYPES} == RECORD_TYPES
+    rows = [
+        orjson.loads(x)
+        for x in lookout("search", "--elasticsearch", es_url, "--index", "t-old-mapping", "--path", "/old/1").stdout.splitlines()
+    ]
+    assert sorted(r["path"] for r in rows) == ["/old/1"] + [f"/old/{i}" for i in range(10, 20)]

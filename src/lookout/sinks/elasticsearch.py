@@ -34,7 +34,15 @@ from lookout.output import dead_letter, iso_ms
 from lookout.schema import VALUE_COLUMNS
 from lookout.sinks.base import Sink
 from lookout.sinks.es_http import Backoff, ElasticsearchError, EsClient, EsConfig, Outage, call, error_reason
-from lookout.sinks.es_mapping import RECORD_TYPES, index_name, mapping_conflicts, records_template, results_template
+from lookout.sinks.es_mapping import (
+    RECORD_TYPES,
+    index_name,
+    mapping_conflicts,
+    missing_fields,
+    record_properties,
+    records_template,
+    results_template,
+)
 
 if TYPE_CHECKING:
     from lookout.incidents import Transition
@@ -166,6 +174,12 @@ class ElasticsearchSink(Sink):
         if r.status != 200 or not isinstance(r.data, dict):
             return
         for name, m in r.data.items():
+            missing = missing_fields(m.get("mappings", {}), types)
+            if missing:  # made by an older lookout, before these fields: adding a field to a mapping is allowed
+                body = {"properties": {f: p for f, p in record_properties(types).items() if f in missing}}
+                put = self._call("PUT", f"/{name}/_mapping", body, what=f"add {', '.join(missing)} to the mapping of {name}")
+                if put.status >= 300:
+                    log.warning("elasticsearch: could not add %s to index %s: HTTP %s", ", ".join(missing), name, put.status)
             bad = mapping_conflicts(m.get("mappings", {}), types)
             if bad:
                 log.warning(

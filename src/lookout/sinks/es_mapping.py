@@ -71,6 +71,17 @@ def index_name(name: str) -> str:
     return s[:255]
 
 
+def record_properties(types: dict[str, str]) -> dict[str, Any]:
+    """Mapping properties of the given field types."""
+    return _props(types)
+
+
+def missing_fields(mapping: dict[str, Any], types: dict[str, str]) -> list[str]:
+    """Fields lookout maps that an existing index does not have (it predates them)."""
+    props = mapping.get("properties", {})
+    return [f for f in types if f not in props]
+
+
 def mapping_conflicts(mapping: dict[str, Any], types: dict[str, str]) -> list[str]:
     """Fields whose type in an existing index differs from what lookout would map: such an index
     was created before the template (or by someone else) and keeps its types."""
