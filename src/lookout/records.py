@@ -135,7 +135,7 @@ _MAYBE_NOT_STRING = r"^(?:-?[0-9]|true$|false$|\[|\{)"  # a JSON number is a dig
 _GUARDED = ("host", *OPTIONAL_STRING_FIELDS)  # string fields where any text is a valid value
 _NON_STRING_VALUE = re.compile(rb'"(?:' + "|".join(re.escape(f) for f in _GUARDED).encode() + rb')"\s*:\s*[-0-9tf\[{]')
 _UNKNOWN = list(UNKNOWN_MARKERS)
-_BYTES_DIGITS = r"^[0-9]{1,13}$"  # up to MAX_BYTES' 13 digits; longer digit strings (leading zeros) go to parse_line
+_BYTES_DIGITS = rf"^[0-9]{{1,{len(str(MAX_BYTES))}}}$"  # up to MAX_BYTES' digits; longer ones (leading zeros) go to parse_line
 
 
 def _optional_string(name: str) -> pl.Expr:
