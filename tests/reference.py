@@ -20,6 +20,7 @@ from typing import Any
 
 from lookout.records import Rejected, parse_line
 from lookout.rules import Rule, RuleSet
+from lookout.schema import BY_NAME, scale
 
 
 def _matches(rule: Rule, rec: dict[str, Any]) -> bool:
@@ -27,7 +28,7 @@ def _matches(rule: Rule, rec: dict[str, Any]) -> bool:
         v = rec.get(fld)
         if v is None:
             return False
-        if fld in ("status", "request_time"):
+        if BY_NAME[fld].ranged:
             if not any(lo <= v <= hi for lo, hi in values):
                 return False
         elif v not in values:
@@ -41,11 +42,11 @@ def _value(rule: Rule, acc: dict[str, Any]) -> Any:
         return acc["cnt"]
     if acc["n"] == 0:
         return None
-    scale = 1_000_000 if rule.agg.field == "request_time" else 1
+    units = scale(rule.agg.field)
     if f == "avg":
-        return acc["s"] / (acc["n"] * scale)
+        return acc["s"] / (acc["n"] * units)
     v = {"sum": acc["s"], "min": acc["mn"], "max": acc["mx"]}[f]
-    return v / scale if scale != 1 else v
+    return v / units if units != 1 else v
 
 
 def _add(rule: Rule, acc: dict[str, Any], rec: dict[str, Any]) -> None:
@@ -53,7 +54,8 @@ def _add(rule: Rule, acc: dict[str, Any], rec: dict[str, Any]) -> None:
     fld = rule.agg.field
     if fld is None or rec.get(fld) is None:
         return
-    x = round(rec[fld] * 1_000_000) if fld == "request_time" else rec[fld]
+    units = scale(fld)
+    x = round(rec[fld] * units) if units != 1 else rec[fld]
     acc["n"] += 1
     acc["s"] += x
     acc["mn"] = x if acc["mn"] is None else min(acc["mn"], x)

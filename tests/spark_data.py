@@ -73,6 +73,23 @@ rules:
     filter: {status: [5xx, 429]}
     group_by: client_ip
     aggregate: max(status)
+  - name: path-404
+    window: 1 minute
+    filter: {status: 404, bytes: 0-100000}
+    group_by: path
+    aggregate: count
+    emit: final
+  - name: bytes-per-client
+    window: {size: 1 minute, hop: 30s}
+    filter: {path: [/, /api/items, /login]}
+    group_by: [client_ip, user_agent]
+    aggregate: sum(bytes)
+    threshold: sum(bytes) > 1000.5
+    emit: final
+  - name: avg-bytes-by-referer
+    window: 1 minute
+    group_by: referer
+    aggregate: avg(bytes)
 """
 
 INVALID_LINES = [
@@ -119,6 +136,14 @@ INVALID_LINES = [
     '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "request_time": "٠.٥"}',
     '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "::ffff:1.2.3.4%0", "host": "h"}',
     '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "host": "h"}',
+    # issue 9: the optional fields' own reasons
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "bytes": "-5"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "bytes": 1.5}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "bytes": "10000000000000"}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "path": 404}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "user_agent": ["x"]}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "referer": {"a": 1}}',
+    '{"@timestamp": 1659509500.5, "status": 200, "client_ip": "1.2.3.4", "host": "h", "path": "/a", "pa\\u0074h": "/b"}',
 ]
 
 
@@ -204,6 +229,7 @@ def messy_records(n: int, seed: int, start: float = 1_659_509_400.0) -> list[str
     """n valid records in many shapes, shuffled within 6 s of event time (lateness is 10 s),
     with INVALID_LINES and blank lines mixed in."""
     rnd = random.Random(seed)
+    extra = random.Random(seed * 7 + 1)  # the optional fields (issue 9): their own stream, the rest unchanged
     gen = Generator(GeneratorConfig(rate=120.0, clients=300, burst_every=40.0, seed=seed), start=start)
     df = gen.records(n)
     rows = df.to_dicts()
@@ -237,6 +263,11 @@ def messy_records(n: int, seed: int, start: float = 1_659_509_400.0) -> list[str
             del rec["method"]
         if rnd.random() < 0.01:
             rec["client_ip"] = f"2001:db8::{rnd.randrange(1, 50):x}"  # IPv6 is valid
+        if extra.random() < 0.7:  # nginx's extended log_format; the others are older records without them
+            rec["path"] = extra.choice(["/", "/api/items", "/login", "/static/app.js?v=2", "-", "<script>"])
+            rec["bytes"] = extra.choice([0, 512, "2048", "-", 100_000, "17", 512.0, ""])
+            rec["user_agent"] = extra.choice(["curl/8.5", "Mozilla/5.0 (X11)", "-", "\u00e9\u0000"])
+            rec["referer"] = extra.choice(["https://example.com/", "-", ""])
         out.append((ts + rnd.uniform(0, 6.0), json.dumps(rec)))
     out.sort(key=lambda t: t[0])
     lines = [line for _, line in out]

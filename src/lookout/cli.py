@@ -438,6 +438,7 @@ def count(state_dir: str, store_dir: str | None, es_url: str | None, index: str,
 @click.option("--country", default=None)
 @click.option("--method", default=None)
 @click.option("--status", default=None, help="A status, a range (400-499) or a class (4xx).")
+@click.option("--path", default=None, help="Request paths starting with this prefix (e.g. /api/).")
 @click.option("--since", default=None, help="ISO-8601 time or epoch seconds.")
 @click.option("--until", default=None, help="ISO-8601 time or epoch seconds.")
 @click.option(

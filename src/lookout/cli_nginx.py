@@ -23,7 +23,10 @@ def nginx_config(
 
     Every value is a string, as in the seed's records; `$msec` (epoch seconds with
     milliseconds) is @timestamp, so event time needs no parsing and no time zone. `geo` adds
-    real entries to the country table (the tests use it); the printed example has them commented."""
+    real entries to the country table (the tests use it); the printed example has them commented.
+    The fields and their variables are lookout.schema's (path, user_agent, referer, bytes included)."""
+    from lookout.sources.nginx import json_log_format
+
     server_value = server.replace('"', "") if server else "$hostname"
     if geo:
         entries = "".join(f"    {net:<18} {cc};\n" for net, cc in geo.items())
@@ -48,14 +51,7 @@ geo {COUNTRY_VAR} {{
 
 log_format {format_name} escape=json
   '{{'
-    '"server":"{server_value}",'
-    '"client_ip":"$remote_addr",'
-    '"method":"$request_method",'
-    '"status":"$status",'
-    '"request_time":"$request_time",'
-    '"host":"$host",'
-    '"country":"{COUNTRY_VAR}",'
-    '"@timestamp":"$msec"'
+{json_log_format({"server": server_value, "country": COUNTRY_VAR})}
   '}}';
 
 access_log {access_log} {format_name};

@@ -16,6 +16,7 @@ import orjson
 import polars as pl
 
 from lookout.rules import Rule
+from lookout.schema import BY_NAME
 
 
 def iso_ms(us: int) -> str:
@@ -28,6 +29,12 @@ def result_id(rule: str, start_us: int, key: tuple[Any, ...]) -> str:
     """Stable id of a (rule, window, key) result: the same result always gets the same id."""
     raw = orjson.dumps([rule, start_us, list(key)])
     return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+def integer_valued(rule: Rule) -> bool:
+    """Whether the rule's values are integers: count, and sum/min/max of an integer field (status, bytes)."""
+    agg = rule.agg
+    return agg.func == "count" or (agg.func in ("sum", "min", "max") and agg.field is not None and BY_NAME[agg.field].integral)
 
 
 @dataclass
@@ -47,7 +54,7 @@ class ResultBatch:
 def format_results(rule: Rule, frame: pl.DataFrame) -> ResultBatch:
     name = rule.agg.output_name
     fields = list(rule.group_by)
-    is_count = rule.agg.func == "count" or (rule.agg.func in ("sum", "min", "max") and rule.agg.field == "status")
+    is_count = integer_valued(rule)
     lines: list[bytes] = []
     keys: list[str] = []
     ids: list[str] = []

@@ -8,12 +8,9 @@ The two are held equal by property tests (tests/unit/test_records.py).
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -21,52 +18,38 @@ import orjson
 import polars as pl
 
 from lookout.linescan import Scan, scan
-
-# Input field names (the seed's schema) in a fixed order.
-INPUT_FIELDS: tuple[str, ...] = (
-    "server",
-    "client_ip",
-    "method",
-    "status",
-    "request_time",
-    "host",
-    "country",
-    "@timestamp",
+from lookout.schema import (  # noqa: F401 - the value parsers and limits are part of this module's interface
+    BY_COLUMN,
+    BY_NAME,
+    INPUT_FIELDS,
+    MAX_BYTES,
+    MAX_REQUEST_TIME,
+    MAX_TS_US,
+    NUMERIC_FIELDS,
+    OPTIONAL_STRING_FIELDS,
+    RECORD_COLUMNS,
+    STRING_FIELDS,
+    UNKNOWN_MARKERS,
+    Rejected,
+    parse_bytes,
+    parse_client_ip,
+    parse_host,
+    parse_optional_string,
+    parse_record,
+    parse_request_time,
+    parse_status,
+    parse_timestamp,
 )
-STRING_FIELDS: tuple[str, ...] = ("client_ip", "host", "country", "method", "server")
-NUMERIC_FIELDS: tuple[str, ...] = ("status", "request_time")
 
-# Columns of a parsed batch. `ts` is event time in integer microseconds since the epoch (UTC).
+# Columns of a parsed batch (lookout.schema's fields). `ts` is event time in integer microseconds
+# since the epoch (UTC); `line` the index of the line within its chunk (source positions derive from it).
 SCHEMA: dict[str, pl.DataType] = {
-    "ts": pl.Int64(),
-    "status": pl.Int16(),
-    "request_time": pl.Float64(),
-    "client_ip": pl.String(),
-    "host": pl.String(),
-    "country": pl.String(),
-    "method": pl.String(),
-    "server": pl.String(),
-    "line": pl.Int64(),  # index of the line within its chunk (source positions derive from it)
+    **{c: BY_COLUMN[c].polars_dtype() for c in RECORD_COLUMNS},
+    "line": pl.Int64(),
 }
-UNKNOWN_MARKERS = ("", "-")
-# 9998-01-01T00:00:00Z: a window (up to 366 days, rules.MAX_DURATION) of any record still ends
-# before year 10000, beyond which no calendar (datetime, ISO-8601 output) can show it
-MAX_TS_US = 253_339_228_800 * 1_000_000
-MAX_REQUEST_TIME = 1e6  # seconds (11.6 days): anything longer is a broken clock, and sums stay exact in int64 µs
 
-# ASCII digits only, on both paths: Python's and polars' `\d` also match Arabic-Indic, fullwidth, ... digits.
-_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _IPV4_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_PATTERN = rf"^{_IPV4_OCTET}\.{_IPV4_OCTET}\.{_IPV4_OCTET}\.{_IPV4_OCTET}$"
-
-
-class Rejected(Exception):
-    """A line that breaks the contract; `reason` is a stable code, `detail` says why for a human."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -90,144 +73,11 @@ class ParsedChunk:
 # ---------------------------------------------------------------- reference (one line)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def parse_timestamp(v: Any) -> int:
-    """Epoch seconds (number or numeric string, fraction allowed) or ISO-8601 → epoch microseconds."""
-    if v is None:
-        raise Rejected("missing-timestamp", "@timestamp is missing")
-    if _is_number(v):
-        secs = float(v)
-    elif isinstance(v, str):
-        if _NUMBER_RE.fullmatch(v):
-            secs = float(v)
-        else:
-            return _parse_iso(v)
-    else:
-        raise Rejected("invalid-timestamp", f"@timestamp must be a number or a string, not {type(v).__name__}")
-    if not math.isfinite(secs):
-        raise Rejected("invalid-timestamp", f"@timestamp {v!r} is not finite")
-    us = round(secs * 1_000_000)
-    if not 0 <= us < MAX_TS_US:
-        raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
-    return us
-
-
-_LEAP_SECOND_RE = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}):60(?=$|[.,Z+-])")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _parse_iso(v: str) -> int:
-    """ISO-8601 → epoch µs. A leap second (`23:59:60Z`, or the same instant in another offset) is read
-    as the first instant of the next day, as POSIX time does (epoch seconds have no leap seconds);
-    `:60` anywhere else is refused."""
-    bad = Rejected("invalid-timestamp", f"@timestamp {v!r} is neither epoch seconds nor ISO-8601")
-    if not v.isascii():  # fromisoformat's digits must be ASCII digits, like everywhere in the contract
-        raise bad
-    leap = _LEAP_SECOND_RE.match(v)
-    s = f"{leap.group(1)}:59{v[leap.end() :]}" if leap else v
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        raise bad from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    if leap:
-        utc = dt.astimezone(UTC)
-        if (utc.hour, utc.minute, utc.second) != (23, 59, 59):
-            raise Rejected("invalid-timestamp", f"@timestamp {v!r}: a leap second can only be 23:59:60 UTC")
-        dt = dt + timedelta(seconds=1)
-    delta = dt - _EPOCH
-    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    if not 0 <= us < MAX_TS_US:
-        raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
-    return us
-
-
-def parse_status(v: Any) -> int:
-    if v is None:
-        raise Rejected("missing-status", "status is missing")
-    if isinstance(v, int) and not isinstance(v, bool):
-        n = v
-    elif isinstance(v, float) and v.is_integer():  # JSON has one number type: 201.0 is 201
-        n = int(v)
-    elif isinstance(v, str) and v.isascii() and v.isdigit():
-        n = int(v)
-    else:
-        raise Rejected("invalid-status", f"status {v!r} is not an integer")
-    if not 100 <= n <= 599:
-        raise Rejected("invalid-status", f"status {n} is outside 100-599")
-    return n
-
-
-def parse_request_time(v: Any) -> float | None:
-    if v is None or (isinstance(v, str) and v in UNKNOWN_MARKERS):
-        return None
-    if _is_number(v):
-        x = float(v)
-    elif isinstance(v, str) and _NUMBER_RE.fullmatch(v):
-        x = float(v)
-    else:
-        raise Rejected("invalid-request_time", f"request_time {v!r} is not a number")
-    if not math.isfinite(x) or x < 0 or x > MAX_REQUEST_TIME:
-        raise Rejected("invalid-request_time", f"request_time {v!r} must be a number from 0 to {MAX_REQUEST_TIME:g} seconds")
-    return x + 0.0  # -0.0 + 0.0 is 0.0: one zero
-
-
-def parse_client_ip(v: Any) -> str:
-    if v is None:
-        raise Rejected("missing-client_ip", "client_ip is missing")
-    if not isinstance(v, str):
-        raise Rejected("invalid-client_ip", f"client_ip must be a string, not {type(v).__name__}")
-    try:
-        ip = ipaddress.ip_address(v)
-    except ValueError:
-        raise Rejected("invalid-client_ip", f"client_ip {v!r} is not an IPv4 or IPv6 address") from None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id is not None:
-            raise Rejected(
-                "invalid-client_ip", f"client_ip {v!r} has a zone id (%...), which names a local interface, not a client"
-            )
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-    # one client, one text: an IPv4-mapped address is its IPv4 address, IPv6 is compressed lower case
-    return str(ip)
-
-
-def parse_host(v: Any) -> str:
-    if v is None:
-        raise Rejected("missing-host", "host is missing")
-    if not isinstance(v, str):
-        raise Rejected("invalid-host", f"host must be a string, not {type(v).__name__}")
-    if not v:
-        raise Rejected("invalid-host", "host is empty")
-    return v
-
-
-def parse_optional_string(name: str, v: Any) -> str | None:
-    if v is None or (isinstance(v, str) and v in UNKNOWN_MARKERS):
-        return None
-    if not isinstance(v, str):
-        raise Rejected(f"invalid-{name}", f"{name} must be a string, not {type(v).__name__}")
-    return v
-
-
 def parse_object(obj: Any) -> dict[str, Any]:
     """Validate one decoded JSON value; returns the typed record (keys of SCHEMA minus `line`)."""
     if not isinstance(obj, dict):
         raise Rejected("not-an-object", f"line is JSON {type(obj).__name__}, not an object")
-    return {
-        "ts": parse_timestamp(obj.get("@timestamp")),
-        "status": parse_status(obj.get("status")),
-        "request_time": parse_request_time(obj.get("request_time")),
-        "client_ip": parse_client_ip(obj.get("client_ip")),
-        "host": parse_host(obj.get("host")),
-        "country": parse_optional_string("country", obj.get("country")),
-        "method": parse_optional_string("method", obj.get("method")),
-        "server": parse_optional_string("server", obj.get("server")),
-    }
+    return parse_record(obj)
 
 
 _FIELD_KEYS: tuple[bytes, ...] = tuple(f'"{f}"'.encode() for f in INPUT_FIELDS)
@@ -282,8 +132,17 @@ _DECODE_SCHEMA = {f: pl.String for f in INPUT_FIELDS}
 # could be such text are checked against the raw line; client_ip needs no check (no such text
 # is an IP address).
 _MAYBE_NOT_STRING = r"^(?:-?[0-9]|true$|false$|\[|\{)"  # a JSON number is a digit or - and a digit
-_GUARDED = ("host", "country", "method", "server")
-_NON_STRING_VALUE = re.compile(rb'"(?:host|country|method|server)"\s*:\s*[-0-9tf\[{]')
+_GUARDED = ("host", *OPTIONAL_STRING_FIELDS)  # string fields where any text is a valid value
+_NON_STRING_VALUE = re.compile(rb'"(?:' + "|".join(re.escape(f) for f in _GUARDED).encode() + rb')"\s*:\s*[-0-9tf\[{]')
+_UNKNOWN = list(UNKNOWN_MARKERS)
+_BYTES_DIGITS = rf"^[0-9]{{1,{len(str(MAX_BYTES))}}}$"  # up to MAX_BYTES' digits; longer ones (leading zeros) go to parse_line
+
+
+def _optional_string(name: str) -> pl.Expr:
+    return pl.when(pl.col(name).is_in(_UNKNOWN)).then(None).otherwise(pl.col(name))
+
+
+_OPTIONAL = tuple(f.name for f in BY_NAME.values() if not f.required)
 
 
 def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
@@ -291,26 +150,41 @@ def _vectorised(df: pl.DataFrame) -> pl.DataFrame:
     # Soundness over completeness: this path only has to never accept what parse_line would
     # reject; anything it does not accept goes to parse_line. polars' float cast takes the JSON
     # number grammar plus inf/nan (refused by is_finite below), nothing parse_line would refuse.
+    # An optional field no line of the chunk has (null_count is metadata: free) is a typed null
+    # column, with no work per row: a chunk without the newer fields costs what it did before them.
+    absent = {f for f in _OPTIONAL if df.get_column(f).null_count() == df.height}
+
+    def value(name: str, expr: pl.Expr) -> pl.Expr:
+        return pl.lit(None, dtype=SCHEMA[name]) if name in absent else expr
+
     ts_us = (pl.col("@timestamp").cast(pl.Float64, strict=False) * 1_000_000).round(0, mode="half_to_even")
     # a 3-byte string that casts to 100..599 can only be three digits
     status_s = pl.col("status")
     status = pl.when(status_s.str.len_bytes() == 3).then(status_s.cast(pl.Int32, strict=False))
     rt_s = pl.col("request_time")
-    rt_unknown = rt_s.is_null() | rt_s.is_in(list(UNKNOWN_MARKERS))
+    rt_unknown = rt_s.is_null() | rt_s.is_in(_UNKNOWN)
     rt = rt_s.cast(pl.Float64, strict=False)
+    # bytes: ASCII digits only (a JSON number's text is digits too; 512.0, 1e3 go to parse_line)
+    by_s = pl.col("bytes")
+    by_unknown = by_s.is_null() | by_s.is_in(_UNKNOWN)
+    by = pl.when(by_s.str.contains(_BYTES_DIGITS)).then(by_s.cast(pl.Int64, strict=False))
     out = df.select(
         # integer µs where finite and in range (ISO timestamps are filled in later, exactly, as integers)
         ts=pl.when(ts_us.is_finite() & (ts_us >= 0) & (ts_us < MAX_TS_US)).then(ts_us.cast(pl.Int64, strict=False)),
         status=status,
-        request_time=pl.when(rt_unknown).then(None).when(rt == 0).then(0.0).otherwise(rt),  # one zero: -0 is 0.0
+        # one zero: -0 is 0.0
+        request_time=value("request_time", pl.when(rt_unknown).then(None).when(rt == 0).then(0.0).otherwise(rt)),
         client_ip=pl.col("client_ip"),
         host=pl.col("host"),
-        country=pl.when(pl.col("country").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("country")),
-        method=pl.when(pl.col("method").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("method")),
-        server=pl.when(pl.col("server").is_in(list(UNKNOWN_MARKERS))).then(None).otherwise(pl.col("server")),
-        rt_ok=rt_unknown | (rt.is_not_null() & rt.is_finite() & (rt >= 0) & (rt <= MAX_REQUEST_TIME)),
+        **{f: value(f, _optional_string(f)) for f in OPTIONAL_STRING_FIELDS},
+        bytes=value("bytes", pl.when(by_unknown).then(None).otherwise(by)),
+        rt_ok=pl.lit(True)
+        if "request_time" in absent
+        else rt_unknown | (rt.is_not_null() & rt.is_finite() & (rt >= 0) & (rt <= MAX_REQUEST_TIME)),
+        by_ok=pl.lit(True) if "bytes" in absent else by_unknown | (by.is_not_null() & (by <= MAX_BYTES)),
     )
-    maybe_not_string = pl.any_horizontal(pl.col(f).str.contains(_MAYBE_NOT_STRING) for f in _GUARDED).fill_null(False)
+    guarded = [pl.col(f).str.contains(_MAYBE_NOT_STRING) for f in _GUARDED if f not in absent]
+    maybe_not_string = pl.any_horizontal(guarded).fill_null(False) if guarded else pl.lit(False)
     return out.with_columns(ip_ok=pl.col("client_ip").str.contains(_IPV4_PATTERN).fill_null(False), check=maybe_not_string)
 
 
@@ -324,6 +198,7 @@ def _ok_expr() -> pl.Expr:
         & pl.col("ip_ok")
         & (pl.col("host").str.len_bytes() > 0).fill_null(False)
         & pl.col("rt_ok")
+        & pl.col("by_ok")
     ).fill_null(False)
 
 
@@ -361,17 +236,7 @@ def _typed_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def _finish(df: pl.DataFrame) -> pl.DataFrame:
-    return df.select(
-        pl.col("ts").cast(pl.Int64),
-        pl.col("status").cast(pl.Int16),
-        pl.col("request_time"),
-        "client_ip",
-        "host",
-        "country",
-        "method",
-        "server",
-        pl.col("line").cast(pl.Int64),
-    )
+    return df.select(pl.col(c).cast(t) for c, t in SCHEMA.items())
 
 
 def _slow(lines: list[bytes], indices: list[int]) -> tuple[list[dict[str, Any]], list[Rejection]]:

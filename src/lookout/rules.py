@@ -37,10 +37,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lookout.notify.config import NotifyTarget, target_labels
+from lookout.schema import BY_NAME, FILTERABLE_FIELDS, GROUPABLE_FIELDS, NUMERIC_FIELDS, parse_status_range
 
-GROUPABLE_FIELDS = ("client_ip", "host", "country", "method", "server", "status")
-NUMERIC_FIELDS = ("request_time", "status")
-FILTERABLE_FIELDS = GROUPABLE_FIELDS + ("request_time",)
+__all__ = ["FILTERABLE_FIELDS", "GROUPABLE_FIELDS", "NUMERIC_FIELDS", "parse_status_range"]  # re-exported: the field table's
 AGG_FUNCS = ("count", "sum", "avg", "min", "max")
 
 _UNITS_US = {
@@ -220,7 +219,8 @@ class Threshold:
 class Filter(BaseModel):
     """Keep a record when every listed field matches one of its values.
 
-    `status` also takes ranges (`400-499`) and classes (`4xx`); others compare by equality.
+    Numeric fields take values or ranges (`status: 400-499` or `4xx`, `request_time: 0.5-2`,
+    `bytes: 1000-5000`); the others compare by equality (lookout.schema says which is which).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -245,73 +245,9 @@ class Filter(BaseModel):
             for x in vals:
                 if isinstance(x, bool) or not isinstance(x, (str, int, float)):
                     raise ValueError(f"{fld}: {_show(x)} is not a value (a string or a number)")
-            if fld == "status":
-                vals = [_status_range(x) for x in vals]
-            elif fld == "request_time":
-                vals = [_number_range(x) for x in vals]
-            elif fld == "client_ip":
-                vals = [_client_ip(x) for x in vals]
-            else:
-                vals = [str(x) for x in vals]
+            vals = [BY_NAME[fld].filter_value(x) for x in vals]  # ranges, canonical addresses, text (errors name the field)
             conds.append((fld, tuple(vals)))
         return {"conditions": tuple(conds)}
-
-
-def parse_status_range(x: Any) -> tuple[int, int]:
-    """A status (404), a range (400-499, 400..499, 400 to 499) or a class (4xx), within 100-599.
-    Shared by rules and queries (`lookout search --status`)."""
-    if isinstance(x, float) and x.is_integer():
-        x = int(x)
-    if isinstance(x, int) and not isinstance(x, bool):
-        lo = hi = x
-    else:
-        s = str(x).strip().lower()
-        if re.fullmatch(r"[1-5]xx", s):
-            base = int(s[0]) * 100
-            return (base, base + 99)
-        m = re.fullmatch(r"([0-9]{3})\s*(?:-|\.\.|to)\s*([0-9]{3})", s)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-        elif re.fullmatch(r"[0-9]{3}", s):
-            lo = hi = int(s)
-        else:
-            raise ValueError(f"status {_show(x)} is not a status, range (400-499) or class (4xx)")
-    if not (100 <= lo <= 599 and 100 <= hi <= 599):
-        raise ValueError(f"status {_show(x)} is outside 100-599")
-    if lo > hi:
-        raise ValueError(f"status range {_show(x)} is empty")
-    return (lo, hi)
-
-
-_status_range = parse_status_range
-
-
-def _number_range(x: Any) -> tuple[float, float]:
-    """request_time value or range (0.5-2), seconds from 0 to the contract's maximum."""
-    from lookout.records import MAX_REQUEST_TIME
-
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        lo = hi = float(x)
-    else:
-        m = re.fullmatch(r"\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*-\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*", str(x))
-        if not m:
-            raise ValueError(f"request_time {_show(x)} is not a number or range (0.5-2)")
-        lo, hi = float(m.group(1)), float(m.group(2))
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= MAX_REQUEST_TIME and 0 <= hi <= MAX_REQUEST_TIME):
-        raise ValueError(f"request_time {_show(x)} must be from 0 to {MAX_REQUEST_TIME:g} seconds")
-    if lo > hi:
-        raise ValueError(f"request_time range {_show(x)} is empty")
-    return (lo, hi)
-
-
-def _client_ip(x: Any) -> str:
-    """A client_ip filter value in the records' canonical text, so `::ffff:1.2.3.4` matches 1.2.3.4."""
-    from lookout.records import Rejected, parse_client_ip
-
-    try:
-        return parse_client_ip(str(x))
-    except Rejected as e:
-        raise ValueError(e.detail) from None
 
 
 class Rule(BaseModel):
@@ -412,7 +348,7 @@ class Rule(BaseModel):
     def monotone_alert(self) -> bool:
         """True when the condition can only switch from false to true as records arrive.
 
-        Values are never negative (status >= 100, request_time >= 0), so count, sum and max only grow
+        Values are never negative (status >= 100, request_time and bytes >= 0), so count, sum and max only grow
         and min only shrinks.
         """
         t = self.threshold_spec
@@ -443,9 +379,10 @@ class Rule(BaseModel):
 
 
 def _fmt_cond(fld: str, v: Any) -> Any:
-    if fld in ("status", "request_time"):
+    f = BY_NAME[fld]
+    if f.ranged:
         lo, hi = v
-        if fld == "status":
+        if f.integral:
             lo, hi = int(lo), int(hi)
         return lo if lo == hi else f"{lo}-{hi}"
     return v

@@ -33,7 +33,7 @@ from typing import Any
 
 import polars as pl
 
-from lookout.records import parse_timestamp
+from lookout.schema import BY_NAME, parse_timestamp
 
 log = logging.getLogger("lookout.store")
 HOUR_US = 3_600_000_000
@@ -43,7 +43,7 @@ HOUR_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2})$")
 
 @dataclass
 class Query:
-    """A search over raw records; every set field must match."""
+    """A search over raw records; every set field must match (`path` as a prefix)."""
 
     client_ip: str | None = None
     host: str | None = None
@@ -52,6 +52,7 @@ class Query:
     status: tuple[int, int] | None = None
     since_us: int | None = None
     until_us: int | None = None
+    path: str | None = None  # prefix of the request path (`/api/` matches `/api/v1?x=1`)
 
     @classmethod
     def from_options(
@@ -63,22 +64,33 @@ class Query:
         status: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        path: str | None = None,
     ) -> Query:
-        from lookout.records import Rejected, parse_client_ip
-        from lookout.rules import parse_status_range
-
+        """Command-line / HTTP query values, read like a rules file's filters (lookout.schema)."""
         st = None
         if status:  # read like a rules file's status filter: 404, 400-499 or 4xx, within 100-599
             try:
-                st = parse_status_range(status)
+                st = BY_NAME["status"].filter_value(status)
             except ValueError as e:
                 raise ValueError(f"--status: {e} (use 404, 400-499 or 4xx)") from None
         if client_ip is not None:  # stored addresses are canonical (records.parse_client_ip): so is the query
             try:
-                client_ip = parse_client_ip(client_ip)
-            except Rejected as e:
-                raise ValueError(f"--client-ip: {e.detail}") from None
-        return cls(client_ip, host, country, method, st, _time(since, "--since"), _time(until, "--until"))
+                client_ip = BY_NAME["client_ip"].filter_value(client_ip)
+            except ValueError as e:
+                raise ValueError(f"--client-ip: {e}") from None
+        return cls(client_ip, host, country, method, st, _time(since, "--since"), _time(until, "--until"), path=path or None)
+
+    def terms(self) -> dict[str, str]:
+        """Fields that must equal a value."""
+        return {f: v for f in ("client_ip", "host", "country", "method") if (v := getattr(self, f)) is not None}
+
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        """Fields that must lie in [lo, hi]."""
+        return {"status": self.status} if self.status else {}
+
+    def prefixes(self) -> dict[str, str]:
+        """Fields that must start with a value."""
+        return {"path": self.path} if self.path is not None else {}
 
 
 class StoreMissing(ValueError):
@@ -207,9 +219,24 @@ def count(store_dir: Path, since_us: int | None = None, until_us: int | None = N
     def run(files: list[str]) -> int:
         if not files:
             return 0
-        return int(connect().execute("SELECT count(*) FROM read_parquet(?)" + where, [files, *params]).fetchone()[0])
+        return int(connect().execute(f"SELECT count(*) FROM {_READ}" + where, [files, *params]).fetchone()[0])
 
     return _query(store_dir, since_us, until_us, run)
+
+
+# Files written before a field existed lack its column: columns are matched by name, missing ones are NULL.
+_READ = "read_parquet(?, union_by_name = true)"
+
+
+def _stored_schema() -> dict[str, pl.DataType]:
+    """Columns of a store file: a parsed record without its line number, plus its id."""
+    from lookout.records import SCHEMA
+
+    return {**{c: t for c, t in SCHEMA.items() if c != "line"}, "id": pl.String()}
+
+
+def _columns(con: Any, files: list[str]) -> set[str]:
+    return {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {_READ}", [files]).fetchall()}
 
 
 def _time_where(since_us: int | None, until_us: int | None) -> tuple[str, list[int]]:
@@ -225,26 +252,32 @@ def _time_where(since_us: int | None, until_us: int | None) -> tuple[str, list[i
 
 def search(store_dir: Path, q: Query, limit: int = 20) -> list[dict[str, Any]]:
     where, params = [], []
-    for col in ("client_ip", "host", "country", "method"):
-        v = getattr(q, col)
-        if v is not None:
-            where.append(f"{col} = ?")
-            params.append(v)
-    if q.status:
-        where.append("status BETWEEN ? AND ?")
-        params += list(q.status)
+    for col, v in q.terms().items():
+        where.append(f"{col} = ?")
+        params.append(v)
+    for col, (lo, hi) in q.ranges().items():
+        where.append(f"{col} BETWEEN ? AND ?")
+        params += [lo, hi]
+    for col, prefix in q.prefixes().items():
+        where.append(f"starts_with({col}, ?)")
+        params.append(prefix)
     if q.since_us is not None:
         where.append("ts >= ?")
         params.append(q.since_us)
     if q.until_us is not None:
         where.append("ts < ?")
         params.append(q.until_us)
-    sql = "SELECT * FROM read_parquet(?)" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts DESC LIMIT ?"
+    sql = f"SELECT * FROM {_READ} WHERE " + " AND ".join(where) if where else f"SELECT * FROM {_READ}"
+    sql += " ORDER BY ts DESC LIMIT ?"
+    filtered = {*q.terms(), *q.ranges(), *q.prefixes()}
 
     def run(files: list[str]) -> Any:
         if not files:
             return None
-        return connect().execute(sql, [files, *params, limit])
+        con = connect()
+        if filtered - _columns(con, files):  # a field no file has yet (older stores): nothing can match
+            return None
+        return con.execute(sql, [files, *params, limit])
 
     cur = _query(store_dir, q.since_us, q.until_us, run)
     if cur is None:
@@ -437,7 +470,10 @@ class StoreWriter:
         path = d / f"part-{a:012d}-{b:012d}-{level}.parquet"
         tmp = path.with_name(path.name + ".tmp")
         # streamed: memory stays bounded whatever the size of the inputs
-        pl.scan_parquet([p.path for p in parts]).sink_parquet(tmp, compression="zstd")
+        # files from before a field existed lack its column: merged, it is null there
+        pl.scan_parquet([p.path for p in parts], schema=_stored_schema(), missing_columns="insert").sink_parquet(
+            tmp, compression="zstd"
+        )
         self._place(tmp, path)
         for p in parts:
             p.path.unlink()

@@ -20,6 +20,7 @@ from lookout.sources.base import Source
 def _records(n: int, start: int = 0) -> pl.DataFrame:
     return pl.DataFrame(
         {
+            **{c: [None] * n for c in SCHEMA},  # the optional fields unknown
             "ts": [1_659_509_511_000_000 + i for i in range(start, start + n)],
             "status": [200] * n,
             "request_time": [0.1] * n,

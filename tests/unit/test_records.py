@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lookout.records import Rejected, parse_chunk, parse_line
+from lookout.records import MAX_BYTES, Rejected, parse_chunk, parse_line
+from lookout.schema import INPUT_FIELDS
 
 GOOD = {
     "server": "s_v3",
@@ -19,6 +20,15 @@ GOOD = {
     "country": "US",
     "@timestamp": "1659509511.865323",
 }
+# the four optional fields of issue 9, as nginx's log_format writes them
+EXTENDED = {
+    **GOOD,
+    "path": "/api/v1/items?id=7",
+    "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+    "referer": "https://example.com/",
+    "bytes": "5120",
+}
+NO_NEW_FIELDS = {"path": None, "user_agent": None, "referer": None, "bytes": None}
 
 
 def rec(**kw) -> bytes:
@@ -37,7 +47,19 @@ def test_seed_record():
         "country": "US",
         "method": "PUT",
         "server": "s_v3",
+        **NO_NEW_FIELDS,
     }
+
+
+def test_extended_record():
+    r = parse_line(orjson.dumps(EXTENDED))
+    assert (r["path"], r["user_agent"], r["referer"], r["bytes"]) == (
+        "/api/v1/items?id=7",
+        "Mozilla/5.0 (X11; Linux x86_64)",
+        "https://example.com/",
+        5120,
+    )
+    assert assert_one_truth(orjson.dumps(EXTENDED)) == r
 
 
 @pytest.mark.parametrize(
@@ -88,6 +110,23 @@ def test_timestamps(ts, us):
         ({"country": 1}, "invalid-country"),
         ({"method": False}, "invalid-method"),
         ({"server": ["x"]}, "invalid-server"),
+        ({"path": 5}, "invalid-path"),
+        ({"path": ["/x"]}, "invalid-path"),
+        ({"user_agent": {"a": 1}}, "invalid-user_agent"),
+        ({"referer": True}, "invalid-referer"),
+        ({"bytes": "-1"}, "invalid-bytes"),
+        ({"bytes": -1}, "invalid-bytes"),
+        ({"bytes": "12.5"}, "invalid-bytes"),
+        ({"bytes": 12.5}, "invalid-bytes"),
+        ({"bytes": "1e3"}, "invalid-bytes"),
+        ({"bytes": " 12"}, "invalid-bytes"),
+        ({"bytes": "١٢"}, "invalid-bytes"),
+        ({"bytes": "１２"}, "invalid-bytes"),
+        ({"bytes": True}, "invalid-bytes"),
+        ({"bytes": [1]}, "invalid-bytes"),
+        ({"bytes": MAX_BYTES + 1}, "invalid-bytes"),
+        ({"bytes": str(MAX_BYTES + 1)}, "invalid-bytes"),
+        ({"bytes": "9" * 5000}, "invalid-bytes"),  # before int(): Python refuses > 4300 digits
     ],
 )
 def test_invalid_fields(kw, reason):
@@ -130,6 +169,25 @@ def test_invalid_lines(line, reason):
         ({"client_ip": "2001:db8::1"}, "client_ip", "2001:db8::1"),
         ({"method": ...}, "method", None),
         ({"extra": {"nested": [1]}}, "host", "api_38.example.com"),
+        ({"path": "-"}, "path", None),
+        ({"path": ""}, "path", None),
+        ({"user_agent": "-"}, "user_agent", None),
+        ({"referer": ""}, "referer", None),
+        ({"bytes": "-"}, "bytes", None),
+        ({"bytes": ""}, "bytes", None),
+        ({"bytes": None}, "bytes", None),
+        ({"bytes": 0}, "bytes", 0),
+        ({"bytes": "0"}, "bytes", 0),
+        ({"bytes": 512.0}, "bytes", 512),
+        ({"bytes": "000000000000000512"}, "bytes", 512),
+        ({"bytes": MAX_BYTES}, "bytes", MAX_BYTES),
+        ({"bytes": str(MAX_BYTES)}, "bytes", MAX_BYTES),
+        ({"path": "<script>alert(1)</script>"}, "path", "<script>alert(1)</script>"),
+        ({"user_agent": "\x1b[31mred\x1b[0m [bold]x[/bold]"}, "user_agent", "\x1b[31mred\x1b[0m [bold]x[/bold]"),
+        ({"referer": "a" * 100_000}, "referer", "a" * 100_000),
+        ({"path": "123"}, "path", "123"),
+        ({"user_agent": "true"}, "user_agent", "true"),
+        ({"referer": "{}"}, "referer", "{}"),
     ],
 )
 def test_unknowns_and_mixed_types(kw, field, value):
@@ -174,7 +232,7 @@ values = st.one_of(
     st.lists(st.integers(), max_size=2),
     st.dictionaries(st.sampled_from(["a"]), st.integers(), max_size=1),
 )
-field_names = st.sampled_from(["server", "client_ip", "method", "status", "request_time", "host", "country", "@timestamp"])
+field_names = st.sampled_from(INPUT_FIELDS)
 
 
 @st.composite
@@ -182,7 +240,7 @@ def lines(draw):
     kind = draw(st.integers(0, 9))
     if kind == 0:
         return draw(st.sampled_from([b"{oops", b"[1]", b"7", b"\xff\xfe", b'{"a":1}{"b":2}', b'{"host":"x"} trailing']))
-    d = dict(GOOD)
+    d = dict(draw(st.sampled_from([GOOD, EXTENDED])))
     for _ in range(draw(st.integers(0, 3))):
         f = draw(field_names)
         if draw(st.booleans()):
@@ -277,6 +335,10 @@ BASE = [('"client_ip"', '"1.2.3.4"'), ('"status"', '"200"'), ('"host"', '"h"'), 
         raw(('"client_ip"', '"::1"'), *BASE[1:], ('"status"', '"404"')),
         raw(*BASE, ('"ho\\u0073t"', '"other"')),
         raw(*BASE, ('"country"', '"US"'), ('"country"', "null")),
+        raw(*BASE, ('"path"', '"/a"'), ('"path"', '"/b"')),
+        raw(*BASE, ('"bytes"', '"1"'), ('"byt\\u0065s"', '"2"')),
+        raw(*BASE, ('"user_agent"', '"a"'), ('"user_agent"', '"a"')),
+        raw(*BASE, ('"referer"', "null"), ('"referer"', '"x"')),
     ],
 )
 def test_duplicate_fields_are_rejected_on_every_path(line):
@@ -294,6 +356,10 @@ def test_duplicates_of_ignored_keys_are_ignored():
         ("\\u0063ountry", "invalid-country"),
         ("m\\u0065thod", "invalid-method"),
         ("serve\\u0072", "invalid-server"),
+        ("p\\u0061th", "invalid-path"),
+        ("user_\\u0061gent", "invalid-user_agent"),
+        ("\\u0072eferer", "invalid-referer"),
+        ("byte\\u0073", "invalid-bytes"),
     ],
 )
 def test_escaped_key_names_are_decoded_before_guarding(key, reason):
@@ -318,6 +384,8 @@ def test_escaped_key_names_are_the_field():
         ("request_time", "０.５", "invalid-request_time"),
         ("status", "٢٠٠", "invalid-status"),
         ("status", "２００", "invalid-status"),
+        ("bytes", "٢٠٠", "invalid-bytes"),
+        ("bytes", "２００", "invalid-bytes"),
     ],
 )
 def test_non_ascii_digits_are_refused_everywhere(fld, value, reason):
@@ -416,6 +484,18 @@ hostile_text = st.one_of(
             "true",
             "{",
             "-1",
+            "0",
+            "5120",
+            "0000000000000000512",
+            str(MAX_BYTES),
+            str(MAX_BYTES + 1),
+            "9" * 5000,
+            "/a/b?c=1&d=<x>",
+            "<script>alert(1)</script>",
+            "\x1b[2J\x1b[31m",
+            "[red]markup[/red]",
+            "x" * 70_000,
+            "GET / HTTP/1.1",
         ]
     ),
     st.text(alphabet=st.sampled_from("0123456789.:-abfx٠١٢３\u00e9\x00\x01\x1f\x7f \t"), max_size=8),
@@ -429,6 +509,7 @@ def json_value(draw) -> str:
         return draw(
             st.sampled_from(
                 ["null", "true", "false", "0", "-0", "201", "201.0", "1659509511.5", "[]", "{}", '{"a":1}', "[1]", "1e400", "-1"]
+                + ["5120", "5120.0", "1e3", "1000000000000", "1000000000001", "18446744073709551615", '"-"']
             )
         )
     if kind == 1:  # escapes: surrogates, control characters, plain letters
@@ -445,7 +526,7 @@ def json_value(draw) -> str:
 
 @st.composite
 def hostile_lines(draw) -> bytes:
-    pairs = [(f'"{f}"', orjson.dumps(v).decode()) for f, v in GOOD.items()]
+    pairs = [(f'"{f}"', orjson.dumps(v).decode()) for f, v in draw(st.sampled_from([GOOD, EXTENDED])).items()]
     for _ in range(draw(st.integers(0, 4))):
         op = draw(st.integers(0, 3))
         name = draw(field_names)

@@ -182,3 +182,62 @@ def test_legacy_flat_files_are_still_read(tmp_path):
     add(w, b, "n")
     w.flush()
     assert store.count(tmp_path) == 2 * b.height
+
+
+# ---------------------------------------------------------------- issue 9: the four optional fields
+
+
+def _line(i: int, **extra) -> bytes:
+    import orjson
+
+    rec = {"client_ip": f"10.0.0.{i % 250}", "status": 404 if i % 2 else 200, "host": "h", "@timestamp": 1_659_509_400 + i}
+    return orjson.dumps({**rec, **extra})
+
+
+def _old_part(w: store.StoreWriter, n: int, tag: str) -> None:
+    """A flush as a store written before the fields existed holds it: no path/user_agent/referer/bytes columns."""
+    b = parse_chunk(b"\n".join(_line(i) for i in range(n)) + b"\n").records
+    old = b.drop("path", "user_agent", "referer", "bytes")
+    w.pending.append(old.drop("line").with_columns(id=pl.Series("id", [f"{tag}:{j}" for j in range(n)])))
+    w.flush()
+    w.mark_committed()
+
+
+def test_new_fields_are_stored_and_searched_by_path_prefix_beside_older_files(tmp_path):
+    w = store.StoreWriter(tmp_path, fan_in=2)
+    _old_part(w, 10, "old")
+    assert store.search(tmp_path, store.Query.from_options(path="/api/")) == []  # no file has the column yet
+    lines = [
+        _line(i, path=p, bytes=str(100 * i), user_agent="<b>ua</b>", referer="-")
+        for i, p in enumerate(["/api/v1?x=1", "/api/v2", "/static/a.css", "/apix", "-"])
+    ]
+    add(w, parse_chunk(b"\n".join(lines) + b"\n").records, "new")
+    w.flush()
+    w.mark_committed()
+    for _ in range(3):  # merges old and new files into one
+        w.flush()
+        w.mark_committed()
+    assert w.merges >= 1 and len(parquet_files(tmp_path)) == 1
+    assert store.count(tmp_path) == 15
+    rows = store.search(tmp_path, store.Query.from_options(path="/api/"), limit=10)
+    assert sorted(r["path"] for r in rows) == ["/api/v1?x=1", "/api/v2"]
+    assert {r["bytes"] for r in rows} == {0, 100} and all(r["user_agent"] == "<b>ua</b>" and "referer" not in r for r in rows)
+    assert len(store.search(tmp_path, store.Query.from_options(status="4xx"), limit=100)) == 7  # old rows: no new keys
+    old = [r for r in store.search(tmp_path, store.Query(), limit=100) if r["id"].startswith("old")]
+    assert len(old) == 10 and not {"path", "bytes", "user_agent", "referer"} & {k for r in old for k in r}
+
+
+def test_search_path_on_the_command_line(tmp_path, lookout_cmd):
+    import subprocess
+
+    import orjson
+
+    w = store.StoreWriter(tmp_path / "store")
+    _old_part(w, 3, "old")
+    lines = [_line(i, path=p) for i, p in enumerate(["/a/1", "/a/2", "/b"])]
+    add(w, parse_chunk(b"\n".join(lines) + b"\n").records, "new")
+    w.flush()
+    out = subprocess.run(
+        lookout_cmd + ["search", "--store", str(tmp_path / "store"), "--path", "/a/"], capture_output=True, check=True, timeout=60
+    ).stdout
+    assert sorted(orjson.loads(x)["path"] for x in out.splitlines()) == ["/a/1", "/a/2"]

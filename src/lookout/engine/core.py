@@ -33,6 +33,7 @@ from lookout.checkpoint import CheckpointError, decode, encode
 from lookout.engine.windows import WindowMath
 from lookout.records import SCHEMA
 from lookout.rules import Rule, RuleSet, Threshold
+from lookout.schema import BY_NAME, scale
 
 NEVER = -(1 << 62)  # a watermark / window index below any real one
 EXPLODE_ROWS = 250_000  # peak rows of one pane-to-window explosion; bigger ones go in key slices
@@ -44,7 +45,7 @@ def _filter_expr(rule: Rule) -> pl.Expr:
     expr = pl.lit(True)
     for fld, values in rule.filter.conditions:
         col = pl.col(fld)
-        if fld in ("status", "request_time"):
+        if BY_NAME[fld].ranged:
             part = pl.lit(False)
             for lo, hi in values:
                 part = part | col.is_between(lo, hi)
@@ -85,7 +86,7 @@ class RuleRunner:
         self._filter = _filter_expr(rule)
         self._has_value = self.agg.field is not None
         self._pcols = ["cnt", "n", "s", "mn", "mx"] if self._has_value else ["cnt"]
-        self._scale = 1_000_000 if self.agg.field == "request_time" else 1
+        self._scale = scale(self.agg.field)  # integer units of the summed field (request_time: µs)
         # only the columns this rule reads travel through its filter
         needed = {"ts", "_wm", "line", *self.keys, *(f for f, _ in rule.filter.conditions)}
         if self.agg.field:
@@ -116,10 +117,14 @@ class RuleRunner:
         lhs = pl.col(col + suffix)
         if f == "count":
             rhs: Any = t.value
-        else:
+        elif self._scale != 1 or float(t.value).is_integer():
             rhs = round(t.value * self._scale)
             if f == "avg":  # s / n  op  x   <=>  s  op  x * n   (n > 0)
                 rhs = pl.col("n" + suffix) * rhs
+        elif f == "avg":  # an integer field against a fraction: s op x * n, x * n exact for any real n
+            rhs = pl.col("n" + suffix) * t.value
+        else:  # an integer s against a fraction x: s > x <=> s > floor(x), s >= x <=> s >= ceil(x)
+            rhs = math.floor(t.value) if t.op in (">", "<=") else math.ceil(t.value)
         if halve:
             lhs = lhs * 2
         op = {">": lhs > rhs, ">=": lhs >= rhs, "<": lhs < rhs, "<=": lhs <= rhs}[t.op]
@@ -149,7 +154,7 @@ class RuleRunner:
         fld = self.agg.field
         if fld is None:
             return pl.lit(None)
-        if fld == "request_time":
+        if self._scale != 1:
             # Summed as integer microseconds: exact, so results do not depend on summation order
             # (threads, batch boundaries). nginx's $request_time has millisecond resolution.
             return (pl.col(fld) * self._scale).round(0).cast(pl.Int64)

@@ -34,7 +34,7 @@ import orjson
 import polars as pl
 
 from lookout.engine.core import EngineOutput
-from lookout.output import iso_ms
+from lookout.output import integer_valued, iso_ms
 from lookout.rules import Rule, RuleSet
 
 INCIDENTS_NAME = "lookout-incidents"  # Kafka topic and Elasticsearch index
@@ -112,8 +112,7 @@ class _RuleIncidents:
         t = rule.threshold_spec
         assert t is not None
         self.higher_is_worse = t.op in (">", ">=")
-        func = rule.agg.func
-        self.as_int = func == "count" or (func in ("sum", "min", "max") and rule.agg.field == "status")
+        self.as_int = integer_valued(rule)  # as the results print it: count, sum/min/max of status or bytes
         self.open: dict[tuple[Any, ...], list[Incident]] = {}
 
     def _num(self, v: Any) -> Any:

@@ -31,9 +31,18 @@ import orjson
 import polars as pl
 
 from lookout.output import dead_letter, iso_ms
+from lookout.schema import VALUE_COLUMNS
 from lookout.sinks.base import Sink
 from lookout.sinks.es_http import Backoff, ElasticsearchError, EsClient, EsConfig, Outage, call, error_reason
-from lookout.sinks.es_mapping import RECORD_TYPES, index_name, mapping_conflicts, records_template, results_template
+from lookout.sinks.es_mapping import (
+    RECORD_TYPES,
+    index_name,
+    mapping_conflicts,
+    missing_fields,
+    record_properties,
+    records_template,
+    results_template,
+)
 
 if TYPE_CHECKING:
     from lookout.incidents import Transition
@@ -165,6 +174,12 @@ class ElasticsearchSink(Sink):
         if r.status != 200 or not isinstance(r.data, dict):
             return
         for name, m in r.data.items():
+            missing = missing_fields(m.get("mappings", {}), types)
+            if missing:  # made by an older lookout, before these fields: adding a field to a mapping is allowed
+                body = {"properties": {f: p for f, p in record_properties(types).items() if f in missing}}
+                put = self._call("PUT", f"/{name}/_mapping", body, what=f"add {', '.join(missing)} to the mapping of {name}")
+                if put.status >= 300:
+                    log.warning("elasticsearch: could not add %s to index %s: HTTP %s", ", ".join(missing), name, put.status)
             bad = mapping_conflicts(m.get("mappings", {}), types)
             if bad:
                 log.warning(
@@ -181,13 +196,7 @@ class ElasticsearchSink(Sink):
         ts = pl.from_epoch("ts", time_unit="us")
         doc = pl.struct(
             ts.dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("@timestamp"),
-            "status",
-            "request_time",
-            "client_ip",
-            "host",
-            "country",
-            "method",
-            "server",
+            *VALUE_COLUMNS,
         ).struct.json_encode()
         if self.cfg.daily:
             idx = pl.lit(self.index + "-") + ts.dt.strftime("%Y.%m.%d")
@@ -528,12 +537,12 @@ def es_count(url: str, index: str) -> int:
 
 def _query_body(q: Query, limit: int) -> dict[str, Any]:
     flt: list[dict[str, Any]] = []
-    for f in ("client_ip", "host", "country", "method"):
-        v = getattr(q, f)
-        if v is not None:
-            flt.append({"term": {f: v}})
-    if q.status:
-        flt.append({"range": {"status": {"gte": q.status[0], "lte": q.status[1]}}})
+    for f, v in q.terms().items():
+        flt.append({"term": {f: v}})
+    for f, (lo, hi) in q.ranges().items():
+        flt.append({"range": {f: {"gte": lo, "lte": hi}}})
+    for f, prefix in q.prefixes().items():
+        flt.append({"prefix": {f: prefix}})
     rng: dict[str, Any] = {}
     if q.since_us is not None:
         rng["gte"] = q.since_us // 1000  # documents keep milliseconds
@@ -583,7 +592,7 @@ def es_search(url: str, index: str, query: Query, limit: int = 20) -> list[dict[
     for hit in r.data.get("hits", {}).get("hits", []):
         src = hit.get("_source") or {}
         row = {"@timestamp": _iso(src.get("@timestamp"))}
-        for f in ("status", "request_time", "client_ip", "host", "country", "method", "server"):
+        for f in VALUE_COLUMNS:
             row[f] = src.get(f)
         row["id"] = hit.get("_id")
         out.append({k: v for k, v in row.items() if v is not None})

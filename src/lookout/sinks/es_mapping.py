@@ -11,17 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# Elasticsearch type of each raw-record field (records.SCHEMA, ts sent as @timestamp).
-RECORD_TYPES: dict[str, str] = {
-    "@timestamp": "date",
-    "status": "short",
-    "request_time": "float",
-    "client_ip": "ip",
-    "host": "keyword",
-    "country": "keyword",
-    "method": "keyword",
-    "server": "keyword",
-}
+from lookout.schema import BY_COLUMN, RECORD_COLUMNS
+
+# Elasticsearch type of each raw-record field (lookout.schema; ts sent as @timestamp), in batch order.
+RECORD_TYPES: dict[str, str] = {BY_COLUMN[c].name: BY_COLUMN[c].es for c in RECORD_COLUMNS}
 # ISO-8601 with milliseconds is what lookout sends; epoch_millis for documents written by others.
 DATE_FORMAT = "strict_date_optional_time||epoch_millis"
 TEMPLATE_PRIORITY = 200  # above the built-in logs-*/metrics-* templates (100), no tie with them
@@ -76,6 +69,17 @@ def index_name(name: str) -> str:
     if not s:
         raise ValueError(f"{name!r} gives an empty index name")
     return s[:255]
+
+
+def record_properties(types: dict[str, str]) -> dict[str, Any]:
+    """Mapping properties of the given field types."""
+    return _props(types)
+
+
+def missing_fields(mapping: dict[str, Any], types: dict[str, str]) -> list[str]:
+    """Fields lookout maps that an existing index does not have (it predates them)."""
+    props = mapping.get("properties", {})
+    return [f for f in types if f not in props]
 
 
 def mapping_conflicts(mapping: dict[str, Any], types: dict[str, str]) -> list[str]:

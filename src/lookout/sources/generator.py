@@ -16,6 +16,8 @@ from typing import BinaryIO
 import numpy as np
 import polars as pl
 
+from lookout.schema import SEED_FIELDS
+
 SERVERS = [f"s_v{i}" for i in range(1, 6)]
 METHODS = ["GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE", "PATCH"]
 COUNTRIES = ["US", "DE", "IR", "FR", "GB", "NL", "IN", "BR", "CA", "JP", "SE", "TR"]
@@ -82,16 +84,12 @@ class Generator:
             df = pl.concat([df, *parts]).sort("ts")
         self.clock = end
         self.seq += df.height
-        return df.select(
-            "server",
-            "client_ip",
-            "method",
-            "status",
-            request_time=pl.col("request_time").round(2).cast(pl.String),
-            host="host",
-            country="country",
-            **{"@timestamp": pl.col("ts").round(6).cast(pl.String)},
-        )
+        # every value a string, as in the seed; the columns in the seed's key order
+        values = {
+            "request_time": pl.col("request_time").round(2).cast(pl.String),
+            "@timestamp": pl.col("ts").round(6).cast(pl.String),
+        }
+        return df.select(values.get(f, pl.col(f)).alias(f) for f in SEED_FIELDS)
 
     def _new_burst(self, at: float) -> dict:
         """One client hammering (goal 1) or one host answering 4xx (goal 2)."""

@@ -6,8 +6,11 @@ Two formats reach lookout from a real nginx:
   Such lines are passed on unchanged (the record contract judges them).
 - **combined**: nginx's default, `$remote_addr - $remote_user [$time_local] "$request" $status
   $body_bytes_sent "$http_referer" "$http_user_agent"` (the common format without the last two
-  fields parses too). It carries no host, country or request time: host comes from `--host`,
-  country from an optional MaxMind-format database, request_time is unknown ("-").
+  fields parses too: referer and user agent are then unknown). `path` is the second word of the
+  request line, `bytes` is $body_bytes_sent; nginx's `\\xHH` escapes (Apache's `\\"` too) are
+  undone, so values read as the JSON format writes them. It carries no host, country or request
+  time: host comes from `--host`, country from an optional MaxMind-format database,
+  request_time is unknown ("-").
 
 `auto` decides per line: a line starting with `{` is JSON, anything else is combined — so a log
 whose format was switched by a reload is read correctly on both sides of the switch.
@@ -33,18 +36,24 @@ from typing import Any
 
 import orjson
 
+from lookout.schema import FIELDS
+
 log = logging.getLogger("lookout.nginx")
 
 FORMATS = ("auto", "json", "combined")
 UNKNOWN = "-"
 INVALID_COMBINED = "invalid-combined-line"
 
-# $remote_addr $ident/$remote_user… [$time_local] "$request" $status $body_bytes_sent[ …]
-# $remote_user may hold spaces (it is whatever the client sent); $request escapes quotes as \x22
-# (nginx) or \" (Apache), both handled. Referer and user agent are not needed, so not required.
+# $remote_addr $ident/$remote_user… [$time_local] "$request" $status $body_bytes_sent[ "$http_referer"
+# "$http_user_agent"][ …]. $remote_user may hold spaces (it is whatever the client sent); quoted
+# fields escape quotes as \x22 (nginx) or \" (Apache), both handled. Referer and user agent are
+# optional (the common format has neither).
 _REQUEST = rb'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, backslash escapes allowed (unrolled: fast)
-_COMBINED = re.compile(rb"(\S+) \S+ [^\[]*? \[([^\]]*)\] " + _REQUEST + rb" (\S+) \S+(?: |$)")
-_COMBINED_LOOSE = re.compile(rb"(\S+) \S+ .*? \[([^\]]*)\] " + _REQUEST + rb" (\S+) \S+(?: |$)")  # `[` in $remote_user
+_TAIL = rb" (\S+) (\S+)(?: " + _REQUEST + rb" " + _REQUEST + rb")?(?: |$)"
+_COMBINED = re.compile(rb"(\S+) \S+ [^\[]*? \[([^\]]*)\] " + _REQUEST + _TAIL)
+_COMBINED_LOOSE = re.compile(rb"(\S+) \S+ .*? \[([^\]]*)\] " + _REQUEST + _TAIL)  # `[` in $remote_user
+_ESCAPE = re.compile(rb"\\x([0-9A-Fa-f]{2})|\\(.)", re.S)
+_SIMPLE_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r"}
 _TIME_LOCAL = re.compile(rb"(\d{1,2})/([A-Za-z]{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
 _MONTHS = {
     m: i + 1
@@ -52,6 +61,37 @@ _MONTHS = {
 }
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _ALL_JSON = re.compile(rb"\n[^{\n]")  # a line (after the first) that does not start with `{`
+
+
+def unescape(field: bytes) -> str:
+    """A quoted combined-format field as text: nginx's `\\xHH` and Apache's `\\"`, `\\\\`, `\\n` undone,
+    then UTF-8 (invalid bytes replaced). Values are data: they are escaped again wherever shown."""
+    if b"\\" in field:
+        field = _ESCAPE.sub(
+            lambda m: bytes([int(m.group(1), 16)]) if m.group(1) else _SIMPLE_ESCAPES.get(m.group(2), m.group(2)), field
+        )
+    return field.decode("utf-8", "replace")
+
+
+def valid_utf8(data: bytes) -> bytes:
+    """JSON lines from nginx as valid UTF-8. `escape=json` escapes quotes, backslashes and control
+    bytes but writes bytes >= 0x80 as the client sent them, so a Latin-1 User-Agent, Referer or URI
+    would make the whole line invalid UTF-8 and get the request rejected from every count; such
+    bytes become U+FFFD instead (only the client-chosen value changes)."""
+    if data.isascii():
+        return data
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace").encode()
+    return data
+
+
+def json_log_format(variables: dict[str, str]) -> str:
+    """The lines of an nginx `log_format … escape=json` writing one record per line: every field of
+    lookout.schema with its nginx variable (`variables` overrides some), every value a string."""
+    pairs = [f'\'"{f.name}":"{variables.get(f.name, f.nginx)}"\'' for f in FIELDS]
+    return "\n".join(f"    {p[:-1]},'" if i < len(pairs) - 1 else f"    {p}" for i, p in enumerate(pairs))
 
 
 def default_host() -> str:
@@ -144,7 +184,7 @@ class LineConverter:
         if self.log_format == "json" or (self.log_format == "auto" and self._all_json(data)):
             if self.geoip is None:
                 self.json_lines += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-                return data, {}
+                return valid_utf8(data), {}
         lines = data.split(b"\n")
         if lines[-1] == b"":
             lines.pop()
@@ -166,6 +206,7 @@ class LineConverter:
         fmt = self.log_format
         if fmt == "json" or (fmt == "auto" and line.lstrip()[:1] == b"{"):
             self.json_lines += 1
+            line = valid_utf8(line)
             return self._json_line(line) if self.geoip is not None else line
         rec = self.parse_combined(line)
         if rec is None:
@@ -187,10 +228,11 @@ class LineConverter:
         m = _COMBINED.match(line) or _COMBINED_LOOSE.match(line)
         if m is None:
             return None
-        addr, tlocal, request, status = m.groups()
+        addr, tlocal, request, status, sent, referer, agent = m.groups()
         secs = parse_time_local(tlocal)
         client_ip = addr.decode("utf-8", "replace")
-        method = request.split(b" ", 1)[0].decode("utf-8", "replace") if request not in (b"", b"-") else UNKNOWN
+        words = request.split(b" ") if request not in (b"", b"-") else []
+        method = words[0].decode("utf-8", "replace") if words else UNKNOWN
         country = (self.geoip.country(client_ip) if self.geoip is not None else None) or UNKNOWN
         rec = {
             "server": self.server or UNKNOWN,
@@ -201,6 +243,10 @@ class LineConverter:
             "country": country,
             # not a time: handed on as written so the contract says `invalid-timestamp`
             "@timestamp": str(secs) if secs is not None else tlocal.decode("utf-8", "replace"),
+            "path": unescape(words[1]) if len(words) > 1 and words[1] else UNKNOWN,
+            "user_agent": unescape(agent) if agent is not None else UNKNOWN,
+            "referer": unescape(referer) if referer is not None else UNKNOWN,
+            "bytes": sent.decode("utf-8", "replace"),  # as written: the contract judges it (`invalid-bytes`)
         }
         if self.host is not None:
             rec["host"] = self.host

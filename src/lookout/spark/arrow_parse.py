@@ -21,25 +21,22 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
+from lookout.schema import BY_COLUMN, VALUE_COLUMNS
+
 # Input: value (binary), source, partition, offset, flush_ts (non-null: a row that only moves
 # the watermark: end of input, a heartbeat). Output: one row per record, rejected line and
-# flush row (blank lines are no records, as in replay).
+# flush row (blank lines are no records, as in replay). Record columns: lookout.schema's.
+_SPARK_ARROW = {"int": pa.int32(), "long": pa.int64(), "double": pa.float64(), "string": pa.string()}
 PARSED_SCHEMA = (
-    "rid long, ts long, status int, request_time double, client_ip string, host string, country string, "
-    "method string, server string, reason string, detail string, raw binary, source string, partition int, "
-    "offset long, flush boolean, cm long"
+    "rid long, ts long, "
+    + "".join(f"{c} {BY_COLUMN[c].spark}, " for c in VALUE_COLUMNS)
+    + "reason string, detail string, raw binary, source string, partition int, offset long, flush boolean, cm long"
 )
 _ARROW = pa.schema(
     [
         ("rid", pa.int64()),
         ("ts", pa.int64()),
-        ("status", pa.int32()),
-        ("request_time", pa.float64()),
-        ("client_ip", pa.string()),
-        ("host", pa.string()),
-        ("country", pa.string()),
-        ("method", pa.string()),
-        ("server", pa.string()),
+        *[(c, _SPARK_ARROW[BY_COLUMN[c].spark]) for c in VALUE_COLUMNS],
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("raw", pa.binary()),
@@ -128,13 +125,7 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
         out = df.select(
             "rid",
             "ts",
-            "status",
-            "request_time",
-            "client_ip",
-            "host",
-            "country",
-            "method",
-            "server",
+            *VALUE_COLUMNS,
             "reason",
             "detail",
             pl.col("value").alias("raw"),

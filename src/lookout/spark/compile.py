@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from lookout.errors import ConfigError
 from lookout.rules import GROUPABLE_FIELDS, Rule, RuleSet
+from lookout.schema import BY_NAME, VALUE_COLUMNS
 
 KEY_FIELDS: tuple[str, ...] = GROUPABLE_FIELDS
 WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
@@ -54,7 +55,7 @@ def _filter(rule: Rule) -> Column:
     cond = F.lit(True)
     for fld, values in rule.filter.conditions:
         col = F.col(fld)
-        if fld in ("status", "request_time"):
+        if BY_NAME[fld].ranged:
             part = F.lit(False)
             for lo, hi in values:
                 part = part | col.between(F.lit(lo), F.lit(hi))
@@ -93,7 +94,7 @@ def _bucket(rs: RuleSet, buckets: int) -> Column:
     return b.cast("int")
 
 
-RECORD_FIELDS = ("status", "request_time", "client_ip", "host", "country", "method", "server")
+RECORD_FIELDS = VALUE_COLUMNS
 
 
 def _read_by(rule: Rule) -> set[str]:
@@ -108,7 +109,7 @@ def _only_where_read(rs: RuleSet, field: str) -> Column:
     return (
         F.when(F.col("r").isin(users), F.col(field)).alias(field)
         if users
-        else F.lit(None).cast("int" if field == "status" else "double" if field == "request_time" else "string").alias(field)
+        else F.lit(None).cast(BY_NAME[field].spark).alias(field)
     )
 
 

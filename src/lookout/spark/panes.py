@@ -168,6 +168,8 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
         import polars as pl
 
         from lookout.output import dead_letter, format_results
+        from lookout.records import SCHEMA
+        from lookout.schema import VALUE_COLUMNS
 
         rs = _rules(rules_yaml)
         bucket = _Bucket(rs, state.getOption, fp)
@@ -205,7 +207,7 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
                         pl.col("rid").cast(pl.Int64),
                         pl.col("ts").cast(pl.Int64),
                         pl.col("cm").cast(pl.Int64),
-                        pl.col("status").cast(pl.Int16),
+                        *[pl.col(c).cast(SCHEMA[c]) for c in VALUE_COLUMNS],  # pandas made nullable ints floats
                         pl.col("partition").cast(pl.Int32),
                         pl.col("offset").cast(pl.Int64),
                         pl.col("passes").cast(pl.Int64),

@@ -329,3 +329,91 @@ def test_incidents_are_indexed_by_id_with_their_last_status(tmp_path: Path, es_u
         status, body = http_json("GET", f"{es_url}/lookout-incidents/_doc/{d['id']}")
         assert status == 200, body
         assert body["_source"]["status"] == "resolved" and body["_source"]["windows"] == d["windows"]
+
+
+def test_new_fields_are_typed_aggregatable_and_searchable_by_path_prefix(tmp_path: Path, es_url: str) -> None:
+    """Issue 9: path / user_agent / referer as keywords, bytes as long; `search --path PREFIX` answers
+    alike from the server and the embedded store; records without the fields stay valid."""
+    src = tmp_path / "in.ndjson"
+    paths = ["/api/v1/items?id=1", "/api/v2", "/static/app.js", "/apix", "-"]
+    lines, total_bytes = [], 0
+    for i in range(400):
+        rec = {"client_ip": f"10.1.0.{i % 50}", "status": "404" if i % 3 else "200", "host": "h", "@timestamp": 1_659_509_400 + i}
+        if i % 4:  # every fourth record is an old-style one, without the new fields
+            rec |= {"path": paths[i % 5], "bytes": str(i * 10), "user_agent": f"<ua {i % 3}>\u00e9", "referer": "-"}
+            total_bytes += i * 10
+        lines.append(orjson.dumps(rec))
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    store = str(tmp_path / "store")
+    summary = lookout(
+        "replay",
+        str(src),
+        "--out",
+        str(tmp_path / "out"),
+        "--store",
+        store,
+        "--json",
+        "--elasticsearch",
+        es_url,
+        "--es-index",
+        "t-fields",
+    )
+    assert orjson.loads(summary.stdout)["records"] == 400
+    assert server_count(es_url, "t-fields") == 400
+    status, mapping = http_json("GET", f"{es_url}/t-fields/_mapping")
+    props = mapping["t-fields"]["mappings"]["properties"]
+    assert {f: props[f]["type"] for f in ("path", "user_agent", "referer", "bytes")} == {
+        "path": "keyword",
+        "user_agent": "keyword",
+        "referer": "keyword",
+        "bytes": "long",
+    }
+    status, res = http_json(
+        "POST",
+        f"{es_url}/t-fields/_search",
+        {"size": 0, "aggs": {"b": {"sum": {"field": "bytes"}}, "p": {"terms": {"field": "path", "size": 10}}}},
+    )
+    assert status == 200, res
+    assert res["aggregations"]["b"]["value"] == total_bytes
+    want_paths = {p: sum(1 for i in range(400) if i % 4 and paths[i % 5] == p) for p in paths if p != "-"}
+    assert {b["key"]: b["doc_count"] for b in res["aggregations"]["p"]["buckets"]} == want_paths
+    for filters in (["--path", "/api/", "--limit", "500"], ["--path", "/api/", "--status", "4xx", "--limit", "500"]):
+        es = [
+            orjson.loads(x)
+            for x in lookout("search", "--elasticsearch", es_url, "--index", "t-fields", *filters).stdout.splitlines()
+        ]
+        emb = [orjson.loads(x) for x in lookout("search", "--store", store, *filters).stdout.splitlines()]
+        assert es and all(r["path"].startswith("/api/") for r in es), filters
+        key = lambda r: (r["@timestamp"], r["id"])  # noqa: E731
+        assert sorted(es, key=key) == sorted(emb, key=key), filters
+    assert {r["path"] for r in es} == {"/api/v1/items?id=1", "/api/v2"}
+
+
+def test_an_index_from_before_the_new_fields_gets_them_added(tmp_path: Path, es_url: str) -> None:
+    """An index an older lookout made (its mapping without path/user_agent/referer/bytes, dynamic off)
+    gets the fields added at start-up, so the new records' paths are searchable there too."""
+    old_types = {f: t for f, t in RECORD_TYPES.items() if f not in ("path", "user_agent", "referer", "bytes")}
+    props = {
+        f: ({"type": t, "format": "strict_date_optional_time||epoch_millis"} if t == "date" else {"type": t})
+        for f, t in old_types.items()
+    }
+    status, body = http_json("PUT", f"{es_url}/t-old-mapping", {"mappings": {"dynamic": False, "properties": props}})
+    assert status == 200, body
+    src = tmp_path / "in.ndjson"
+    recs = [
+        {"client_ip": "10.2.0.1", "status": "404", "host": "h", "@timestamp": 1_659_509_400 + i, "path": f"/old/{i}", "bytes": i}
+        for i in range(20)
+    ]
+    src.write_bytes(b"\n".join(orjson.dumps(r) for r in recs) + b"\n")
+    lookout(
+        "replay", str(src), "--out", str(tmp_path / "out"), "--json", "--elasticsearch", es_url, "--es-index", "t-old-mapping"
+    )
+    assert server_count(es_url, "t-old-mapping") == 20
+    status, mapping = http_json("GET", f"{es_url}/t-old-mapping/_mapping")
+    props = mapping["t-old-mapping"]["mappings"]["properties"]
+    assert {f: props[f]["type"] for f in RECORD_TYPES} == RECORD_TYPES
+    rows = [
+        orjson.loads(x)
+        for x in lookout("search", "--elasticsearch", es_url, "--index", "t-old-mapping", "--path", "/old/1").stdout.splitlines()
+    ]
+    assert sorted(r["path"] for r in rows) == ["/old/1"] + [f"/old/{i}" for i in range(10, 20)]

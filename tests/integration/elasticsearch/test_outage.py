@@ -107,6 +107,7 @@ def test_abort_ends_a_flush_blocked_by_a_frozen_server(es_private_server: EsServ
     sink = ElasticsearchSink.from_url(srv.url, index="t-abort", timeout=1.0)
     recs = pl.DataFrame(
         {
+            **{c: [None] for c in SCHEMA},  # the optional fields unknown
             "ts": [1_659_509_511_865_323],
             "status": [200],
             "request_time": [0.2],

@@ -29,11 +29,12 @@ def test_every_apache_line_parses_and_passes_the_contract(apache_logs: Path) -> 
 
 
 def test_fields_match_an_independent_reading_of_every_line(apache_logs: Path) -> None:
-    """Client, status, method and time of each line, against a plain split + strptime."""
+    """Client, status, method, time, path, bytes, referer and user agent of each line, against a plain split + strptime."""
     conv = LineConverter("combined", host="web-1")
     raw = _lines(apache_logs)
     recs = parse_chunk(conv.convert(b"\n".join(raw) + b"\n")[0]).records
     assert recs.height == len(raw)
+    checked = 0
     for line, got in zip(raw, recs.iter_rows(named=True), strict=False):
         text = line.decode("utf-8", "replace")
         before, request, after = text.split('"', 2)[0], text.split('"')[1], text.split('"')[2]
@@ -43,6 +44,17 @@ def test_fields_match_an_independent_reading_of_every_line(apache_logs: Path) ->
         assert got["method"] == request.split()[0]
         assert got["ts"] == int(ts.timestamp()) * 1_000_000
         assert got["host"] == "web-1" and got["country"] is None and got["request_time"] is None
+        words = request.split(" ")
+        assert got["path"] == (words[1] if len(words) > 1 and words[1] not in ("", "-") else None)
+        sent = after.split()[1]
+        assert got["bytes"] == (None if sent == "-" else int(sent))
+        if "\\" not in text and text.count('"') == 6:  # quoted fields, whole and without escapes: a plain split reads them
+            quoted = text.split('"')
+            assert got["referer"] == (None if quoted[3] in ("", "-") else quoted[3])
+            assert got["user_agent"] == (None if quoted[5] in ("", "-") else quoted[5])
+            checked += 1
+    assert checked > 9_900
+    assert recs.get_column("bytes").sum() == sum(int(x) for ln in raw if (x := ln.split(b'"')[2].split()[1]) != b"-")
     statuses = Counter(recs.get_column("status").to_list())
     assert statuses[200] == sum(1 for ln in raw if b'" 200 ' in ln)
     assert statuses[404] == sum(1 for ln in raw if b'" 404 ' in ln) > 0

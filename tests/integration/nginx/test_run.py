@@ -56,6 +56,52 @@ def test_a_burst_from_one_client_raises_goal1(
         assert all("country" not in r and "request_time" not in r for r in rows)
 
 
+FIELD_RULES = """
+lateness: 10s
+rules:
+  - {name: path-404, window: 1 minute, filter: {status: 404}, group_by: path, aggregate: count, threshold: count > 2}
+  - {name: bytes-client, window: 1 minute, group_by: client_ip, aggregate: sum(bytes), threshold: sum(bytes) > 100}
+"""
+
+
+@pytest.mark.parametrize("fmt", ["lookout", "combined"])
+def test_path_user_agent_referer_and_bytes_reach_rules_and_the_store(
+    fmt: str, request: pytest.FixtureRequest, tmp_path: Path, lookout_cmd: list[str]
+) -> None:
+    """Issue 9: both log formats carry the four optional fields, as nginx writes them, through `run --tail`."""
+    ng: Nginx = request.getfixturevalue("nginx" if fmt == "lookout" else "nginx_combined")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(FIELD_RULES)
+    extra = ("--host", "web-1") if fmt == "combined" else ()
+    run = LookoutRun(lookout_cmd, ng.access_log, tmp_path, "--rules", str(rules), *extra).start()
+    agent = 'probe/1.0 "quoted" \\back <b>markup</b> [red]x[/red]'  # escaped by nginx, read back as sent
+    sent = 0
+    for i in range(6):
+        hdrs = {"User-Agent": agent, "Referer": f"https://ref.example/p?i={i}"}
+        assert ng.request("203.0.113.9", BAD_HOST, f"/missing/x.php?id={i % 2}", headers=hdrs) == 404
+        sent += ng.last_body
+        assert ng.request(client(i), GOOD_HOST, "/ok", headers={"User-Agent": "curl/8"}) == 200
+    # a Latin-1 User-Agent (http.client sends str headers as Latin-1): nginx's escape=json writes the
+    # byte as it came, which is not UTF-8; the request must still count
+    assert ng.request(client(99), GOOD_HOST, "/ok", headers={"User-Agent": "caf\u00e9"}) == 200
+    run.wait_for(lambda: run.stored() == 13, "13 records stored")
+    run.wait_for(lambda: len(run.results("path-404")) == 2 and run.results("bytes-client"), "the path and bytes alerts")
+    assert run.stop() == 0
+    assert "13 lines, 13 valid, 0 rejected" in run.stderr()
+    assert {(a["path"], a["count"]) for a in run.results("path-404")} == {("/missing/x.php?id=0", 3), ("/missing/x.php?id=1", 3)}
+    (alert,) = run.results("bytes-client")
+    assert alert["client_ip"] == "203.0.113.9" and alert["sum(bytes)"] > 100
+    rows = run.search("--path", "/missing/")
+    assert len(rows) == 6 and sum(r["bytes"] for r in rows) == sent > 0
+    assert {r["path"] for r in rows} == {"/missing/x.php?id=0", "/missing/x.php?id=1"}
+    assert {r["user_agent"] for r in rows} == {agent}
+    assert sorted(r["referer"] for r in rows) == [f"https://ref.example/p?i={i}" for i in range(6)]
+    ok = [r for r in run.search("--path", "/ok") if r["user_agent"] == "curl/8"]
+    assert len(ok) == 6 and {r["bytes"] for r in ok} == {3} and all("referer" not in r for r in ok)
+    (latin1,) = run.search("--client-ip", client(99))
+    assert latin1["user_agent"] == "caf\ufffd"  # the byte that is not UTF-8 (combined: nginx's \xE9) is U+FFFD in both
+
+
 def test_a_host_answering_many_404s_raises_goal2(nginx: Nginx, tmp_path: Path, lookout_cmd: list[str]) -> None:
     run = LookoutRun(lookout_cmd, nginx.access_log, tmp_path).start()
     for i in range(20):  # 20 different clients (no goal-1 noise), each one 404 and one 200

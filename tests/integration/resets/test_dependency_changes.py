@@ -599,6 +599,7 @@ def test_elasticsearch_lost_since_checkpoint_is_sent_again(tmp_path: Path) -> No
     def frame(n: int, start: int) -> tuple[pl.DataFrame, list[str]]:
         recs = pl.DataFrame(
             {
+                **{c: [None] * n for c in SCHEMA},  # the optional fields unknown
                 "ts": [1_659_509_511_000_000 + i for i in range(n)],
                 "status": [200] * n,
                 "request_time": [0.2] * n,

@@ -30,6 +30,13 @@ rules:
   - {name: min-alert, window: {size: 3s, hop: 1s}, group_by: host, aggregate: min(request_time), threshold: min(request_time) <= 0.05}
   - {name: sum-status, window: 10s, filter: {method: GET}, group_by: server, aggregate: sum(status)}
   - {name: upd, window: {size: 4s, hop: 2s}, group_by: host, aggregate: count, emit: update}
+  - {name: path-404, window: 3s, filter: {status: 404}, group_by: path, aggregate: count, emit: final}
+  - {name: bytes-client, window: {size: 4s, hop: 2s}, group_by: client_ip, aggregate: sum(bytes), emit: final}
+  - {name: bytes-alert, window: 4s, group_by: host, aggregate: sum(bytes), threshold: sum(bytes) >= 2560.5}
+  - {name: avg-bytes, window: 3s, filter: {bytes: 1-100000}, group_by: [path, user_agent], aggregate: avg(bytes),
+     threshold: avg(bytes) > 1000.5, emit: final}
+  - {name: max-bytes, window: 2s, filter: {path: ["/a", "/b?x=1"], referer: "https://r.example/"}, group_by: referer,
+     aggregate: max(bytes)}
 """)
 DEFAULT_SMALL = load_rules_text("""
 lateness: 2s
@@ -53,6 +60,10 @@ def record_strategy(lateness_s: float):
             "country": st.one_of(st.none(), st.sampled_from(["US", "DE", "-", ""])),
             "method": st.sampled_from(["GET", "POST", None]),
             "server": st.sampled_from(["s1", "s2"]),
+            "path": st.one_of(st.none(), st.sampled_from(["/", "/a", "/b?x=1", "-"])),
+            "bytes": st.one_of(st.none(), st.sampled_from([0, 512, "2048", "-", 100_000, 512.0, "1001"])),
+            "ua": st.one_of(st.none(), st.sampled_from(["curl/8", "Mozilla/5.0", "-"])),
+            "referer": st.one_of(st.none(), st.sampled_from(["https://r.example/", "-"])),
             "iso": st.booleans(),
             "bad": st.integers(0, 30),
         }
@@ -85,6 +96,9 @@ def make_lines(specs: list[dict], on_boundary: bool = False) -> list[bytes]:
             "method": s["method"],
             "server": s["server"],
         }
+        for key, name in (("path", "path"), ("bytes", "bytes"), ("ua", "user_agent"), ("referer", "referer")):
+            if s.get(key) is not None:  # optional: absent in most old-style records
+                rec[name] = s[key]
         if s["bad"] == 0:
             lines.append(b"{not json")
             continue
