@@ -68,3 +68,27 @@ def test_the_rate_is_kept(kafka_bootstrap: str, kafka_topic: Any) -> None:
 def test_consuming_a_missing_topic_is_a_typed_error(kafka_bootstrap: str, kafka_topic: Any) -> None:
     with pytest.raises(TopicNotFound, match="does not exist"):
         print_topic(KafkaConnection(kafka_bootstrap), kafka_topic("missing"), timeout=1.0, out=io.BytesIO())  # type: ignore[arg-type]
+
+
+def test_a_stop_while_the_broker_is_unreachable_ends_the_wait(lookout_cmd: list[str]) -> None:
+    """`lookout produce` against a closed port waits for the broker; SIGTERM ends that wait with
+    nothing sent (exit 0, no traceback) instead of killing the process mid-way."""
+    import signal
+    import subprocess
+
+    from tests.fixtures.ports import free_port
+
+    proc = subprocess.Popen(
+        [*lookout_cmd, "produce", "--kafka", f"127.0.0.1:{free_port()}", "--count", "5"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # past start-up, into the retries
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "produced 0 messages" in err and "Traceback" not in err, err

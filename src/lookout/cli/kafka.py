@@ -4,7 +4,6 @@ seed-format records, or a file's lines as they are) and `lookout consume` (the s
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import click
@@ -51,6 +50,7 @@ def produce(
     Exit 0 once every message is acknowledged; on SIGINT/SIGTERM stop sending, wait at most
     --stop-timeout for the acknowledgements, then report the undelivered count and exit 1."""
     from lookout.kafka.produce import file_lines, generated_lines, produce_lines
+    from lookout.loop import StopRequest
     from lookout.safe_text import plain
 
     conn = connection(bootstrap, kafka_config)
@@ -58,9 +58,8 @@ def produce(
         rate = 0.0 if input_path else 100.0
     if rate < 0:
         fail("--rate must not be negative")
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    stop = StopRequest()
+    stop.install()
     lines = file_lines(input_path, count) if input_path else generated_lines(rate, count, seed)
     o = produce_lines(
         conn,
@@ -68,7 +67,7 @@ def produce(
         lines,
         rate=rate,
         partitions=partitions,
-        stop=lambda: stop["now"],
+        stop=lambda: stop.requested,
         stop_timeout=stop_timeout,
         say=lambda m: click.echo(m, err=True),
     )
