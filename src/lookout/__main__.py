@@ -1,3 +1,3 @@
-from lookout.cli import main
+from lookout.cli.root import main
 
 main()

@@ -106,6 +106,33 @@ def option_results(error: ValueError) -> list[CheckResult]:
     return out
 
 
+def check_run(
+    run_options: dict[str, Any], rules_path: str | None, lateness: str | None, timeout: float, dry_run: bool = False
+) -> list[CheckResult]:
+    """The checks for `lookout run` with these options (`RunOptions` fields, as the command line
+    gives them): options `run` would refuse become result lines, the rest is `run_checks`."""
+    from lookout.runner import RunOptions
+
+    try:
+        ro = RunOptions(**run_options, view=False)
+        kafka = ro.kafka_connection if ro.kafka else None
+    except ValueError as e:  # a pydantic ValidationError, or a Kafka connection that cannot be built
+        return option_results(e)
+    co = CheckOptions(
+        rules_path=rules_path,
+        lateness=lateness,
+        kafka=kafka,
+        topic=ro.topic,
+        partitions=ro.partitions,
+        es_url=ro.es_url,
+        tail_path=str(ro.tail_path) if ro.tail_path else None,
+        state_dir=str(ro.state_dir),
+        out_dir=str(ro.out_dir),
+        timeout=timeout,
+    )
+    return run_checks(co, dry_run=dry_run)
+
+
 def run_checks(opts: CheckOptions, dry_run: bool = False) -> list[CheckResult]:
     """Every check that applies to `opts`, in a fixed order (rules, options, paths, services)."""
     results: list[CheckResult] = []

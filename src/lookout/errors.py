@@ -1,5 +1,5 @@
 """The library's exceptions. Library code raises these (never `SystemExit`); the command line
-maps them to a message and an exit code (`lookout.cli_errors`), other callers catch them by kind.
+maps them to a message and an exit code (`lookout.cli.errors`), other callers catch them by kind.
 
     LookoutError
     ├── ConfigError         bad settings or options: the user must change the command (exit 2)

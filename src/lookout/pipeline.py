@@ -23,7 +23,7 @@ from lookout.incidents import IncidentTracker, Transition
 from lookout.output import ResultBatch, dead_letter, format_results, iso_ms
 from lookout.records import ParsedChunk, parse_chunk, parse_lines
 from lookout.rules import RuleSet
-from lookout.sinks.base import Sink, SinkSet
+from lookout.sinks.base import Sink
 from lookout.sources.base import Chunk
 
 
@@ -93,9 +93,7 @@ class Pipeline:
         self.incidents = IncidentTracker(ruleset)
         self.sink = sink
         self.stats = Stats()
-        self._wants_records = (
-            sink.wants_records if isinstance(sink, SinkSet) else type(sink).write_records is not Sink.write_records
-        )
+        self._wants_records = sink.wants_records
 
     @staticmethod
     def parse(chunk: Chunk) -> ParsedChunk:

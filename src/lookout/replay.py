@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lookout.factory import SinkPlan, build_sinks
 from lookout.parsepool import ParsePool, default_parse_workers
 from lookout.pipeline import Pipeline, Stats
 from lookout.records import ParsedChunk
 from lookout.rules import RuleSet
-from lookout.sinks.base import Sink, SinkSet
-from lookout.sinks.files import FileSink, OutputUnwritable
+from lookout.sinks.base import Sink
 from lookout.sources.base import Chunk
 from lookout.sources.files import InputDamaged, check_readable, file_chunks, input_size
 
@@ -30,26 +30,6 @@ POOL_CHUNK_BYTES = 4 << 20
 class ReplayOutcome:
     stats: Stats
     damaged: list[InputDamaged] = field(default_factory=list)
-
-
-def build_sinks(rs: RuleSet, out_dir: Path, store_dir: str | None, es_url: str | None, append: bool = False) -> SinkSet:
-    try:
-        files = FileSink(out_dir, [r.name for r in rs.rules], append=append)
-    except OSError as e:
-        raise OutputUnwritable(f"{out_dir}: cannot write results there: {e.strerror or e}") from None
-    sinks: list[Sink] = [files]
-    if store_dir:
-        from lookout.sinks.store import StoreSink
-
-        try:
-            sinks.append(StoreSink(Path(store_dir)))
-        except OSError as e:
-            raise OutputUnwritable(f"{store_dir}: cannot keep the store there: {e.strerror or e}") from None
-    if es_url:
-        from lookout.sinks.elasticsearch import ElasticsearchSink
-
-        sinks.append(ElasticsearchSink.from_url(es_url, rules=rs, on_rejected=files.write_rejected))
-    return SinkSet(sinks)
 
 
 def _parsed_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chunk, ParsedChunk]]:
@@ -91,7 +71,7 @@ def replay(
     for path in inputs:
         check_readable(path)
     outcome = ReplayOutcome(Stats())
-    sinks = sink or build_sinks(rs, out_dir, store_dir, es_url)
+    sinks = sink or build_sinks(rs, SinkPlan(out_dir, store_dir=Path(store_dir) if store_dir else None, es_url=es_url))
     pipe = Pipeline(rs, sinks, keep_results=False)
     notifier = None
     if notify_dir is not None and rs.notify:

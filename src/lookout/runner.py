@@ -14,10 +14,10 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,14 +28,13 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from lookout.ahead import ParseAhead
 from lookout.checkpoint import Checkpointer
 from lookout.errors import DeliveryError, InputChanged
+from lookout.factory import GeneratorInput, Input, KafkaInput, SinkPlan, TailInput, build_sinks
 from lookout.kafka.config import KafkaConnection, parse_properties
+from lookout.loop import DeliveryLoop, StopRequest
 from lookout.parsepool import default_parse_workers
 from lookout.pipeline import Pipeline, StepReport
 from lookout.rules import RuleSet, parse_duration
 from lookout.safe_text import setup_logging
-from lookout.sinks.base import Sink, SinkSet
-from lookout.sinks.files import FileSink
-from lookout.sinks.store import StoreSink
 from lookout.sources.base import Source
 from lookout.statelock import StateDirBusy, StateDirLock
 
@@ -131,63 +130,60 @@ class RunOptions(BaseModel):
         check_token(parse_bind(self.http), self.http_token)
         return self
 
+    def input(self) -> Input:
+        """The one source these options name, with only its own options: --tail, else --kafka,
+        else the generator."""
+        if self.tail_path is not None:
+            return TailInput(
+                self.tail_path,
+                self.state_dir,
+                log_format=self.log_format,
+                host=self.log_host,
+                geoip=self.geoip,
+                rotate_wait=self.rotate_wait,
+                backfill=self.backfill,
+            )
+        if self.kafka:
+            return KafkaInput(self.kafka_connection, self.topic, partitions=self.partitions, on_reset=self.on_reset)
+        return GeneratorInput(self.rate, self.seed)
+
+    def sink_plan(self) -> SinkPlan:
+        """A run's outputs: files appended and fsynced (cut back on restore), the embedded store in
+        the state dir, and Kafka and Elasticsearch when named."""
+        return SinkPlan(
+            self.out_dir,
+            append=True,
+            fsync=True,
+            store_dir=self.state_dir / "store",
+            retention_us=None if self.retention is None else int(self.retention * 1e6),
+            kafka=self.kafka_connection if self.kafka else None,
+            dlq_topic=f"{self.topic}-dlq",
+            partitions=self.partitions,
+            es_url=self.es_url,
+        )
+
     def source_kind(self) -> str:
         """The `source` label of lookout_records_total: a kind, never a path or a host."""
-        return "tail" if self.tail_path is not None else "kafka" if self.kafka else "generator"
+        return self.input().kind
 
 
-def make_source(opts: RunOptions, rs: RuleSet | None = None) -> Source:
-    if opts.tail_path is not None:
-        from lookout.sources.tail import TailSource
+@dataclass
+class _Quiet:
+    """How long the input has been quiet, and what was done about it in this quiet spell."""
 
-        return TailSource(
-            opts.tail_path,
-            state_dir=opts.state_dir,
-            log_format=opts.log_format,
-            host=opts.log_host,
-            geoip=opts.geoip,
-            rotate_wait=opts.rotate_wait,
-            backfill=opts.backfill,
-        )
-    if opts.kafka:
-        from lookout.sources.kafka import KafkaSource
-
-        return KafkaSource(
-            opts.kafka_connection,
-            opts.topic,
-            partitions=opts.partitions,
-            lateness=rs.lateness if rs is not None else 10_000_000,
-            on_reset=opts.on_reset,
-        )
-    from lookout.sources.generator_source import GeneratorSource
-
-    return GeneratorSource(opts.rate, opts.seed)
-
-
-def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
-    retention = None if opts.retention is None else int(opts.retention * 1e6)
-    sinks: list[Sink] = [files, StoreSink(opts.state_dir / "store", retention_us=retention)]
-    if opts.kafka:
-        from lookout.sinks.kafka import KafkaSink
-
-        sinks.append(KafkaSink(opts.kafka_connection, dlq_topic=f"{opts.topic}-dlq", rules=rs, partitions=opts.partitions))
-    if opts.es_url:
-        from lookout.sinks.elasticsearch import ElasticsearchSink
-
-        sinks.append(ElasticsearchSink.from_url(opts.es_url, rules=rs, on_rejected=files.write_rejected))
-    return SinkSet(sinks)
+    last_data: float  # monotonic time of the last step with records
+    idle_said: bool = False  # the log said the watermark follows the clock
+    unterminated_taken: bool = False  # a last line without its newline was taken as whole
 
 
 class Runner:
     def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None, deadline: StopDeadline | None = None) -> None:
         self.rs = rs
         self.opts = opts
-        self.stop_requested = False
         opts.state_dir.mkdir(parents=True, exist_ok=True)
-        self.files = FileSink(opts.out_dir, [r.name for r in rs.rules], append=True, fsync=True)
-        self.sinks = make_sinks(rs, opts, self.files)
+        self.sinks = build_sinks(rs, opts.sink_plan())
         self.pipeline = Pipeline(rs, self.sinks, dedup=True)
-        self.source = source or make_source(opts, rs)
+        self.source = source or opts.input().open(rs)
         self.ckpt = Checkpointer(opts.state_dir)
         self.position: Any = None
         self.position_committed: Any = None  # the position of the last checkpoint
@@ -204,6 +200,17 @@ class Runner:
         self.feed: DashboardFeed | None = None  # the web dashboard's live feed, when one is served
         self.deadline = deadline or StopDeadline(opts.stop_timeout)
         self.deadline.also_abandon(self.sinks.abort)
+        self.stop = StopRequest(first=self._stopping, again=self.deadline.now)
+        self.loop = DeliveryLoop(opts.commit_interval, opts.duration, stopped=lambda: self.stop.requested)
+        self.changed: InputChanged | None = None  # the input is not the checkpoint's: raised once committed
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop.requested
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        self.stop.requested = value
 
     def _restore(self) -> None:
         """Engine, outputs and position back to the last whole commit (CheckpointError when the
@@ -347,10 +354,9 @@ class Runner:
     def request_stop(self, *_: Any) -> None:
         """First signal: stop after this step, flush, checkpoint, exit 0, all within
         --stop-timeout (lookout.stopping). A second one abandons a stuck flush at once."""
-        if self.stop_requested:
-            self.deadline.now()
-            return
-        self.stop_requested = True
+        self.stop()
+
+    def _stopping(self) -> None:
         self.deadline.start()
         log.info(
             "stopping: flushing and checkpointing (at most %.0fs; signal again to abandon a stuck flush)", self.opts.stop_timeout
@@ -368,6 +374,61 @@ class Runner:
             return False
         return True
 
+    def _step(self) -> bool:
+        """One poll: a chunk through the pipeline, or, on quiet input, a last unterminated line
+        and the idle watermark. True when anything changed that a commit should cover."""
+        try:
+            got = self.ahead.poll(0.2)
+        except InputChanged as e:  # stop cleanly: what was processed is committed at the end
+            self.changed = e
+            self.loop.end()
+            return False
+        now = time.monotonic()
+        q = self.quiet
+        reports: list[StepReport] = []
+        dirty = got_records = False
+        if got is not None:
+            chunk, parsed = got
+            report = self.pipeline.step(chunk, parsed)
+            reports.append(report)
+            self.position = chunk.position
+            dirty = True
+            if report.records is not None and report.records.height:
+                got_records = True
+                q.last_data = now
+                q.idle_said = False
+                q.unterminated_taken = False
+        if not got_records:  # nothing arrived (the generator hands out empty chunks)
+            if not q.unterminated_taken and now - q.last_data >= self.opts.idle_timeout:
+                # quiet: a last line still without its newline will not get one; it is read
+                # before the clock closes the window it belongs to
+                q.unterminated_taken = True
+                last = self._take_unterminated()
+                if last is not None:
+                    reports.append(last)
+                    dirty = True
+            idle, moved = self._advance_idle(now - q.last_data)
+            reports += idle
+            dirty = dirty or moved
+            if moved and not q.idle_said and now - q.last_data >= self.opts.idle_timeout:
+                q.idle_said = True
+                log.info(
+                    "input idle for %.0fs: the watermark follows the clock (now - lateness); "
+                    "windows close as the clock passes their end",
+                    self.opts.idle_timeout,
+                )
+        self._deliver(reports)
+        if self.view:
+            self.view.refresh()
+        return dirty
+
+    def _beat(self, dirty: bool) -> None:
+        """Liveness for /healthz after every step; metrics when something changed since the last commit."""
+        if self.health is not None:
+            self.health.beat(dirty)
+            if dirty:
+                self._publish()
+
     def run(self) -> int:
         self._restore()
         self._start_http()
@@ -375,76 +436,19 @@ class Runner:
             from lookout.live import LiveView
 
             self.view = LiveView(self.rs, self.pipeline, self.source.name)
-        started = time.monotonic()
-        last_commit = time.monotonic()
-        last_data = time.monotonic()
-        # False at start: windows restored from a checkpoint are open too and close on quiet input
-        # like any others (a restart after everything was read); the log says so.
-        idle_said = False
-        dirty = False
-        unterminated_taken = False  # once per quiet spell: a line without its newline is taken as whole
-        changed: InputChanged | None = None
+        # idle_said False at start: windows restored from a checkpoint are open too and close on
+        # quiet input like any others (a restart after everything was read); the log says so.
+        self.quiet = _Quiet(last_data=time.monotonic())
         if self.notifier is not None:
             self.notifier.start()
         # Chunks polled ahead are parsed while the engine works; a chunk polled but not yet
         # stepped is never committed (the position is that of the last chunk stepped).
         workers = default_parse_workers() if self.opts.parse_workers is None else self.opts.parse_workers
-        ahead = ParseAhead(self.source, workers=workers)
+        self.ahead = ParseAhead(self.source, workers=workers)
         try:
             if self.view:
                 self.view.start()
-            while not self.stop_requested:
-                if self.opts.duration is not None and time.monotonic() - started >= self.opts.duration:
-                    break
-                try:
-                    got = ahead.poll(0.2)
-                except InputChanged as e:  # stop cleanly: what was processed is committed below
-                    changed = e
-                    break
-                now = time.monotonic()
-                reports: list[StepReport] = []
-                got_records = False
-                if got is not None:
-                    chunk, parsed = got
-                    report = self.pipeline.step(chunk, parsed)
-                    reports.append(report)
-                    self.position = chunk.position
-                    dirty = True
-                    if report.records is not None and report.records.height:
-                        got_records = True
-                        last_data = now
-                        idle_said = False
-                        unterminated_taken = False
-                if not got_records:  # nothing arrived (the generator hands out empty chunks)
-                    if not unterminated_taken and now - last_data >= self.opts.idle_timeout:
-                        # quiet: a last line still without its newline will not get one; it is read
-                        # before the clock closes the window it belongs to
-                        unterminated_taken = True
-                        last = self._take_unterminated()
-                        if last is not None:
-                            reports.append(last)
-                            dirty = True
-                    idle, moved = self._advance_idle(now - last_data)
-                    reports += idle
-                    dirty = dirty or moved
-                    if moved and not idle_said and now - last_data >= self.opts.idle_timeout:
-                        idle_said = True
-                        log.info(
-                            "input idle for %.0fs: the watermark follows the clock (now - lateness); "
-                            "windows close as the clock passes their end",
-                            self.opts.idle_timeout,
-                        )
-                self._deliver(reports)
-                if self.view:
-                    self.view.refresh()
-                if self.health is not None:
-                    self.health.beat(dirty)
-                    if dirty:  # something happened since the last commit (a step, an idle close)
-                        self._publish()
-                if dirty and now - last_commit >= self.opts.commit_interval:
-                    self._commit()
-                    last_commit = now
-                    dirty = False
+            self.loop.run(self._step, self._commit, self._beat)
             last = self._take_unterminated()  # stopping: nothing more will complete it
             if last is not None:
                 self._deliver([last])
@@ -452,7 +456,7 @@ class Runner:
             if not self.deadline.abandoned:  # a sink failed for good: stop without committing
                 raise
         finally:
-            ahead.close()
+            self.ahead.close()
             if self.view:
                 self.view.stop()
         committed = self._final_commit()
@@ -469,8 +473,8 @@ class Runner:
             )
             self._summary()  # (before the source's close, which an unreachable broker may hold up)
             self.source.close()  # leave the lock group, so a standby takes over at once
-            if changed is not None:
-                raise changed
+            if self.changed is not None:
+                raise self.changed
             return 0
         try:
             self.sinks.close()  # (ES: a refresh, which a frozen server would hold up)
@@ -479,8 +483,8 @@ class Runner:
                 raise
         refused = self._summary()
         self.source.close()  # last: with the broker gone, the consumer's close may block until the deadline
-        if changed is not None:
-            raise changed
+        if self.changed is not None:
+            raise self.changed
         return 1 if refused else 0
 
     def _summary(self) -> list[str]:
@@ -508,20 +512,14 @@ def run_pipeline(rs: RuleSet, opts: RunOptions, exit_now: Callable[[int], None] 
     level = getattr(logging, os.environ.get("LOOKOUT_LOG_LEVEL", "INFO").upper(), logging.INFO)  # DEBUG: commit costs
     setup_logging(level)
     faulthandler.enable()  # a crash in a native library (librdkafka) still leaves what lookout was doing
-    stop = {"requested": False}
     # bounded from the first signal on, also while set-up waits on an unreachable broker or server
     deadline = StopDeadline(opts.stop_timeout, exit_now=exit_now)
-
-    def early_stop(*_: Any) -> None:
-        stop["requested"] = True
-        deadline.start()
-
-    signal.signal(signal.SIGINT, early_stop)
-    signal.signal(signal.SIGTERM, early_stop)
-    source = make_source(opts, rs)
+    early = StopRequest(first=deadline.start)
+    early.install()
+    source = opts.input().open(rs)
     # A source with exclusive input (Kafka) may have to stand by until another instance stops.
     # Nothing in the state dir is touched before that: a standby may share it with the active one.
-    if not source.acquire(lambda: stop["requested"]):
+    if not source.acquire(lambda: early.requested):
         source.close()
         return 0
     try:  # a standby taking over may find the old holder still exiting: it waits a little
@@ -531,9 +529,8 @@ def run_pipeline(rs: RuleSet, opts: RunOptions, exit_now: Callable[[int], None] 
         raise
     try:
         runner = Runner(rs, opts, source=source, deadline=deadline)
-        runner.stop_requested = stop["requested"]
-        signal.signal(signal.SIGINT, runner.request_stop)
-        signal.signal(signal.SIGTERM, runner.request_stop)
+        runner.stop_requested = early.requested
+        runner.stop.install()
         code = runner.run()
         if runner.deadline.abandoned and exit_now is not None:
             lock.release()

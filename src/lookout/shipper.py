@@ -13,21 +13,21 @@ document in Elasticsearch and one count per line, whatever the crashes.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from lookout.factory import TailInput
 from lookout.kafka.admin import ensure_topics
 from lookout.kafka.clients import produce, producer_config
 from lookout.kafka.config import KafkaConnection
 from lookout.kafka.errors import KafkaDeliveryError
+from lookout.loop import DeliveryLoop, StopRequest
 from lookout.safe_text import setup_logging
-from lookout.sources.tail import ROTATE_WAIT, TailSource, load_position, save_position
+from lookout.sources.tail import ROTATE_WAIT, load_position, save_position
 from lookout.statelock import StateDirLock
 
 log = logging.getLogger("lookout.ship")
@@ -63,16 +63,11 @@ class Shipper:
         from confluent_kafka import Producer
 
         self.opts = opts
-        self.stop_requested = False
+        self.stop = StopRequest()
         self.final = False  # the last commit: a stop request may then give up waiting
-        self.source = TailSource(
-            opts.path,
-            state_dir=opts.state_dir,
-            log_format=opts.log_format,
-            host=opts.host,
-            geoip=opts.geoip,
-            rotate_wait=opts.rotate_wait,
-        )
+        self.source = TailInput(
+            opts.path, opts.state_dir, log_format=opts.log_format, host=opts.host, geoip=opts.geoip, rotate_wait=opts.rotate_wait
+        ).open()
         ensure_topics(opts.kafka, {opts.topic: opts.partitions}, stop=lambda: self.stop_requested)
         self.producer = Producer(ship_producer_config(opts))
         self.errors: list[str] = []
@@ -131,20 +126,23 @@ class Shipper:
             save_position(self.opts.state_dir, self.pending)
             self.pending = None
 
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop.requested
+
+    def _step(self) -> bool:
+        """One poll of the log: the lines read are produced (acknowledged at the next commit)."""
+        chunk = self.source.poll(0.2)
+        if chunk is None:
+            self.producer.poll(0)
+            return False
+        self.ship_chunk(chunk)
+        return True
+
     def run(self) -> int:
         self.source.restore(load_position(self.opts.state_dir))
-        started = last = time.monotonic()
-        while not self.stop_requested:
-            if self.opts.duration is not None and time.monotonic() - started >= self.opts.duration:
-                break
-            chunk = self.source.poll(0.2)
-            if chunk is not None:
-                self.ship_chunk(chunk)
-            else:
-                self.producer.poll(0)
-            if time.monotonic() - last >= self.opts.commit_interval:
-                self.commit()
-                last = time.monotonic()
+        loop = DeliveryLoop(self.opts.commit_interval, self.opts.duration, stopped=lambda: self.stop.requested)
+        loop.run(self._step, self.commit)
         self.final = True
         self.commit()
         self.source.close()
@@ -157,7 +155,7 @@ class Shipper:
         return 0
 
     def request_stop(self, *_: Any) -> None:
-        self.stop_requested = True
+        self.stop()
 
 
 def run_ship(opts: ShipOptions) -> int:
@@ -166,8 +164,7 @@ def run_ship(opts: ShipOptions) -> int:
     lock = StateDirLock(opts.state_dir)
     try:
         shipper = Shipper(opts)
-        signal.signal(signal.SIGINT, shipper.request_stop)
-        signal.signal(signal.SIGTERM, shipper.request_stop)
+        shipper.stop.install()
         return shipper.run()
     finally:
         lock.release()

@@ -9,7 +9,7 @@ Guarantee, from the first SIGTERM/SIGINT:
   the rest, so nothing is lost, and repeats are exact (stable ids);
 - at `timeout` the front end's `exit_now(0)` ends the process even if something still blocks (a
   worker stuck in a socket read to a frozen server, a client library's close); the command line
-  passes lookout.cli_exit.hard_exit. Every state file is replaced atomically, so this is no less
+  passes lookout.cli.exit.hard_exit. Every state file is replaced atomically, so this is no less
   safe than the SIGKILL a supervisor would send next (Kubernetes: 30 s after SIGTERM, systemd: 90 s).
 A watchdog thread, because the main thread may itself be the one blocked in C code.
 """

@@ -102,6 +102,16 @@ def require_dir(path: Path, what: str) -> None:
         raise StoreMissing(f"{what} {path}: no such directory")
 
 
+def query_dir(state_dir: Path, store_dir: Path | None = None) -> Path:
+    """The store a query reads: `store_dir`, else the run's STATE_DIR/store. A state dir or store
+    that does not exist raises StoreMissing (a typo must not read as 0 records)."""
+    if store_dir is not None:
+        require_dir(store_dir, "--store")
+        return store_dir
+    require_dir(state_dir, "--state-dir")
+    return state_dir / "store"
+
+
 def _time(v: str | None, opt: str) -> int | None:
     if v is None:
         return None

@@ -17,8 +17,8 @@ from typing import Any
 
 from lookout.kafka.errors import KafkaConfigError
 from lookout.kafka.health import BrokerHealth
+from lookout.keyvalue import REDACTED, parse_pairs
 
-REDACTED = "<redacted>"
 # librdkafka properties whose values are secrets; any key naming a password, secret, token or a
 # private key is treated the same (see _is_secret), so new ones are covered too.
 SECRET_KEYS = frozenset(
@@ -44,14 +44,7 @@ def _is_secret(key: str) -> bool:
 def parse_properties(kvs: Iterable[str]) -> dict[str, str]:
     """`KEY=VALUE` strings → librdkafka properties. A malformed one raises KafkaConfigError (also a
     ValueError) that names it, unless it looks like it holds a secret."""
-    props: dict[str, str] = {}
-    for i, kv in enumerate(kvs, 1):
-        k, sep, v = kv.partition("=")
-        if not sep or not k.strip():
-            shown = REDACTED if _is_secret(kv) else repr(kv)
-            raise KafkaConfigError(f"--kafka-config {shown} (argument {i}): expected KEY=VALUE")
-        props[k.strip()] = v.strip()
-    return props
+    return parse_pairs(kvs, "--kafka-config", _is_secret, KafkaConfigError)
 
 
 @dataclass(frozen=True, repr=False)

@@ -61,6 +61,12 @@ class Sink:
         so far (the refused ones are dead letters); empty for sinks that cannot refuse."""
         return {}
 
+    @property
+    def wants_records(self) -> bool:
+        """Does this sink take raw records? (The pipeline builds their ids only for a taker.)
+        True for a sink that overrides `write_records`."""
+        return type(self).write_records is not Sink.write_records
+
 
 class SinkSet(Sink):
     """Fans each call out to several sinks, in order."""
@@ -128,4 +134,4 @@ class SinkSet(Sink):
 
     @property
     def wants_records(self) -> bool:
-        return any(type(s).write_records is not Sink.write_records for s in self.sinks)
+        return any(s.wants_records for s in self.sinks)

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from lookout.cli_nginx import nginx_config
+from lookout.nginx_config import nginx_config
 from lookout.records import parse_chunk
 from lookout.sources.nginx import INVALID_COMBINED, LineConverter, converter_for, parse_time_local
 from tests.fixtures.nginx import Nginx, free_port, nginx_binary, write_mmdb

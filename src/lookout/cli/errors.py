@@ -7,7 +7,9 @@ input cannot be read), 2 a usage or configuration error (the command has to chan
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import click
 
@@ -37,3 +39,18 @@ class LookoutGroup(click.Group):
         except LookoutError as e:
             click.echo(plain(f"error: {e}"), err=True)  # messages may quote input (topic names, server answers)
             ctx.exit(exit_code(e))
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """`error: <message>` on stderr, then exit (a usage error unless said otherwise)."""
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+@contextmanager
+def usage_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Errors of these kinds (the user has to change the command) become `error: …` and exit 2."""
+    try:
+        yield
+    except kinds as e:
+        fail(str(e))

@@ -1,4 +1,4 @@
-"""`lookout kibana-setup`: the deployment's Kibana objects (registered on the main group)."""
+"""`lookout kibana-setup`: the deployment's Kibana objects (`lookout.kibana`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import sys
 
 import click
 
-from lookout.cli import main
 
-
-@main.command("kibana-setup")
+@click.command("kibana-setup")
 @click.argument("url", envvar="LOOKOUT_KIBANA_URL")
 @click.option("--user", envvar="LOOKOUT_KIBANA_USER", default=None, help="Basic-auth user (env LOOKOUT_KIBANA_USER).")
 @click.option(

@@ -1,4 +1,4 @@
-"""`lookout check`: the options of `lookout run`, checked instead of run (registered on the main group).
+"""`lookout check`: the options of `lookout run`, checked instead of run (`lookout.check`).
 
 The command takes `run`'s parameters themselves (not a copy of their declarations), so any
 line `lookout run …` stays valid as `lookout check …`: the deployment tests rely on that.
@@ -12,36 +12,18 @@ import time
 import click
 import orjson
 
-from lookout.cli import main, run
+from lookout.cli.options import json_option
+from lookout.cli.run import run
 
 
 def _check(**opts: object) -> None:
-    from lookout.check import CheckOptions, option_results, run_checks
-    from lookout.runner import RunOptions
+    from lookout.check import check_run
 
     dry_run, timeout, as_json = bool(opts.pop("dry_run")), float(opts.pop("timeout")), bool(opts.pop("as_json"))  # type: ignore[arg-type]
     rules_path, lateness = opts.pop("rules_path"), opts.pop("lateness")
     opts.pop("view", None)
     t0 = time.monotonic()
-    try:
-        ro = RunOptions(**opts, view=False)  # type: ignore[arg-type]
-        kafka = ro.kafka_connection if ro.kafka else None
-    except ValueError as e:  # a pydantic ValidationError, or a Kafka connection that cannot be built
-        results = option_results(e)
-    else:
-        co = CheckOptions(
-            rules_path=rules_path,
-            lateness=lateness,  # type: ignore[arg-type]
-            kafka=kafka,
-            topic=ro.topic,
-            partitions=ro.partitions,
-            es_url=ro.es_url,
-            tail_path=str(ro.tail_path) if ro.tail_path else None,
-            state_dir=str(ro.state_dir),
-            out_dir=str(ro.out_dir),
-            timeout=timeout,
-        )
-        results = run_checks(co, dry_run=dry_run)
+    results = check_run(opts, rules_path, lateness, timeout, dry_run=dry_run)  # type: ignore[arg-type]
     failed = sum(not r.ok for r in results)
     elapsed = time.monotonic() - t0
     if as_json:
@@ -75,11 +57,11 @@ check = click.Command(
             show_default=True,
             help="Seconds each service may take to answer (the whole check is bounded by twice this, plus 1).",
         ),
-        click.Option(["--json", "as_json"], is_flag=True, help="Print the results as JSON."),
     ],
     help="Check what `lookout run` with these options needs: rules, state and output dirs, the log to tail, Kafka "
     "(reachable, API versions, topics, permissions, the input lock) and Elasticsearch (version, templates, "
     "credentials). One line per check, exit 0 when all pass, 1 otherwise; secrets are never printed.",
     short_help="Check a run's configuration: rules, dirs, Kafka, Elasticsearch.",
 )
-main.add_command(check)
+# --json as the other commands declare it (a decorator), help worded for results
+json_option("Print the results as JSON.")(check)

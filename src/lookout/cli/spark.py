@@ -1,29 +1,30 @@
-"""`lookout spark`: the rules on Apache Spark Structured Streaming (registered on the main group)."""
+"""`lookout spark`: the rules on Apache Spark Structured Streaming (`lookout.spark`)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 import orjson
 
-from lookout.cli import EXIT_USAGE, _load, lateness_option, main, rules_option
+from lookout.cli.errors import fail, usage_errors
+from lookout.cli.options import (
+    duration_option,
+    idle_timeout_option,
+    json_option,
+    kafka_option,
+    lateness_option,
+    out_option,
+    rules_option,
+    ruleset,
+    topic_option,
+)
+from lookout.errors import ConfigError
+from lookout.keyvalue import parse_pairs
 from lookout.rules import parse_duration
 
 
-def _conf(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        k, sep, v = p.partition("=")
-        if not sep or not k.strip():
-            click.echo(f"error: --conf {p!r}: expected KEY=VALUE", err=True)
-            sys.exit(EXIT_USAGE)
-        out[k.strip()] = v
-    return out
-
-
-@main.command("spark")
+@click.command("spark")
 @click.option(
     "--input",
     "inputs",
@@ -31,23 +32,14 @@ def _conf(pairs: tuple[str, ...]) -> dict[str, str]:
     type=click.Path(dir_okay=False),
     help="NDJSON file to read (repeatable; .gz too). Trigger availableNow, then stop.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    default="lookout-out",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="With --input: directory for <rule>.jsonl and rejected.jsonl.",
-)
-@click.option(
-    "--kafka",
+@out_option("With --input: directory for <rule>.jsonl and rejected.jsonl.")
+@kafka_option(
     "kafka",
-    envvar="LOOKOUT_KAFKA",
-    default=None,
+    required=False,
     metavar="BOOTSTRAP",
     help="Kafka bootstrap servers: read --topic, write the rules' topics and <topic>-dlq.",
 )
-@click.option("--topic", default="test-inter", show_default=True, help="Kafka input topic.")
+@topic_option()
 @click.option(
     "--starting-offsets",
     type=click.Choice(["earliest", "latest"]),
@@ -63,17 +55,9 @@ def _conf(pairs: tuple[str, ...]) -> dict[str, str]:
     help="Kafka: Spark's spark-sql-kafka-0-10 when on the classpath (auto), or lookout's own "
     "Python Data Source over confluent-kafka.",
 )
-@click.option(
-    "--duration",
-    type=float,
-    default=None,
-    help="Kafka: stop after this many seconds, closing and emitting every open window first (Python connector).",
-)
-@click.option(
-    "--idle-timeout",
-    default="30s",
-    show_default=True,
-    help="Kafka (Python connector): input quiet this long moves the watermark to now − lateness, closing the windows it passes.",
+@duration_option("Kafka: stop after this many seconds, closing and emitting every open window first (Python connector).")
+@idle_timeout_option(
+    "Kafka (Python connector): input quiet this long moves the watermark to now − lateness, closing the windows it passes."
 )
 @rules_option
 @lateness_option
@@ -85,8 +69,8 @@ def _conf(pairs: tuple[str, ...]) -> dict[str, str]:
     type=click.Path(file_okay=False),
     help="Checkpoint directory (Kafka default: .lookout-state/spark; --input: a temporary one).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def spark_cmd(
+@json_option()
+def spark(
     inputs: tuple[str, ...],
     out_dir: str,
     kafka: str | None,
@@ -104,31 +88,24 @@ def spark_cmd(
 ) -> None:
     """Run the rules on Apache Spark Structured Streaming (results identical to `lookout replay`)."""
     if bool(inputs) == bool(kafka):
-        click.echo("error: give either --input FILE... or --kafka BOOTSTRAP", err=True)
-        sys.exit(EXIT_USAGE)
+        fail("give either --input FILE... or --kafka BOOTSTRAP")
     for p in inputs:
         if not Path(p).is_file():
-            click.echo(f"error: {p}: no such file", err=True)
-            sys.exit(EXIT_USAGE)
-    rs = _load(rules_path, lateness)
+            fail(f"{p}: no such file")
+    rs = ruleset(rules_path, lateness)
     try:
         idle_s = parse_duration(idle_timeout) / 1e6
     except ValueError as e:
-        click.echo(f"error: --idle-timeout: {e}", err=True)
-        sys.exit(EXIT_USAGE)
+        fail(f"--idle-timeout: {e}")
     try:
         from lookout.spark.compile import UnsupportedRule, check_rules
     except ImportError:
-        click.echo("error: pyspark is not installed (pip install 'lookout[spark]')", err=True)
-        sys.exit(EXIT_USAGE)
-    try:
+        fail("pyspark is not installed (pip install 'lookout[spark]')")
+    with usage_errors(UnsupportedRule, ConfigError):
         check_rules(rs)
-    except UnsupportedRule as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
+        spark_conf = parse_pairs(conf, "--conf")
     from lookout.spark import app
 
-    spark_conf = _conf(conf)
     if inputs:
         stats = app.run_files(list(inputs), rs, Path(out_dir), master=master, conf=spark_conf, checkpoint=checkpoint)
     else:
