@@ -525,7 +525,7 @@ def _repeated_field_rows(chunk: bytes, sc: Scan, df: pl.DataFrame) -> np.ndarray
     rows = rows[~np.isin(sc.rows[rows], sc.suspects)]  # blanked lines: parse_line reads them anyway
     if not len(rows):
         return rows
-    keys = pl.from_arrow(sc.text_rows(rows)).str.count_matches(_FIELD_KEY_PATTERN).to_numpy()
+    keys = sc.text_rows(rows).str.count_matches(_FIELD_KEY_PATTERN).to_numpy()
     return rows[keys > found[rows]]
 
 
