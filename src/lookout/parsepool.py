@@ -5,9 +5,9 @@ chunk, in input order; only where the work runs differs. The engine stays in the
 process (on its own core); each worker (`python -m lookout.parsepool`) runs `parse_chunk` with a
 one-thread polars pool.
 
-Nothing crosses a process boundary as pickle: a chunk goes as raw bytes (length-prefixed, over
-the worker's stdin), a result comes back on its stdout as two Arrow IPC streams (valid records;
-rejected lines) behind a fixed header (`_encode`). A worker that dies is an error
+Nothing crosses a process boundary as pickle: a chunk goes as raw bytes (a file in a private
+tmpfs directory, its name over the worker's stdin), a result comes back the same way as two
+Arrow IPC streams (valid records; rejected lines) behind a fixed header (`_encode`). A worker that dies is an error
 (`ParseWorkerFailed`), never a silent gap in the input.
 """
 
@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import io
 import os
-import queue
 import struct
 import subprocess
 import sys
-import threading
 from collections import deque
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -90,9 +88,37 @@ def _recv_frame(f: BinaryIO) -> bytes | None:
     return data if len(data) == n else None
 
 
+def _shm_dir() -> str | None:
+    """/dev/shm when it is a writable directory (tmpfs: chunk files never touch a disk), else the default temp dir."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK) else None
+
+
+_DIR_PREFIX = "lookout-parse-"
+
+
+def _sweep_stale(parent: str | None) -> None:
+    """Remove exchange directories of pools whose process is gone (SIGKILL leaves a few chunk files)."""
+    import shutil
+    import tempfile
+
+    base = parent or tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(_DIR_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(_DIR_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            continue
+        path = os.path.join(base, name)
+        if os.stat(path).st_uid == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def worker_main() -> None:
-    """A parse worker: length-prefixed chunks on stdin, length-prefixed results on stdout; an empty
-    chunk or end of input ends it."""
+    """A parse worker: on stdin, length-prefixed names of chunk files in the exchange directory
+    (argv[1]); for each it writes `<name>.out` (the encoded result) and answers on stdout with the
+    result's length. An empty name or end of input ends it."""
     import signal
 
     from lookout.records import parse_chunk
@@ -100,75 +126,96 @@ def worker_main() -> None:
     # Ctrl-C reaches the whole foreground process group: the parent stops in order and ends its
     # workers by closing their input, so the signal is not theirs to act on (no traceback, no early exit)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    folder = sys.argv[1]
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames may reach the parent's pipe
-    while data := _recv_frame(inp):
-        _send(out, _encode(parse_chunk(data)))
+    while name := _recv_frame(inp):
+        path = os.path.join(folder, os.path.basename(name.decode()))
+        with open(path, "rb") as f:
+            data = f.read()
+        os.unlink(path)
+        result = _encode(parse_chunk(data))
+        del data
+        with open(path + ".out", "wb") as f:
+            f.write(result)
+        _send(out, _LEN.pack(len(result)))
 
 
 class ParsePool:
     """`workers` parse processes (`python -m lookout.parsepool`), started once: plain child processes
-    with pipes, so nothing of this process (its main module, threads, locks) is re-run or inherited."""
+    with pipes, so nothing of this process (its main module, threads, locks) is re-run or inherited.
+
+    Chunks and results cross as files in a private directory on tmpfs (/dev/shm); the pipes carry
+    only their names and lengths. Why not the bytes through the pipes: with pipe threads, each
+    64 KiB pipe write or read gives the GIL back to a thread that must wait for the engine to
+    release it (the 5 ms switch interval), and that wait, not parsing, set the pace (measured:
+    the cores were idle 60 % of a replay). A file is written and read in one system call each,
+    and the calling thread does it, so there are no pipe threads. At most `depth` chunks per
+    worker (a few MiB each) are in the directory at once; it is removed on close, and a directory
+    left by a killed process is removed by the next pool."""
 
     def __init__(self, workers: int) -> None:
+        import tempfile
+
         env = {**os.environ, "POLARS_MAX_THREADS": "1"}  # one core each: the engine keeps the other busy
+        parent = _shm_dir()
+        _sweep_stale(parent)
+        self.folder = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-", dir=parent)
         self.procs: list[subprocess.Popen[bytes]] = []
-        # a reader and a writer thread per worker: answers are taken as soon as they come and chunks
-        # are handed over when the worker is ready, so neither side ever waits for the other's pipe
-        self.answers: list[queue.Queue[bytes | None]] = []
-        self.requests: list[queue.Queue[bytes]] = []
+        self.inflight: list[deque[str]] = []  # names sent to each worker, oldest first
+        self._seq = 0
         self._next = 0
         for _ in range(workers):
             p = subprocess.Popen(
-                [sys.executable, "-m", "lookout.parsepool"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+                [sys.executable, "-m", "lookout.parsepool", self.folder],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
             )
             self.procs.append(p)
-            q: queue.Queue[bytes | None] = queue.Queue()
-            self.answers.append(q)
-            threading.Thread(target=self._read, args=(p.stdout, q), daemon=True, name="lookout-parse-read").start()
-            r: queue.Queue[bytes] = queue.Queue()
-            self.requests.append(r)
-            threading.Thread(target=self._write, args=(p.stdin, r), daemon=True, name="lookout-parse-write").start()
+            self.inflight.append(deque())
 
-    @staticmethod
-    def _read(f: BinaryIO, answers: queue.Queue[bytes | None]) -> None:
+    def _put(self, k: int, data: bytes) -> None:
+        self._seq += 1
+        name = f"c{self._seq}"
+        with open(os.path.join(self.folder, name), "wb") as f:
+            f.write(data)
         try:
-            while (data := _recv_frame(f)) is not None:
-                answers.put(data)
+            stdin = self.procs[k].stdin
+            assert stdin is not None
+            _send(stdin, name.encode())
         except (OSError, ValueError):
-            pass
-        answers.put(None)
-
-    @staticmethod
-    def _write(f: BinaryIO, requests: queue.Queue[bytes]) -> None:
-        try:
-            while True:
-                data = requests.get()
-                _send(f, data)
-                if not data:
-                    f.close()
-                    return
-        except (OSError, ValueError):  # the worker is gone; its reader reports it
-            return
+            raise ParseWorkerFailed(f"parse worker {k} died (exit code {self.procs[k].poll()})") from None
+        self.inflight[k].append(name)
 
     def _recv(self, k: int) -> ParsedChunk:
-        data = self.answers[k].get()
-        if data is None:
+        stdout = self.procs[k].stdout
+        assert stdout is not None
+        head = _recv_frame(stdout)
+        name = self.inflight[k].popleft()
+        path = os.path.join(self.folder, name)
+        if head is None or len(head) != _LEN.size:
             try:
                 code = self.procs[k].wait(1)
             except subprocess.TimeoutExpired:
                 code = None
             raise ParseWorkerFailed(f"parse worker {k} died (exit code {code})")
+        (n,) = _LEN.unpack(head)
+        with open(path + ".out", "rb") as f:
+            data = f.read()
+        os.unlink(path + ".out")
+        if len(data) != n:
+            raise ParseWorkerFailed(f"parse worker {k} wrote {len(data)} bytes of a {n}-byte result")
         return _decode(data)
 
     def submit(self, data: bytes) -> int:
         """Hand NDJSON bytes to the next worker; `result(ticket)` gives its parsed chunk. Results of
         one worker come back in the order given, so callers take them in submission order."""
         if not data:
-            raise ValueError("empty chunk: b'' is the end-of-input frame; parse empty chunks in process")
+            raise ValueError("empty chunk: an empty name is the end-of-input frame; parse empty chunks in process")
         k = self._next
         self._next = (k + 1) % len(self.procs)
-        self.requests[k].put(data)
+        self._put(k, data)
         return k
 
     def result(self, ticket: int) -> ParsedChunk:
@@ -180,7 +227,6 @@ class ParsePool:
         from lookout.pipeline import Pipeline
 
         pending: deque[tuple[Chunk, int | None]] = deque()
-        k = 0
         it = iter(chunks)
         limit = depth * len(self.procs)
         failure: BaseException | None = None
@@ -193,12 +239,10 @@ class ParsePool:
                     break
                 if chunk is None:
                     break
-                if not chunk.data:  # `lines` chunks, and empty ones (b"" is the workers' end-of-input)
+                if not chunk.data:  # `lines` chunks, and empty ones (an empty frame is the workers' end-of-input)
                     pending.append((chunk, None))
                 else:
-                    self.requests[k].put(chunk.data)
-                    pending.append((chunk, k))
-                    k = (k + 1) % len(self.procs)
+                    pending.append((chunk, self.submit(chunk.data)))
             if not pending:
                 if failure is not None:
                     raise failure
@@ -207,8 +251,15 @@ class ParsePool:
             yield chunk, (Pipeline.parse(chunk) if worker is None else self._recv(worker))
 
     def close(self) -> None:
-        for r in self.requests:
-            r.put(b"")  # the writer sends it after any chunk still queued, then closes the pipe
+        import shutil
+
+        for p in self.procs:
+            try:
+                if p.stdin is not None:
+                    _send(p.stdin, b"")
+                    p.stdin.close()
+            except (OSError, ValueError):
+                pass
         for p in self.procs:
             try:
                 p.wait(5)
@@ -217,6 +268,7 @@ class ParsePool:
                 p.wait()
             if p.stdout is not None:
                 p.stdout.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> ParsePool:
         return self

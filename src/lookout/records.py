@@ -361,16 +361,26 @@ def _iso_us(s: pl.Series) -> pl.Series:
 
 
 def _canonical_ips(values: pl.Series) -> pl.Series:
-    """Canonical client IPs (null where parse_client_ip refuses), computed once per distinct value:
-    logs repeat their clients, so this costs per client, not per line."""
+    """Canonical client IPs (null where parse_client_ip refuses), computed once per distinct value
+    and remembered across chunks (a bounded memo of a pure function): logs repeat their clients,
+    so this costs per client, not per line or per chunk."""
     distinct = values.unique().drop_nulls().to_list()
+    memo = _CANONICAL_IPS
+    if len(memo) > _CANONICAL_IPS_MAX:
+        memo.clear()
     canon: list[str | None] = []
     for v in distinct:
-        try:
-            canon.append(parse_client_ip(v))
-        except Rejected:
-            canon.append(None)
+        if v not in memo:
+            try:
+                memo[v] = parse_client_ip(v)
+            except Rejected:
+                memo[v] = None
+        canon.append(memo[v])
     return values.replace_strict(distinct, canon, default=None, return_dtype=pl.String)
+
+
+_CANONICAL_IPS: dict[str, str | None] = {}
+_CANONICAL_IPS_MAX = 100_000  # entries (~10 MiB at most); cleared, not evicted one by one, when full
 
 
 def _repeated_field_rows(chunk: bytes, sc: Scan, df: pl.DataFrame) -> np.ndarray:
@@ -390,7 +400,7 @@ def _repeated_field_rows(chunk: bytes, sc: Scan, df: pl.DataFrame) -> np.ndarray
     rows = rows[~np.isin(sc.rows[rows], sc.suspects)]  # blanked lines: parse_line reads them anyway
     if not len(rows):
         return rows
-    keys = pl.from_arrow(sc.text_rows(rows)).str.count_matches(_FIELD_KEY_PATTERN).to_numpy()
+    keys = sc.text_rows(rows).str.count_matches(_FIELD_KEY_PATTERN).to_numpy()
     return rows[keys > found[rows]]
 
 

@@ -239,3 +239,42 @@ def test_parse_ahead_with_processes_survives_empty_chunks():
     finally:
         ahead.close()
     assert [p.records.height for _, p in got] == [0, 1, 0, 1]
+
+
+def test_pool_exchange_directory_is_private_and_removed(tmp_path):
+    """Chunks and results cross as files in a private directory (names over the pipes): nothing of
+    them is left once the pool closes, and the directory is readable by this user only."""
+    path = tmp_path / "messy.ndjson"
+    _messy_file(path)
+    with ParsePool(2) as pool:
+        folder = pool.folder
+        assert os.stat(folder).st_mode & 0o077 == 0
+        got = list(pool.parsed(file_chunks(str(path), chunk_bytes=64 << 10)))
+        assert len(got) > 5 and os.listdir(folder) == []  # every chunk and result file removed once read
+    assert not os.path.exists(folder)
+
+
+def test_pool_sweeps_directories_left_by_a_killed_process(tmp_path):
+    """A SIGKILLed replay leaves its exchange directory; the next pool removes it, never a live one."""
+    import subprocess
+    import sys
+
+    with ParsePool(1) as pool:
+        parent = os.path.dirname(pool.folder)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = os.path.join(parent, f"lookout-parse-{dead.stdout.strip()}-test")
+    live = os.path.join(parent, f"lookout-parse-{os.getpid()}-test")
+    for d in (stale, live):
+        os.makedirs(d)
+        with open(os.path.join(d, "c1"), "wb") as f:
+            f.write(b"{}\n")
+    try:
+        with ParsePool(1):
+            pass
+        assert not os.path.exists(stale)
+        assert os.path.exists(live)
+    finally:
+        import shutil
+
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)
