@@ -44,6 +44,7 @@ class SparkStats:
     late: int = 0  # records late for some rule (each dead-lettered, reason `late`)
     connector: str | None = None  # Kafka: "spark-sql-kafka-0-10" or "lookout-kafka"
     batches: int = 0
+    batch_seconds: list[float] = field(default_factory=list)  # each micro-batch's triggerExecution
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
@@ -51,6 +52,7 @@ class SparkStats:
         for p in results_progress:
             self.batches += 1
             self.input_rows += int(p.get("numInputRows") or 0)
+            self.batch_seconds.append(round((p.get("durationMs") or {}).get("triggerExecution", 0) / 1000, 2))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,14 +63,21 @@ class SparkStats:
             "late": self.late,
             **({"connector": self.connector} if self.connector else {}),
             "batches": self.batches,
+            "batch_seconds": list(self.batch_seconds),
             "seconds": round(self.seconds, 3),
         }
 
 
-def build_query(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None):  # noqa: ANN001, ANN201
+def build_query(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None, fresh: bool = False):  # noqa: ANN001, ANN201
     """Streaming `lines` (value, source, partition, offset, flush_ts) → panes.OUTPUT_SCHEMA rows."""
     check_rules(rs)
-    return compile_plan(lines, rs, dlq_topic, sources)
+    return compile_plan(lines, rs, dlq_topic, sources, fresh)
+
+
+def _rows(batch_df) -> list[tuple]:  # noqa: ANN001
+    """A micro-batch's output rows on the driver, in ONE job: every state partition runs at once
+    (toLocalIterator ran one job per partition, one after another: the stateful stage on one core)."""
+    return [tuple(r) for r in batch_df.collect()]
 
 
 # ------------------------------------------------------------------------------- files mode
@@ -87,7 +96,7 @@ class _FileWriter:
 
     def __call__(self, batch_df, batch_id: int) -> None:  # noqa: ANN001
         by_topic: dict[str, list[str]] = {}
-        msgs, late = messages([tuple(r) for r in batch_df.toLocalIterator()])
+        msgs, late = messages(_rows(batch_df))
         self.late += late
         for topic, _key, value in msgs:
             by_topic.setdefault(topic, []).append(value)
@@ -155,19 +164,21 @@ def run_files(
         shutil.rmtree(ck)  # files mode always starts over, as lookout replay does
     try:
         sources = _stage_inputs(inputs, work / "input")
-        # One partition per staged chunk, so arrow_parse sees the lines in input order (the
-        # per-record watermark); parsing is cheap, the stateful stage has the parallelism.
-        spark = spark or build_session(master, {"spark.sql.files.minPartitionNum": "1", **(conf or {})})
+        # A chunk is read as splits parsed at once (one per core, Spark's default split size);
+        # each split's summary row carries its running maximum on to the records of the splits
+        # after it (arrow_parse.py, panes.py), so lateness is judged per record as replay does.
+        spark = spark or build_session(master, conf)
         lines = (
             spark.readStream.option("maxFilesPerTrigger", 1)
             .option("lineSep", "\n")
             .text(str(work / "input"))
+            .withColumn("part", F.col("_metadata.file_block_start"))
             .withColumn("source", F.input_file_name())
             .withColumn("partition", F.lit(None).cast("int"))
             .withColumn("offset", F.lit(None).cast("long"))
             .withColumn("flush_ts", F.when(F.col("source").endswith(FLUSH_SUFFIX), F.lit(FLUSH_TS_US)))
         )
-        out = build_query(lines, rs, "rejected", sources)
+        out = build_query(lines, rs, "rejected", sources, fresh=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {r.name: f"{r.name}.jsonl" for r in rs.rules} | {"rejected": REJECTED_FILE}
         for name in files.values():
@@ -209,7 +220,7 @@ class _KafkaWriter:
         self.stats = stats
 
     def __call__(self, batch_df, batch_id: int) -> None:  # noqa: ANN001
-        msgs, late = messages([tuple(r) for r in batch_df.toLocalIterator()])
+        msgs, late = messages(_rows(batch_df))
         self.stats.late += late
         if not msgs:
             return

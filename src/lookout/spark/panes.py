@@ -43,6 +43,7 @@ def state_schema(rs: RuleSet) -> str:
 
 
 REJECTED = -1  # rule index of a rejected line's row
+SUMMARY = -2  # rule index of a split's summary row (files mode: arrow_parse.py), one in every bucket
 NO_WATERMARK = -(1 << 62)
 
 
@@ -159,6 +160,18 @@ def _late_letters(rs: RuleSet, recs: Any, dlq_topic: str, emit: Any, source_of: 
         emit(dlq_topic, None, letter.decode(), True)
 
 
+def _with_before(df: Any) -> Any:
+    """Column `_pre`: the maximum event time of the splits before a row's own in this micro-batch
+    (files mode: a chunk parsed as several splits at once, each ending in a summary row), so with
+    `cm` (its own split's running maximum) a record's watermark is replay's, over the whole input.
+    Kafka rows have no split: NULL."""
+    import polars as pl
+
+    summ = df.filter(pl.col("r") == SUMMARY).select("part", "pmax").unique().sort("part")
+    pre = summ.select("part", _pre=pl.col("pmax").cum_max().shift(1))
+    return df.join(pre, on="part", how="left")
+
+
 def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[str, str] | None = None):  # noqa: ANN201
     """The applyInPandasWithState function for these rules and this number of buckets."""
     fp = fingerprint(f"{buckets}\n{rules_yaml}")
@@ -209,7 +222,10 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
                         pl.col("partition").cast(pl.Int32),
                         pl.col("offset").cast(pl.Int64),
                         pl.col("passes").cast(pl.Int64),
+                        pl.col("part").cast(pl.Int64),
+                        pl.col("pmax").cast(pl.Int64),
                     )
+                    .pipe(_with_before)
                     .sort("rid")
                 )  # input order
                 for row in df.filter(pl.col("r") == REJECTED).iter_rows(named=True):
@@ -217,8 +233,9 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
                     emit(
                         dlq_topic, None, dead_letter(row["reason"], row["detail"], bytes(row["raw"]), src, None, **extra).decode()
                     )
-                recs = df.filter(pl.col("r") != REJECTED).with_columns(
-                    _wm=pl.max_horizontal(pl.lit(wm), pl.col("cm") - rs.lateness), line=pl.int_range(pl.len())
+                recs = df.filter((pl.col("r") != REJECTED) & (pl.col("r") != SUMMARY)).with_columns(
+                    _wm=pl.max_horizontal(pl.lit(wm), pl.col("cm") - rs.lateness, pl.col("_pre") - rs.lateness),
+                    line=pl.int_range(pl.len()),
                 )
                 _late_letters(rs, recs, dlq_topic, emit, source_of)
         for i in range(len(rs.rules)):
