@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+BEFORE = 4_000  # records/s of lookout spark --input when issue 13 was filed (its "today")
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -47,11 +48,12 @@ def same_results(a: Path, b: Path) -> list[str]:
 
 def seed_design(data: str, master: str, work: str) -> None:
     """The seed's four Spark aggregations (its README), each a streaming query over the input
-    staged as lookout spark stages it (32 MB files, one per micro-batch)."""
+    staged as lookout spark stages it (32 MB files, FILES_PER_BATCH a micro-batch: the same
+    batches as lookout spark)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from lookout.spark.app import _stage_inputs
+    from lookout.spark.app import FILES_PER_BATCH, _stage_inputs
     from lookout.spark.session import build_session
 
     stage = Path(work) / "seed-input"
@@ -66,7 +68,7 @@ def seed_design(data: str, master: str, work: str) -> None:
     )
 
     def records():  # noqa: ANN202
-        df = spark.readStream.option("maxFilesPerTrigger", 1).text(str(stage))
+        df = spark.readStream.option("maxFilesPerTrigger", FILES_PER_BATCH).text(str(stage))
         df = df.select(F.from_json("value", schema).alias("j")).select("j.*")
         df = df.withColumn("ts", F.expr("try_cast(`@timestamp` AS DOUBLE)").cast("timestamp"))
         df = df.withColumn("status", F.expr("try_cast(status AS INT)"))
@@ -137,6 +139,8 @@ def main() -> None:
                 f"{t_seed / t_replay:.1f}x slower |"
             )
             print(f"\nlookout spark vs the seed design: {t_seed / t_spark:.1f}x faster.")
+        print(f"lookout spark vs issue 13's {BEFORE:,}/s: {n / t_spark / BEFORE:.1f}x.")
+        print(f"micro-batches: {spark_stats['batches']}, seconds each: {spark_stats.get('batch_seconds')}.")
         print(
             f"Spark time inside the process (session start included): {spark_stats['seconds']:.1f} s; "
             f"results {'identical' if not diff else 'DIFFER in ' + ', '.join(diff)}."

@@ -107,13 +107,14 @@ class _FileWriter:
                 self.counts[topic] = self.counts.get(topic, 0) + len(lines)
 
 
-STAGE_CHUNK_BYTES = 32 << 20  # one micro-batch each: the watermark moves and state is freed between them
+STAGE_CHUNK_BYTES = 32 << 20  # staged chunk files, each read as splits parsed at once
+FILES_PER_BATCH = 4  # chunks per micro-batch (128 MB): the watermark moves and state is freed between them
 
 
 def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK_BYTES) -> dict[str, str]:
-    """Copy the inputs (plain, .gz or `-`) into numbered chunk files of whole lines, one
-    micro-batch each (maxFilesPerTrigger=1, in modification-time order), then the end-of-input
-    line. One huge batch would hold every window of the input in the state store at once.
+    """Copy the inputs (plain, .gz or `-`) into numbered chunk files of whole lines, read
+    FILES_PER_BATCH a micro-batch (maxFilesPerTrigger, in modification-time order), then the
+    end-of-input line. One huge batch would hold every window of the input in the state store at once.
     Returns chunk file name → the input path as given (the dead letters' `source`)."""
     from lookout.sources.files import file_chunks
 
@@ -169,16 +170,25 @@ def run_files(
         # after it (arrow_parse.py, panes.py), so lateness is judged per record as replay does.
         spark = spark or build_session(master, conf)
         lines = (
-            spark.readStream.option("maxFilesPerTrigger", 1)
+            spark.readStream.option("maxFilesPerTrigger", FILES_PER_BATCH)
             .option("lineSep", "\n")
             .text(str(work / "input"))
-            .withColumn("part", F.col("_metadata.file_block_start"))
             .withColumn("source", F.input_file_name())
+            # input order of splits, across the chunk files of a batch: (chunk number, split start)
+            .withColumn(
+                "part",
+                F.regexp_extract("source", r"(\d+)\.[^/]*$", 1).cast("long") * F.lit(1 << 40)
+                + F.col("_metadata.file_block_start"),
+            )
             .withColumn("partition", F.lit(None).cast("int"))
             .withColumn("offset", F.lit(None).cast("long"))
             .withColumn("flush_ts", F.when(F.col("source").endswith(FLUSH_SUFFIX), F.lit(FLUSH_TS_US)))
         )
         out = build_query(lines, rs, "rejected", sources, fresh=True)
+        # The end-of-input row closes every window in its own batch (panes.FLUSH), and a data
+        # batch closes what the watermark of the batches before it closes: the batch Spark would
+        # run only to move the watermark would cost a job over every state partition for nothing.
+        spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {r.name: f"{r.name}.jsonl" for r in rs.rules} | {"rejected": REJECTED_FILE}
         for name in files.values():

@@ -89,12 +89,13 @@ def with_watermark(records: DataFrame, rs: RuleSet) -> DataFrame:
 
 def _bucket(rs: RuleSet, buckets: int) -> Column:
     """The buckets of a row (an array): its (rule, key)'s, every bucket for a summary row."""
-    from lookout.spark.panes import SUMMARY
+    from lookout.spark.panes import FLUSH, SUMMARY
 
     b = F.pmod(F.col("rid"), F.lit(buckets))  # rejected lines: spread
     for i, r in enumerate(rs.rules):
         b = F.when(F.col("r") == i, F.pmod(F.xxhash64(F.lit(i), *[F.col(k) for k in r.group_by]), F.lit(buckets))).otherwise(b)
-    return F.when(F.col("r") == SUMMARY, F.sequence(F.lit(0), F.lit(buckets - 1))).otherwise(F.array(b.cast("int")))
+    every = F.sequence(F.lit(0), F.lit(buckets - 1))
+    return F.when(F.col("r").isin(SUMMARY, FLUSH), every).otherwise(F.array(b.cast("int")))
 
 
 def balanced_labels(spark, buckets: int, partitions: int) -> list[int]:  # noqa: ANN001
@@ -133,7 +134,9 @@ def _only_where_read(rs: RuleSet, field: str) -> Column:
     )
 
 
-def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int, labels: list[int] | None = None) -> DataFrame:
+def rule_rows(
+    stamped: DataFrame, rs: RuleSet, buckets: int, labels: list[int] | None = None, close_in_batch: bool = False
+) -> DataFrame:
     """One row per (valid record, rule whose filter it passes), one per rejected line, one per
     bucket for a split's summary row (arrow_parse.py); `r` the rule's index (panes.REJECTED for a
     rejected line, panes.SUMMARY for a summary), `b` its bucket. Flush rows end here,
@@ -144,13 +147,15 @@ def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int, labels: list[int] |
     raw line and where it came from, with `passes` (bit i: rule i): lateness is decided from
     event time and watermark alone, so the carrier's bucket can dead-letter a late record with
     every rule it was late for, and the raw bytes cross the shuffle once, not once per rule."""
-    from lookout.spark.panes import REJECTED, SUMMARY
+    from lookout.spark.panes import FLUSH, REJECTED, SUMMARY
 
     summary = F.col("pmax").isNotNull()
     valid = ~F.col("flush") & F.col("reason").isNull() & ~summary
     which = [F.when(valid & _filter(r), F.lit(i)) for i, r in enumerate(rs.rules)]
     which.append(F.when(~F.col("flush") & F.col("reason").isNotNull(), F.lit(REJECTED)))
     which.append(F.when(summary, F.lit(SUMMARY)))
+    if close_in_batch:  # files: the end of input closes every window in its own batch (no extra batch)
+        which.append(F.when(F.col("flush"), F.lit(FLUSH)))
     rows = (
         stamped.withColumn("_rs", F.filter(F.array(*which), lambda x: x.isNotNull()))
         .withColumn(
@@ -200,7 +205,7 @@ def compile_plan(
     buckets = int(lines.sparkSession.conf.get(BUCKETS_CONF, str(DEFAULT_BUCKETS)))
     spark = lines.sparkSession
     labels = balanced_labels(spark, buckets, int(spark.conf.get("spark.sql.shuffle.partitions"))) if fresh else None
-    rows = rule_rows(with_watermark(records, rs), rs, buckets, labels)
+    rows = rule_rows(with_watermark(records, rs), rs, buckets, labels, close_in_batch=fresh)
     return rows.groupBy("b").applyInPandasWithState(
         make_processor(rs.to_yaml(), dlq_topic, buckets, sources),
         OUTPUT_SCHEMA,
