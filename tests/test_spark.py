@@ -198,6 +198,14 @@ def test_unsupported_rules_are_refused(tmp_path: Path, lookout_cmd: list[str]) -
     assert p.returncode == 2 and "alert on sum(request_time)" in p.stderr
     p = subprocess.run([*lookout_cmd, "spark", "--rules", str(rules)], capture_output=True, text=True)
     assert p.returncode == 2 and "either --input" in p.stderr
+    for rule, said in [
+        ("{name: u, window: 1m, group_by: host, aggregate: count, emit: update}", "emit: update is not supported"),
+        ("{name: mn, window: 1m, group_by: host, aggregate: min(request_time), threshold: '< 1', emit: alert}", "alert on min"),
+        ("{name: mx, window: 1m, group_by: host, aggregate: max(status), threshold: '> 499', emit: alert}", "alert on max"),
+    ]:
+        rules.write_text(f"rules:\n  - {rule}\n")
+        p = subprocess.run([*lookout_cmd, "spark", "--input", str(data), "--rules", str(rules)], capture_output=True, text=True)
+        assert p.returncode == 2 and said in p.stderr and "Traceback" not in p.stderr, (rule, p.stderr)
 
 
 def test_a_record_from_2100_is_rejected_as_replay_rejects_it(tmp_path: Path, lookout_cmd: list[str]) -> None:

@@ -169,6 +169,11 @@ def run_files(
         # each split's summary row carries its running maximum on to the records of the splits
         # after it (arrow_parse.py, panes.py), so lateness is judged per record as replay does.
         spark = spark or build_session(master, conf)
+        if "spark.sql.shuffle.partitions" not in (conf or {}):
+            # one state partition per core: the buckets are balanced over them (compile.py), and
+            # each partition's state store costs a load and a commit per batch (a fresh checkpoint
+            # each run, so the count is free to follow the cores)
+            spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))
         lines = (
             spark.readStream.option("maxFilesPerTrigger", FILES_PER_BATCH)
             .option("lineSep", "\n")
