@@ -44,6 +44,7 @@ class SparkStats:
     late: int = 0  # records late for some rule (each dead-lettered, reason `late`)
     connector: str | None = None  # Kafka: "spark-sql-kafka-0-10" or "lookout-kafka"
     batches: int = 0
+    batch_seconds: list[float] = field(default_factory=list)  # each micro-batch's triggerExecution
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
@@ -51,6 +52,7 @@ class SparkStats:
         for p in results_progress:
             self.batches += 1
             self.input_rows += int(p.get("numInputRows") or 0)
+            self.batch_seconds.append(round((p.get("durationMs") or {}).get("triggerExecution", 0) / 1000, 2))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,14 +63,21 @@ class SparkStats:
             "late": self.late,
             **({"connector": self.connector} if self.connector else {}),
             "batches": self.batches,
+            "batch_seconds": list(self.batch_seconds),
             "seconds": round(self.seconds, 3),
         }
 
 
-def build_query(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None):  # noqa: ANN001, ANN201
+def build_query(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None, fresh: bool = False):  # noqa: ANN001, ANN201
     """Streaming `lines` (value, source, partition, offset, flush_ts) → panes.OUTPUT_SCHEMA rows."""
     check_rules(rs)
-    return compile_plan(lines, rs, dlq_topic, sources)
+    return compile_plan(lines, rs, dlq_topic, sources, fresh)
+
+
+def _rows(batch_df) -> list[tuple]:  # noqa: ANN001
+    """A micro-batch's output rows on the driver, in ONE job: every state partition runs at once
+    (toLocalIterator ran one job per partition, one after another: the stateful stage on one core)."""
+    return [tuple(r) for r in batch_df.collect()]
 
 
 # ------------------------------------------------------------------------------- files mode
@@ -87,7 +96,7 @@ class _FileWriter:
 
     def __call__(self, batch_df, batch_id: int) -> None:  # noqa: ANN001
         by_topic: dict[str, list[str]] = {}
-        msgs, late = messages([tuple(r) for r in batch_df.toLocalIterator()])
+        msgs, late = messages(_rows(batch_df))
         self.late += late
         for topic, _key, value in msgs:
             by_topic.setdefault(topic, []).append(value)
@@ -98,13 +107,14 @@ class _FileWriter:
                 self.counts[topic] = self.counts.get(topic, 0) + len(lines)
 
 
-STAGE_CHUNK_BYTES = 32 << 20  # one micro-batch each: the watermark moves and state is freed between them
+STAGE_CHUNK_BYTES = 32 << 20  # staged chunk files, each read as splits parsed at once
+FILES_PER_BATCH = 4  # chunks per micro-batch (128 MB): the watermark moves and state is freed between them
 
 
 def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK_BYTES) -> dict[str, str]:
-    """Copy the inputs (plain, .gz or `-`) into numbered chunk files of whole lines, one
-    micro-batch each (maxFilesPerTrigger=1, in modification-time order), then the end-of-input
-    line. One huge batch would hold every window of the input in the state store at once.
+    """Copy the inputs (plain, .gz or `-`) into numbered chunk files of whole lines, read
+    FILES_PER_BATCH a micro-batch (maxFilesPerTrigger, in modification-time order), then the
+    end-of-input line. One huge batch would hold every window of the input in the state store at once.
     Returns chunk file name → the input path as given (the dead letters' `source`)."""
     from lookout.sources.files import file_chunks
 
@@ -155,19 +165,35 @@ def run_files(
         shutil.rmtree(ck)  # files mode always starts over, as lookout replay does
     try:
         sources = _stage_inputs(inputs, work / "input")
-        # One partition per staged chunk, so arrow_parse sees the lines in input order (the
-        # per-record watermark); parsing is cheap, the stateful stage has the parallelism.
-        spark = spark or build_session(master, {"spark.sql.files.minPartitionNum": "1", **(conf or {})})
+        # A chunk is read as splits parsed at once (one per core, Spark's default split size);
+        # each split's summary row carries its running maximum on to the records of the splits
+        # after it (arrow_parse.py, panes.py), so lateness is judged per record as replay does.
+        spark = spark or build_session(master, conf)
+        if "spark.sql.shuffle.partitions" not in (conf or {}):
+            # one state partition per core: the buckets are balanced over them (compile.py), and
+            # each partition's state store costs a load and a commit per batch (a fresh checkpoint
+            # each run, so the count is free to follow the cores)
+            spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))
         lines = (
-            spark.readStream.option("maxFilesPerTrigger", 1)
+            spark.readStream.option("maxFilesPerTrigger", FILES_PER_BATCH)
             .option("lineSep", "\n")
             .text(str(work / "input"))
             .withColumn("source", F.input_file_name())
+            # input order of splits, across the chunk files of a batch: (chunk number, split start)
+            .withColumn(
+                "part",
+                F.regexp_extract("source", r"(\d+)\.[^/]*$", 1).cast("long") * F.lit(1 << 40)
+                + F.col("_metadata.file_block_start"),
+            )
             .withColumn("partition", F.lit(None).cast("int"))
             .withColumn("offset", F.lit(None).cast("long"))
             .withColumn("flush_ts", F.when(F.col("source").endswith(FLUSH_SUFFIX), F.lit(FLUSH_TS_US)))
         )
-        out = build_query(lines, rs, "rejected", sources)
+        out = build_query(lines, rs, "rejected", sources, fresh=True)
+        # The end-of-input row closes every window in its own batch (panes.FLUSH), and a data
+        # batch closes what the watermark of the batches before it closes: the batch Spark would
+        # run only to move the watermark would cost a job over every state partition for nothing.
+        spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {r.name: f"{r.name}.jsonl" for r in rs.rules} | {"rejected": REJECTED_FILE}
         for name in files.values():
@@ -209,7 +235,7 @@ class _KafkaWriter:
         self.stats = stats
 
     def __call__(self, batch_df, batch_id: int) -> None:  # noqa: ANN001
-        msgs, late = messages([tuple(r) for r in batch_df.toLocalIterator()])
+        msgs, late = messages(_rows(batch_df))
         self.stats.late += late
         if not msgs:
             return

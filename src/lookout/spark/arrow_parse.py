@@ -8,6 +8,10 @@ It is also faster than Spark SQL's `from_json` plus regular expressions (polars,
 Per partition it also keeps the running maximum event time of the valid records (`cm`), in input
 order: with the watermark of the batches before, that is the per-record watermark the embedded
 engine judges lateness by (engine/core.py), so a record late for `lookout replay` is late here.
+Files mode splits a staged chunk into several partitions parsed at once (one per core); each
+then ends with a *summary* row (`pmax`: its maximum valid event time, `part`: where its split
+starts in the file), from which the stateful step raises a record's watermark by every split
+before its own (panes.py): the running maximum over the whole input, as replay keeps it.
 
 The future guard (lookout.clock, issue 18) runs here too, as in replay's pipeline: the wall clock
 is read as each batch is parsed, and a record stamped more than `max_future` ahead of it becomes
@@ -30,7 +34,8 @@ _SPARK_ARROW = {"int": pa.int32(), "long": pa.int64(), "double": pa.float64(), "
 PARSED_SCHEMA = (
     "rid long, ts long, "
     + "".join(f"{c} {BY_COLUMN[c].spark}, " for c in VALUE_COLUMNS)
-    + "reason string, detail string, raw binary, source string, partition int, offset long, flush boolean, cm long"
+    + "reason string, detail string, raw binary, source string, partition int, offset long, flush boolean, cm long, "
+    + "part long, pmax long"
 )
 _ARROW = pa.schema(
     [
@@ -45,6 +50,8 @@ _ARROW = pa.schema(
         ("offset", pa.int64()),
         ("flush", pa.bool_()),
         ("cm", pa.int64()),
+        ("part", pa.int64()),  # files: the split's start in its chunk file (input order of splits)
+        ("pmax", pa.int64()),  # non-null: a summary row, the split's maximum valid event time
     ]
 )
 
@@ -75,11 +82,13 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
     base = (ctx.partitionId() if ctx is not None else 0) << 40  # rid: unique within a micro-batch
     seq = 0
     running: int | None = None  # max valid event time so far in this partition
+    part: int | None = None
     for batch in batches:
         n = batch.num_rows
         if n == 0:
             continue
         inp = pl.from_arrow(batch).with_columns(i=pl.int_range(n, dtype=pl.Int64))  # type: ignore[union-attr]
+        part = inp.get_column("part")[0]
         values = batch.column("value").to_pylist()
         flushing = inp.get_column("flush_ts").is_not_null().to_list()
         lines = [b"" if (v is None or f) else v for v, f in zip(values, flushing, strict=True)]
@@ -134,5 +143,17 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
             pl.col("offset").cast(pl.Int64),
             "flush",
             pl.col("cm").cast(pl.Int64),
+            pl.col("part").cast(pl.Int64),
+            pmax=pl.lit(None, dtype=pl.Int64),
         )
         yield from out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(_ARROW).to_batches()
+    if part is not None and running is not None:
+        yield _summary(base + seq, part, running)
+
+
+def _summary(rid: int, part: int, pmax: int) -> pa.RecordBatch:
+    """The split's summary row (see the module docstring); its `ts` is its own maximum, so the
+    watermark, the maximum over every row, is what the split's records made it."""
+    row = {f.name: [None] for f in _ARROW}
+    row.update(rid=[rid], ts=[pmax], flush=[False], part=[part], pmax=[pmax])
+    return pa.RecordBatch.from_pydict(row, schema=_ARROW)

@@ -79,6 +79,7 @@ def parse_lines(lines: DataFrame, max_future: int | None = None) -> DataFrame:
         F.col("partition").cast("int").alias("partition"),
         F.col("offset").cast("long").alias("offset"),
         F.col("flush_ts").cast("long").alias("flush_ts"),
+        (F.col("part") if "part" in lines.columns else F.lit(None)).cast("long").alias("part"),
     ).mapInArrow(parser(max_future), PARSED_SCHEMA)
 
 
@@ -88,10 +89,31 @@ def with_watermark(records: DataFrame, rs: RuleSet) -> DataFrame:
 
 
 def _bucket(rs: RuleSet, buckets: int) -> Column:
+    """The buckets of a row (an array): its (rule, key)'s, every bucket for a summary row."""
+    from lookout.spark.panes import FLUSH, SUMMARY
+
     b = F.pmod(F.col("rid"), F.lit(buckets))  # rejected lines: spread
     for i, r in enumerate(rs.rules):
         b = F.when(F.col("r") == i, F.pmod(F.xxhash64(F.lit(i), *[F.col(k) for k in r.group_by]), F.lit(buckets))).otherwise(b)
-    return b.cast("int")
+    every = F.sequence(F.lit(0), F.lit(buckets - 1))
+    return F.when(F.col("r").isin(SUMMARY, FLUSH), every).otherwise(F.array(b.cast("int")))
+
+
+def balanced_labels(spark, buckets: int, partitions: int) -> list[int]:  # noqa: ANN001
+    """One group label per bucket such that Spark's shuffle (pmod(hash(label), partitions), the
+    partitioning of the stateful operator's input) puts the same number of buckets in each state
+    partition. Labels 0..buckets-1 hash unevenly: 8 buckets on 4 partitions went 1/3/0/4, so
+    one core did half the work while a partition stood empty. Asked of Spark's own hash()."""
+    rows = (
+        spark.range(0, 64 * max(buckets, partitions))
+        .select(F.col("id").cast("int").alias("x"))
+        .select("x", F.pmod(F.hash("x"), F.lit(partitions)).alias("p"))
+        .collect()
+    )
+    free: dict[int, list[int]] = {}
+    for x, p in rows:
+        free.setdefault(p, []).append(x)
+    return [free[i % partitions].pop(0) for i in range(buckets)]
 
 
 RECORD_FIELDS = VALUE_COLUMNS
@@ -113,9 +135,12 @@ def _only_where_read(rs: RuleSet, field: str) -> Column:
     )
 
 
-def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
-    """One row per (valid record, rule whose filter it passes), one per rejected line; `r` the
-    rule's index (panes.REJECTED for a rejected line), `b` its bucket. Flush rows end here,
+def rule_rows(
+    stamped: DataFrame, rs: RuleSet, buckets: int, labels: list[int] | None = None, close_in_batch: bool = False
+) -> DataFrame:
+    """One row per (valid record, rule whose filter it passes), one per rejected line, one per
+    bucket for a split's summary row (arrow_parse.py); `r` the rule's index (panes.REJECTED for a
+    rejected line, panes.SUMMARY for a summary), `b` its bucket. Flush rows end here,
     after the watermark saw them (a filter on the exploded rule index: the optimizer cannot push
     it below the watermark, which would then never see them).
 
@@ -123,11 +148,15 @@ def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
     raw line and where it came from, with `passes` (bit i: rule i): lateness is decided from
     event time and watermark alone, so the carrier's bucket can dead-letter a late record with
     every rule it was late for, and the raw bytes cross the shuffle once, not once per rule."""
-    from lookout.spark.panes import REJECTED
+    from lookout.spark.panes import FLUSH, REJECTED, SUMMARY
 
-    valid = ~F.col("flush") & F.col("reason").isNull()
+    summary = F.col("pmax").isNotNull()
+    valid = ~F.col("flush") & F.col("reason").isNull() & ~summary
     which = [F.when(valid & _filter(r), F.lit(i)) for i, r in enumerate(rs.rules)]
     which.append(F.when(~F.col("flush") & F.col("reason").isNotNull(), F.lit(REJECTED)))
+    which.append(F.when(summary, F.lit(SUMMARY)))
+    if close_in_batch:  # files: the end of input closes every window in its own batch (no extra batch)
+        which.append(F.when(F.col("flush"), F.lit(FLUSH)))
     rows = (
         stamped.withColumn("_rs", F.filter(F.array(*which), lambda x: x.isNotNull()))
         .withColumn(
@@ -138,14 +167,16 @@ def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
         # it below the watermark, which would then never see the flush rows
         .withColumn("r", F.explode_outer("_rs"))
         .filter(F.col("r").isNotNull())
+        .withColumn("_b", F.explode_outer(_bucket(rs, buckets)))
     )
     carrier = F.col("r") == F.array_min("_rs")
     # The watermark stays defined for the stateful operator (its column keeps the metadata) but
     # is NULL, so Spark's own late-row filter keeps every row: lateness is judged in panes.py.
     delay = rs.lateness // 1000
+    b = F.col("_b") if labels is None else F.array(*[F.lit(x) for x in labels])[F.col("_b")]
     return rows.select(
         "r",
-        _bucket(rs, buckets).alias("b"),
+        b.alias("b"),
         "rid",
         "ts",
         "cm",
@@ -154,12 +185,18 @@ def rule_rows(stamped: DataFrame, rs: RuleSet, buckets: int) -> DataFrame:
         "reason",
         "detail",
         *[F.when(carrier, F.col(c)).alias(c) for c in ("raw", "source", "partition", "offset")],
+        "part",
+        "pmax",
         F.lit(None).cast("timestamp").alias("_ev", metadata={WATERMARK_DELAY_KEY: delay}),
     )
 
 
-def compile_plan(lines: DataFrame, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None) -> DataFrame:
-    """Streaming lines → panes.OUTPUT_SCHEMA rows (results, dead letters, late records)."""
+def compile_plan(
+    lines: DataFrame, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None, fresh: bool = False
+) -> DataFrame:
+    """Streaming lines → panes.OUTPUT_SCHEMA rows (results, dead letters, late records). `fresh`:
+    the checkpoint is new (files mode), so buckets get balanced labels (a checkpoint keeps its
+    shuffle partitions, and labels from another count would address other state rows)."""
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     from lookout.spark.panes import OUTPUT_SCHEMA, make_processor, state_schema
@@ -167,7 +204,9 @@ def compile_plan(lines: DataFrame, rs: RuleSet, dlq_topic: str, sources: dict[st
     check_rules(rs)
     records = parse_lines(lines, rs.max_future)  # the future guard: before the watermark sees the row
     buckets = int(lines.sparkSession.conf.get(BUCKETS_CONF, str(DEFAULT_BUCKETS)))
-    rows = rule_rows(with_watermark(records, rs), rs, buckets)
+    spark = lines.sparkSession
+    labels = balanced_labels(spark, buckets, int(spark.conf.get("spark.sql.shuffle.partitions"))) if fresh else None
+    rows = rule_rows(with_watermark(records, rs), rs, buckets, labels, close_in_batch=fresh)
     return rows.groupBy("b").applyInPandasWithState(
         make_processor(rs.to_yaml(), dlq_topic, buckets, sources),
         OUTPUT_SCHEMA,

@@ -43,6 +43,8 @@ def state_schema(rs: RuleSet) -> str:
 
 
 REJECTED = -1  # rule index of a rejected line's row
+SUMMARY = -2  # rule index of a split's summary row (files mode: arrow_parse.py), one in every bucket
+FLUSH = -3  # rule index of the end-of-input row (files mode), one in every bucket: close every window
 NO_WATERMARK = -(1 << 62)
 
 
@@ -159,6 +161,18 @@ def _late_letters(rs: RuleSet, recs: Any, dlq_topic: str, emit: Any, source_of: 
         emit(dlq_topic, None, letter.decode(), True)
 
 
+def _with_before(df: Any) -> Any:
+    """Column `_pre`: the maximum event time of the splits before a row's own in this micro-batch
+    (files mode: a chunk parsed as several splits at once, each ending in a summary row), so with
+    `cm` (its own split's running maximum) a record's watermark is replay's, over the whole input.
+    Kafka rows have no split: NULL."""
+    import polars as pl
+
+    summ = df.filter(pl.col("r") == SUMMARY).select("part", "pmax").unique().sort("part")
+    pre = summ.select("part", _pre=pl.col("pmax").cum_max().shift(1))
+    return df.join(pre, on="part", how="left")
+
+
 def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[str, str] | None = None):  # noqa: ANN201
     """The applyInPandasWithState function for these rules and this number of buckets."""
     fp = fingerprint(f"{buckets}\n{rules_yaml}")
@@ -197,6 +211,7 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
                 emit(rs.rules[rule_i].name, k, line.decode())
 
         recs = None
+        wm_close = wm  # windows close by Spark's watermark, or by the end-of-input row of this batch
         if not state.hasTimedOut:
             frames = [pl.from_pandas(p) for p in pdfs if len(p)]
             if frames:
@@ -211,7 +226,10 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
                         pl.col("partition").cast(pl.Int32),
                         pl.col("offset").cast(pl.Int64),
                         pl.col("passes").cast(pl.Int64),
+                        pl.col("part").cast(pl.Int64),
+                        pl.col("pmax").cast(pl.Int64),
                     )
+                    .pipe(_with_before)
                     .sort("rid")
                 )  # input order
                 for row in df.filter(pl.col("r") == REJECTED).iter_rows(named=True):
@@ -219,19 +237,23 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
                     emit(
                         dlq_topic, None, dead_letter(row["reason"], row["detail"], bytes(row["raw"]), src, None, **extra).decode()
                     )
-                recs = df.filter(pl.col("r") != REJECTED).with_columns(
-                    _wm=pl.max_horizontal(pl.lit(wm), pl.col("cm") - rs.lateness), line=pl.int_range(pl.len())
+                flush = df.filter(pl.col("r") == FLUSH).get_column("ts").max()
+                if flush is not None:  # the end of the input: after this batch's records, close everything
+                    wm_close = max(wm, int(flush) - rs.lateness)  # type: ignore[arg-type]
+                recs = df.filter(pl.col("r") >= 0).with_columns(  # records (not rejected, summary, flush rows)
+                    _wm=pl.max_horizontal(pl.lit(wm), pl.col("cm") - rs.lateness, pl.col("_pre") - rs.lateness),
+                    line=pl.int_range(pl.len()),
                 )
                 _late_letters(rs, recs, dlq_topic, emit, source_of)
         for i in range(len(rs.rules)):
             sel = recs.filter(pl.col("r") == i) if recs is not None else None
             if sel is None or sel.height == 0:
-                if bucket.due(i, wm):
+                if bucket.due(i, wm_close):
                     r = bucket.runner(i)
-                    results(i, r._close(r.w.last_closed(wm)))  # noqa: SLF001 - the engine's own close step
+                    results(i, r._close(r.w.last_closed(wm_close)))  # noqa: SLF001 - the engine's own close step
                 continue
             r = bucket.runner(i)
-            results(i, r.process(sel, wm).results)  # its late rows: dead-lettered by their carrier
+            results(i, r.process(sel, wm_close).results)  # its late rows: dead-lettered by their carrier
         state.update(bucket.save())  # also with no panes left: closed_k must survive (lateness)
         nxt = bucket.next_close()
         if nxt is not None:

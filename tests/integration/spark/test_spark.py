@@ -53,6 +53,10 @@ def differential(tmp_path_factory: pytest.TempPathFactory) -> dict:
             str(d / "spark"),
             "--master",
             "local[2]",
+            # splits of 256 kB: each input is parsed as several splits at once, whose summary
+            # rows must carry the running maximum across them (the late records straddle them)
+            "--conf",
+            "spark.sql.files.maxPartitionBytes=262144",
             "--json",
         ],
         capture_output=True,
@@ -194,6 +198,14 @@ def test_unsupported_rules_are_refused(tmp_path: Path, lookout_cmd: list[str]) -
     assert p.returncode == 2 and "alert on sum(request_time)" in p.stderr
     p = subprocess.run([*lookout_cmd, "spark", "--rules", str(rules)], capture_output=True, text=True)
     assert p.returncode == 2 and "either --input" in p.stderr
+    for rule, said in [
+        ("{name: u, window: 1m, group_by: host, aggregate: count, emit: update}", "emit: update is not supported"),
+        ("{name: mn, window: 1m, group_by: host, aggregate: min(request_time), threshold: '< 1', emit: alert}", "alert on min"),
+        ("{name: mx, window: 1m, group_by: host, aggregate: max(status), threshold: '> 499', emit: alert}", "alert on max"),
+    ]:
+        rules.write_text(f"rules:\n  - {rule}\n")
+        p = subprocess.run([*lookout_cmd, "spark", "--input", str(data), "--rules", str(rules)], capture_output=True, text=True)
+        assert p.returncode == 2 and said in p.stderr and "Traceback" not in p.stderr, (rule, p.stderr)
 
 
 def test_a_record_from_2100_is_rejected_as_replay_rejects_it(tmp_path: Path, lookout_cmd: list[str]) -> None:
@@ -243,3 +255,77 @@ def test_a_record_from_2100_is_rejected_as_replay_rejects_it(tmp_path: Path, loo
     for rule in ("goal1-topic", "goal2-topic", "goal3-topic", "goal4-topic"):
         got = read_lines(tmp_path / "spark" / f"{rule}.jsonl")
         assert got and got == read_lines(tmp_path / "replay" / f"{rule}.jsonl"), rule
+
+
+def test_late_records_at_split_starts(tmp_path: Path, lookout_cmd: list[str]) -> None:
+    """A chunk is parsed as several splits at once; a record at the very start of a split, 20 s
+    behind the records before it (lateness 10 s), is late by the running maximum of the splits
+    before its own, which its own split has not seen: replay dead-letters it, and so must Spark
+    (the splits' summary rows carry that maximum to the stateful step)."""
+    import orjson
+
+    split = 8192
+    start = 1_690_000_000.0
+    lines = []
+    size = 0
+    boundary = split
+    late_raw = []
+    for i in range(1500):
+        if size >= boundary:  # this line starts the next split: make it a late one
+            x = orjson.dumps(
+                {
+                    "@timestamp": f"{start + i * 0.05 - 20:.3f}",
+                    "client_ip": "10.9.9.9",
+                    "host": "late.example.com",
+                    "status": "404",
+                }
+            )
+            late_raw.append(x.decode())
+            lines.append(x)
+            size += len(x) + 1
+            boundary += split
+        x = orjson.dumps(
+            {
+                "@timestamp": f"{start + i * 0.05:.3f}",
+                "client_ip": f"10.0.0.{i % 5}",
+                "host": f"h{i % 3}.example.com",
+                "status": "404" if i % 4 == 0 else "200",
+                "request_time": "0.1",
+            }
+        )
+        lines.append(x)
+        size += len(x) + 1
+    data = tmp_path / "splits.ndjson"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    assert len(late_raw) >= 5
+    p = subprocess.run(
+        [*lookout_cmd, "replay", str(data), "--out", str(tmp_path / "replay"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run(
+        [
+            *lookout_cmd,
+            "spark",
+            "--input",
+            str(data),
+            "--out",
+            str(tmp_path / "spark"),
+            "--master",
+            "local[2]",
+            "--conf",
+            f"spark.sql.files.maxPartitionBytes={split}",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert p.returncode == 0, p.stderr[-4000:]
+    want = dead_letters(tmp_path / "replay" / "rejected.jsonl")
+    assert sorted(w[2] for w in want if w[0] == "late") == sorted(late_raw)
+    assert dead_letters(tmp_path / "spark" / "rejected.jsonl") == want
+    for rule in ("goal1-topic", "goal2-topic", "goal3-topic", "goal4-topic"):
+        assert read_lines(tmp_path / "spark" / f"{rule}.jsonl") == read_lines(tmp_path / "replay" / f"{rule}.jsonl"), rule
