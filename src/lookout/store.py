@@ -22,6 +22,7 @@ than the last checkpoint are dropped on restart (`drop_after`) and written again
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -82,7 +83,7 @@ class Query:
 
     def terms(self) -> dict[str, str]:
         """Fields that must equal a value."""
-        return {f: v for f in ("client_ip", "host", "country", "method") if (v := getattr(self, f)) is not None}
+        return {f: v for f in _TERM_FIELDS if (v := getattr(self, f)) is not None}
 
     def ranges(self) -> dict[str, tuple[int, int]]:
         """Fields that must lie in [lo, hi]."""
@@ -91,6 +92,12 @@ class Query:
     def prefixes(self) -> dict[str, str]:
         """Fields that must start with a value."""
         return {"path": self.path} if self.path is not None else {}
+
+
+# Query's fields compared by equality: the record's text fields it has (path is a prefix)
+_TERM_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Query) if f.name in BY_NAME and not BY_NAME[f.name].ranged and f.name not in ("path",)
+)
 
 
 class StoreMissing(ValueError):
