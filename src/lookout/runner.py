@@ -214,6 +214,11 @@ class Runner:
             self.notifier.recover(self.notify_ckpt)
         if state is None:
             self.source.restore(None)
+            # A first checkpoint before anything is read: where the outputs stood. Without it a
+            # stop before the first regular commit (the broker lost while the first flush waits)
+            # left results in the appended files and the store that a restart, reading from the
+            # beginning, wrote a second time after them.
+            self._commit_now()
             return
         self.sinks.restore(state["sinks"])
         if self.pipeline.dedup is not None and "dedup" in self.ckpt.tables:
@@ -225,7 +230,7 @@ class Runner:
             self.pipeline.incidents.restore(orjson.dumps(state["incidents"]))
         self.position = self.position_committed = state["position"]
         self.source.restore(self.position)
-        log.info("resumed from checkpoint at %s", self.position)
+        log.info("resumed from checkpoint at %s", self.position if self.position is not None else "the start (nothing read yet)")
 
     def _start_http(self) -> None:
         """Metrics and health on --http (bound now: a busy port is an error at start)."""
