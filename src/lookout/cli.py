@@ -327,6 +327,13 @@ def _fail_if_all_refused(stats, out_dir: str) -> None:  # noqa: ANN001 - lookout
     "what was not acknowledged by then is re-read on restart.",
 )
 @click.option(
+    "--checkpoint-topic",
+    default="lookout-checkpoints",
+    show_default=True,
+    metavar="TOPIC|off",
+    help="--kafka: also write each checkpoint to this compacted topic; a standby on another state dir takes over from it.",
+)
+@click.option(
     "--elasticsearch",
     "es_url",
     envvar="LOOKOUT_ELASTICSEARCH",

@@ -41,6 +41,7 @@ from lookout.statelock import StateDirBusy, StateDirLock
 
 if TYPE_CHECKING:
     from lookout.dashboard.feed import DashboardFeed
+    from lookout.kafka.checkpoint_topic import Replica
 from lookout.stopping import DEFAULT_STOP_TIMEOUT, REREAD, StopDeadline
 
 log = logging.getLogger("lookout.run")
@@ -73,6 +74,12 @@ class RunOptions(BaseModel):
     http_token: str | None = None  # required for a non-loopback --http
     retention: float | None = 7 * 86400.0  # seconds of event time the store keeps; None: all
     parse_workers: int | None = None  # parse processes beside the engine (None: one per core, none on one core)
+    checkpoint_topic: str | None = "lookout-checkpoints"  # --kafka: replica of the checkpoint for a standby; None: off
+
+    @field_validator("checkpoint_topic", mode="before")
+    @classmethod
+    def _checkpoint_topic(cls, v: Any) -> str | None:
+        return None if v is None or (isinstance(v, str) and v.strip().lower() in ("off", "")) else str(v)
 
     @field_validator("retention", mode="before")
     @classmethod
@@ -178,6 +185,16 @@ def make_sinks(rs: RuleSet, opts: RunOptions, files: FileSink) -> SinkSet:
     return SinkSet(sinks)
 
 
+def make_replica(opts: RunOptions) -> Replica | None:
+    """--kafka: the checkpoint is also written to a compacted topic, for a standby without shared disk."""
+    if not opts.kafka or not opts.checkpoint_topic:
+        return None
+    from lookout.kafka.checkpoint_topic import CheckpointTopic, Replica, deployment_group
+
+    conn = opts.kafka_connection
+    return Replica(CheckpointTopic(conn, deployment_group(conn, opts.topic), opts.checkpoint_topic))
+
+
 class Runner:
     def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None, deadline: StopDeadline | None = None) -> None:
         self.rs = rs
@@ -204,11 +221,19 @@ class Runner:
         self.feed: DashboardFeed | None = None  # the web dashboard's live feed, when one is served
         self.deadline = deadline or StopDeadline(opts.stop_timeout)
         self.deadline.also_abandon(self.sinks.abort)
+        self.seq = 0  # commits so far, carried on by an instance that takes over (newest checkpoint wins)
+        self.replica = make_replica(opts)
+        if self.replica is not None:
+            self.deadline.also_abandon(self.replica.abort)
 
     def _restore(self) -> None:
         """Engine, outputs and position back to the last whole commit (CheckpointError when the
         checkpoint cannot be used: it is never guessed around)."""
-        state = self.ckpt.load(self.pipeline.engine)
+        if self.replica is None:
+            state = self.ckpt.load(self.pipeline.engine)
+        else:  # the newer of the state dir's and the topic's (lookout.kafka.checkpoint_topic)
+            state = self.replica.restore(self.ckpt, self.pipeline.engine, self.sinks.checkpoint())
+        self.seq = int(state.get("seq", 0)) if state else 0
         self.notify_ckpt = int(state.get("notify_ckpt", 0)) if state else 0
         if self.notifier is not None:
             self.notifier.recover(self.notify_ckpt)
@@ -274,6 +299,8 @@ class Runner:
             self.notifier.stage(n)
         info = self.ckpt.save(
             {
+                "seq": self.seq + 1,
+                "at": time.time(),
                 "notify_ckpt": n,
                 "incidents": orjson.loads(self.pipeline.incidents.snapshot()),  # open incidents: JSON data
                 "position": self.position,
@@ -290,8 +317,11 @@ class Runner:
                 },
             },
             self.pipeline.engine,
-            {"dedup": self.pipeline.dedup.table()} if self.pipeline.dedup is not None else None,
+            journals={"dedup": self.pipeline.dedup} if self.pipeline.dedup is not None else None,
         )
+        self.seq += 1
+        if self.replica is not None:
+            self.replica.publish(info, self.ckpt)
         t2 = time.perf_counter()
         self.notify_ckpt = n
         if self.notifier is not None:
@@ -462,6 +492,8 @@ class Runner:
                 self.view.stop()
         committed = self._final_commit()
         self.ckpt.close()
+        if self.replica is not None:
+            self.replica.close()
         if self.notifier is not None:
             self.notifier.stop(drain=0.0 if self.deadline.abandoned else 5.0)
         if self.http is not None:
