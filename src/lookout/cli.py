@@ -381,9 +381,12 @@ def run(**opts: object) -> None:
     try:
         ensure_writable_dir(ro.out_dir, "--out")
         ensure_writable_dir(ro.state_dir, "--state-dir")
-        if ro.kafka and not supervise.is_child():  # a librdkafka crash must still leave a line
-            sys.exit(supervise.run_supervised(f"reading kafka topic {ro.topic}"))
         from lookout.cli_exit import hard_exit
+
+        if ro.kafka and not supervise.is_child():  # a librdkafka crash must still leave a line
+            # (the parent holds nothing to clean up: no interpreter shutdown, which takes a second
+            # on a loaded machine, after the child's bounded stop)
+            hard_exit(supervise.run_supervised(f"reading kafka topic {ro.topic}"))
 
         # InputChanged (the Kafka log is not the checkpoint's) reaches LookoutGroup: message, exit 2
         code = run_pipeline(rs, ro, exit_now=hard_exit)

@@ -97,8 +97,9 @@ class CheckpointTopic:
                 self._producer.produce(self.topic, value=value, key=key, partition=0, on_delivery=self._delivered)
                 break
             except BufferError:
-                if self.aborted:
-                    raise
+                if self.aborted:  # a bounded stop: drop it (the topic keeps the commit before)
+                    self._gen = None
+                    return
                 self._producer.poll(0.1)
         if value is not None:
             self.bytes_sent += len(value)
