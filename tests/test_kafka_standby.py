@@ -105,6 +105,13 @@ def test_standby_on_its_own_state_dir_takes_over_from_the_topic_checkpoint(
     # local commit, plus one commit interval's when the replica was a commit behind
     assert copies <= 2 * after_ckpt + 20, (copies, after_ckpt, emitted)
     assert copies < emitted / 2, (copies, emitted)  # re-reading the topic from its start would repeat them all
+    # created compacted, with segments small enough for compaction to keep it near one generation
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    res = ConfigResource(ConfigResource.Type.TOPIC, TOPIC)
+    admin = AdminClient({"bootstrap.servers": bs})
+    conf = admin.describe_configs([res])[res].result(10)
+    assert conf["cleanup.policy"].value == "compact", {k: v.value for k, v in conf.items()}
     # the replica is bounded: a commit's record, not the whole state, and one generation kept live
     msgs = _checkpoint_messages(bs)
     manifests = [v for k, v, _ in msgs if k == GROUP + b"m"]

@@ -7,7 +7,7 @@ commit before), and says so. What came after the restored commit is read and pro
 exact repeats only, as after any crash. The replica is never needed for correctness: when a write
 to it fails, the standby simply finds an older commit there (more repeats), never a wrong one.
 
-Layout (topic `lookout-checkpoints`, one partition, cleanup.policy=compact), for each deployment
+Layout (topic `lookout-checkpoints`, one partition, compacted: TOPIC_CONFIG), for each deployment
 (the consumer group, `lookout-<input topic>` unless group.id is set) and writer session:
 - the records of the local checkpoint (lookout.checkpoint: a snapshot, then one delta per commit;
   the duplicate guard's ids are a journal, so a delta holds only the ids of its interval), each
@@ -42,6 +42,15 @@ log = logging.getLogger("lookout.kafka")
 CHECKPOINT_TOPIC = "lookout-checkpoints"
 CHUNK = 256 * 1024  # bytes per message: well under the brokers' default 1 MB message limit
 MANIFEST_FORMAT = 1
+# Compaction only cleans closed segments: small, time-bounded ones keep what a standby must read
+# near one generation (Kafka's defaults, 1 GB and 7 days, would leave it all in the active one).
+TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.bytes": str(64 << 20),
+    "segment.ms": str(10 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(60 * 60 * 1000),  # tombstones: long enough for a reader mid-way
+}
 
 
 def deployment_group(conn: KafkaConnection, topic: str) -> str:
@@ -79,7 +88,7 @@ class CheckpointTopic:
         self.aborted = False
 
     def ensure(self) -> None:
-        ensure_topics(self.conn, {self.topic: 1}, configs={self.topic: {"cleanup.policy": "compact"}})
+        ensure_topics(self.conn, {self.topic: 1}, configs={self.topic: TOPIC_CONFIG})
 
     # ---- writing --------------------------------------------------------------------------------
     def _produce(self, key: bytes, value: bytes | None) -> None:
@@ -165,7 +174,7 @@ class CheckpointTopic:
         self._producer = None
 
     # ---- reading --------------------------------------------------------------------------------
-    def read(self, timeout: float = 30.0) -> Replicated | None:
+    def read(self, timeout: float = 120.0) -> Replicated | None:
         """The deployment's last whole checkpoint in the topic (None: none there). A manifest whose
         records are not all there, or fail their length or CRC, gives its longest whole prefix;
         the log says what was rejected."""
