@@ -485,15 +485,27 @@ class Runner:
                 self._deliver([last])
         except DeliveryError:
             if not self.deadline.abandoned:  # a sink failed for good: stop without committing
+                ahead.close()
                 raise
-        finally:
+        except BaseException:
             ahead.close()
+            raise
+        finally:
             if self.view:
                 self.view.stop()
+        try:
+            return self._finish(changed)
+        finally:
+            # last: what was parsed ahead is dropped anyway, and on a loaded machine the parse
+            # workers take seconds to end, which would hold up the last commit of a bounded stop
+            ahead.close()
+
+    def _finish(self, changed: InputChanged | None) -> int:
+        """After the loop: the last commit, the summary, the source's close; the exit code."""
         committed = self._final_commit()
         self.ckpt.close()
-        if self.replica is not None:
-            self.replica.close()
+        if self.replica is not None:  # (what it has not sent by then, a standby finds the commit before)
+            self.replica.close(0.0 if self.deadline.abandoned else 2.0)
         if self.notifier is not None:
             self.notifier.stop(drain=0.0 if self.deadline.abandoned else 5.0)
         if self.http is not None:

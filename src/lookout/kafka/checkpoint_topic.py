@@ -166,7 +166,7 @@ class CheckpointTopic:
         return self._producer.flush(timeout) if self._producer is not None else 0
 
     def close(self, timeout: float = 2.0) -> None:
-        left = 0 if self.aborted else self.flush(timeout)
+        left = self.flush(0.0 if self.aborted else timeout)
         if left:
             log.warning(
                 "kafka: %d checkpoint replica messages not acknowledged at stop (a standby finds the commit before)", left
@@ -304,5 +304,5 @@ class Replica:
     def abort(self) -> None:
         self.topic.aborted = True
 
-    def close(self) -> None:
-        self.topic.close()
+    def close(self, wait: float) -> None:
+        self.topic.close(wait)
