@@ -505,7 +505,7 @@ class Runner:
         committed = self._final_commit()
         self.ckpt.close()
         if self.replica is not None:  # (what it has not sent by then, a standby finds the commit before)
-            self.replica.close(0.0 if self.deadline.abandoned else 2.0)
+            self.replica.close(self.deadline.left(2.0))
         if self.notifier is not None:
             self.notifier.stop(drain=0.0 if self.deadline.abandoned else 5.0)
         if self.http is not None:

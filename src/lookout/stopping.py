@@ -77,6 +77,14 @@ class StopDeadline:
         if done:
             fn()
 
+    def left(self, cap: float) -> float:
+        """Seconds a wait may still take: `cap`, at most until pending flushes are abandoned, and 0 after."""
+        if self.abandoned:
+            return 0.0
+        if self.started is None:
+            return cap
+        return max(0.0, min(cap, self.started + abandon_at(self.timeout) - time.monotonic()))
+
     def now(self) -> None:
         """Second stop request: abandon pending flushes at once (the hard deadline stays)."""
         self.start()

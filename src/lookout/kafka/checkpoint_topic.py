@@ -166,7 +166,8 @@ class CheckpointTopic:
         return self._producer.flush(timeout) if self._producer is not None else 0
 
     def close(self, timeout: float = 2.0) -> None:
-        left = self.flush(0.0 if self.aborted else timeout)
+        # (no wait for a broker known to be unreachable: a standby then finds the commit before)
+        left = self.flush(0.0 if self.aborted or self.conn.health.down else timeout)
         if left:
             log.warning(
                 "kafka: %d checkpoint replica messages not acknowledged at stop (a standby finds the commit before)", left
