@@ -28,7 +28,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import polars as pl
@@ -130,11 +130,24 @@ class Loaded:
 
 @dataclass
 class SaveInfo:
-    """Cost of one save, for the commit log line and the soak benchmark."""
+    """Cost of one save, for the commit log line and the soak benchmark; with the record itself,
+    for a replica of the checkpoint (lookout.kafka.checkpoint_topic)."""
 
     kind: str  # "snapshot" | "delta"
     nbytes: int
     seconds: float
+    gen: int = 0  # the generation (snapshot) the record belongs to
+    blob: bytes = field(default=b"", repr=False)  # the record as written (unframed)
+
+
+class Journal(Protocol):
+    """A run table saved incrementally: whole in a snapshot, only its new rows in a delta."""
+
+    def table(self) -> pl.DataFrame: ...
+
+    def take_added(self) -> pl.DataFrame:
+        """The rows added since the previous call (and forget them)."""
+        ...
 
 
 def _fsync_dir(path: Path) -> None:
@@ -233,7 +246,7 @@ class CheckpointFiles:
             if old < gen:
                 self._logp(old).unlink(missing_ok=True)
         self.gen, self.snapshot_bytes, self.log_bytes = gen, len(blob), 0
-        return SaveInfo("snapshot", len(data), time.perf_counter() - t0)
+        return SaveInfo("snapshot", len(data), time.perf_counter() - t0, gen, blob)
 
     def append(self, blob: bytes) -> SaveInfo:
         """One commit's record at the end of the log, fsynced before returning."""
@@ -249,7 +262,7 @@ class CheckpointFiles:
         self._log.flush()
         os.fdatasync(self._log.fileno())
         self.log_bytes += len(data)
-        return SaveInfo("delta", len(data), time.perf_counter() - t0)
+        return SaveInfo("delta", len(data), time.perf_counter() - t0, self.gen, blob)
 
     def _close_log(self) -> None:
         if self._log is not None:
@@ -271,6 +284,7 @@ class Checkpointer:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.files = CheckpointFiles(state_dir, snapshot_every)
         self.tables: dict[str, pl.DataFrame] = {}  # the run's own tables of the last load()
+        self.force_snapshot = False  # the next save is a snapshot (a replica out of step, a foreign restore)
 
     @property
     def path(self) -> Path:
@@ -281,30 +295,59 @@ class Checkpointer:
         loaded = self.files.load()
         if loaded is None:
             return None
+        return self.restore(loaded, engine, str(self.path))
+
+    def restore(self, loaded: Loaded, engine: Engine, where: str) -> dict[str, Any]:
+        """Restore `engine` from a snapshot and its deltas (from the state dir or a replica);
+        return the last commit's metadata and keep the run's tables in `self.tables`."""
         snap_head, snap_tables = decode(loaded.snapshot)
         records = [decode(d) for d in loaded.deltas]
         for head, _ in [(snap_head, None), *records]:
             if head.get("kind") != "checkpoint":
-                raise CheckpointError(f"{self.path}: not a run checkpoint (kind {head.get('kind')!r})")
+                raise CheckpointError(f"{where}: not a run checkpoint (kind {head.get('kind')!r})")
         try:
             snapshot, deltas = (snap_head["engine"], snap_tables), [(h["engine"], t) for h, t in records]
             meta = (records[-1][0] if records else snap_head)["meta"]
         except (KeyError, TypeError) as e:
-            raise CheckpointError(f"{self.path}: checkpoint lacks {e}") from None
+            raise CheckpointError(f"{where}: checkpoint lacks {e}") from None
         engine.restore_checked(snapshot, deltas)
-        last = records[-1][1] if records else snap_tables
-        self.tables = {k.removeprefix(RUN_TABLE): v for k, v in last.items() if k.startswith(RUN_TABLE)}
+        self.tables = {}
+        for tables in [snap_tables, *(t for _, t in records)]:
+            for k, v in tables.items():
+                if not k.startswith(RUN_TABLE):
+                    continue
+                name = k.removeprefix(RUN_TABLE)
+                if name.endswith("+"):  # a journal's rows added in that commit
+                    base = self.tables.get(name[:-1])
+                    self.tables[name[:-1]] = v if base is None else pl.concat([base, v], how="vertical_relaxed")
+                else:  # a whole table
+                    self.tables[name] = v
         return meta
 
-    def save(self, meta: dict[str, Any], engine: Engine, tables: dict[str, pl.DataFrame] | None = None) -> SaveInfo:
+    def save(
+        self,
+        meta: dict[str, Any],
+        engine: Engine,
+        tables: dict[str, pl.DataFrame] | None = None,
+        journals: dict[str, Journal] | None = None,
+    ) -> SaveInfo:
         """One commit, durable on return: a snapshot when the log has grown, else a delta. `tables`
-        (the run's own, e.g. the duplicate guard's ids) are saved whole in this record and come
-        back as `self.tables` from `load()`."""
-        full = self.files.wants_snapshot()
+        (the run's own) are saved whole in this record; `journals` (e.g. the duplicate guard's
+        ids, megabytes at a high rate) whole in a snapshot and only their new rows in a delta.
+        Both come back as `self.tables` from `load()`."""
+        full = self.force_snapshot or self.files.wants_snapshot()
         head, etables = engine.checkpoint_state(full=full)
         etables.update({RUN_TABLE + k: v for k, v in (tables or {}).items()})
+        for k, j in (journals or {}).items():
+            added = j.take_added()  # (taken in a snapshot too: the next delta starts from it)
+            if full:
+                etables[RUN_TABLE + k] = j.table()
+            else:
+                etables[RUN_TABLE + k + "+"] = added
         blob = encode({"kind": "checkpoint", "meta": meta, "engine": head}, etables)
-        return self.files.save_snapshot(blob) if full else self.files.append(blob)
+        info = self.files.save_snapshot(blob) if full else self.files.append(blob)
+        self.force_snapshot = False
+        return info
 
     def close(self) -> None:
         self.files.close()

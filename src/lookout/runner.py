@@ -40,6 +40,7 @@ from lookout.statelock import StateDirBusy, StateDirLock
 
 if TYPE_CHECKING:
     from lookout.dashboard.feed import DashboardFeed
+    from lookout.kafka.checkpoint_topic import Replica
 from lookout.stopping import DEFAULT_STOP_TIMEOUT, REREAD, StopDeadline
 
 log = logging.getLogger("lookout.run")
@@ -72,6 +73,12 @@ class RunOptions(BaseModel):
     http_token: str | None = None  # required for a non-loopback --http
     retention: float | None = 7 * 86400.0  # seconds of event time the store keeps; None: all
     parse_workers: int | None = None  # parse processes beside the engine (None: one per core, none on one core)
+    checkpoint_topic: str | None = "lookout-checkpoints"  # --kafka: replica of the checkpoint for a standby; None: off
+
+    @field_validator("checkpoint_topic", mode="before")
+    @classmethod
+    def _checkpoint_topic(cls, v: Any) -> str | None:
+        return None if v is None or (isinstance(v, str) and v.strip().lower() in ("off", "")) else str(v)
 
     @field_validator("retention", mode="before")
     @classmethod
@@ -176,6 +183,16 @@ class _Quiet:
     unterminated_taken: bool = False  # a last line without its newline was taken as whole
 
 
+def make_replica(opts: RunOptions) -> Replica | None:
+    """--kafka: the checkpoint is also written to a compacted topic, for a standby without shared disk."""
+    if not opts.kafka or not opts.checkpoint_topic:
+        return None
+    from lookout.kafka.checkpoint_topic import CheckpointTopic, Replica, deployment_group
+
+    conn = opts.kafka_connection
+    return Replica(CheckpointTopic(conn, deployment_group(conn, opts.topic), opts.checkpoint_topic))
+
+
 class Runner:
     def __init__(self, rs: RuleSet, opts: RunOptions, source: Source | None = None, deadline: StopDeadline | None = None) -> None:
         self.rs = rs
@@ -203,6 +220,10 @@ class Runner:
         self.stop = StopRequest(first=self._stopping, again=self.deadline.now)
         self.loop = DeliveryLoop(opts.commit_interval, opts.duration, stopped=lambda: self.stop.requested)
         self.changed: InputChanged | None = None  # the input is not the checkpoint's: raised once committed
+        self.seq = 0  # commits so far, carried on by an instance that takes over (newest checkpoint wins)
+        self.replica = make_replica(opts)
+        if self.replica is not None:
+            self.deadline.also_abandon(self.replica.abort)
 
     @property
     def stop_requested(self) -> bool:
@@ -215,12 +236,21 @@ class Runner:
     def _restore(self) -> None:
         """Engine, outputs and position back to the last whole commit (CheckpointError when the
         checkpoint cannot be used: it is never guessed around)."""
-        state = self.ckpt.load(self.pipeline.engine)
+        if self.replica is None:
+            state = self.ckpt.load(self.pipeline.engine)
+        else:  # the newer of the state dir's and the topic's (lookout.kafka.checkpoint_topic)
+            state = self.replica.restore(self.ckpt, self.pipeline.engine, self.sinks.checkpoint())
+        self.seq = int(state.get("seq", 0)) if state else 0
         self.notify_ckpt = int(state.get("notify_ckpt", 0)) if state else 0
         if self.notifier is not None:
             self.notifier.recover(self.notify_ckpt)
         if state is None:
             self.source.restore(None)
+            # A first checkpoint before anything is read: where the outputs stood. Without it a
+            # stop before the first regular commit (the broker lost while the first flush waits)
+            # left results in the appended files and the store that a restart, reading from the
+            # beginning, wrote a second time after them.
+            self._commit_now()
             return
         self.sinks.restore(state["sinks"])
         if self.pipeline.dedup is not None and "dedup" in self.ckpt.tables:
@@ -232,7 +262,7 @@ class Runner:
             self.pipeline.incidents.restore(orjson.dumps(state["incidents"]))
         self.position = self.position_committed = state["position"]
         self.source.restore(self.position)
-        log.info("resumed from checkpoint at %s", self.position)
+        log.info("resumed from checkpoint at %s", self.position if self.position is not None else "the start (nothing read yet)")
 
     def _start_http(self) -> None:
         """Metrics and health on --http (bound now: a busy port is an error at start)."""
@@ -276,6 +306,8 @@ class Runner:
             self.notifier.stage(n)
         info = self.ckpt.save(
             {
+                "seq": self.seq + 1,
+                "at": time.time(),
                 "notify_ckpt": n,
                 "incidents": orjson.loads(self.pipeline.incidents.snapshot()),  # open incidents: JSON data
                 "position": self.position,
@@ -292,8 +324,11 @@ class Runner:
                 },
             },
             self.pipeline.engine,
-            {"dedup": self.pipeline.dedup.table()} if self.pipeline.dedup is not None else None,
+            journals={"dedup": self.pipeline.dedup} if self.pipeline.dedup is not None else None,
         )
+        self.seq += 1
+        if self.replica is not None:
+            self.replica.publish(info, self.ckpt)
         t2 = time.perf_counter()
         self.notify_ckpt = n
         if self.notifier is not None:
@@ -454,13 +489,27 @@ class Runner:
                 self._deliver([last])
         except DeliveryError:
             if not self.deadline.abandoned:  # a sink failed for good: stop without committing
+                self.ahead.close()
                 raise
-        finally:
+        except BaseException:
             self.ahead.close()
+            raise
+        finally:
             if self.view:
                 self.view.stop()
+        try:
+            return self._finish()
+        finally:
+            # last: what was parsed ahead is dropped anyway, and on a loaded machine the parse
+            # workers take seconds to end, which would hold up the last commit of a bounded stop
+            self.ahead.close()
+
+    def _finish(self) -> int:
+        """After the loop: the last commit, the summary, the source's close; the exit code."""
         committed = self._final_commit()
         self.ckpt.close()
+        if self.replica is not None:  # (what it has not sent by then, a standby finds the commit before)
+            self.replica.close(self.deadline.left(2.0))
         if self.notifier is not None:
             self.notifier.stop(drain=0.0 if self.deadline.abandoned else 5.0)
         if self.http is not None:

@@ -7,10 +7,11 @@ Guarantee, from the first SIGTERM/SIGINT:
   later flush raise instead of waiting (sinks' `abort()`), so the run skips its last checkpoint.
   Only what was acknowledged before (the previous checkpoint) stays committed; a restart re-reads
   the rest, so nothing is lost, and repeats are exact (stable ids);
-- at `timeout` the front end's `exit_now(0)` ends the process even if something still blocks (a
-  worker stuck in a socket read to a frozen server, a client library's close); the command line
-  passes lookout.cli.exit.hard_exit. Every state file is replaced atomically, so this is no less
-  safe than the SIGKILL a supervisor would send next (Kubernetes: 30 s after SIGTERM, systemd: 90 s).
+- just before `timeout` (`exit_at`: room for the teardown) the front end's `exit_now(0)` ends
+  the process even if something still blocks (a worker stuck in a socket read to a frozen
+  server, a client library's close); the command line passes lookout.cli.exit.hard_exit. Every
+  state file is replaced atomically, so this is no less safe than the SIGKILL a supervisor
+  would send next (Kubernetes: 30 s after SIGTERM, systemd: 90 s).
 A watchdog thread, because the main thread may itself be the one blocked in C code.
 """
 
@@ -34,6 +35,14 @@ def abandon_at(timeout: float) -> float:
     """Seconds after the stop request at which pending flushes are abandoned: late enough for a
     healthy flush, early enough to wind down before the hard deadline."""
     return max(0.0, timeout - min(2.0, timeout * 0.4))
+
+
+def exit_at(timeout: float) -> float:
+    """Seconds after the stop request at which the process ends itself: a little before the
+    timeout, so that its teardown and the supervising parent's exit (lookout.supervise) also fit
+    in it (measured: up to 2-3 s more on a loaded 2-core machine without this margin and the
+    parent's hard exit)."""
+    return max(0.0, timeout - min(0.5, timeout * 0.1))
 
 
 class StopDeadline:
@@ -68,6 +77,14 @@ class StopDeadline:
         if done:
             fn()
 
+    def left(self, cap: float) -> float:
+        """Seconds a wait may still take: `cap`, at most until pending flushes are abandoned, and 0 after."""
+        if self.abandoned:
+            return 0.0
+        if self.started is None:
+            return cap
+        return max(0.0, min(cap, self.started + abandon_at(self.timeout) - time.monotonic()))
+
     def now(self) -> None:
         """Second stop request: abandon pending flushes at once (the hard deadline stays)."""
         self.start()
@@ -91,7 +108,7 @@ class StopDeadline:
             self.abandon("second stop signal")
         if self.exit_now is None:
             return
-        hard = self.started + self.timeout
+        hard = self.started + exit_at(self.timeout)
         time.sleep(max(0.0, hard - time.monotonic()))
         log.error("stop timeout (%.1fs) reached, still blocked in %s: exiting now; %s", self.timeout, _main_at(), REREAD)
         self.exit_now(0)

@@ -292,3 +292,31 @@ def test_changes_are_tracked_only_once_checkpoints_are_taken():
     again = Engine(rs)
     again.restore(empty, [fresh.delta()])
     assert _state(again) == _state(fresh)
+
+
+def test_a_journal_is_whole_in_a_snapshot_and_only_its_new_rows_in_a_delta(tmp_path):
+    """The duplicate guard's ids: a delta carries the interval's new ids, not the whole table
+    (megabytes per commit at a high rate), and a restore gets them all back."""
+    from lookout.engine.dedup import SeenIds
+
+    rs = load_rules()
+    eng = Engine(rs)
+    seen = SeenIds(horizon_us=10**12)
+    c = ck.Checkpointer(tmp_path)
+    base = 1_700_000_000_000_000
+    for i in range(4):
+        ids = pl.Series([f"f-{i}-{k}" for k in range(1000)])
+        seen.first_seen(ids, pl.Series([base + i * 1000 + k for k in range(1000)], dtype=pl.Int64))
+        c.save({"position": i}, eng, journals={"dedup": seen})
+    c.close()
+    frames, _ = ck.read_frames((tmp_path / "checkpoint" / "log-00000001.lkc").read_bytes())
+    assert len(frames) == 3
+    for f in frames:
+        _, tables = ck.decode(f)
+        assert list(tables)[-1:] == ["run/dedup+"] and tables["run/dedup+"].height == 1000  # the commit's new ids only
+    _, snap = ck.decode(ck.read_frames((tmp_path / "checkpoint" / "snapshot-00000001.lkc").read_bytes())[0][0])
+    assert snap["run/dedup"].height == 1000
+    again = ck.Checkpointer(tmp_path)
+    assert again.load(Engine(rs)) == {"position": 3}
+    assert sorted(again.tables["dedup"]["id"]) == sorted(seen.table()["id"])
+    assert again.tables["dedup"].height == 4000

@@ -59,3 +59,13 @@ def test_stop_timeout_option() -> None:
     with pytest.raises(ValueError):
         RunOptions(stop_timeout=-1)
     assert abandon_at(10) == 8.0 and abandon_at(1) == pytest.approx(0.6)
+
+
+def test_left_bounds_a_wait_by_the_abandon_point() -> None:
+    d = StopDeadline(5.0)
+    assert d.left(2.0) == 2.0  # no stop requested: the caller's cap
+    d.start()
+    assert 0.0 < d.left(10.0) <= abandon_at(5.0)
+    d.now()
+    time.sleep(0.1)
+    assert d.left(2.0) == 0.0

@@ -149,6 +149,13 @@ def _fail_if_all_refused(stats, out_dir: str) -> None:  # noqa: ANN001 - lookout
     help="SIGTERM/SIGINT end the run within this time, whatever a sink or the broker does; "
     "what was not acknowledged by then is re-read on restart.",
 )
+@click.option(
+    "--checkpoint-topic",
+    default="lookout-checkpoints",
+    show_default=True,
+    metavar="TOPIC|off",
+    help="--kafka: also write each checkpoint to this compacted topic; a standby on another state dir takes over from it.",
+)
 @elasticsearch_option("Index every valid record into Elasticsearch/OpenSearch at this URL.")
 @es_options
 @click.option("--view/--no-view", default=None, help="Live terminal view (default: when stdout is a terminal).")
@@ -177,7 +184,9 @@ def run(**opts: object) -> None:
         ensure_writable_dir(ro.out_dir, "--out")
         ensure_writable_dir(ro.state_dir, "--state-dir")
         if ro.kafka and not supervise.is_child():  # a librdkafka crash must still leave a line
-            sys.exit(supervise.run_supervised(f"reading kafka topic {ro.topic}"))
+            # (the parent holds nothing to clean up: no interpreter shutdown, which takes a second
+            # on a loaded machine, after the child's bounded stop)
+            hard_exit(supervise.run_supervised(f"reading kafka topic {ro.topic}"))
         # InputChanged (the Kafka log is not the checkpoint's) reaches LookoutGroup: message, exit 2
         code = run_pipeline(rs, ro, exit_now=hard_exit)
     sys.exit(code)

@@ -32,10 +32,11 @@ def ensure_topics(
     stop: Callable[[], bool] = lambda: False,
     replication: int = 1,
     give_up_after: float | None = None,
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, int]:
-    """Create missing topics (name -> partitions; `replication` -1 = the broker's default) and
-    return every topic's partition count. Retries while the broker is unreachable, until `stop()`
-    or `give_up_after` seconds."""
+    """Create missing topics (name -> partitions; `replication` -1 = the broker's default; `configs`:
+    topic settings such as cleanup.policy) and return every topic's partition count. Retries while
+    the broker is unreachable, until `stop()` or `give_up_after` seconds."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -49,7 +50,9 @@ def ensure_topics(
         return with_retry(what, fn, conn.health, stop, give_up_after)
 
     existing = retry("reading topic metadata", meta)
-    missing = [NewTopic(name, n, replication) for name, n in topics.items() if name not in existing]
+    missing = [
+        NewTopic(name, n, replication, config=(configs or {}).get(name, {})) for name, n in topics.items() if name not in existing
+    ]
     if missing:
 
         def create() -> None:
