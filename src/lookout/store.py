@@ -95,6 +95,8 @@ class Query:
 
 
 # Query's fields compared by equality: the record's text fields it has (path is a prefix)
+# The record fields a query filters on (`lookout search` options, the dashboard's /api/records).
+QUERY_FIELDS: tuple[str, ...] = ("client_ip", "host", "country", "method", "status", "path")
 _TERM_FIELDS = tuple(
     f.name for f in dataclasses.fields(Query) if f.name in BY_NAME and not BY_NAME[f.name].ranged and f.name not in ("path",)
 )

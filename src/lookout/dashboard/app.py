@@ -153,7 +153,7 @@ def dashboard_routes(data: DashboardData) -> list[BaseRoute]:
 
     @_api
     async def records(request: Request) -> Response:
-        p = _params(request, ("client_ip", "host", "country", "method", "status", "since", "until", "limit"))
+        p = _params(request, (*store.QUERY_FIELDS, "since", "until", "limit"))
         limit = _limit(p, 100)
         _time(p, "since")
         _time(p, "until")

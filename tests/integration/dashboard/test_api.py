@@ -224,6 +224,14 @@ def test_records_same_query_as_search(server: str, stored: tuple[Path, Path]) ->
     _, _, body = get(server + "api/records?" + urllib.parse.urlencode({"host": HOSTILE_HOST, "limit": "3"}))
     recs = orjson.loads(body)["records"]
     assert len(recs) == 3 and all(r["host"] == HOSTILE_HOST for r in recs)
+    # a path prefix, as `lookout search --path`: the burst's 30 requests to /login?try=N
+    cli = subprocess.run(
+        [str(exe), "search", "--state-dir", str(state), "--path", "/login", "--limit", "100"], check=True, capture_output=True
+    )
+    expected = [orjson.loads(ln) for ln in cli.stdout.splitlines()]
+    status, _, body = get(server + "api/records?" + urllib.parse.urlencode({"path": "/login", "limit": "100"}))
+    assert status == 200 and orjson.loads(body)["records"] == expected
+    assert len(expected) == 30 and all(r["path"].startswith("/login?try=") for r in expected)
 
 
 @pytest.mark.parametrize(
