@@ -278,3 +278,23 @@ def test_pool_sweeps_directories_left_by_a_killed_process(tmp_path):
 
         shutil.rmtree(stale, ignore_errors=True)
         shutil.rmtree(live, ignore_errors=True)
+
+
+def test_a_chunk_parsed_in_pieces_equals_one_parse(tmp_path):
+    """run hands a big chunk (a Kafka batch of one partition) to the parse processes in whole-line
+    pieces and merges the answers: rows, line numbers, rejections and counts as one parse gives."""
+    from lookout.parsepool import merged, pieces
+
+    path = tmp_path / "messy.ndjson"
+    _messy_file(path)
+    data = path.read_bytes() + b"\n  \n" + b'{"host": "x"}\n'  # a blank line and a rejected one at the end
+    whole = parse_chunk(data)
+    parts = pieces(data, 50_000)
+    assert len(parts) > 5 and b"".join(parts) == data and all(p.endswith(b"\n") for p in parts)
+    with ParsePool(2) as pool:
+        tickets = [(pool.submit(p), p.count(b"\n")) for p in parts]
+        got = merged([(pool.result(t), n) for t, n in tickets])
+    assert got.records.equals(whole.records)
+    assert [(r.index, r.reason, r.raw) for r in got.rejected] == [(r.index, r.reason, r.raw) for r in whole.rejected]
+    assert got.lines == whole.lines  # (`fallback` is per decode: a broken line's halving depends on its piece)
+    assert pieces(b'{"a": 1}\n' * 3, 4) == [b'{"a": 1}\n'] * 3  # a line longer than the size is one piece
