@@ -125,9 +125,18 @@ def _recv_frame(f: BinaryIO) -> bytes | None:
     return data if len(data) == n else None
 
 
+_SHM_MIN_FREE = 512 << 20  # a container's /dev/shm is often 64 MiB: too small for the chunks in flight
+
+
 def _shm_dir() -> str | None:
-    """/dev/shm when it is a writable directory (tmpfs: chunk files never touch a disk), else the default temp dir."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK) else None
+    """/dev/shm when it is a writable directory with room (tmpfs: chunk files never touch a disk),
+    else the default temp dir (a disk's page cache serves files this short-lived almost as well)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    roomy = st.f_bavail * st.f_frsize >= _SHM_MIN_FREE
+    return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK | os.X_OK) else None
 
 
 _DIR_PREFIX = "lookout-parse-"
