@@ -13,21 +13,22 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from lookout.parsepool import ParsePool
+from lookout.parsepool import ParsePool, merged, pieces
 from lookout.pipeline import Pipeline
 from lookout.records import ParsedChunk
 from lookout.sources.base import Chunk, Source
 
 
 class _Ticket:
-    """A chunk handed to a parse process."""
+    """A chunk handed to the parse processes in whole-line pieces (a Kafka batch of one partition
+    can be tens of MiB: one engine step for it, but no parse process holds more than a piece)."""
 
-    def __init__(self, procs: ParsePool, ticket: int) -> None:
+    def __init__(self, procs: ParsePool, data: bytes) -> None:
         self.procs = procs
-        self.ticket = ticket
+        self.parts = [(procs.submit(p), p.count(b"\n")) for p in pieces(data)]
 
     def result(self) -> ParsedChunk:
-        return self.procs.result(self.ticket)
+        return merged([(self.procs.result(t), n) for t, n in self.parts])
 
 
 class ParseAhead:
@@ -40,7 +41,7 @@ class ParseAhead:
 
     def _submit(self, chunk: Chunk) -> Future[ParsedChunk] | _Ticket:
         if self.procs is not None and chunk.data:  # an empty chunk (the generator's idle poll) stays here
-            return _Ticket(self.procs, self.procs.submit(chunk.data))
+            return _Ticket(self.procs, chunk.data)
         return self.pool.submit(Pipeline.parse, chunk)
 
     def poll(self, timeout: float) -> tuple[Chunk, ParsedChunk] | None:

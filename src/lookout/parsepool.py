@@ -38,6 +38,43 @@ def default_parse_workers() -> int:
     return cores if cores > 1 else 0
 
 
+PIECE_BYTES = 4 << 20  # a parse process holds about ten times its piece at its peak (replay.POOL_CHUNK_BYTES)
+
+
+def pieces(data: bytes, size: int = PIECE_BYTES) -> list[bytes]:
+    """Whole-line pieces of about `size` bytes (a line longer than `size` is one piece)."""
+    out: list[bytes] = []
+    start = 0
+    while len(data) - start > size:
+        cut = data.rfind(b"\n", start, start + size)
+        if cut < 0:
+            cut = data.find(b"\n", start + size)
+            if cut < 0:
+                break
+        out.append(data[start : cut + 1])
+        start = cut + 1
+    if start < len(data):
+        out.append(data[start:])
+    return out
+
+
+def merged(parts: list[tuple[ParsedChunk, int]]) -> ParsedChunk:
+    """One parsed chunk from the parsed pieces of a chunk, each with its count of `\n`-ended
+    lines: row `line` and rejection indices count from the chunk's first line, as one parse would."""
+    if len(parts) == 1:
+        return parts[0][0]
+    frames: list[pl.DataFrame] = []
+    rejected: list[Rejection] = []
+    lines = fallback = offset = 0
+    for parsed, newlines in parts:
+        frames.append(parsed.records.with_columns(pl.col("line") + offset) if offset else parsed.records)
+        rejected += [Rejection(r.index + offset, r.reason, r.detail, r.raw) for r in parsed.rejected]
+        lines += parsed.lines
+        fallback += parsed.fallback
+        offset += newlines
+    return ParsedChunk(pl.concat(frames), rejected, lines, fallback)
+
+
 class ParseWorkerFailed(RuntimeError):
     """A parse worker process died or answered something that is not a result."""
 
@@ -88,9 +125,18 @@ def _recv_frame(f: BinaryIO) -> bytes | None:
     return data if len(data) == n else None
 
 
+_SHM_MIN_FREE = 512 << 20  # a container's /dev/shm is often 64 MiB: too small for the chunks in flight
+
+
 def _shm_dir() -> str | None:
-    """/dev/shm when it is a writable directory (tmpfs: chunk files never touch a disk), else the default temp dir."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK) else None
+    """/dev/shm when it is a writable directory with room (tmpfs: chunk files never touch a disk),
+    else the default temp dir (a disk's page cache serves files this short-lived almost as well)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    roomy = st.f_bavail * st.f_frsize >= _SHM_MIN_FREE
+    return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK | os.X_OK) else None
 
 
 _DIR_PREFIX = "lookout-parse-"

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from lookout.parsepool import ParsePool, ParseWorkerFailed
 from lookout.records import parse_chunk, parse_line
+from lookout.sources.base import Chunk
 from lookout.sources.files import InputDamaged, file_chunks
 from tests.unit.test_records import GOOD, _ref, assert_one_truth, rec
 
@@ -278,3 +279,38 @@ def test_pool_sweeps_directories_left_by_a_killed_process(tmp_path):
 
         shutil.rmtree(stale, ignore_errors=True)
         shutil.rmtree(live, ignore_errors=True)
+
+
+def test_a_chunk_parsed_in_pieces_equals_one_parse(tmp_path):
+    """run hands a big chunk (a Kafka batch of one partition) to the parse processes in whole-line
+    pieces and merges the answers: rows, line numbers, rejections and counts as one parse gives."""
+    from lookout.parsepool import merged, pieces
+
+    path = tmp_path / "messy.ndjson"
+    _messy_file(path)
+    data = path.read_bytes() + b"\n  \n" + b'{"host": "x"}\n'  # a blank line and a rejected one at the end
+    whole = parse_chunk(data)
+    parts = pieces(data, 50_000)
+    assert len(parts) > 5 and b"".join(parts) == data and all(p.endswith(b"\n") for p in parts)
+    with ParsePool(2) as pool:
+        tickets = [(pool.submit(p), p.count(b"\n")) for p in parts]
+        got = merged([(pool.result(t), n) for t, n in tickets])
+    assert got.records.equals(whole.records)
+    assert [(r.index, r.reason, r.raw) for r in got.rejected] == [(r.index, r.reason, r.raw) for r in whole.rejected]
+    assert got.lines == whole.lines  # (`fallback` is per decode: a broken line's halving depends on its piece)
+    assert pieces(b'{"a": 1}\n' * 3, 4) == [b'{"a": 1}\n'] * 3  # a line longer than the size is one piece
+
+
+def test_pool_leaves_a_small_dev_shm_alone(monkeypatch, tmp_path):
+    """A container's /dev/shm is often 64 MiB, less than the chunks a Kafka backlog has in flight:
+    the pool then exchanges through the default temp dir instead, and still parses."""
+    import tempfile
+
+    from lookout import parsepool
+
+    monkeypatch.setattr(parsepool, "_SHM_MIN_FREE", 1 << 62)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with ParsePool(1) as pool:
+        assert os.path.dirname(pool.folder) == str(tmp_path)
+        [(_, parsed)] = list(pool.parsed(iter([Chunk("t", data=rec() + b"\n")])))
+        assert parsed.records.height == 1
