@@ -2,7 +2,14 @@
 
 10,000 hosts all answering 404 make every (host, window) an alert: the engine explodes panes
 into windows in key slices and results go to the sinks a slice at a time, so the peak RSS stays
-within 1.5x of a generated file of the same size. Slicing must not change a single result.
+within 1.5x of the same records answering 200 (the same keys, so the same engine state, and no
+alert at all). Measured: 1.34x sliced; 2.3x with slicing turned off (541 MiB). Slicing must not change a
+single result.
+
+(Until issue 9 the yardstick was a generated file of the same size, 1.5x. That file has far fewer
+distinct clients than this one, so its state is smaller, and the ratio moved with parsing, not with
+results: 1.47x in one session, 1.6-1.8x in the next on the same tree and after parsing moved to other
+processes.)
 """
 
 from __future__ import annotations
@@ -39,8 +46,9 @@ def test_sliced_explosion_matches_reference(specs, cuts):
         core.EXPLODE_ROWS = saved
 
 
-def hosts_all_404(path: Path, n: int, hosts: int = 10_000) -> None:
-    """n records, 5,000/s, from 10,000 hosts all answering 404: goal 2 fires for every host and window."""
+def hosts_all_404(path: Path, n: int, hosts: int = 10_000, status: str = "404") -> None:
+    """n records, 5,000/s, from 10,000 hosts all answering 404: goal 2 fires for every host and window
+    (`status="200"`: the same records, no alert)."""
     rnd = random.Random(1)
     with open(path, "wb") as f:
         for i in range(n):
@@ -50,7 +58,7 @@ def hosts_all_404(path: Path, n: int, hosts: int = 10_000) -> None:
                         "server": "s_v3",
                         "client_ip": f"10.{(i // 7) % 256}.{i % 256}.{i % 200}",
                         "method": "GET",
-                        "status": "404",
+                        "status": status,
                         "request_time": "0.1",
                         "host": f"api_{rnd.randrange(hosts)}.example.com",
                         "country": "US",
@@ -71,18 +79,18 @@ def run_measured(cmd: list[str]) -> tuple[float, dict]:
     return usage.ru_maxrss / 1024, orjson.loads(out)
 
 
-def test_all_hosts_alerting_stays_within_1_5x_of_a_generated_file(lookout_cmd, tmp_path):
+def test_all_hosts_alerting_stays_within_1_5x_of_the_same_records_without_alerts(lookout_cmd, tmp_path):
     n = 300_000
-    hostile, generated = tmp_path / "hosts404.ndjson", tmp_path / "generated.ndjson"
+    hostile, generated = tmp_path / "hosts404.ndjson", tmp_path / "hosts200.ndjson"
     hosts_all_404(hostile, n)
-    subprocess.run(lookout_cmd + ["generate", str(n), "--out", str(generated)], check=True, timeout=300)
+    hosts_all_404(generated, n, status="200")
     # parsing in this process (--parse-workers 0) for both: the claim is about the engine's state and
     # results, and wait4 reports one process's peak, not the sum over parse workers
     replay = lookout_cmd + ["replay", "--parse-workers", "0", "--json", "--no-progress"]
     base_rss, _ = run_measured(replay + [str(generated), "--out", str(tmp_path / "o1")])
     rss, summary = run_measured(replay + [str(hostile), "--out", str(tmp_path / "o2")])
     assert summary["results"]["goal2-topic"] > 100_000  # the case is what it claims: alerts everywhere
-    assert rss <= 1.5 * base_rss, f"{rss:.0f} MiB vs {base_rss:.0f} MiB for the generated file"
+    assert rss <= 1.5 * base_rss, f"{rss:.0f} MiB vs {base_rss:.0f} MiB for the same records answering 200"
 
 
 def test_streamed_results_are_the_same_results(tmp_path):
