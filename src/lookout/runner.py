@@ -244,6 +244,8 @@ class Runner:
         self.notify_ckpt = int(state.get("notify_ckpt", 0)) if state else 0
         if self.notifier is not None:
             self.notifier.recover(self.notify_ckpt)
+            if state and state.get("adopt_outbox"):  # restored from the checkpoint topic: the dead instance's
+                self.notifier.adopt(state["adopt_outbox"], self.notify_ckpt)
         if state is None:
             self.source.restore(None)
             # A first checkpoint before anything is read: where the outputs stood. Without it a
@@ -309,6 +311,8 @@ class Runner:
                 "seq": self.seq + 1,
                 "at": time.time(),
                 "notify_ckpt": n,
+                # for a standby without this state dir: what is not yet delivered (at least once)
+                **({"outbox": self.notifier.undelivered()} if self.notifier is not None and self.replica is not None else {}),
                 "incidents": orjson.loads(self.pipeline.incidents.snapshot()),  # open incidents: JSON data
                 "position": self.position,
                 "sinks": self.sinks.checkpoint(),

@@ -296,7 +296,13 @@ class Replica:
                 max(0.0, time.time() - float(remote.meta.get("at", time.time()))),
                 local_seq,
             )
-            return {**meta, "sinks": local_outputs, "notify_ckpt": int((local_meta or {}).get("notify_ckpt", 0))}
+            # the outbox stays this instance's; the dead one's undelivered rows are adopted into it
+            return {
+                **meta,
+                "sinks": local_outputs,
+                "notify_ckpt": int((local_meta or {}).get("notify_ckpt", 0)),
+                "adopt_outbox": [tuple(r) for r in meta.get("outbox", [])],
+            }
         return ckpt.restore(local, engine, str(ckpt.path)) if local is not None else None
 
     def publish(self, info: SaveInfo, ckpt: Checkpointer) -> int:

@@ -89,6 +89,26 @@ class Outbox:
         self.release(ckpt)
         return self.con.execute("DELETE FROM outbox WHERE released = 0 AND ckpt > ?", (ckpt,)).rowcount
 
+    def undelivered(self, limit: int) -> list[tuple[str, str, str]]:
+        """(target, idempotency key, body) of every row not yet acknowledged, oldest first, at most
+        `limit`: what a standby must still send if this instance dies (the checkpoint topic)."""
+        rows = self.con.execute("SELECT target, idem, body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        return [(t, k, bytes(b).decode("utf-8", "replace")) for t, k, b in rows]
+
+    def adopt(self, rows: list[tuple[str, str, str]], ckpt: int) -> int:
+        """A dead instance's undelivered rows (from its checkpoint), released at once; a row this
+        outbox already holds (same target and key) is not added twice. Returns rows added."""
+        added = 0
+        with self.con:
+            self.con.execute("BEGIN IMMEDIATE")
+            for t, k, b in rows:
+                if self.con.execute("SELECT 1 FROM outbox WHERE target = ? AND idem = ?", (t, k)).fetchone() is None:
+                    self.con.execute(
+                        "INSERT INTO outbox (target, idem, body, ckpt, released) VALUES (?, ?, ?, ?, 1)", (t, k, b.encode(), ckpt)
+                    )
+                    added += 1
+        return added
+
     def head(self, target: str) -> Pending | None:
         """The target's oldest released row: a target's notifications go out in order (a
         `resolved` never overtakes its `firing`)."""

@@ -111,6 +111,9 @@ class TargetSender(threading.Thread):
         log.error("notify %s: refused for good (%s); dead-lettered %s", self.label, reason, p.idem)
 
 
+UNDELIVERED_LIMIT = 10_000  # undelivered notifications a checkpoint carries (a receiver down for long)
+
+
 class Notifier:
     """Routes transitions to targets and owns their sender threads."""
 
@@ -155,6 +158,22 @@ class Notifier:
         dropped = self.outbox.recover(ckpt)
         if dropped:
             log.info("notify: %d notification(s) staged after the last checkpoint dropped (derived again)", dropped)
+
+    def undelivered(self, limit: int = UNDELIVERED_LIMIT) -> list[tuple[str, str, str]]:
+        """Rows not yet acknowledged, for the checkpoint (a standby sends them if this instance dies)."""
+        rows = self.outbox.undelivered(limit + 1)
+        if len(rows) > limit:
+            log.warning("notify: more than %d notifications undelivered; the checkpoint carries the oldest %d", limit, limit)
+        return rows[:limit]
+
+    def adopt(self, rows: list[tuple[str, str, str]], ckpt: int) -> None:
+        """The instance before died with these undelivered: they are sent from here (receivers
+        drop repeats by Idempotency-Key)."""
+        added = self.outbox.adopt(rows, ckpt)
+        if added:
+            log.info("notify: %d notification(s) the instance before had not delivered are sent from here", added)
+            for s in self.senders:
+                s.wake.set()
 
     def start(self) -> None:
         for s in self.senders:

@@ -183,3 +183,49 @@ def test_a_corrupt_checkpoint_in_the_topic_is_rejected_and_the_one_before_used(
     for g in GOALS:
         counts[g] = len((c.out / f"{g}.jsonl").read_bytes().splitlines())
     assert counts == {g: len(v) for g, v in expected.items()}
+
+
+def test_standby_sends_the_notifications_the_dead_instance_had_not_delivered(
+    kafka_broker: ProxiedBroker, lookout_cmd: list[str], tmp_path: Path, receiver
+) -> None:
+    """At least once across a takeover: A's undelivered notifications (its receiver down) ride in
+    the topic checkpoint; B adopts them into its own outbox and sends them. Without that, B restores
+    A's open incidents, never derives their `firing` again, and the receiver never hears of them."""
+    from importlib.resources import files
+
+    bs = kafka_broker.bootstrap
+    receiver.answer = lambda path, body: 503  # down: A keeps everything in its outbox
+    rules = tmp_path / "rules.yaml"
+    defaults = files("lookout").joinpath("defaults/rules.yaml").read_text()
+    rules.write_text(defaults + f'\nnotify:\n  - {{type: webhook, url: "{receiver.url}/hook", name: hook}}\n')
+    lines = generate(lookout_cmd, tmp_path / "in.ndjson", 60_000, seed=13)
+    create_topic(bs, "test-inter", 3)
+    produce(bs, "test-inter", lines[:30_000])
+    extra = ("--rules", str(rules))
+    a = Run(lookout_cmd, bs, tmp_path, "a", state="state-a", out="out-a", idle="60s", extra=extra)
+    a.wait_log("holding the input lock")
+    b = Run(lookout_cmd, bs, tmp_path, "b", state="state-b", out="out-b", idle="6s", extra=extra)
+    b.wait_log("standing by", timeout=40)
+    deadline = time.monotonic() + 90
+    while not (load_meta(tmp_path / "state-a") or {}).get("outbox"):
+        assert time.monotonic() < deadline, a.text()[-3000:]
+        time.sleep(0.2)
+    live = threading.Thread(target=produce, args=(bs, "test-inter", lines[30_000:]), kwargs={"rate": 6_000})
+    live.start()  # input keeps coming, so A keeps committing
+    seq = load_meta(tmp_path / "state-a")["seq"]
+    while load_meta(tmp_path / "state-a")["seq"] < seq + 2:  # two more commits: the topic has it too
+        assert time.monotonic() < deadline, a.text()[-3000:]
+        time.sleep(0.2)
+    a.stop(signal.SIGKILL)
+    owed = {k for _, k, _ in load_meta(tmp_path / "state-a")["outbox"]}
+    assert owed and not receiver.accepted()
+    receiver.answer = lambda path, body: 200
+    live.join()
+    b.wait_log("kafka: reading test-inter partitions", timeout=40)
+
+    def delivered() -> set[str]:
+        return {r.headers.get("idempotency-key", "") for r in receiver.accepted()}
+
+    receiver.wait_for(lambda: owed <= delivered(), 90, f"the {len(owed)} notifications A owed")
+    assert "sent from here" in b.text(), b.text()[-3000:]
+    assert b.stop() == 0, b.text()[-3000:]
