@@ -90,10 +90,12 @@ def seed_design(data: str, master: str, work: str) -> None:
         records().groupby(F.window("ts", "1 minutes"), F.col("host")).avg("request_time"),
     ]
     for i, g in enumerate(goals):
+        ck = Path(work) / f"seed-ck-{i}"
+        shutil.rmtree(ck, ignore_errors=True)  # a kept checkpoint would skip every file already read
         q = (
             g.writeStream.outputMode("update")
             .format("noop")
-            .option("checkpointLocation", str(Path(work) / f"seed-ck-{i}"))
+            .option("checkpointLocation", str(ck))
             .trigger(availableNow=True)
             .start()
         )

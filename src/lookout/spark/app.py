@@ -108,6 +108,7 @@ class _FileWriter:
 
 
 STAGE_CHUNK_BYTES = 32 << 20  # staged chunk files, each read as splits parsed at once
+CHUNK_CONF = "spark.lookout.chunkBytes"  # --conf to stage smaller chunks (tests: many batches and splits)
 FILES_PER_BATCH = 4  # chunks per micro-batch (128 MB): the watermark moves and state is freed between them
 
 
@@ -164,7 +165,8 @@ def run_files(
     if ck.exists():
         shutil.rmtree(ck)  # files mode always starts over, as lookout replay does
     try:
-        sources = _stage_inputs(inputs, work / "input")
+        chunk = int((conf or {}).get(CHUNK_CONF, STAGE_CHUNK_BYTES))
+        sources = _stage_inputs(inputs, work / "input", chunk)
         # A chunk is read as splits parsed at once (one per core, Spark's default split size);
         # each split's summary row carries its running maximum on to the records of the splits
         # after it (arrow_parse.py, panes.py), so lateness is judged per record as replay does.

@@ -5,8 +5,8 @@ replay` runs, so reasons, details and values are the reference's by construction
 implementation in Spark SQL to keep in step), invalid UTF-8 included: lines travel as bytes.
 It is also faster than Spark SQL's `from_json` plus regular expressions (polars, vectorised).
 
-Per partition it also keeps the running maximum event time of the valid records (`cm`), in input
-order: with the watermark of the batches before, that is the per-record watermark the embedded
+Per split (per partition outside files mode) it also keeps the running maximum event time of
+the valid records (`cm`), in input order: with the watermark of the batches before, that is the per-record watermark the embedded
 engine judges lateness by (engine/core.py), so a record late for `lookout replay` is late here.
 Files mode splits a staged chunk into several partitions parsed at once (one per core); each
 then ends with a *summary* row (`pmax`: its maximum valid event time, `part`: where its split
@@ -81,14 +81,12 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
     ctx = TaskContext.get()
     base = (ctx.partitionId() if ctx is not None else 0) << 40  # rid: unique within a micro-batch
     seq = 0
-    running: int | None = None  # max valid event time so far in this partition
-    part: int | None = None
+    running: dict[int | None, int] = {}  # split (None: not files mode) -> max valid event time so far
     for batch in batches:
         n = batch.num_rows
         if n == 0:
             continue
         inp = pl.from_arrow(batch).with_columns(i=pl.int_range(n, dtype=pl.Int64))  # type: ignore[union-attr]
-        part = inp.get_column("part")[0]
         values = batch.column("value").to_pylist()
         flushing = inp.get_column("flush_ts").is_not_null().to_list()
         lines = [b"" if (v is None or f) else v for v, f in zip(values, flushing, strict=True)]
@@ -118,9 +116,12 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
             .join(rej, on="i", how="left")
             .filter(pl.col("_ok").is_not_null() | pl.col("reason").is_not_null() | pl.col("flush_ts").is_not_null())
         )
-        cm = pl.when(pl.col("_ok").is_not_null()).then(pl.col("ts")).cum_max().forward_fill()
-        if running is not None:
-            cm = pl.max_horizontal(cm, pl.lit(running))
+        # per split: a task may read several splits (Spark packs small ones together, largest
+        # first, so not in input order): each keeps its own running maximum and summary row
+        df = df.sort("i").with_columns(_carry=pl.col("part").replace_strict(running, default=None, return_dtype=pl.Int64))
+        cm = pl.max_horizontal(
+            pl.when(pl.col("_ok").is_not_null()).then(pl.col("ts")).cum_max().forward_fill().over("part"), pl.col("_carry")
+        )
         df = df.with_columns(
             rid=pl.lit(base + seq) + pl.col("i"),
             ts=pl.coalesce("flush_ts", "ts"),
@@ -128,9 +129,9 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
             cm=cm,
         )
         seq += n
-        if df.height:
-            last = df.get_column("cm")[-1]
-            running = last if last is not None else running
+        for part, top in df.group_by("part").agg(pl.col("cm").max()).iter_rows():
+            if top is not None:
+                running[part] = top
         out = df.select(
             "rid",
             "ts",
@@ -147,8 +148,8 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
             pmax=pl.lit(None, dtype=pl.Int64),
         )
         yield from out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(_ARROW).to_batches()
-    if part is not None and running is not None:
-        yield _summary(base + seq, part, running)
+    for k, (part, top) in enumerate(sorted((p, t) for p, t in running.items() if p is not None)):
+        yield _summary(base + seq + k, part, top)
 
 
 def _summary(rid: int, part: int, pmax: int) -> pa.RecordBatch:

@@ -53,10 +53,16 @@ def differential(tmp_path_factory: pytest.TempPathFactory) -> dict:
             str(d / "spark"),
             "--master",
             "local[2]",
-            # splits of 256 kB: each input is parsed as several splits at once, whose summary
-            # rows must carry the running maximum across them (the late records straddle them)
+            # chunks of 300 kB, four per micro-batch, read as splits of 256 kB: several batches,
+            # each chunk parsed as splits at once, whose summary rows must carry the running
+            # maximum across them, and the chunks' 44 kB tails packed into one task (largest
+            # first: out of input order), each keeping its own running maximum
+            "--conf",
+            "spark.lookout.chunkBytes=300000",
             "--conf",
             "spark.sql.files.maxPartitionBytes=262144",
+            "--conf",
+            "spark.sql.files.openCostInBytes=1",
             "--json",
         ],
         capture_output=True,
