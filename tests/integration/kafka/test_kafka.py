@@ -27,10 +27,9 @@ pytestmark = pytest.mark.timeout(240)
 _RUNS: list[subprocess.Popen[bytes]] = []
 
 
-@pytest.fixture(autouse=True)
-def _kill_leftover_runs() -> Any:
-    """A failed test must not leave `lookout run` processes behind."""
-    yield
+def kill_leftover_runs() -> None:
+    """A failed test must not leave `lookout run` processes behind (the autouse fixture in this
+    folder's conftest calls it after every test; the supervised child dies with its parent)."""
     while _RUNS:
         proc = _RUNS.pop()
         if proc.poll() is None:
