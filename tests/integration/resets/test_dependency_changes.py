@@ -13,9 +13,23 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 SRC = str(Path(__file__).resolve().parents[3] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC}
+_RUNS: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_runs():  # noqa: ANN202
+    """A failed test must not leave a `lookout run` behind: it would reconnect to whatever broker
+    later takes its port and hold that broker's input lock (seen: a later test stood by)."""
+    yield
+    while _RUNS:
+        proc = _RUNS.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_generate_appends_to_stdout_opened_for_append(lookout_cmd: list[str], tmp_path: Path) -> None:
@@ -383,6 +397,7 @@ class KafkaRun:
             stderr=open(self.log, "wb"),
             env=ENV,
         )  # noqa: SIM115
+        _RUNS.append(self.proc)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
