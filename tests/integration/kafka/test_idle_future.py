@@ -11,10 +11,9 @@ import orjson
 import pytest
 
 from tests.fixtures.kafka import ProxiedBroker
-from tests.integration.kafka.test_kafka import (  # noqa: F401 - the autouse fixture must be in this module too
+from tests.integration.kafka.test_kafka import (  # (leftover runs are killed by this folder's conftest)
     GOALS,
     Run,
-    _kill_leftover_runs,
     assert_topics_match,
     counts,
     create_topic,
