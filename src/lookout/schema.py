@@ -49,6 +49,12 @@ class Rejected(Exception):
 # ---------------------------------------------------------------- value parsers (the reference)
 
 
+def _clip(v: Any) -> str:
+    """repr of a value for a rejection's detail, cut so a hostile 5,000-character value stays short."""
+    s = repr(v)
+    return s if len(s) <= 80 else s[:80] + "…"
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -67,8 +73,11 @@ def parse_timestamp(v: Any) -> int:
     else:
         raise Rejected("invalid-timestamp", f"@timestamp must be a number or a string, not {type(v).__name__}")
     if not math.isfinite(secs):
-        raise Rejected("invalid-timestamp", f"@timestamp {v!r} is not finite")
-    us = round(secs * 1_000_000)
+        raise Rejected("invalid-timestamp", f"@timestamp {_clip(v)} is not finite")
+    scaled = secs * 1_000_000  # 1.8e302 seconds is finite but its µs are not: compare before round()
+    if not (math.isfinite(scaled) and 0 <= scaled < MAX_TS_US):
+        raise Rejected("invalid-timestamp", f"@timestamp {_clip(v)} is out of range")
+    us = round(scaled)
     if not 0 <= us < MAX_TS_US:
         raise Rejected("invalid-timestamp", f"@timestamp {v!r} is out of range")
     return us
@@ -113,9 +122,12 @@ def parse_status(v: Any) -> int:
     elif isinstance(v, float) and v.is_integer():  # JSON has one number type: 201.0 is 201
         n = int(v)
     elif isinstance(v, str) and v.isascii() and v.isdigit():
-        n = int(v)
+        digits = v.lstrip("0") or "0"
+        if len(digits) > 3:  # before int(): a 5,000-digit string must not raise (Python's 4,300-digit limit)
+            raise Rejected("invalid-status", f"status {_clip(v)} is outside 100-599")
+        n = int(digits)
     else:
-        raise Rejected("invalid-status", f"status {v!r} is not an integer")
+        raise Rejected("invalid-status", f"status {_clip(v)} is not an integer")
     if not 100 <= n <= 599:
         raise Rejected("invalid-status", f"status {n} is outside 100-599")
     return n

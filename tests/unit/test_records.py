@@ -545,3 +545,35 @@ def hostile_lines(draw) -> bytes:
 @given(hostile_lines())
 def test_result_does_not_depend_on_neighbours(line):
     assert_one_truth(line)
+
+
+def _with(field: str, value: str) -> bytes:
+    """BASE with `field` set to `value` (JSON text), replaced in place or appended."""
+    key = f'"{field}"'
+    pairs = [(k, value if k == key else v) for k, v in BASE]
+    return raw(*pairs, *([] if any(k == key for k, _ in BASE) else [(key, value)]))
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        # found by CI's hypothesis run: finite seconds whose microseconds overflow to infinity
+        ("@timestamp", "1.797693134862316e+302", "invalid-timestamp"),
+        ("@timestamp", '"1.797693134862316e+302"', "invalid-timestamp"),
+        ("@timestamp", '"' + "9" * 5000 + '"', "invalid-timestamp"),
+        ("@timestamp", "9" * 5000, "invalid-json"),  # json.loads: a number beyond a double
+        # found by CI's hypothesis run: int() refuses strings over 4,300 digits with ValueError
+        ("status", '"' + "9" * 5000 + '"', "invalid-status"),
+        ("status", '"' + "0" * 5000 + '200"', None),  # leading zeros are still status 200
+        ("status", "9" * 5000, "invalid-json"),
+        ("bytes", '"' + "9" * 5000 + '"', "invalid-bytes"),
+        ("request_time", '"' + "9" * 5000 + '"', "invalid-request_time"),
+        ("request_time", '"1e999"', "invalid-request_time"),
+    ],
+)
+def test_huge_numbers_are_rejected_not_raised(field, value, reason):
+    got = assert_one_truth(_with(field, value))
+    if reason is None:
+        assert isinstance(got, dict) and got["status"] == 200
+    else:
+        assert got == reason

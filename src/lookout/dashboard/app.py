@@ -77,7 +77,7 @@ def _limit(p: dict[str, str], default: int) -> int:
     v = p.get("limit")
     if v is None or v == "":
         return default
-    if not v.isdigit() or not 1 <= int(v) <= MAX_LIMIT:
+    if not (v.isascii() and v.isdigit() and len(v) <= 9) or not 1 <= int(v) <= MAX_LIMIT:
         raise BadParameter("limit", f"limit {v!r}: a whole number from 1 to {MAX_LIMIT}")
     return int(v)
 

@@ -10,7 +10,6 @@ at start. (`lookout run --http` serves the same routes on the metrics server of 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lookout.dashboard.app import dashboard_app
 from lookout.dashboard.data import DashboardData
+from lookout.http.bind import is_loopback, split_host_port
 
 PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = frozenset({"/", "/healthz"})
@@ -43,23 +43,10 @@ class Bind:
 
 def parse_address(value: str) -> Bind:
     """`127.0.0.1:8080`, `[::1]:8080`, `localhost:0` → Bind."""
-    v = value.strip()
-    if v.startswith("["):
-        host, sep, port = v[1:].partition("]:")
-    else:
-        host, sep, port = v.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    pair = split_host_port(value)
+    if pair is None:
         raise ServeError(f"--http {value!r}: expected HOST:PORT (e.g. 127.0.0.1:8080)")
-    return Bind(host, int(port))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return Bind(*pair)
 
 
 def check_token(bind: Bind, token: str | None) -> None:

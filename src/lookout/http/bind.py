@@ -17,13 +17,22 @@ def parse_bind(value: str | None) -> tuple[str, int] | None:
     """`127.0.0.1:8080`, `[::1]:8080`, `localhost:9000` → (host, port); `off`/empty → None."""
     if value is None or value.strip().lower() in ("", "off", "none", "false", "no"):
         return None
+    pair = split_host_port(value)
+    if pair is None or pair[1] == 0:
+        raise HttpConfigError(f"--http {value!r}: expected HOST:PORT (e.g. 127.0.0.1:8080) or off")
+    return pair
+
+
+def split_host_port(value: str) -> tuple[str, int] | None:
+    """`127.0.0.1:8080`, `[::1]:8080`, `localhost:0` → (host, port), or None when it is not one
+    (the port ASCII digits below 65536: `int()` of a 5,000-digit string would raise)."""
     v = value.strip()
     if v.startswith("["):
         host, sep, port = v[1:].partition("]:")
     else:
         host, sep, port = v.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise HttpConfigError(f"--http {value!r}: expected HOST:PORT (e.g. 127.0.0.1:8080) or off")
+    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) or not int(port) < 65536:
+        return None
     return host, int(port)
 
 
