@@ -446,10 +446,11 @@ class Runner:
                 if last is not None:
                     reports.append(last)
                     dirty = True
-            idle, moved = self._advance_idle(now - q.last_data)
+            quiet = now - max(q.last_data, self.source.readable_since())
+            idle, moved = self._advance_idle(quiet)
             reports += idle
             dirty = dirty or moved
-            if moved and not q.idle_said and now - q.last_data >= self.opts.idle_timeout:
+            if moved and not q.idle_said and quiet >= self.opts.idle_timeout:
                 q.idle_said = True
                 log.info(
                     "input idle for %.0fs: the watermark follows the clock (now - lateness); "

@@ -33,6 +33,7 @@ class BrokerHealth:
 
     def __init__(self) -> None:
         self.down_since: float | None = None
+        self.up_since = 0.0  # monotonic time the last outage ended (0: none yet)
         self.first_error: float | None = None  # a connection error not yet confirmed by another
         self.last_reason = ""
         self._last_said = 0.0
@@ -101,7 +102,8 @@ class BrokerHealth:
             return
         with self._lock:
             if self.down_since is not None:
-                log.warning("kafka: broker reachable again after %.1f s; carrying on", time.monotonic() - self.down_since)
+                self.up_since = time.monotonic()
+                log.warning("kafka: broker reachable again after %.1f s; carrying on", self.up_since - self.down_since)
                 self.down_since = None
 
     @property

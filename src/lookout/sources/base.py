@@ -89,6 +89,12 @@ class Source:
         unreachable)? The run loop lets the clock move the watermark on idle input only then."""
         return True
 
+    def readable_since(self) -> float:
+        """Monotonic time since which the source has been able to read without a break (0: always).
+        The run loop counts quiet input from the later of this and the last record: a broker outage
+        or a lost lock is not a quiet spell, so the idle close waits a full --idle-timeout after it."""
+        return 0.0
+
     def idle_watermark(self) -> int | None:
         """The event-time watermark this source vouches for while nothing arrives (re-asked on
         every empty poll). None: no opinion; records alone move it (single-stream sources)."""

@@ -121,6 +121,7 @@ class KafkaSource(Source):
         self.committed_ok: dict[int, int] = {}  # last offsets the group acknowledged from us
         self._caught_up_checked = 0.0
         self._caught_up = False
+        self._resumed_at = 0.0  # monotonic time the input lock came back after being lost
 
     # ---- exclusivity ------------------------------------------------------------------------
     @property
@@ -169,6 +170,8 @@ class KafkaSource(Source):
             time.monotonic() - (self.lock_lost_at or time.monotonic()),
         )
         self.lock_lost_at = None
+        self._resumed_at = time.monotonic()
+        self._caught_up_checked = 0.0  # ask the broker again, not a verdict from before the loss
 
     # ---- Source interface ---------------------------------------------------------------------
     def restore(self, position: Any) -> None:
@@ -510,6 +513,14 @@ class KafkaSource(Source):
         if live:
             return min(live) - self.lateness
         return max(idle) - self.lateness if idle else None
+
+    def readable_since(self) -> float:
+        """Now while the broker is unreachable or the lock is lost; else the end of the last outage or
+        lock loss. Without this, an outage longer than --idle-timeout let the clock close every window
+        a second after the broker was back, before the backlog written meanwhile was read: all late."""
+        if self.health.down or not self.lock_held or self.lock_lost_at is not None:
+            return time.monotonic()
+        return max(self.health.up_since, self._resumed_at)
 
     def caught_up(self) -> bool:
         """True when every partition has been read to its end (asked of the broker, at most once a
