@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 import polars as pl
 
+from lookout.durable import fsync_dir
 from lookout.errors import StateError
 
 if TYPE_CHECKING:
@@ -150,14 +151,6 @@ class Journal(Protocol):
         ...
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class CheckpointFiles:
     """Snapshot + append-only log in STATE_DIR/checkpoint/. The caller supplies the blobs."""
 
@@ -238,7 +231,7 @@ class CheckpointFiles:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._snap(gen))
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         for old in self._gens("snapshot"):
             if old < gen:
                 self._snap(old).unlink(missing_ok=True)
@@ -256,7 +249,7 @@ class CheckpointFiles:
             new = not path.exists()
             self._log = open(path, "ab")  # noqa: SIM115 - kept open across commits
             if new:
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
         data = frame(blob)
         self._log.write(data)
         self._log.flush()

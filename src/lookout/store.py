@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any
 
 import polars as pl
 
+from lookout.durable import fsync_dir, place
 from lookout.schema import BY_NAME, parse_timestamp
 
 log = logging.getLogger("lookout.store")
@@ -312,14 +312,6 @@ def search(store_dir: Path, q: Query, limit: int = 20) -> list[dict[str, Any]]:
     return out
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class StoreWriter:
     """Writes flushes into hourly partitions; merges and expires what checkpoints cover.
 
@@ -392,21 +384,14 @@ class StoreWriter:
             d = self.dir / hour_name(int(hour))
             if not d.exists():
                 d.mkdir()
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
             self._write(part.drop("_h"), d / name)
             self.last_write[int(hour)] = self.seq
 
     def _write(self, df: pl.DataFrame, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
         df.write_parquet(tmp, compression="zstd")
-        self._place(tmp, path)
-
-    @staticmethod
-    def _place(tmp: Path, path: Path) -> None:
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        place(tmp, path)
 
     # ---- upkeep ----------------------------------------------------------------------------
     def mark_committed(self) -> int:
@@ -438,7 +423,7 @@ class StoreWriter:
             self.last_write.pop(h, None)
             gone += 1
         if gone:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             log.info(
                 "store retention: deleted %d hour(s) of records older than %s",
                 gone,
@@ -493,7 +478,7 @@ class StoreWriter:
         pl.scan_parquet([p.path for p in parts], schema=_stored_schema(), missing_columns="insert").sink_parquet(
             tmp, compression="zstd"
         )
-        self._place(tmp, path)
+        place(tmp, path)
         for p in parts:
             p.path.unlink()
         self.merges += 1

@@ -27,6 +27,21 @@ from tests.unit.engine.test_core import (
     run_engine,
 )
 
+# one client's plain records, as make_lines takes them (step: seconds between records)
+SPEC = {
+    "step": 0.2,
+    "back": 0.0,
+    "client": "10.0.0.1",
+    "host": "a",
+    "status": 404,
+    "rt": 0.1,
+    "country": "US",
+    "method": "GET",
+    "server": "s",
+    "iso": False,
+    "bad": 5,
+}
+
 
 def _panes(eng: Engine) -> dict[str, list]:
     out = {}
@@ -157,19 +172,7 @@ def test_torn_log_tail_is_ignored_and_cut_before_the_next_append(tmp_path):
     rs = load_rules()
     eng = Engine(rs)
     c = ck.Checkpointer(tmp_path)
-    spec = {
-        "step": 0.2,
-        "back": 0.0,
-        "client": "10.0.0.1",
-        "host": "a",
-        "status": 404,
-        "rt": 0.1,
-        "country": "US",
-        "method": "GET",
-        "server": "s",
-        "iso": False,
-        "bad": 5,
-    }
+    spec = SPEC
     lines = make_lines([spec] * 300)
     for i in range(3):
         eng.process(parse_chunk(b"\n".join(lines[i * 100 : (i + 1) * 100])).records)
@@ -200,19 +203,7 @@ def test_log_grows_until_a_snapshot_replaces_it(tmp_path):
     eng = Engine(rs)
     c = ck.Checkpointer(tmp_path, snapshot_every=1.0)
     kinds = []
-    spec = {
-        "step": 0.01,
-        "back": 0.0,
-        "client": "10.0.0.1",
-        "host": "a",
-        "status": 404,
-        "rt": 0.1,
-        "country": "US",
-        "method": "GET",
-        "server": "s",
-        "iso": False,
-        "bad": 5,
-    }
+    spec = dict(SPEC, step=0.01)
     for i in range(60):
         specs = [dict(spec, client=f"10.0.{i}.{j}") for j in range(200)]
         eng.process(parse_chunk(b"\n".join(make_lines(specs))).records)
@@ -229,19 +220,7 @@ def test_log_grows_until_a_snapshot_replaces_it(tmp_path):
 def test_well_framed_but_malformed_content_is_refused(tmp_path):
     rs = load_rules()
     eng = Engine(rs)
-    spec = {
-        "step": 0.2,
-        "back": 0.0,
-        "client": "10.0.0.1",
-        "host": "a",
-        "status": 404,
-        "rt": 0.1,
-        "country": "US",
-        "method": "GET",
-        "server": "s",
-        "iso": False,
-        "bad": 5,
-    }
+    spec = SPEC
     eng.process(parse_chunk(b"\n".join(make_lines([spec] * 50))).records)
     head, tables = eng.checkpoint_state(full=True)
     bad_tables = dict(tables, **{"panes/goal1-topic": pl.DataFrame({"x": [1]})})
@@ -269,19 +248,7 @@ def test_changes_are_tracked_only_once_checkpoints_are_taken():
     """Replay never checkpoints: the engine must not pile up change records for it. A delta
     taken without an earlier checkpoint falls back to the whole state, so it is still exact."""
     rs = load_rules()
-    spec = {
-        "step": 0.05,
-        "back": 0.0,
-        "client": "10.0.0.1",
-        "host": "a",
-        "status": 404,
-        "rt": 0.1,
-        "country": "US",
-        "method": "GET",
-        "server": "s",
-        "iso": False,
-        "bad": 5,
-    }
+    spec = dict(SPEC, step=0.05)
     lines = make_lines([dict(spec, client=f"10.0.0.{i % 200}") for i in range(1000)])
     eng = Engine(rs)
     empty = eng.snapshot()  # taken by a fresh engine; tracking starts here

@@ -9,17 +9,8 @@ from hypothesis import strategies as st
 
 from lookout.records import MAX_BYTES, Rejected, parse_chunk, parse_line
 from lookout.schema import INPUT_FIELDS
+from tests.fixtures.records import GOOD
 
-GOOD = {
-    "server": "s_v3",
-    "client_ip": "154.85.126.16",
-    "method": "PUT",
-    "status": "201",
-    "request_time": "0.28",
-    "host": "api_38.example.com",
-    "country": "US",
-    "@timestamp": "1659509511.865323",
-}
 # the four optional fields of issue 9, as nginx's log_format writes them
 EXTENDED = {
     **GOOD,

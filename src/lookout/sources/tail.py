@@ -49,6 +49,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from lookout.durable import write_atomic
 from lookout.errors import ConfigError
 from lookout.sources.base import Chunk, Source, numbered_ids
 from lookout.sources.files import BOM
@@ -697,10 +698,4 @@ def load_position(state_dir: Path) -> dict[str, Any] | None:
 
 def save_position(state_dir: Path, position: dict[str, Any]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / POSITION_FILE
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(orjson.dumps(position))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(state_dir / POSITION_FILE, orjson.dumps(position))

@@ -12,17 +12,7 @@ import orjson
 import pytest
 
 from lookout.checkpoint import load_meta
-
-GOOD = {
-    "server": "s_v3",
-    "client_ip": "154.85.126.16",
-    "method": "PUT",
-    "status": "201",
-    "request_time": "0.28",
-    "host": "api_38.example.com",
-    "country": "US",
-    "@timestamp": "1659509511.865323",
-}
+from tests.fixtures.records import GOOD
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:

@@ -77,25 +77,27 @@ def replay_lines(lookout_cmd: list[str], path: Path, out: Path) -> dict:
     return orjson.loads(p.stdout)
 
 
+def tail_run_args(lookout_cmd: list[str], log: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """`lookout run --tail LOG` with this test's state dir and output dir, no live view."""
+    return [
+        *lookout_cmd,
+        "run",
+        "--tail",
+        str(log),
+        "--state-dir",
+        str(tmp_path / "st"),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-view",
+        *extra,
+    ]
+
+
 def test_tail_reads_an_unterminated_last_line_at_idle_close(lookout_cmd: list[str], tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     log.write_bytes(b"\n".join(rec(i) for i in range(50)))  # no newline after the last line
     p = subprocess.run(
-        lookout_cmd
-        + [
-            "run",
-            "--tail",
-            str(log),
-            "--state-dir",
-            str(tmp_path / "st"),
-            "--out",
-            str(tmp_path / "out"),
-            "--idle-timeout",
-            "1s",
-            "--duration",
-            "4",
-            "--no-view",
-        ],
+        tail_run_args(lookout_cmd, log, tmp_path, "--idle-timeout", "1s", "--duration", "4"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -109,19 +111,7 @@ def test_tail_reads_an_unterminated_last_line_at_idle_close(lookout_cmd: list[st
         assert (tmp_path / "out" / f"{rule}.jsonl").read_bytes() == (tmp_path / "replayed" / f"{rule}.jsonl").read_bytes()
     # and the position is after it: a restart reads nothing again
     p = subprocess.run(
-        lookout_cmd
-        + [
-            "run",
-            "--tail",
-            str(log),
-            "--state-dir",
-            str(tmp_path / "st"),
-            "--out",
-            str(tmp_path / "out"),
-            "--duration",
-            "1.5",
-            "--no-view",
-        ],
+        tail_run_args(lookout_cmd, log, tmp_path, "--duration", "1.5"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -134,19 +124,7 @@ def test_tail_reads_an_unterminated_last_line_at_stop(lookout_cmd: list[str], tm
     log = tmp_path / "access.log"
     log.write_bytes(b"\n".join(rec(i) for i in range(20)))
     proc = subprocess.Popen(
-        lookout_cmd
-        + [
-            "run",
-            "--tail",
-            str(log),
-            "--state-dir",
-            str(tmp_path / "st"),
-            "--out",
-            str(tmp_path / "out"),
-            "--idle-timeout",
-            "1h",
-            "--no-view",
-        ],
+        tail_run_args(lookout_cmd, log, tmp_path, "--idle-timeout", "1h"),
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
@@ -164,21 +142,7 @@ def test_tail_over_long_line_is_one_dead_letter_at_its_line(lookout_cmd: list[st
     lines = [rec(0), rec(1), huge, rec(2), b"not json", rec(3)]
     log.write_bytes(b"\n".join(lines) + b"\n" + b"y" * (5 << 20))  # and an unterminated over-long last line
     p = subprocess.run(
-        lookout_cmd
-        + [
-            "run",
-            "--tail",
-            str(log),
-            "--state-dir",
-            str(tmp_path / "st"),
-            "--out",
-            str(tmp_path / "out"),
-            "--idle-timeout",
-            "1s",
-            "--duration",
-            "6",
-            "--no-view",
-        ],
+        tail_run_args(lookout_cmd, log, tmp_path, "--idle-timeout", "1s", "--duration", "6"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -203,23 +167,7 @@ def test_run_whose_every_document_is_refused_exits_non_zero(lookout_cmd: list[st
     log.write_bytes(b"".join(rec(i) + b"\n" for i in range(40)))
     env = {k: v for k, v in ENV.items() if not k.startswith("LOOKOUT_ES")}
     p = subprocess.run(
-        lookout_cmd
-        + [
-            "run",
-            "--tail",
-            str(log),
-            "--state-dir",
-            str(tmp_path / "st"),
-            "--out",
-            str(tmp_path / "out"),
-            "--duration",
-            "3",
-            "--no-view",
-            "--elasticsearch",
-            es_url,
-            "--es-index",
-            index,
-        ],
+        tail_run_args(lookout_cmd, log, tmp_path, "--duration", "3", "--elasticsearch", es_url, "--es-index", index),
         capture_output=True,
         text=True,
         timeout=120,
