@@ -124,6 +124,7 @@ class Notifier:
         self.pending: list[tuple[str, str, bytes]] = []
         self.counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
+        self._over_limit = False  # said once per spell, not on every commit
         self.senders = [TargetSender(label, t, self.outbox.path, self) for label, t in self.targets]
 
     def count(self, target: str, outcome: str) -> None:
@@ -162,8 +163,12 @@ class Notifier:
     def undelivered(self, limit: int = UNDELIVERED_LIMIT) -> list[tuple[str, str, str]]:
         """Rows not yet acknowledged, for the checkpoint (a standby sends them if this instance dies)."""
         rows = self.outbox.undelivered(limit + 1)
-        if len(rows) > limit:
+        over = len(rows) > limit
+        if over and not self._over_limit:
             log.warning("notify: more than %d notifications undelivered; the checkpoint carries the oldest %d", limit, limit)
+        elif self._over_limit and not over:
+            log.info("notify: undelivered notifications back under %d; the checkpoint carries them all", limit)
+        self._over_limit = over
         return rows[:limit]
 
     def adopt(self, rows: list[tuple[str, str, str]], ckpt: int) -> None:

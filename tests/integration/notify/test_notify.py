@@ -4,6 +4,7 @@ payload formats, validation at start, and `replay` silent unless --notify."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -307,3 +308,19 @@ def test_a_real_alertmanager_accepts_firing_and_resolved(tmp_path, receiver: Rec
         assert n.counts[("am", "sent")] == 4 and not n.counts[("am", "dead")]
     finally:
         am.stop()
+
+
+def test_too_many_undelivered_is_said_once_per_spell_not_per_commit(tmp_path, caplog):
+    """A receiver down for long: every commit asks for the undelivered rows (the checkpoint topic
+    carries them); the warning that the checkpoint carries only the oldest comes once a spell."""
+    rs = load_rules_text(RULES + 'notify:\n  - {type: webhook, url: "http://127.0.0.1:9/x", name: x}\n')
+    n = Notifier(rs, tmp_path)
+    n.outbox.stage([("x", f"k{i}:firing", b"{}") for i in range(5)], 1)
+    with caplog.at_level(logging.INFO, logger="lookout.notify"):
+        for _ in range(10):
+            assert [k for _, k, _ in n.undelivered(limit=3)] == ["k0:firing", "k1:firing", "k2:firing"]
+        n.outbox.con.execute("DELETE FROM outbox WHERE idem IN ('k0:firing', 'k1:firing', 'k2:firing')")
+        assert len(n.undelivered(limit=3)) == 2
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("more than 3 notifications undelivered" in m for m in said) == 1, said
+    assert sum("back under 3" in m for m in said) == 1, said
