@@ -44,3 +44,34 @@ class FutureGuard:
         if not ahead.any():
             return records, None
         return records.filter(~ahead), records.filter(ahead).get_column("line")
+
+
+class ClockDoubt:
+    """Notices when this machine's clock, not the records, is likely wrong: `SUSPECT` valid records
+    in a row all rejected as from the future means the clock is behind (a standby on a machine
+    whose clock is an hour slow would dead-letter every live record). Said once per spell, and
+    again when records agree with the clock; the records are still rejected (the guard's promise)."""
+
+    SUSPECT = 1000
+
+    def __init__(self) -> None:
+        self.streak = 0
+        self.said = False
+
+    def observe(self, accepted: int, future: int) -> str | None:
+        """After a step: how many valid records were accepted and how many were from the future.
+        Returns what to log, if anything."""
+        if accepted:
+            self.streak = 0
+            if self.said:
+                self.said = False
+                return "records agree with this machine's clock again"
+            return None
+        self.streak += future
+        if self.streak >= self.SUSPECT and not self.said:
+            self.said = True
+            return (
+                f"the last {self.streak:,} valid records were all more than max_future ahead of this machine's clock "
+                "(dead letters future-timestamp): is this machine's clock behind? (check NTP)"
+            )
+        return None

@@ -10,13 +10,14 @@ never does I/O of its own.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import polars as pl
 
-from lookout.clock import FUTURE_REASON, Clock, FutureGuard, now_us
+from lookout.clock import FUTURE_REASON, Clock, ClockDoubt, FutureGuard, now_us
 from lookout.engine import Engine, EngineOutput
 from lookout.engine.dedup import SeenIds
 from lookout.incidents import IncidentTracker, Transition
@@ -25,6 +26,8 @@ from lookout.records import ParsedChunk, parse_chunk, parse_lines
 from lookout.rules import RuleSet
 from lookout.sinks.base import Sink
 from lookout.sources.base import Chunk
+
+log = logging.getLogger("lookout.pipeline")
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Pipeline:
         self.dedup = SeenIds(horizon) if dedup else None
         self.clock = clock
         self.guard = FutureGuard(ruleset.max_future)
+        self.clock_doubt = ClockDoubt()
         self.incidents = IncidentTracker(ruleset)
         self.sink = sink
         self.stats = Stats()
@@ -128,6 +132,10 @@ class Pipeline:
             self.sink.write_rejected(entries)
         if future is not None:
             self._future(chunk, future)
+        if recs.height or future is not None:
+            said = self.clock_doubt.observe(recs.height, 0 if future is None else len(future))
+            if said:
+                log.warning("%s", said)
         wms = chunk.watermarks(recs.get_column("ts")) if chunk.watermarks is not None and recs.height else None
         out = self.engine.process(recs, wms, now=now)
         if out.late is not None:

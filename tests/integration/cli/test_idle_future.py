@@ -191,6 +191,29 @@ def test_run_tail_one_record_from_the_future(lookout_cmd: list[str], tmp_path: P
     assert {a["client_ip"] for a in _results(tmp_path / "out", "goal1-topic")} == {"10.2.2.2"}
 
 
+def test_run_tail_says_once_when_this_machines_clock_looks_behind(lookout_cmd: list[str], tmp_path: Path) -> None:
+    """A log written by machines whose clocks are right, read on one whose clock is an hour slow
+    (a standby on a badly set machine): every record is `future-timestamp`; the run says once, in
+    words, that its own clock is the likely culprit, and again when records agree with it."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"")
+    proc = _tail(lookout_cmd, tmp_path, log, "--idle-timeout", "30s")
+    try:
+        ahead = time.time() + 3600
+        for k in range(3):  # 3,000 records in three writes: one warning, not three
+            _append(log, [_rec(ahead + k + 0.001 * i, f"10.3.{i % 200}.1") for i in range(1000)])
+            time.sleep(0.3)
+        assert _wait_for(lambda: len(_dead_letters(tmp_path / "out")) == 3000, 30)
+        now = time.time()
+        _append(log, [_rec(now + 0.01 * i, "10.2.2.2") for i in range(5)])
+        time.sleep(1.5)
+    finally:
+        err = _stop(proc)
+    assert err.count("is this machine's clock behind?") == 1, err[-3000:]
+    assert err.count("records agree with this machine's clock again") == 1, err[-3000:]
+    assert "5 valid, 3,000 rejected, 0 late" in err, err[-3000:]
+
+
 def test_run_generator_quiet_between_records_closes_windows_by_the_clock(lookout_cmd: list[str], tmp_path: Path) -> None:
     """The generator at one record per 8 s: between records input is idle, so the record's
     1 s window closes once the clock is `lateness` past it (not when the next record comes, nor
