@@ -60,14 +60,19 @@ def file_lines(path: str, count: int | None = None) -> Iterator[bytes]:
 
 
 def generated_lines(rate: float, count: int | None = None, seed: int | None = None) -> Iterator[bytes]:
-    """Seed-format records with event time = now (or at 100 records per event-second when unthrottled)."""
-    from lookout.sources.generator import Generator, GeneratorConfig
+    """Seed-format records with event time = now. Unthrottled (rate 0): 100 records per event-second
+    ending now (`count` of them start count/100 s ago), never ahead of the wall clock: stamped
+    from the start onward at 100/s, 50,000 records would reach 500 s into the future and a run
+    would dead-letter them as `future-timestamp` (max_future is 5 minutes)."""
+    from lookout.sources.generator import EVENT_RATE, Generator, GeneratorConfig
 
-    gen = Generator(GeneratorConfig(rate=rate if rate > 0 else 100.0, seed=seed))
+    start = time.time() - count / EVENT_RATE if rate <= 0 and count else None
+    gen = Generator(GeneratorConfig(rate=rate if rate > 0 else EVENT_RATE, seed=seed), start=start)
     left = count
     while left is None or left > 0:
         n = 2000 if left is None else min(2000, left)
-        df = gen.records(n, until=time.time() if rate > 0 else None)
+        until = time.time() if rate > 0 else min(gen.clock + n / EVENT_RATE, max(time.time(), gen.clock))
+        df = gen.records(n, until=until)
         for line in df.write_ndjson().encode().splitlines():
             if left is not None:
                 if left <= 0:

@@ -27,9 +27,12 @@ STATUS_WEIGHTS = np.array([70, 6, 3, 3, 6, 1.2, 1, 0.8, 2.5, 0.5, 1, 0.5, 0.5], 
 HOSTS = [f"api_{i}.example.com" for i in range(1, 41)]
 
 
+EVENT_RATE = 100.0  # records per second of event time when nothing else sets it
+
+
 @dataclass
 class GeneratorConfig:
-    rate: float = 100.0  # records per second of event time
+    rate: float = EVENT_RATE  # records per second of event time
     clients: int = 2000
     burst_every: float = 45.0  # seconds of event time between injected bursts (0: none)
     seed: int | None = None

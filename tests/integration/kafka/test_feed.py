@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from lookout.kafka.config import KafkaConnection
@@ -27,6 +28,23 @@ def test_file_lines_are_sent_as_written(tmp_path: Path) -> None:
 def test_generated_lines_stop_at_count() -> None:
     lines = list(generated_lines(0, count=2500, seed=1))
     assert len(lines) == 2500 and all(line.startswith(b"{") for line in lines)
+
+
+@pytest.mark.parametrize("count", [5_000, 50_000, None])
+def test_unthrottled_generated_lines_are_never_stamped_ahead_of_the_clock(count: int | None) -> None:
+    """`lookout produce --rate 0 --count 50000` stamped records from now on at 100 per second:
+    the last ones 500 s ahead, past max_future (5 min), so `run` dead-lettered them all as
+    future-timestamp. Now they end at the wall clock (a count: the recent past, at 100/s)."""
+    got = []
+    for line in generated_lines(0, count=count, seed=1):
+        got.append(orjson.loads(line)["@timestamp"])
+        assert float(got[-1]) <= time.time() + 0.001
+        if len(got) == 20_000 and count is None:
+            break
+    ts = [float(t) for t in got]
+    assert ts == sorted(ts)
+    if count:
+        assert len(ts) == count and time.time() - ts[0] >= count / 100 - 1  # 100 per event-second, ending now
 
 
 def _read_back(conn: KafkaConnection, topic: str) -> bytes:
