@@ -102,24 +102,7 @@ def test_restore_refuses_other_rules():
 
 def test_blob_is_json_and_arrow_and_refuses_newer_formats():
     eng = Engine(load_rules())
-    lines = make_lines(
-        [
-            {
-                "step": 0.1,
-                "back": 0.0,
-                "client": "10.0.0.1",
-                "host": "a",
-                "status": 200,
-                "rt": 0.1,
-                "country": "US",
-                "method": "GET",
-                "server": "s",
-                "iso": False,
-                "bad": 5,
-            }
-        ]
-        * 50
-    )
+    lines = make_lines([dict(SPEC, step=0.1, status=200)] * 50)
     eng.process(parse_chunk(b"\n".join(lines)).records)
     blob = eng.snapshot()
     head, tables = ck.decode(blob)
