@@ -75,6 +75,18 @@ def merged(parts: list[tuple[ParsedChunk, int]]) -> ParsedChunk:
     return ParsedChunk(pl.concat(frames), rejected, lines, fallback)
 
 
+class ChunkTicket:
+    """A chunk handed to the parse processes in whole-line pieces: (worker ticket, `\n`-ended lines) each."""
+
+    def __init__(self, pool: ParsePool, parts: list[tuple[int, int]]) -> None:
+        self.pool = pool
+        self.parts = parts
+
+    def result(self) -> ParsedChunk:
+        """The chunk's parsed result (the pieces' results merged, in order); call once, in submission order."""
+        return merged([(self.pool.result(t), n) for t, n in self.parts])
+
+
 class ParseWorkerFailed(RuntimeError):
     """A parse worker process died or answered something that is not a result."""
 
@@ -267,17 +279,26 @@ class ParsePool:
     def result(self, ticket: int) -> ParsedChunk:
         return self._recv(ticket)
 
-    def parsed(self, chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chunk, ParsedChunk]]:
-        """Each chunk with its parsed result, in order; up to `depth` chunks in flight per worker.
-        Chunks without NDJSON bytes (`lines` sources) are parsed here."""
+    def submit_chunk(self, data: bytes, piece_bytes: int = PIECE_BYTES) -> ChunkTicket:
+        """Hand a chunk of any size to the workers in whole-line pieces of about `piece_bytes`: one
+        engine step for the chunk (the engine's cost is mostly per step), while no parse process
+        holds more than a piece."""
+        return ChunkTicket(self, [(self.submit(p), p.count(b"\n")) for p in pieces(data, piece_bytes)])
+
+    def parsed(self, chunks: Iterator[Chunk], depth: int = 2, piece_bytes: int = PIECE_BYTES) -> Iterator[tuple[Chunk, ParsedChunk]]:
+        """Each chunk with its parsed result, in order. A chunk goes to the workers in pieces of
+        about `piece_bytes` (merged back into one result). At least the next chunk is in flight
+        while the caller steps the engine on one (more, up to `depth` pieces per worker, when chunks
+        are small), so the workers stay busy. Chunks without NDJSON bytes (`lines` sources) are parsed here."""
         from lookout.pipeline import Pipeline
 
-        pending: deque[tuple[Chunk, int | None]] = deque()
+        pending: deque[tuple[Chunk, ChunkTicket | None]] = deque()
         it = iter(chunks)
         limit = depth * len(self.procs)
+        in_flight = 0
         failure: BaseException | None = None
         while True:
-            while failure is None and len(pending) < limit:
+            while failure is None and (len(pending) < 2 or in_flight < limit):
                 try:
                     chunk = next(it, None)
                 except Exception as e:  # noqa: BLE001 - e.g. InputDamaged: the chunks before it come first
@@ -288,13 +309,19 @@ class ParsePool:
                 if not chunk.data:  # `lines` chunks, and empty ones (an empty frame is the workers' end-of-input)
                     pending.append((chunk, None))
                 else:
-                    pending.append((chunk, self.submit(chunk.data)))
+                    ticket = self.submit_chunk(chunk.data, piece_bytes)
+                    in_flight += len(ticket.parts)
+                    pending.append((chunk, ticket))
             if not pending:
                 if failure is not None:
                     raise failure
                 return
-            chunk, worker = pending.popleft()
-            yield chunk, (Pipeline.parse(chunk) if worker is None else self._recv(worker))
+            chunk, ticket = pending.popleft()
+            if ticket is None:
+                yield chunk, Pipeline.parse(chunk)
+            else:
+                in_flight -= len(ticket.parts)
+                yield chunk, ticket.result()
 
     def close(self) -> None:
         import shutil
