@@ -285,7 +285,9 @@ class ParsePool:
         holds more than a piece."""
         return ChunkTicket(self, [(self.submit(p), p.count(b"\n")) for p in pieces(data, piece_bytes)])
 
-    def parsed(self, chunks: Iterator[Chunk], depth: int = 2, piece_bytes: int = PIECE_BYTES) -> Iterator[tuple[Chunk, ParsedChunk]]:
+    def parsed(
+        self, chunks: Iterator[Chunk], depth: int = 2, piece_bytes: int = PIECE_BYTES
+    ) -> Iterator[tuple[Chunk, ParsedChunk]]:
         """Each chunk with its parsed result, in order. A chunk goes to the workers in pieces of
         about `piece_bytes` (merged back into one result). At least the next chunk is in flight
         while the caller steps the engine on one (more, up to `depth` pieces per worker, when chunks
