@@ -151,6 +151,27 @@ def _shm_dir() -> str | None:
     return "/dev/shm" if roomy and os.access("/dev/shm", os.W_OK | os.X_OK) else None
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_MALLOC_KEEP = 64 << 20
+
+
+def keep_freed_memory() -> None:
+    """Let glibc's malloc reuse freed buffers of up to 64 MiB instead of returning them to the
+    kernel at once. Chunks, pieces and their results are MiB-sized bytes objects allocated and
+    freed every step; by default each is a fresh mmap whose pages the kernel faults in and zeroes
+    again (measured: a parse process took 230k page faults and 0.6 s of system time per 200k
+    messy lines; with this 70k and 0.35 s). Memory stays bounded: at most 128 MiB of free heap is
+    kept before it is trimmed. Does nothing where the C library is not glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MALLOC_KEEP)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MALLOC_KEEP)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): its allocator's defaults stand
+        pass
+
+
 _DIR_PREFIX = "lookout-parse-"
 
 
@@ -184,6 +205,7 @@ def worker_main() -> None:
     # Ctrl-C reaches the whole foreground process group: the parent stops in order and ends its
     # workers by closing their input, so the signal is not theirs to act on (no traceback, no early exit)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_memory()
     folder = sys.argv[1]
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames may reach the parent's pipe
@@ -215,7 +237,10 @@ class ParsePool:
     def __init__(self, workers: int) -> None:
         import tempfile
 
-        env = {**os.environ, "POLARS_MAX_THREADS": "1"}  # one core each: the engine keeps the other busy
+        keep_freed_memory()  # this process reads and writes every chunk too
+        # one core each: the engine keeps the other busy; polars' allocator (jemalloc) keeps freed pages
+        # 5 s before giving them back, as glibc's does above (measured: half the page faults of a replay)
+        env = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:5000,muzzy_decay_ms:5000", **os.environ, "POLARS_MAX_THREADS": "1"}
         parent = _shm_dir()
         _sweep_stale(parent)
         self.folder = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-", dir=parent)
