@@ -41,9 +41,9 @@ def default_parse_workers() -> int:
 PIECE_BYTES = 4 << 20  # a parse process holds about ten times its piece at its peak (replay.POOL_CHUNK_BYTES)
 
 
-def pieces(data: bytes, size: int = PIECE_BYTES) -> list[bytes]:
-    """Whole-line pieces of about `size` bytes (a line longer than `size` is one piece)."""
-    out: list[bytes] = []
+def piece_bounds(data: bytes, size: int = PIECE_BYTES) -> list[tuple[int, int]]:
+    """(start, end) of whole-line pieces of about `size` bytes (a line longer than `size` is one piece)."""
+    out: list[tuple[int, int]] = []
     start = 0
     while len(data) - start > size:
         cut = data.rfind(b"\n", start, start + size)
@@ -51,11 +51,16 @@ def pieces(data: bytes, size: int = PIECE_BYTES) -> list[bytes]:
             cut = data.find(b"\n", start + size)
             if cut < 0:
                 break
-        out.append(data[start : cut + 1])
+        out.append((start, cut + 1))
         start = cut + 1
     if start < len(data):
-        out.append(data[start:])
+        out.append((start, len(data)))
     return out
+
+
+def pieces(data: bytes, size: int = PIECE_BYTES) -> list[bytes]:
+    """Whole-line pieces of about `size` bytes (a line longer than `size` is one piece)."""
+    return [data[a:b] for a, b in piece_bounds(data, size)]
 
 
 def merged(parts: list[tuple[ParsedChunk, int]]) -> ParsedChunk:
@@ -258,7 +263,7 @@ class ParsePool:
             self.procs.append(p)
             self.inflight.append(deque())
 
-    def _put(self, k: int, data: bytes) -> None:
+    def _put(self, k: int, data: bytes | memoryview) -> None:
         self._seq += 1
         name = f"c{self._seq}"
         with open(os.path.join(self.folder, name), "wb") as f:
@@ -291,7 +296,7 @@ class ParsePool:
             raise ParseWorkerFailed(f"parse worker {k} wrote {len(data)} bytes of a {n}-byte result")
         return _decode(data)
 
-    def submit(self, data: bytes) -> int:
+    def submit(self, data: bytes | memoryview) -> int:
         """Hand NDJSON bytes to the next worker; `result(ticket)` gives its parsed chunk. Results of
         one worker come back in the order given, so callers take them in submission order."""
         if not data:
@@ -308,7 +313,10 @@ class ParsePool:
         """Hand a chunk of any size to the workers in whole-line pieces of about `piece_bytes`: one
         engine step for the chunk (the engine's cost is mostly per step), while no parse process
         holds more than a piece."""
-        return ChunkTicket(self, [(self.submit(p), p.count(b"\n")) for p in pieces(data, piece_bytes)])
+        with memoryview(data) as view:  # pieces are written from the chunk, not copied out of it first
+            return ChunkTicket(
+                self, [(self.submit(view[a:b]), data.count(b"\n", a, b)) for a, b in piece_bounds(data, piece_bytes)]
+            )
 
     def parsed(
         self, chunks: Iterator[Chunk], depth: int = 2, piece_bytes: int = PIECE_BYTES

@@ -9,6 +9,7 @@ the start of a file is skipped (editors on Windows write one; it is not part of 
 from __future__ import annotations
 
 import gzip
+import io
 import sys
 import zlib
 from collections.abc import Iterator
@@ -67,8 +68,36 @@ def _open(path: str) -> BinaryIO:
     return open(p, "rb")  # noqa: SIM115
 
 
+def _whole_line_blocks(f: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
+    """Blocks of about `chunk_bytes` that end with a newline (but the last), each copied once from
+    a reused buffer: reading a block, prefixing the previous block's cut-off line and cutting at
+    the last newline copied every byte three times (a tenth of a replay's main process)."""
+    buf = bytearray(chunk_bytes)
+    have = 0
+    while True:
+        if have == len(buf):  # a line longer than the buffer: make room
+            buf.extend(bytes(len(buf)))
+        with memoryview(buf) as view:
+            n = f.readinto(view[have:])  # type: ignore[attr-defined]
+            if not n:
+                if have:
+                    yield bytes(view[:have])
+                return
+            have += n
+            cut = buf.rfind(b"\n", 0, have)
+            if cut < 0:
+                continue
+            yield bytes(view[: cut + 1])
+            rest = bytes(view[cut + 1 : have])
+        buf[: len(rest)] = rest
+        have = len(rest)
+
+
 def _blocks(f: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
     if not isinstance(f, gzip.GzipFile):
+        if isinstance(f, io.BufferedReader) and f.seekable():  # a regular file (a pipe keeps whole reads)
+            yield from _whole_line_blocks(f, chunk_bytes)
+            return
         while block := f.read(chunk_bytes):
             yield block
         return
