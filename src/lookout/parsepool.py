@@ -27,7 +27,7 @@ import polars as pl
 from lookout.records import ParsedChunk, Rejection
 from lookout.sources.base import Chunk
 
-_HEADER = struct.Struct("<qqqq")  # lines, fallback, bytes of the records stream, bytes of the rejections stream
+_HEADER = struct.Struct("<qqqqq")  # lines, fallback, span, bytes of the records stream, bytes of the rejections stream
 _REJECTIONS = {"index": pl.Int64, "reason": pl.String, "detail": pl.String, "raw": pl.Binary}
 
 
@@ -81,15 +81,16 @@ def merged(parts: list[tuple[ParsedChunk, int]]) -> ParsedChunk:
 
 
 class ChunkTicket:
-    """A chunk handed to the parse processes in whole-line pieces: (worker ticket, `\n`-ended lines) each."""
+    """A chunk handed to the parse processes in whole-line pieces (the workers' tickets, in order)."""
 
-    def __init__(self, pool: ParsePool, parts: list[tuple[int, int]]) -> None:
+    def __init__(self, pool: ParsePool, parts: list[int]) -> None:
         self.pool = pool
         self.parts = parts
 
     def result(self) -> ParsedChunk:
-        """The chunk's parsed result (the pieces' results merged, in order); call once, in submission order."""
-        return merged([(self.pool.result(t), n) for t, n in self.parts])
+        """The chunk's parsed result (the pieces' results merged, in order); call once, in submission
+        order. Each piece's lines are counted by its worker (`span`), not again here."""
+        return merged([(parsed, parsed.span) for parsed in (self.pool.result(t) for t in self.parts)])
 
 
 class ParseWorkerFailed(RuntimeError):
@@ -110,18 +111,18 @@ def _encode(parsed: ParsedChunk) -> bytes:
         schema=_REJECTIONS,
     ).write_ipc_stream(rej)
     a, b = recs.getvalue(), rej.getvalue()
-    return _HEADER.pack(parsed.lines, parsed.fallback, len(a), len(b)) + a + b
+    return _HEADER.pack(parsed.lines, parsed.fallback, parsed.span, len(a), len(b)) + a + b
 
 
 def _decode(data: bytes) -> ParsedChunk:
     if len(data) < _HEADER.size:
         raise ParseWorkerFailed("a parse worker sent a short answer")
-    lines, fallback, na, nb = _HEADER.unpack_from(data)
+    lines, fallback, span, na, nb = _HEADER.unpack_from(data)
     at = _HEADER.size
-    recs = pl.read_ipc_stream(io.BytesIO(data[at : at + na]))
-    rej = pl.read_ipc_stream(io.BytesIO(data[at + na : at + na + nb]))
+    recs = pl.read_ipc_stream(data[at : at + na])
+    rej = pl.read_ipc_stream(data[at + na : at + na + nb])
     rejected = [Rejection(i, reason, detail, raw) for i, reason, detail, raw in rej.iter_rows()]
-    return ParsedChunk(recs, rejected, lines, fallback)
+    return ParsedChunk(recs, rejected, lines, fallback, span)
 
 
 _LEN = struct.Struct("<Q")
@@ -314,9 +315,7 @@ class ParsePool:
         engine step for the chunk (the engine's cost is mostly per step), while no parse process
         holds more than a piece."""
         with memoryview(data) as view:  # pieces are written from the chunk, not copied out of it first
-            return ChunkTicket(
-                self, [(self.submit(view[a:b]), data.count(b"\n", a, b)) for a, b in piece_bounds(data, piece_bytes)]
-            )
+            return ChunkTicket(self, [self.submit(view[a:b]) for a, b in piece_bounds(data, piece_bytes)])
 
     def parsed(
         self, chunks: Iterator[Chunk], depth: int = 2, piece_bytes: int = PIECE_BYTES

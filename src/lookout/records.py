@@ -68,6 +68,7 @@ class ParsedChunk:
     rejected: list[Rejection] = field(default_factory=list)
     lines: int = 0  # lines seen (blank lines excluded)
     fallback: int = 0  # lines the fast path handed to `parse_line` one by one (broken lines, mostly)
+    span: int = -1  # parse_chunk: lines of the chunk, blank ones included (what `line` counts); -1: not counted
 
 
 # ---------------------------------------------------------------- reference (one line)
@@ -281,7 +282,7 @@ def parse_chunk(chunk: bytes) -> ParsedChunk:
     small piece the decoder still refuses (`_decode`). `fallback` counts them all.
     """
     if not chunk:
-        return ParsedChunk(pl.DataFrame(schema=SCHEMA))
+        return ParsedChunk(pl.DataFrame(schema=SCHEMA), span=0)
     sc = scan(chunk)
     return _from_scanned(_decode(sc.text, len(sc.rows)), chunk, sc)
 
@@ -503,7 +504,7 @@ def _from_scanned(df: pl.DataFrame, chunk: bytes, scan: Scan) -> ParsedChunk:
             good.append(rec)
     fast = _finish(typed.filter(pl.Series(ok)))
     recs = pl.concat([fast, _typed_frame(good)]).sort("line") if good else fast
-    return ParsedChunk(recs, bad, n_lines - blank, fallback=len(slow) - blank)
+    return ParsedChunk(recs, bad, n_lines - blank, fallback=len(slow) - blank, span=n_lines)
 
 
 def _parse_indexed(lines: list[bytes], keep: list[int] | None) -> ParsedChunk:
