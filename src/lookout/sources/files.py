@@ -69,28 +69,25 @@ def _open(path: str) -> BinaryIO:
 
 
 def _whole_line_blocks(f: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
-    """Blocks of about `chunk_bytes` that end with a newline (but the last), each copied once from
-    a reused buffer: reading a block, prefixing the previous block's cut-off line and cutting at
-    the last newline copied every byte three times (a tenth of a replay's main process)."""
-    buf = bytearray(chunk_bytes)
-    have = 0
-    while True:
-        if have == len(buf):  # a line longer than the buffer: make room
-            buf.extend(bytes(len(buf)))
-        with memoryview(buf) as view:
-            n = f.readinto(view[have:])  # type: ignore[attr-defined]
-            if not n:
-                if have:
-                    yield bytes(view[:have])
+    """Blocks of about `chunk_bytes` of a seekable file that end with a newline (but the last): the
+    cut-off line is read again at the start of the next block (the file is seeked back to it), so a
+    block is the read itself or one slice of it. Prefixing each block with the previous block's
+    cut-off line and then cutting it copied every byte three times (a tenth of a replay's main process)."""
+    size = chunk_bytes
+    while block := f.read(size):
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            if len(block) < size:  # the last line, without its newline
+                yield block
                 return
-            have += n
-            cut = buf.rfind(b"\n", 0, have)
-            if cut < 0:
-                continue
-            yield bytes(view[: cut + 1])
-            rest = bytes(view[cut + 1 : have])
-        buf[: len(rest)] = rest
-        have = len(rest)
+            f.seek(-len(block), io.SEEK_CUR)
+            size *= 2  # a line longer than the block: read more at once
+            continue
+        size = chunk_bytes
+        if cut + 1 < len(block):
+            f.seek(cut + 1 - len(block), io.SEEK_CUR)
+            block = block[: cut + 1]
+        yield block
 
 
 def _blocks(f: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
