@@ -13,22 +13,10 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from lookout.parsepool import ParsePool, merged, pieces
+from lookout.parsepool import ChunkTicket, ParsePool
 from lookout.pipeline import Pipeline
 from lookout.records import ParsedChunk
 from lookout.sources.base import Chunk, Source
-
-
-class _Ticket:
-    """A chunk handed to the parse processes in whole-line pieces (a Kafka batch of one partition
-    can be tens of MiB: one engine step for it, but no parse process holds more than a piece)."""
-
-    def __init__(self, procs: ParsePool, data: bytes) -> None:
-        self.procs = procs
-        self.parts = [(procs.submit(p), p.count(b"\n")) for p in pieces(data)]
-
-    def result(self) -> ParsedChunk:
-        return merged([(self.procs.result(t), n) for t, n in self.parts])
 
 
 class ParseAhead:
@@ -37,11 +25,11 @@ class ParseAhead:
         self.depth = max(depth, workers)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookout-parse")
         self.procs = ParsePool(workers) if workers else None
-        self.pending: deque[tuple[Chunk, Future[ParsedChunk] | _Ticket]] = deque()
+        self.pending: deque[tuple[Chunk, Future[ParsedChunk] | ChunkTicket]] = deque()
 
-    def _submit(self, chunk: Chunk) -> Future[ParsedChunk] | _Ticket:
+    def _submit(self, chunk: Chunk) -> Future[ParsedChunk] | ChunkTicket:
         if self.procs is not None and chunk.data:  # an empty chunk (the generator's idle poll) stays here
-            return _Ticket(self.procs, chunk.data)
+            return self.procs.submit_chunk(chunk.data)  # a Kafka batch can be tens of MiB: one step, in pieces
         return self.pool.submit(Pipeline.parse, chunk)
 
     def poll(self, timeout: float) -> tuple[Chunk, ParsedChunk] | None:

@@ -68,6 +68,7 @@ class ParsedChunk:
     rejected: list[Rejection] = field(default_factory=list)
     lines: int = 0  # lines seen (blank lines excluded)
     fallback: int = 0  # lines the fast path handed to `parse_line` one by one (broken lines, mostly)
+    span: int = -1  # parse_chunk: lines of the chunk, blank ones included (what `line` counts); -1: not counted
 
 
 # ---------------------------------------------------------------- reference (one line)
@@ -281,7 +282,7 @@ def parse_chunk(chunk: bytes) -> ParsedChunk:
     small piece the decoder still refuses (`_decode`). `fallback` counts them all.
     """
     if not chunk:
-        return ParsedChunk(pl.DataFrame(schema=SCHEMA))
+        return ParsedChunk(pl.DataFrame(schema=SCHEMA), span=0)
     sc = scan(chunk)
     return _from_scanned(_decode(sc.text, len(sc.rows)), chunk, sc)
 
@@ -383,25 +384,78 @@ _CANONICAL_IPS: dict[str, str | None] = {}
 _CANONICAL_IPS_MAX = 100_000  # entries (~10 MiB at most); cleared, not evicted one by one, when full
 
 
+_QUOTE, _SPACE = ord('"'), ord(" ")
+
+
+def _tail_code(name: bytes) -> int:
+    return int.from_bytes(name[-4:], "little")
+
+
+# The contract's field names told apart by their last four bytes (distinct, checked at import)
+# and their length. Every name has at least four bytes.
+_FIELD_NAMES = [f.encode() for f in INPUT_FIELDS]
+_TAIL_CODES = np.array([_tail_code(n) for n in _FIELD_NAMES], dtype=np.uint32)
+_NAME_LENGTHS = np.array([len(n) for n in _FIELD_NAMES], dtype=np.int64)
+_SORTED_CODES = np.sort(_TAIL_CODES)
+_SORTED_LENGTHS = _NAME_LENGTHS[np.argsort(_TAIL_CODES)]
+assert len(set(_TAIL_CODES.tolist())) == len(_FIELD_NAMES) and _NAME_LENGTHS.min() >= 4
+
+
+def _field_keys_per_line(arr: np.ndarray, at: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per line of the chunk: at least how many of its keys name a contract field (each one
+    counted, nested or repeated), and the lines with a `:` after a space (a key may precede it:
+    those lines are counted differently, by the caller).
+
+    A key is `"` + name + `"` + optional whitespace + `:`; whitespace other than a space is a
+    control byte (the scan's suspects), and only a `\\u` escape can make a key's text differ from
+    its name (the scan's suspects too). So every contract key of a line the scan lets through
+    ends in `":` or ` :`. For each `":`, the four bytes before the closing quote and the opening
+    quote where the name of that ending must start are compared (vectorised over the chunk): a
+    key that matches without being the field (`"xxerver"`, a `"` before a `:` in a string value,
+    which needs an escaped quote) only adds to the count, and more keys than fields found sends
+    a line to parse_line, never the other way."""
+    before = arr[np.maximum(at - 1, 0)]
+    ends = at[before == _QUOTE]  # the `:` of each `":`
+    ends = ends[ends >= 6]  # room for `"` + four bytes + `"` before it
+    tail = arr[ends - 5].astype(np.uint32)
+    for shift, back in ((8, 4), (16, 3), (24, 2)):
+        tail |= arr[ends - back].astype(np.uint32) << shift
+    which = np.minimum(np.searchsorted(_SORTED_CODES, tail), len(_SORTED_CODES) - 1)
+    hit = _SORTED_CODES[which] == tail
+    ends = ends[hit]
+    opening = ends - 2 - _SORTED_LENGTHS[which[hit]]
+    ok = opening >= 0
+    found = ends[ok][arr[opening[ok]] == _QUOTE]
+    marks = np.searchsorted(found, starts)  # `found` is sorted: keys before each line's start
+    counts = np.diff(np.append(marks, len(found)))
+    spaced = np.unique(np.searchsorted(starts, at[before == _SPACE], side="right") - 1)
+    return counts, spaced
+
+
 def _repeated_field_rows(chunk: bytes, sc: Scan, df: pl.DataFrame) -> np.ndarray:
     """Rows (decoder positions) whose line may name a contract field twice.
 
     polars keeps the first of two equal keys; parse_line refuses a field named twice. Every key is
-    followed by a `:` and each field polars found has a key of its own, so a row with as many `:`
-    as fields found repeats no field (first counted over the whole text at memchr speed, then per
-    line of the original chunk: blanked lines are suspects, never rows here). Only the other rows
-    (extra fields, colons in values) have their literal field keys counted, vectorised: more keys
-    than fields found (a repeat, or a field name inside a nested object or a value) sends the line
-    to parse_line. Escaped keys never get here: the scan sends every line with a `\\u` escape there."""
+    followed by a `:` and each field polars found has a key of its own, so when the chunk holds as
+    many `:` as fields found, no line repeats a field (the common case for seed-like lines). Else
+    the contract keys of each line are counted (`_field_keys_per_line`, vectorised over the chunk's
+    bytes): a row with more of them than fields found (a repeat, a field name in a nested object,
+    a field whose value is null) goes to parse_line. Lines with a `:` after a space have their
+    keys counted by a regex instead. Escaped keys never get here: the scan sends every line with a
+    `\\u` escape to parse_line."""
     found = df.select(pl.sum_horizontal(pl.all().is_not_null())).to_series().to_numpy()
-    if sc.text.count(b":") == int(found.sum()):  # no line has a `:` beyond its fields' keys
+    arr = np.frombuffer(chunk, dtype=np.uint8)
+    at = np.flatnonzero(arr == _COLON)
+    if len(at) == int(found.sum()):  # no line has a `:` beyond its fields' keys (suspect lines included)
         return np.empty(0, dtype=np.int64)
-    rows = np.flatnonzero(sc.colons(chunk) > found)
-    rows = rows[~np.isin(sc.rows[rows], sc.suspects)]  # blanked lines: parse_line reads them anyway
-    if not len(rows):
-        return rows
-    keys = sc.text_rows(rows).str.count_matches(_FIELD_KEY_PATTERN).to_numpy()
-    return rows[keys > found[rows]]
+    per_line, spaced = _field_keys_per_line(arr, at, sc.starts)
+    rows = np.flatnonzero(per_line[sc.rows] > found)
+    if len(spaced):
+        other = np.flatnonzero(np.isin(sc.rows, spaced) & ~np.isin(sc.rows, sc.suspects))
+        if len(other):
+            keys = sc.text_rows(other).str.count_matches(_FIELD_KEY_PATTERN).to_numpy()
+            rows = np.union1d(rows[~np.isin(rows, other)], other[keys > found[other]])
+    return rows
 
 
 def _from_scanned(df: pl.DataFrame, chunk: bytes, scan: Scan) -> ParsedChunk:
@@ -450,7 +504,7 @@ def _from_scanned(df: pl.DataFrame, chunk: bytes, scan: Scan) -> ParsedChunk:
             good.append(rec)
     fast = _finish(typed.filter(pl.Series(ok)))
     recs = pl.concat([fast, _typed_frame(good)]).sort("line") if good else fast
-    return ParsedChunk(recs, bad, n_lines - blank, fallback=len(slow) - blank)
+    return ParsedChunk(recs, bad, n_lines - blank, fallback=len(slow) - blank, span=n_lines)
 
 
 def _parse_indexed(lines: list[bytes], keep: list[int] | None) -> ParsedChunk:

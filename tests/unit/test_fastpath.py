@@ -301,6 +301,27 @@ def test_a_chunk_parsed_in_pieces_equals_one_parse(tmp_path):
     assert pieces(b'{"a": 1}\n' * 3, 4) == [b'{"a": 1}\n'] * 3  # a line longer than the size is one piece
 
 
+def test_pool_parses_big_chunks_in_pieces_as_one_parse(tmp_path):
+    """replay steps the engine once per big chunk (its cost is mostly per step) while the parse
+    processes get it in small pieces: each chunk comes back whole, in order, as one parse gives it."""
+    path = tmp_path / "messy.ndjson"
+    _messy_file(path, 6000)
+    lines = path.read_bytes().split(b"\n")
+    lines[::50] = [b"  "] * len(lines[::50])  # blank lines count in `line` but are no records
+    path.write_bytes(b"\n".join(lines))
+    here = [(c, parse_chunk(c.data)) for c in file_chunks(str(path), chunk_bytes=256 << 10)]
+    with ParsePool(2) as pool:
+        submitted = []
+        submit = pool.submit
+        pool.submit = lambda data: submitted.append(len(data)) or submit(data)  # type: ignore[method-assign]
+        there = list(pool.parsed(file_chunks(str(path), chunk_bytes=256 << 10), piece_bytes=40_000))
+    assert len(here) == len(there) > 2
+    assert len(submitted) > 3 * len(there) and max(submitted) < 45_000  # every chunk went in pieces
+    for a, b in zip(_frames(here), _frames(there), strict=True):
+        assert a[0] == b[0] and a[2] == b[2] and a[3] == b[3]  # (`fallback` depends on the pieces, as above)
+        assert a[1].equals(b[1])
+
+
 def test_pool_leaves_a_small_dev_shm_alone(monkeypatch, tmp_path):
     """A container's /dev/shm is often 64 MiB, less than the chunks a Kafka backlog has in flight:
     the pool then exchanges through the default temp dir instead, and still parses."""

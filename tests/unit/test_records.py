@@ -330,6 +330,14 @@ BASE = [('"client_ip"', '"1.2.3.4"'), ('"status"', '"200"'), ('"host"', '"h"'), 
         raw(*BASE, ('"bytes"', '"1"'), ('"byt\\u0065s"', '"2"')),
         raw(*BASE, ('"user_agent"', '"a"'), ('"user_agent"', '"a"')),
         raw(*BASE, ('"referer"', "null"), ('"referer"', '"x"')),
+        # whitespace before the colon, nested objects and look-alike keys around the repeat (the
+        # fast path counts field keys by the bytes before each `":`)
+        raw(*BASE, ('"status" ', '"404"')),
+        raw(*BASE, ('"status"  ', '"404"')),
+        raw(('"host" ', '"h0"'), *BASE),
+        raw(*BASE, ('"upstream"', '{"host":"x","addr":"10.0.0.1:80"}'), ('"host"', '"h2"')),
+        raw(*BASE, ('"xstatus"', '"1"'), ('"statu"', '"2"'), ('"status"', '"404"')),
+        raw(('"@timestamp"', '"2022-08-03T06:51:51Z"'), *BASE),
     ],
 )
 def test_duplicate_fields_are_rejected_on_every_path(line):
@@ -338,6 +346,22 @@ def test_duplicate_fields_are_rejected_on_every_path(line):
 
 def test_duplicates_of_ignored_keys_are_ignored():
     assert isinstance(assert_one_truth(raw(*BASE, ('"extra"', "1"), ('"extra"', "2"))), dict)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ('"upstream"', '{"host":"x","status":1}'),  # field names inside a nested object are not fields
+        ('"xhost"', '"a"'),
+        ('"hos"', '"a"'),
+        ('"note"', '"\\"host\\":\\"b\\""'),  # a field key inside a string value
+        ('"note"', '"a :b"'),
+        ('"tls"', '{"version":"TLSv1.3"}'),
+    ],
+)
+def test_keys_that_look_like_fields_are_not_fields(extra):
+    assert isinstance(assert_one_truth(raw(*BASE, extra)), dict)
+    assert isinstance(assert_one_truth(raw(extra, *BASE)), dict)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ the start of a file is skipped (editors on Windows write one; it is not part of 
 from __future__ import annotations
 
 import gzip
+import io
 import sys
 import zlib
 from collections.abc import Iterator
@@ -67,8 +68,33 @@ def _open(path: str) -> BinaryIO:
     return open(p, "rb")  # noqa: SIM115
 
 
+def _whole_line_blocks(f: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
+    """Blocks of about `chunk_bytes` of a seekable file that end with a newline (but the last): the
+    cut-off line is read again at the start of the next block (the file is seeked back to it), so a
+    block is the read itself or one slice of it. Prefixing each block with the previous block's
+    cut-off line and then cutting it copied every byte three times (a tenth of a replay's main process)."""
+    size = chunk_bytes
+    while block := f.read(size):
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            if len(block) < size:  # the last line, without its newline
+                yield block
+                return
+            f.seek(-len(block), io.SEEK_CUR)
+            size *= 2  # a line longer than the block: read more at once
+            continue
+        size = chunk_bytes
+        if cut + 1 < len(block):
+            f.seek(cut + 1 - len(block), io.SEEK_CUR)
+            block = block[: cut + 1]
+        yield block
+
+
 def _blocks(f: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
     if not isinstance(f, gzip.GzipFile):
+        if isinstance(f, io.BufferedReader) and f.seekable():  # a regular file (a pipe keeps whole reads)
+            yield from _whole_line_blocks(f, chunk_bytes)
+            return
         while block := f.read(chunk_bytes):
             yield block
         return
