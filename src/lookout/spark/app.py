@@ -68,10 +68,17 @@ class SparkStats:
         }
 
 
-def build_query(lines, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None, fresh: bool = False):  # noqa: ANN001, ANN201
+def build_query(  # noqa: ANN201
+    lines,  # noqa: ANN001
+    rs: RuleSet,
+    dlq_topic: str,
+    sources: dict[str, str] | None = None,
+    fresh: bool = False,
+    stage: str | None = None,
+):
     """Streaming `lines` (value, source, partition, offset, flush_ts) → panes.OUTPUT_SCHEMA rows."""
     check_rules(rs)
-    return compile_plan(lines, rs, dlq_topic, sources, fresh)
+    return compile_plan(lines, rs, dlq_topic, sources, fresh, stage)
 
 
 def _rows(batch_df) -> list[tuple]:  # noqa: ANN001
@@ -109,7 +116,7 @@ class _FileWriter:
 
 STAGE_CHUNK_BYTES = 32 << 20  # staged chunk files, each read as splits parsed at once
 CHUNK_CONF = "spark.lookout.chunkBytes"  # --conf to stage smaller chunks (tests: many batches and splits)
-FILES_PER_BATCH = 4  # chunks per micro-batch (128 MB): the watermark moves and state is freed between them
+FILES_PER_BATCH = 8  # chunks per micro-batch (256 MB): the watermark moves and state is freed between them
 
 
 def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK_BYTES) -> dict[str, str]:
@@ -118,6 +125,7 @@ def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK
     end-of-input line. One huge batch would hold every window of the input in the state store at once.
     Returns chunk file name → the input path as given (the dead letters' `source`)."""
     from lookout.sources.files import file_chunks
+    from lookout.spark.arrow_parse import CHUNK_NAME
 
     stage.mkdir(parents=True)
     names: dict[str, str] = {}
@@ -125,7 +133,7 @@ def _stage_inputs(inputs: list[str], stage: Path, chunk_bytes: int = STAGE_CHUNK
     seq = 0
     for p in inputs:
         for chunk in file_chunks(p, chunk_bytes):
-            name = f"{seq:06d}.ndjson"
+            name = CHUNK_NAME.format(seq)
             # Lines end at "\n" only, as in replay (Spark's default also splits at a bare "\r"),
             # and a "\r" before it is no part of the line (records.split_lines).
             data = chunk.data or b""
@@ -156,6 +164,7 @@ def run_files(
     Trigger availableNow; the end-of-input line then closes every window."""
     from pyspark.sql import functions as F
 
+    from lookout.spark.arrow_parse import PART_SHIFT
     from lookout.spark.session import build_session
 
     check_rules(rs)
@@ -176,6 +185,10 @@ def run_files(
             # each partition's state store costs a load and a commit per batch (a fresh checkpoint
             # each run, so the count is free to follow the cores)
             spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))
+        if "spark.sql.files.maxPartitionBytes" not in (conf or {}):
+            # half a chunk a task: Spark's own split (the batch over the cores) packed 6 chunks
+            # into 3 tasks on 2 cores, the third alone after the others; many equal tasks balance
+            spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(chunk // 2, 1 << 20)))
         lines = (
             spark.readStream.option("maxFilesPerTrigger", FILES_PER_BATCH)
             .option("lineSep", "\n")
@@ -184,14 +197,14 @@ def run_files(
             # input order of splits, across the chunk files of a batch: (chunk number, split start)
             .withColumn(
                 "part",
-                F.regexp_extract("source", r"(\d+)\.[^/]*$", 1).cast("long") * F.lit(1 << 40)
+                F.regexp_extract("source", r"(\d+)\.[^/]*$", 1).cast("long") * F.lit(1 << PART_SHIFT)
                 + F.col("_metadata.file_block_start"),
             )
             .withColumn("partition", F.lit(None).cast("int"))
             .withColumn("offset", F.lit(None).cast("long"))
             .withColumn("flush_ts", F.when(F.col("source").endswith(FLUSH_SUFFIX), F.lit(FLUSH_TS_US)))
         )
-        out = build_query(lines, rs, "rejected", sources, fresh=True)
+        out = build_query(lines, rs, "rejected", sources, fresh=True, stage=str(work / "input"))
         # The end-of-input row closes every window in its own batch (panes.FLUSH), and a data
         # batch closes what the watermark of the batches before it closes: the batch Spark would
         # run only to move the watermark would cost a job over every state partition for nothing.

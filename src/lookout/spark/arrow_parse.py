@@ -35,7 +35,7 @@ PARSED_SCHEMA = (
     "rid long, ts long, "
     + "".join(f"{c} {BY_COLUMN[c].spark}, " for c in VALUE_COLUMNS)
     + "reason string, detail string, raw binary, source string, partition int, offset long, flush boolean, cm long, "
-    + "part long, pmax long"
+    + "part long, pmax long, off long"
 )
 _ARROW = pa.schema(
     [
@@ -52,8 +52,46 @@ _ARROW = pa.schema(
         ("cm", pa.int64()),
         ("part", pa.int64()),  # files: the split's start in its chunk file (input order of splits)
         ("pmax", pa.int64()),  # non-null: a summary row, the split's maximum valid event time
+        ("off", pa.int64()),  # files: the record's byte offset in its staged chunk file (raw, source: NULL)
     ]
 )
+
+CHUNK_NAME = "{:06d}.ndjson"  # files mode: staged chunk n's file name; `part` >> PART_SHIFT is n
+PART_SHIFT = 40
+
+
+def chunk_line(stage: str, part: int, off: int) -> bytes:
+    """Files mode: the raw line at byte `off` of the staged chunk of split `part` (a late record's
+    dead letter: on-time records cross the shuffle without their line)."""
+    with open(f"{stage}/{CHUNK_NAME.format(part >> PART_SHIFT)}", "rb") as f:
+        f.seek(off)
+        return f.readline().rstrip(b"\n")
+
+
+def _first_line_offset(uri: str, start: int) -> int | None:
+    """Where the first line of the split starting at byte `start` of a staged chunk begins, as
+    Spark's line reader (Hadoop's LineRecordReader) finds it: a split other than the first skips
+    through the first newline at or after its start (the split before reads that line).
+    None when the file is not local (the rows then carry their raw line)."""
+    from urllib.parse import unquote, urlparse
+
+    if start == 0:
+        return 0
+    u = urlparse(uri)
+    if u.scheme not in ("", "file"):
+        return None
+    try:
+        with open(unquote(u.path), "rb") as f:
+            f.seek(start)
+            pos = start
+            while block := f.read(1 << 16):
+                nl = block.find(b"\n")
+                if nl >= 0:
+                    return pos + nl + 1
+                pos += len(block)
+    except OSError:
+        return None
+    return None
 
 
 ArrowFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
@@ -82,11 +120,13 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
     base = (ctx.partitionId() if ctx is not None else 0) << 40  # rid: unique within a micro-batch
     seq = 0
     running: dict[int | None, int] = {}  # split (None: not files mode) -> max valid event time so far
+    next_off: dict[int, int | None] = {}  # files: split -> byte offset of its next line in the chunk file
     for batch in batches:
         n = batch.num_rows
         if n == 0:
             continue
         inp = pl.from_arrow(batch).with_columns(i=pl.int_range(n, dtype=pl.Int64))  # type: ignore[union-attr]
+        inp = inp.with_columns(off=_offsets(inp, next_off))
         values = batch.column("value").to_pylist()
         flushing = inp.get_column("flush_ts").is_not_null().to_list()
         lines = [b"" if (v is None or f) else v for v, f in zip(values, flushing, strict=True)]
@@ -138,18 +178,44 @@ def parse_batches(batches: Iterator[pa.RecordBatch], max_future: int | None = No
             *VALUE_COLUMNS,
             "reason",
             "detail",
-            pl.col("value").alias("raw"),
-            "source",
+            # a valid record with its offset leaves its line and source behind (rebuilt if late)
+            pl.when(pl.col("reason").is_not_null() | pl.col("off").is_null()).then(pl.col("value")).alias("raw"),
+            pl.when(pl.col("reason").is_not_null() | pl.col("off").is_null()).then(pl.col("source")).alias("source"),
             pl.col("partition").cast(pl.Int32),
             pl.col("offset").cast(pl.Int64),
             "flush",
             pl.col("cm").cast(pl.Int64),
             pl.col("part").cast(pl.Int64),
             pmax=pl.lit(None, dtype=pl.Int64),
+            off=pl.when(pl.col("reason").is_null()).then(pl.col("off")),
         )
         yield from out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(_ARROW).to_batches()
     for k, (part, top) in enumerate(sorted((p, t) for p, t in running.items() if p is not None)):
         yield _summary(base + seq + k, part, top)
+
+
+def _offsets(inp, next_off: dict[int, int | None]):  # noqa: ANN001, ANN202
+    """Files mode: each row's byte offset in its staged chunk file (a line is its bytes and a
+    newline there: app._stage_inputs), from where its split's first line begins and the lengths
+    of the lines before it; `next_off` carries each split on from batch to batch (a split's
+    lines come in order). NULL outside files mode or when the file cannot be read here."""
+    import polars as pl
+
+    if inp.get_column("part").null_count() == inp.height:
+        return pl.lit(None, dtype=pl.Int64)
+    length = pl.col("value").bin.size().fill_null(0).cast(pl.Int64) + 1
+    per = inp.group_by("part", maintain_order=True).agg(pl.col("source").first(), length.sum().alias("_n"))
+    base: dict[int, int | None] = {}
+    for part, uri, total in per.iter_rows():
+        if part is None:
+            continue
+        if part not in next_off:
+            next_off[part] = _first_line_offset(uri, part & ((1 << PART_SHIFT) - 1))
+        b = next_off[part]
+        base[part] = b
+        next_off[part] = None if b is None else b + total
+    start = pl.col("part").replace_strict(base, default=None, return_dtype=pl.Int64)
+    return (start + length.cum_sum().over("part") - length).alias("off")
 
 
 def _summary(rid: int, part: int, pmax: int) -> pa.RecordBatch:

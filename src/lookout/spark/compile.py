@@ -99,20 +99,34 @@ def _bucket(rs: RuleSet, buckets: int) -> Column:
     return F.when(F.col("r").isin(SUMMARY, FLUSH), every).otherwise(F.array(b.cast("int")))
 
 
-def balanced_labels(spark, buckets: int, partitions: int) -> list[int]:  # noqa: ANN001
+def _spark_hash_int(x: int) -> int:
+    """Spark's `hash()` of an int column: Murmur3_x86_32.hashInt(x, seed 42), as a signed int.
+    Computed here rather than asked of Spark: a job on a fresh session cost ~5 s of start-up."""
+    m = 0xFFFFFFFF
+
+    def rotl(v: int, r: int) -> int:
+        return ((v << r) | (v >> (32 - r))) & m
+
+    k1 = rotl((x & m) * 0xCC9E2D51 & m, 15) * 0x1B873593 & m
+    h1 = rotl(42 ^ k1, 13)
+    h1 = (h1 * 5 + 0xE6546B64) & m
+    h1 ^= 4
+    h1 ^= h1 >> 16
+    h1 = h1 * 0x85EBCA6B & m
+    h1 ^= h1 >> 13
+    h1 = h1 * 0xC2B2AE35 & m
+    h1 ^= h1 >> 16
+    return h1 - (1 << 32) if h1 >= 1 << 31 else h1
+
+
+def balanced_labels(buckets: int, partitions: int) -> list[int]:
     """One group label per bucket such that Spark's shuffle (pmod(hash(label), partitions), the
     partitioning of the stateful operator's input) puts the same number of buckets in each state
     partition. Labels 0..buckets-1 hash unevenly: 8 buckets on 4 partitions went 1/3/0/4, so
-    one core did half the work while a partition stood empty. Asked of Spark's own hash()."""
-    rows = (
-        spark.range(0, 64 * max(buckets, partitions))
-        .select(F.col("id").cast("int").alias("x"))
-        .select("x", F.pmod(F.hash("x"), F.lit(partitions)).alias("p"))
-        .collect()
-    )
+    one core did half the work while a partition stood empty."""
     free: dict[int, list[int]] = {}
-    for x, p in rows:
-        free.setdefault(p, []).append(x)
+    for x in range(64 * max(buckets, partitions)):
+        free.setdefault(_spark_hash_int(x) % partitions, []).append(x)
     return [free[i % partitions].pop(0) for i in range(buckets)]
 
 
@@ -147,7 +161,9 @@ def rule_rows(
     Only one row of a record, its *carrier* (the row of the first rule it passes), carries the
     raw line and where it came from, with `passes` (bit i: rule i): lateness is decided from
     event time and watermark alone, so the carrier's bucket can dead-letter a late record with
-    every rule it was late for, and the raw bytes cross the shuffle once, not once per rule."""
+    every rule it was late for, and the raw bytes cross the shuffle once, not once per rule.
+    In files mode a valid record carries the byte offset of its line in its staged chunk (`off`)
+    instead of the line and its source: only a late one needs them, read back in panes.py."""
     from lookout.spark.panes import FLUSH, REJECTED, SUMMARY
 
     summary = F.col("pmax").isNotNull()
@@ -184,7 +200,7 @@ def rule_rows(
         "passes",
         "reason",
         "detail",
-        *[F.when(carrier, F.col(c)).alias(c) for c in ("raw", "source", "partition", "offset")],
+        *[F.when(carrier, F.col(c)).alias(c) for c in ("raw", "source", "partition", "offset", "off")],
         "part",
         "pmax",
         F.lit(None).cast("timestamp").alias("_ev", metadata={WATERMARK_DELAY_KEY: delay}),
@@ -192,7 +208,12 @@ def rule_rows(
 
 
 def compile_plan(
-    lines: DataFrame, rs: RuleSet, dlq_topic: str, sources: dict[str, str] | None = None, fresh: bool = False
+    lines: DataFrame,
+    rs: RuleSet,
+    dlq_topic: str,
+    sources: dict[str, str] | None = None,
+    fresh: bool = False,
+    stage: str | None = None,
 ) -> DataFrame:
     """Streaming lines → panes.OUTPUT_SCHEMA rows (results, dead letters, late records). `fresh`:
     the checkpoint is new (files mode), so buckets get balanced labels (a checkpoint keeps its
@@ -205,10 +226,10 @@ def compile_plan(
     records = parse_lines(lines, rs.max_future)  # the future guard: before the watermark sees the row
     buckets = int(lines.sparkSession.conf.get(BUCKETS_CONF, str(DEFAULT_BUCKETS)))
     spark = lines.sparkSession
-    labels = balanced_labels(spark, buckets, int(spark.conf.get("spark.sql.shuffle.partitions"))) if fresh else None
+    labels = balanced_labels(buckets, int(spark.conf.get("spark.sql.shuffle.partitions"))) if fresh else None
     rows = rule_rows(with_watermark(records, rs), rs, buckets, labels, close_in_batch=fresh)
     return rows.groupBy("b").applyInPandasWithState(
-        make_processor(rs.to_yaml(), dlq_topic, buckets, sources),
+        make_processor(rs.to_yaml(), dlq_topic, buckets, sources, stage),
         OUTPUT_SCHEMA,
         state_schema(rs),
         "append",

@@ -128,7 +128,7 @@ class _Bucket:
         return min(ends) if ends else None
 
 
-def _late_letters(rs: RuleSet, recs: Any, dlq_topic: str, emit: Any, source_of: Any) -> None:
+def _late_letters(rs: RuleSet, recs: Any, dlq_topic: str, emit: Any, source_of: Any, raw_of: Any) -> None:
     """One `late` dead letter per carrier row (compile.rule_rows) whose record was late for some
     rule it passes: its oldest window of that rule had closed at the record's watermark `_wm`
     (RuleRunner.process's test, so the rule's own bucket leaves out exactly these rows)."""
@@ -137,7 +137,7 @@ def _late_letters(rs: RuleSet, recs: Any, dlq_topic: str, emit: Any, source_of: 
     from lookout.engine.windows import WindowMath
     from lookout.output import dead_letter, iso_ms
 
-    carriers = recs.filter(pl.col("raw").is_not_null())
+    carriers = recs.filter(pl.col("raw").is_not_null() | pl.col("off").is_not_null())
     if carriers.height == 0:
         return
     flags = []
@@ -151,7 +151,7 @@ def _late_letters(rs: RuleSet, recs: Any, dlq_topic: str, emit: Any, source_of: 
         letter = dead_letter(
             "late",
             f"arrived after its window closed in {', '.join(names)}",
-            bytes(row["raw"]),
+            raw_of(row),
             src,
             None,
             **extra,
@@ -173,8 +173,11 @@ def _with_before(df: Any) -> Any:
     return df.join(pre, on="part", how="left")
 
 
-def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[str, str] | None = None):  # noqa: ANN201
-    """The applyInPandasWithState function for these rules and this number of buckets."""
+def make_processor(  # noqa: ANN201
+    rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[str, str] | None = None, stage: str | None = None
+):
+    """The applyInPandasWithState function for these rules and this number of buckets; files
+    mode: `sources` (chunk file name → input path) and `stage` (where the chunks are staged)."""
     fp = fingerprint(f"{buckets}\n{rules_yaml}")
 
     def process(key: tuple, pdfs: Iterator[Any], state: Any) -> Iterator[Any]:
@@ -184,6 +187,7 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
         from lookout.output import dead_letter, format_results
         from lookout.records import SCHEMA
         from lookout.schema import VALUE_COLUMNS
+        from lookout.spark.arrow_parse import CHUNK_NAME, PART_SHIFT, chunk_line
 
         rs = _rules(rules_yaml)
         bucket = _Bucket(rs, state.getOption, fp)
@@ -199,9 +203,16 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
 
         def source_of(row: dict) -> tuple[str | None, dict]:
             src = row["source"]
-            if sources and src:
+            if src is None and row["off"] is not None and sources:  # files: a record without its line
+                src = sources.get(CHUNK_NAME.format(row["part"] >> PART_SHIFT))
+            elif sources and src:
                 src = sources.get(src.rsplit("/", 1)[-1], src)
             return src, ({} if row["partition"] is None else {"partition": row["partition"], "offset": row["offset"]})
+
+        def raw_of(row: dict) -> bytes:
+            if row["raw"] is not None or stage is None:
+                return bytes(row["raw"])
+            return chunk_line(stage, row["part"], row["off"])
 
         def results(rule_i: int, frame: pl.DataFrame | None) -> None:
             if frame is None or frame.height == 0:
@@ -225,6 +236,7 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
                         *[pl.col(c).cast(SCHEMA[c]) for c in VALUE_COLUMNS],  # pandas made nullable ints floats
                         pl.col("partition").cast(pl.Int32),
                         pl.col("offset").cast(pl.Int64),
+                        pl.col("off").cast(pl.Int64),
                         pl.col("passes").cast(pl.Int64),
                         pl.col("part").cast(pl.Int64),
                         pl.col("pmax").cast(pl.Int64),
@@ -244,7 +256,7 @@ def make_processor(rules_yaml: str, dlq_topic: str, buckets: int, sources: dict[
                     _wm=pl.max_horizontal(pl.lit(wm), pl.col("cm") - rs.lateness, pl.col("_pre") - rs.lateness),
                     line=pl.int_range(pl.len()),
                 )
-                _late_letters(rs, recs, dlq_topic, emit, source_of)
+                _late_letters(rs, recs, dlq_topic, emit, source_of, raw_of)
         for i in range(len(rs.rules)):
             sel = recs.filter(pl.col("r") == i) if recs is not None else None
             if sel is None or sel.height == 0:

@@ -335,3 +335,25 @@ def test_late_records_at_split_starts(tmp_path: Path, lookout_cmd: list[str]) ->
     assert dead_letters(tmp_path / "spark" / "rejected.jsonl") == want
     for rule in ("goal1-topic", "goal2-topic", "goal3-topic", "goal4-topic"):
         assert read_lines(tmp_path / "spark" / f"{rule}.jsonl") == read_lines(tmp_path / "replay" / f"{rule}.jsonl"), rule
+
+
+def test_bucket_labels_are_balanced_by_sparks_own_hash() -> None:
+    """compile.balanced_labels computes Spark's hash() itself (a job on a fresh session cost ~5 s
+    of start-up): it must be Spark's, or the buckets land unevenly on the state partitions."""
+    from pyspark.sql import functions as F
+
+    from lookout.spark.compile import _spark_hash_int, balanced_labels
+    from lookout.spark.session import build_session
+
+    spark = build_session("local[1]")
+    try:
+        rows = spark.range(-5000, 5000).select(F.col("id").cast("int").alias("x"), F.hash(F.col("id").cast("int")).alias("h"))
+        assert [(x, _spark_hash_int(x)) for x, _ in rows.collect()] == [tuple(r) for r in rows.collect()]
+        for buckets, parts in ((8, 2), (8, 4), (16, 3), (32, 16)):
+            labels = balanced_labels(buckets, parts)
+            placed = spark.createDataFrame([(x,) for x in labels], "x int").select(F.pmod(F.hash("x"), F.lit(parts)).alias("p"))
+            per = [r.p for r in placed.collect()]
+            assert len(set(labels)) == buckets
+            assert max(per.count(p) for p in range(parts)) - min(per.count(p) for p in range(parts)) <= 1, (buckets, parts, per)
+    finally:
+        spark.stop()
