@@ -47,31 +47,45 @@ class FutureGuard:
 
 
 class ClockDoubt:
-    """Notices when this machine's clock, not the records, is likely wrong: `SUSPECT` valid records
-    in a row all rejected as from the future means the clock is behind (a standby on a machine
-    whose clock is an hour slow would dead-letter every live record). Said once per spell, and
-    again when records agree with the clock; the records are still rejected (the guard's promise)."""
+    """Notices when this machine's clock, not the records, is likely wrong; the records are still
+    handled as the guarantees above say, this only puts the likely cause into words, once a spell:
+    - `SUSPECT` valid records in a row all from the future: the clock is behind (a standby on a
+      machine an hour slow would dead-letter every live record as `future-timestamp`);
+    - `SUSPECT` in a row all late while the watermark is where the clock put it (an idle close,
+      after a quiet spell): the clock is ahead, or the records come later than `lateness` allows.
+    Said again when records are on time."""
 
     SUSPECT = 1000
 
     def __init__(self) -> None:
-        self.streak = 0
+        self.future = 0
+        self.late = 0
         self.said = False
 
-    def observe(self, accepted: int, future: int) -> str | None:
-        """After a step: how many valid records were accepted and how many were from the future.
-        Returns what to log, if anything."""
-        if accepted:
-            self.streak = 0
+    def observe(self, on_time: int, future: int, late_by_clock: int) -> str | None:
+        """After a step: valid records counted on time, rejected as from the future, and late
+        against a watermark the clock set. Returns what to log, if anything."""
+        if on_time:
+            self.future = self.late = 0
             if self.said:
                 self.said = False
-                return "records agree with this machine's clock again"
+                return "records are on time by this machine's clock again"
             return None
-        self.streak += future
-        if self.streak >= self.SUSPECT and not self.said:
+        self.future += future
+        self.late += late_by_clock
+        if self.said:
+            return None
+        if self.future >= self.SUSPECT:
             self.said = True
             return (
-                f"the last {self.streak:,} valid records were all more than max_future ahead of this machine's clock "
+                f"the last {self.future:,} valid records were all more than max_future ahead of this machine's clock "
                 "(dead letters future-timestamp): is this machine's clock behind? (check NTP)"
+            )
+        if self.late >= self.SUSPECT:
+            self.said = True
+            return (
+                f"the last {self.late:,} valid records were all late against a watermark this machine's clock set "
+                "(the idle close after a quiet spell): is this machine's clock ahead (check NTP), or do records "
+                "arrive later than the rules' lateness allows?"
             )
         return None

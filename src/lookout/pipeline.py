@@ -94,6 +94,7 @@ class Pipeline:
         self.clock = clock
         self.guard = FutureGuard(ruleset.max_future)
         self.clock_doubt = ClockDoubt()
+        self._clock_watermark: int | None = None  # the watermark the last idle close set
         self.incidents = IncidentTracker(ruleset)
         self.sink = sink
         self.stats = Stats()
@@ -110,6 +111,7 @@ class Pipeline:
         st = self.stats
         st.lines += parsed.lines
         now = now_us(self.clock)
+        by_clock = self._clock_watermark == self.engine.watermark  # not moved by data since the idle close
         recs, future = self.guard.split(parsed.records, now)
         ids = None
         if self.dedup is not None and chunk.repeatable_ids and recs.height:
@@ -132,14 +134,16 @@ class Pipeline:
             self.sink.write_rejected(entries)
         if future is not None:
             self._future(chunk, future)
-        if recs.height or future is not None:
-            said = self.clock_doubt.observe(recs.height, 0 if future is None else len(future))
-            if said:
-                log.warning("%s", said)
         wms = chunk.watermarks(recs.get_column("ts")) if chunk.watermarks is not None and recs.height else None
         out = self.engine.process(recs, wms, now=now)
         if out.late is not None:
             self._late(chunk, out)
+        if recs.height or future is not None:
+            said = self.clock_doubt.observe(
+                recs.height - out.late_count, 0 if future is None else len(future), out.late_count if by_clock else 0
+            )
+            if said:
+                log.warning("%s", said)
         if self.dedup is not None:
             self.dedup.evict(self.engine.watermark)
         if self._wants_records and recs.height:
@@ -198,7 +202,9 @@ class Pipeline:
         newest = self.engine.open_window_end()
         if newest is None:
             return StepReport([], None, [])
-        return self.advance(newest)
+        report = self.advance(newest)
+        self._clock_watermark = self.engine.watermark  # for ClockDoubt: records late against this are the clock's doing
+        return report
 
     def _emit_incidents(self, transitions: list[Transition]) -> list[Transition]:
         if transitions:

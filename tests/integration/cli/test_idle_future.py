@@ -210,8 +210,31 @@ def test_run_tail_says_once_when_this_machines_clock_looks_behind(lookout_cmd: l
     finally:
         err = _stop(proc)
     assert err.count("is this machine's clock behind?") == 1, err[-3000:]
-    assert err.count("records agree with this machine's clock again") == 1, err[-3000:]
+    assert err.count("records are on time by this machine's clock again") == 1, err[-3000:]
     assert "5 valid, 3,000 rejected, 0 late" in err, err[-3000:]
+
+
+def test_run_tail_says_once_when_this_machines_clock_looks_ahead(lookout_cmd: list[str], tmp_path: Path) -> None:
+    """The other way round: this machine's clock an hour ahead of the log's. After a quiet spell
+    the watermark follows this clock, so every record after it is late; the run says once that
+    its clock may be ahead (or the records later than lateness allows), and again when on time."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"")
+    proc = _tail(lookout_cmd, tmp_path, log, "--idle-timeout", "1s")
+    try:
+        behind = time.time() - 3600  # the log's clock, an hour behind this machine's
+        _append(log, [_rec(behind + 0.01 * i, f"10.4.{i % 200}.1") for i in range(200)])
+        assert _wait_for(lambda: False, 2.5) is False  # quiet: the watermark follows this machine's clock
+        _append(log, [_rec(behind + 3 + 0.001 * i, f"10.4.{i % 200}.1") for i in range(1200)])
+        assert _wait_for(lambda: len(_dead_letters(tmp_path / "out")) == 1200, 30)
+        now = time.time()
+        _append(log, [_rec(now + 0.01 * i, "10.2.2.2") for i in range(5)])
+        time.sleep(1.5)
+    finally:
+        err = _stop(proc)
+    assert err.count("is this machine's clock ahead") == 1, err[-3000:]
+    assert err.count("records are on time by this machine's clock again") == 1, err[-3000:]
+    assert "1,405 valid, 0 rejected, 1,200 late" in err, err[-3000:]
 
 
 def test_run_generator_quiet_between_records_closes_windows_by_the_clock(lookout_cmd: list[str], tmp_path: Path) -> None:
