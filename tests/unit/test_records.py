@@ -577,6 +577,9 @@ def _with(field: str, value: str) -> bytes:
         ("@timestamp", '"1.797693134862316e+302"', "invalid-timestamp"),
         ("@timestamp", '"' + "9" * 5000 + '"', "invalid-timestamp"),
         ("@timestamp", "9" * 5000, "invalid-json"),  # json.loads: a number beyond a double
+        ("@timestamp", "-2.2254855268033248e-293", None),  # rounds to 0 µs, the epoch: valid on both paths
+        ("@timestamp", "-0.0000004", None),
+        ("@timestamp", "-0.0000006", "invalid-timestamp"),  # -1 µs
         # found by CI's hypothesis run: int() refuses strings over 4,300 digits with ValueError
         ("status", '"' + "9" * 5000 + '"', "invalid-status"),
         ("status", '"' + "0" * 5000 + '200"', None),  # leading zeros are still status 200

@@ -102,10 +102,14 @@ def test_standby_on_its_own_state_dir_takes_over_from_the_topic_checkpoint(
     )
     assert took < 30
     # repeats only of what came after the restored checkpoint: at most A's results after its last
-    # local commit, plus one commit's worth when the replica was a commit behind (twice A's mean
-    # results per commit: a loaded machine makes fewer, bigger commits)
+    # local commit, one commit's worth (twice A's mean results per commit: a loaded machine makes
+    # fewer, bigger commits), and one more when the replica was a commit behind. The files alone
+    # do not bound it: the Kafka producer sends from its own thread while the file sink buffers,
+    # so the topics can hold results of the unfinished interval that SIGKILL took from the files
+    # (CI, at load: 33 repeats with 0 lines after the checkpoint in A's files)
     per_commit = 2 * emitted // max(1, meta["seq"]) + 10
-    assert copies <= 2 * after_ckpt + (per_commit if seq < meta["seq"] else 10), (copies, after_ckpt, emitted, seq, meta["seq"])
+    bound = 2 * after_ckpt + per_commit * (2 if seq < meta["seq"] else 1)
+    assert copies <= bound, (copies, bound, after_ckpt, emitted, seq, meta["seq"])
     assert copies < emitted / 2, (copies, emitted)  # re-reading the topic from its start would repeat them all
     # created compacted, with segments small enough for compaction to keep it near one generation
     from confluent_kafka.admin import AdminClient, ConfigResource
