@@ -5,7 +5,7 @@ records that are late for some rule are dead-lettered too (reason `late`, with t
 still published raw. Records stamped too far ahead of the wall clock are rejected here, before
 any watermark sees them (`future-timestamp`, lookout.clock), whatever the source. The caller
 (replay, run, the Kafka loop) decides when to flush sinks and acknowledge input; `Pipeline`
-never does I/O of its own.
+never does I/O of its own beyond one log line when this machine's clock looks wrong (ClockDoubt).
 """
 
 from __future__ import annotations
