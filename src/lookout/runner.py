@@ -248,6 +248,7 @@ class Runner:
                 self.notifier.adopt(state["adopt_outbox"], self.notify_ckpt)
         if state is None:
             self.source.restore(None)
+            self.position = self.position_committed = self.source.start_position()
             # A first checkpoint before anything is read: where the outputs stood. Without it a
             # stop before the first regular commit (the broker lost while the first flush waits)
             # left results in the appended files and the store that a restart, reading from the

@@ -73,6 +73,13 @@ class Source:
     def restore(self, position: Any) -> None:
         pass
 
+    def start_position(self) -> Any:
+        """Where a first start stands right after `restore(None)`, before anything is read: the
+        run's first checkpoint records it, so a crash before the next one resumes from the same
+        place, not from "nothing known" (a tailed log renamed while lookout was down is then
+        still found). None: the source has nothing better than a fresh start."""
+        return None
+
     def poll(self, timeout: float) -> Chunk | None:  # None: nothing arrived within timeout
         raise NotImplementedError
 

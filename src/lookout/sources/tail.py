@@ -421,6 +421,10 @@ class TailSource(Source):
             return best
         return _open(self.path)
 
+    def start_position(self) -> dict[str, Any] | None:
+        """The log's identity at offset 0 (None while it does not exist yet)."""
+        return self.position()
+
     def position(self) -> dict[str, Any] | None:
         """The current file's position, plus `rotated`: those of rotated files still being read."""
         pos = self.cur.position() if self.cur is not None else None

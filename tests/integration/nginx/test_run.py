@@ -144,6 +144,27 @@ def test_copytruncate_loses_nothing(nginx: Nginx, tmp_path: Path, lookout_cmd: l
     assert "truncated" in run.stderr()
 
 
+def test_a_crash_before_any_line_is_read_still_finds_the_log_renamed_while_down(
+    nginx: Nginx, tmp_path: Path, lookout_cmd: list[str]
+) -> None:
+    """The first checkpoint (written at start, before anything is read) names the log's file, not
+    "nothing read": killed before its next one, a restart finds that file renamed beside the log
+    and reads it before the new one. (CI found the race: the store showed the first lines at the
+    flush and SIGKILL came before their checkpoint; the restart read only the new file.)"""
+    run = LookoutRun(lookout_cmd, nginx.access_log, tmp_path).start()
+    ckpt = tmp_path / "state" / "checkpoint"
+    run.wait_for(lambda: ckpt.is_dir() and any(ckpt.glob("snapshot-*")), "the first checkpoint")
+    assert run.stop(signal.SIGKILL) == -signal.SIGKILL
+    nginx.burst([client(i) for i in range(20)])
+    nginx.rotate(".1")
+    nginx.burst([client(i) for i in range(20, 40)])
+    run.start()
+    run.wait_for(lambda: run.stored() == 40, "all 40 stored after the restart", timeout=30)
+    assert run.stop() == 0
+    assert_exactly(run, 40)
+    assert "rotated while stopped" in run.stderr()
+
+
 def test_a_restart_resumes_where_it_stopped(nginx: Nginx, tmp_path: Path, lookout_cmd: list[str]) -> None:
     run = LookoutRun(lookout_cmd, nginx.access_log, tmp_path).start()
     nginx.burst([client(i) for i in range(40)])
