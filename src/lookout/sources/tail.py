@@ -21,11 +21,14 @@ file still being read (`rotated`): a restart resumes each of them.
 - Restart: the checkpointed file is looked for at the path, then beside it (renamed by a
   rotation while lookout was down: `access.log.1`, `access.log-20240101`, …); the rest of it is
   read before the new file. If it is gone, that is logged (its unread tail cannot be had).
+  The first checkpoint, written at start before anything is read, already names the file
+  (`start_position`). One case stays open: a log still *empty* at that checkpoint has no first
+  line to know a copytruncate copy by, so if the run dies before its next checkpoint and the log
+  is copied and truncated meanwhile, the restart reads only the truncated log.
 - Only whole lines are emitted: a partial last line waits for its newline (a rotated file's
-  unterminated last line is emitted once the file is left, since nothing can complete it).
-- Waiting: on inotify where available (lookout.sources.fswait), polling otherwise.
   unterminated last line is emitted once the file is left, since nothing can complete it; the
   runner asks for it with `read_unterminated` when input is idle and when it stops).
+- Waiting: on inotify where available (lookout.sources.fswait), polling otherwise.
 - A line longer than `read_bytes` (4 MiB) is one dead letter (`line-too-long`, its first KiB
   kept) with its true line number, however long it is; it is skipped, never held in memory.
 
