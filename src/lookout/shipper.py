@@ -140,7 +140,12 @@ class Shipper:
         return True
 
     def run(self) -> int:
-        self.source.restore(load_position(self.opts.state_dir))
+        saved = load_position(self.opts.state_dir)
+        self.source.restore(saved)
+        if saved is None and (start := self.source.start_position()) is not None:
+            # the log's file named before anything is sent: a crash before the first position
+            # save still finds that file if it is renamed while `ship` is down (as `run` does)
+            save_position(self.opts.state_dir, start)
         loop = DeliveryLoop(self.opts.commit_interval, self.opts.duration, stopped=lambda: self.stop.requested)
         loop.run(self._step, self.commit)
         self.final = True

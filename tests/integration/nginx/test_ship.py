@@ -125,6 +125,39 @@ def test_ship_feeds_kafka_across_rotation_and_restart(
     assert summaries[1].startswith("lookout ship stopped: 10 records")
 
 
+def test_ship_killed_before_its_first_save_finds_the_log_renamed_while_down(
+    nginx: Nginx, kafka_bootstrap: str, kafka_topic: Callable[[str], str], tmp_path: Path, lookout_cmd: list[str]
+) -> None:
+    """A first start saves the log's file at offset 0 before sending anything: killed before its
+    next save, a restart reads that file (renamed beside the log meanwhile) before the new one."""
+    topic, state, err = kafka_topic("ship-first"), tmp_path / "ship-state", tmp_path / "ship.err"
+    proc = start_ship(lookout_cmd, nginx.access_log, kafka_bootstrap, topic, state, err)
+    reader = Reader(kafka_bootstrap, topic)
+    try:
+        deadline = time.monotonic() + 20
+        while not (state / POSITION_FILE).exists():
+            assert time.monotonic() < deadline, f"no position saved at start:\n{err.read_text()}"
+            assert proc.poll() is None, err.read_text()
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(30)
+        nginx.burst([client(i) for i in range(20)])
+        nginx.rotate()
+        nginx.burst([client(i) for i in range(20, 40)])
+        proc = start_ship(lookout_cmd, nginx.access_log, kafka_bootstrap, topic, state, err)
+        reader.until(40)
+        msgs = reader.settle()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.close()
+    recs = [orjson.loads(m.value()) for m in msgs]
+    assert Counter(r["client_ip"] for r in recs) == Counter(client(i) for i in range(40))
+    assert "rotated while stopped" in err.read_text()
+
+
 def test_ship_waits_out_a_broker_outage(
     nginx: Nginx, kafka_broker, kafka_topic: Callable[[str], str], tmp_path: Path, lookout_cmd: list[str]
 ) -> None:
